@@ -1,0 +1,81 @@
+"""Per-invocation CLI state and the one place errors become exit codes and messages."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+
+from dgxcluster.cli.exitcodes import exit_code_for
+
+if TYPE_CHECKING:
+    from dgxcluster.inventory.load import Inventory
+    from dgxcluster.session import Session
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class CliState:
+    inventory_path: Path | None = None
+    verbose: int = 0
+    log_format: str = "console"
+    _inventory: Inventory | None = field(default=None, repr=False)
+
+    def inventory(self) -> Inventory:
+        """Load the inventory once (exit 2 with a clear message if it is wrong)."""
+        if self._inventory is None:
+            from dgxcluster.inventory.load import load_inventory
+
+            self._inventory = load_inventory(self.inventory_path)
+        return self._inventory
+
+    def session(self, command: str) -> Session:
+        from dgxcluster.log import configure
+        from dgxcluster.secrets import Redactor
+        from dgxcluster.session import Session
+
+        inv = self.inventory()
+        red = Redactor()
+        configure(self.verbose, self.log_format, red)
+        return Session.open(inv, command=command, redactor=red)
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliState):  # pragma: no cover - set by the root callback
+        obj = CliState()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def errors_to_exit(fn: F) -> F:
+    """Turn dgxcluster errors and Ctrl-C into a message on stderr and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from dgxcluster.errors import DgxClusterError
+
+        try:
+            return fn(*args, **kwargs)
+        except DgxClusterError as exc:
+            _error(str(exc))
+            raise typer.Exit(exit_code_for(exc)) from None
+        except KeyboardInterrupt:
+            _error("interrupted")
+            raise typer.Exit(exit_code_for(KeyboardInterrupt())) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _error(text: str) -> None:
+    first, _, rest = text.partition("\n")
+    sys.stderr.write(f"error: {first}\n")
+    if rest:
+        sys.stderr.write(rest + "\n")
+    sys.stderr.flush()

@@ -1,0 +1,220 @@
+"""Find, read and validate the inventory; turn every problem into one clear InventoryError.
+
+Settings come from the YAML file, and any of them can be overridden by an environment
+variable through pydantic-settings: DGXCLUSTER_<SECTION>__<KEY> (e.g.
+DGXCLUSTER_SSH__CONNECT_TIMEOUT=5, DGXCLUSTER_SERVE__MODEL=org/name).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from dgxcluster.errors import InventoryError
+from dgxcluster.inventory.model import CrossCheckError, InventoryModel
+from dgxcluster.inventory.yamlfile import YamlProblem, format_path, load_yaml
+
+DEFAULT_PATH = Path("inventory/cluster.yaml")
+ENV_PATH = "DGXCLUSTER_INVENTORY"
+ENV_PREFIX = "DGXCLUSTER_"
+#: Variables with our prefix that are not inventory settings.
+NOT_SETTINGS = frozenset({ENV_PATH, "DGXCLUSTER_LOG_DIR", "DGXCLUSTER_LOG_FORMAT"})
+
+
+class Inventory(InventoryModel, BaseSettings):
+    """The validated inventory, with DGXCLUSTER_* environment overrides applied."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        case_sensitive=False,
+        env_ignore_empty=True,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    # Set by the loader: where the file was, so relative paths resolve beside it.
+    _source: Path | None = None
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    def local_path(self, p: Path) -> Path:
+        """A path from the inventory, made absolute: `~` expanded, relative to the file's dir."""
+        p = p.expanduser()
+        if p.is_absolute() or self._source is None:
+            return p
+        return (self._source.parent / p).resolve()
+
+
+def resolve_path(cli_path: str | Path | None, environ: Mapping[str, str] | None = None) -> Path:
+    """The inventory file to use: -i/--inventory, then $DGXCLUSTER_INVENTORY, then the default."""
+    env = os.environ if environ is None else environ
+    if cli_path:
+        return Path(cli_path)
+    if env.get(ENV_PATH):
+        return Path(env[ENV_PATH])
+    return DEFAULT_PATH
+
+
+def load_inventory(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Inventory:
+    """Load and validate the inventory. Raises InventoryError; never touches the network."""
+    env = dict(os.environ if environ is None else environ)
+    file = resolve_path(path, env)
+    shown = str(file)
+    if not file.exists():
+        hint = ""
+        if path is None and ENV_PATH not in env:
+            hint = " (pass -i PATH, set DGXCLUSTER_INVENTORY, or copy inventory/example.yaml)"
+        raise InventoryError(shown, [("", f"inventory file not found{hint}")])
+    if file.is_dir():
+        raise InventoryError(shown, [("", "is a directory, not an inventory file")])
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(shown, [("", f"cannot read: {exc}")]) from None
+    return parse_inventory(text, shown, env, source=file)
+
+
+def parse_inventory(
+    text: str,
+    shown: str = "<inventory>",
+    environ: Mapping[str, str] | None = None,
+    source: Path | None = None,
+) -> Inventory:
+    """Validate inventory text (the pure half of `load_inventory`)."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        data, lines = load_yaml(text)
+    except YamlProblem as exc:
+        raise InventoryError(shown, [(format_path(exc.path), str(exc), exc.line)]) from None
+    if data is None:
+        raise InventoryError(shown, [("", "file is empty; it needs at least a 'nodes' list")])
+    if not isinstance(data, dict):
+        raise InventoryError(shown, [("", "top level must be a mapping of keys (nodes:, ssh:, ...)")])
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise InventoryError(shown, [("", f"keys must be strings, got {bad_keys[0]!r}")])
+    overrides = _env_overrides(env)
+    try:
+        inv = _build(data, overrides)
+    except ValidationError as exc:
+        raise InventoryError(shown, _problems(exc, lines, overrides)) from None
+    except _UnknownEnv as exc:
+        raise InventoryError(
+            shown,
+            [("", f"environment variable {exc.key} names no inventory setting "
+                  f"(sections: {', '.join(InventoryModel.model_fields)})")],
+        ) from None
+    object.__setattr__(inv, "_source", source.resolve() if source else None)
+    return inv
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, str]:
+    return {
+        k: v
+        for k, v in env.items()
+        if k.upper().startswith(ENV_PREFIX) and k.upper() not in NOT_SETTINGS and v != ""
+    }
+
+
+def _build(data: dict[str, Any], overrides: Mapping[str, str]) -> Inventory:
+    # pydantic-settings reads os.environ itself; hand it exactly our view of the environment.
+    saved = {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+    try:
+        for k in saved:
+            del os.environ[k]
+        os.environ.update(overrides)
+        _reject_unknown_env(overrides)
+        return Inventory(**data)
+    finally:
+        for k in list(os.environ):
+            if k.upper().startswith(ENV_PREFIX):
+                del os.environ[k]
+        os.environ.update(saved)
+
+
+def _reject_unknown_env(overrides: Mapping[str, str]) -> None:
+    fields = set(InventoryModel.model_fields)
+    for key in overrides:
+        top = key[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if top not in fields:
+            raise _UnknownEnv(key)
+
+
+class _UnknownEnv(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _problems(
+    exc: ValidationError, lines: Mapping[tuple[str | int, ...], int], overrides: Mapping[str, str]
+) -> list[tuple[str, str, int | None]]:
+    out: list[tuple[str, str, int | None]] = []
+    for err in exc.errors():
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, CrossCheckError):
+            for path, msg in ctx_err.errors:
+                out.append((format_path(path), msg, _line(path, lines)))
+            continue
+        path = tuple(err["loc"])
+        msg = _message(err)
+        env_key = _env_key_for(path, overrides)
+        if env_key:
+            out.append((format_path(path), f"{msg} (from environment variable {env_key})", None))
+        else:
+            out.append((format_path(path), msg, _line(path, lines)))
+    return out
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see inventory/example.yaml for every key)"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err.get("msg", "invalid value"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if "input" in err and kind not in ("missing",) and not isinstance(err["input"], (dict, list)):
+        shown = repr(err["input"])
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        msg += f" (got {shown})"
+    return msg
+
+
+def _line(path: tuple[str | int, ...], lines: Mapping[tuple[str | int, ...], int]) -> int | None:
+    probe = path
+    while probe and probe not in lines:
+        probe = probe[:-1]
+    return lines.get(probe) if probe else None
+
+
+def _env_key_for(path: tuple[str | int, ...], overrides: Mapping[str, str]) -> str | None:
+    for n in range(len(path), 0, -1):
+        key = ENV_PREFIX + "__".join(str(p) for p in path[:n]).upper()
+        for k in overrides:
+            if k.upper() == key:
+                return k
+    return None

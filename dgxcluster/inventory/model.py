@@ -1,0 +1,297 @@
+"""The inventory model: pure data and validation, no I/O, no network.
+
+One file describes the cluster. Every model forbids unknown keys, so a typo is an
+error rather than a silently ignored setting. Later capabilities read their own
+section (`fabric`, `image`, `container`, `ray`, `serve`, `model`, `secrets`).
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+IFACE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$"
+RDMA_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Name = Annotated[str, Field(pattern=NAME_RE, description="letters, digits, '.', '_', '-'")]
+Interface = Annotated[str, Field(pattern=IFACE_RE, description="a Linux net device name")]
+RdmaDevice = Annotated[str, Field(pattern=RDMA_RE, description="an RDMA device (hca_id)")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class Strict(BaseModel):
+    """Base for every inventory section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _no_control_chars(value: str, what: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{what} must not contain control characters (newline, tab, ...)")
+    return value
+
+
+class NodeSpec(Strict):
+    """One machine: how to reach it over SSH and its address on the ConnectX-7 fabric."""
+
+    name: Name
+    host: str = Field(min_length=1, max_length=253, description="hostname, IP or ~/.ssh/config alias")
+    port: Port = 22
+    user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+    fabric_ip: IPv4Address
+    rail_ips: list[IPv4Address] | None = Field(
+        default=None,
+        description="address on each fabric rail, in fabric.rails order; defaults to [fabric_ip]",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_plain(cls, v: str) -> str:
+        _no_control_chars(v, "host")
+        if v.startswith("-") or re.search(r"[\s'\"`$;|&<>\\]", v):
+            raise ValueError("host must be a hostname, an IP address or an ssh config alias")
+        return v
+
+    @property
+    def rails(self) -> list[IPv4Address]:
+        return list(self.rail_ips) if self.rail_ips else [self.fabric_ip]
+
+
+class SshSettings(Strict):
+    """How every node is reached. Host keys are always checked."""
+
+    user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+    identity_file: Path | None = None
+    known_hosts: Path = Path("~/.ssh/known_hosts")
+    host_key_policy: Literal["strict", "accept-new"] = "strict"
+    connect_timeout: Seconds = 10.0
+    command_timeout: Seconds = 300.0
+    max_parallel: int = Field(default=64, ge=1, le=64)
+    keepalive_s: Seconds = 15.0
+
+
+class Rail(Strict):
+    """One fabric rail: a net device and the RDMA device behind it (a CX-7 twin)."""
+
+    interface: Interface
+    rdma_device: RdmaDevice | None = None
+
+
+def _spark_rails() -> list[Rail]:
+    return [
+        Rail(interface="enp1s0f1np1", rdma_device="rocep1s0f1"),
+        Rail(interface="enP2p1s0f1np1", rdma_device="roceP2p1s0f1"),
+    ]
+
+
+class FabricSettings(Strict):
+    """The RoCE fabric every node shares (defaults: DGX Spark, cable in QSFP port 1)."""
+
+    rails: list[Rail] = Field(default_factory=_spark_rails, min_length=1)
+    mtu: int = Field(default=9000, ge=576, le=65536)
+    link_speed_mbps: int = Field(default=200000, ge=1)
+    nccl_ib_gid_index: int | None = Field(default=3, ge=0, le=255)
+    min_busbw_gbs: float = Field(default=21.875, gt=0, description="NCCL all_gather busbw floor")
+    min_ib_write_gbits: float = Field(default=90.0, gt=0, description="ib_write_bw floor per rail")
+    nccl_env: dict[str, str] = Field(default_factory=dict, description="extra NCCL_* settings")
+
+    @property
+    def interfaces(self) -> list[str]:
+        return [r.interface for r in self.rails]
+
+    @property
+    def rdma_devices(self) -> list[str]:
+        return [r.rdma_device for r in self.rails if r.rdma_device]
+
+    @field_validator("nccl_env")
+    @classmethod
+    def _env_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_env(v)
+
+
+def _check_env(v: dict[str, str]) -> dict[str, str]:
+    for key, val in v.items():
+        if not re.match(ENV_NAME_RE, key):
+            raise ValueError(f"{key!r} is not a valid environment variable name")
+        if "\n" in val or "\r" in val or "\0" in val:
+            raise ValueError(f"value of {key} must not contain a newline or NUL")
+    return v
+
+
+class ImageSettings(Strict):
+    """The image every node runs; its tag is derived from the build context's content."""
+
+    name: str = Field(default="dgxcluster/vllm-gb10", pattern=r"^[a-z0-9][a-z0-9._/-]{0,127}$")
+    context: Path = Path("../images/vllm-gb10")
+    dockerfile: str = Field(default="Dockerfile", min_length=1)
+    build_args: dict[str, str] = Field(default_factory=dict)
+    strategy: Literal["each", "distribute"] = "distribute"
+    build_node: Name | None = Field(default=None, description="builder for distribute; default head")
+    build_timeout_s: Seconds = 4 * 3600.0
+
+    @field_validator("build_args")
+    @classmethod
+    def _args(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_env(v)
+
+
+class ContainerSettings(Strict):
+    """`docker run` options for the Ray containers; defaults are the DGX Spark ones."""
+
+    gpus: str = Field(default="all", pattern=r"^(all|none|[0-9]+|device=[0-9,]+)$")
+    network: str = Field(default="host", pattern=r"^[a-z0-9_.-]+$")
+    ipc: str | None = Field(default="host", pattern=r"^[a-z0-9_:.-]+$")
+    shm_size: str = Field(default="10.24g", pattern=r"^[0-9]+(\.[0-9]+)?[bkmgBKMG]?$")
+    devices: list[str] = Field(default_factory=lambda: ["/dev/infiniband"])
+    cap_add: list[str] = Field(default_factory=lambda: ["IPC_LOCK"])
+    ulimits: dict[str, str] = Field(default_factory=lambda: {"memlock": "-1"})
+    hf_cache: str = Field(default="~/.cache/huggingface", min_length=1)
+    volumes: list[str] = Field(default_factory=list, description="extra HOST:CONTAINER[:ro]")
+    env: dict[str, str] = Field(default_factory=dict, description="extra env set at docker run")
+    extra_args: list[str] = Field(default_factory=list, description="extra docker run options")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_env(v)
+
+
+class RaySettings(Strict):
+    """The Ray cluster inside the containers (the engine vLLM distributes through)."""
+
+    port: Port = 6379
+    dashboard_port: Port = 8265
+    num_gpus: int | None = Field(default=None, ge=0, description="GPUs declared per node")
+    start_timeout_s: Seconds = 180.0
+    version: str = Field(default="2.60.0", pattern=r"^[0-9][0-9a-z.+-]*$")
+
+
+class ServeSettings(Strict):
+    """What `vllm serve` runs in the head container."""
+
+    model: str | None = Field(default=None, min_length=1, max_length=512)
+    revision: str | None = Field(default=None, max_length=128)
+    tensor_parallel_size: int = Field(default=2, ge=1, le=1024)
+    pipeline_parallel_size: int = Field(default=1, ge=1, le=1024)
+    port: Port = 8000
+    host: str = "0.0.0.0"  # noqa: S104 - the API must be reachable from the operator's machine
+    max_model_len: int | None = Field(default=None, ge=1)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    served_model_name: str | None = Field(default=None, min_length=1, max_length=512)
+    extra_args: list[str] = Field(default_factory=list)
+    ready_timeout_s: Seconds = 1800.0
+
+    @field_validator("model", "served_model_name", "revision")
+    @classmethod
+    def _plain(cls, v: str | None) -> str | None:
+        return None if v is None else _no_control_chars(v, "value")
+
+
+class SecretsSettings(Strict):
+    """Names of secrets and where to find values. The inventory never holds a value."""
+
+    env: list[Annotated[str, Field(pattern=ENV_NAME_RE)]] = Field(
+        default_factory=lambda: ["HF_TOKEN"]
+    )
+    file: Path | None = Field(default=None, description="KEY=VALUE file, mode 0600")
+
+
+class InventoryModel(Strict):
+    """The whole inventory file."""
+
+    cluster: Name = "dgx"
+    head: Name | None = None
+    nodes: list[NodeSpec] = Field(min_length=1)
+    ssh: SshSettings = Field(default_factory=SshSettings)
+    fabric: FabricSettings = Field(default_factory=FabricSettings)
+    image: ImageSettings = Field(default_factory=ImageSettings)
+    container: ContainerSettings = Field(default_factory=ContainerSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    state_dir: str = Field(
+        default="~/.local/state/dgxcluster",
+        min_length=1,
+        description="per-node directory for env-files, logs and records (on each node)",
+    )
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> InventoryModel:
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        seen_names: dict[str, int] = {}
+        seen_addr: dict[tuple[str, int], int] = {}
+        seen_fabric: dict[IPv4Address, int] = {}
+        for i, node in enumerate(self.nodes):
+            if node.name in seen_names:
+                errors.append(
+                    (("nodes", i, "name"),
+                     f"duplicate node name {node.name!r} (also nodes[{seen_names[node.name]}])")
+                )
+            seen_names.setdefault(node.name, i)
+            addr = (node.host, node.port)
+            if addr in seen_addr:
+                errors.append(
+                    (("nodes", i, "host"),
+                     f"duplicate address {node.host}:{node.port} (also nodes[{seen_addr[addr]}])")
+                )
+            seen_addr.setdefault(addr, i)
+            if node.fabric_ip in seen_fabric:
+                errors.append(
+                    (("nodes", i, "fabric_ip"),
+                     f"duplicate fabric_ip {node.fabric_ip} (also nodes[{seen_fabric[node.fabric_ip]}])")
+                )
+            seen_fabric.setdefault(node.fabric_ip, i)
+            if node.rail_ips is not None:
+                if len(node.rail_ips) != len(self.fabric.rails):
+                    errors.append(
+                        (("nodes", i, "rail_ips"),
+                         f"has {len(node.rail_ips)} address(es) but fabric.rails has "
+                         f"{len(self.fabric.rails)}")
+                    )
+                elif node.rail_ips[0] != node.fabric_ip:
+                    errors.append(
+                        (("nodes", i, "rail_ips"), "first rail address must equal fabric_ip")
+                    )
+        if self.head is not None and self.head not in seen_names:
+            errors.append((("head",), f"names no node: {self.head!r} (nodes: {', '.join(seen_names)})"))
+        if self.image.build_node is not None and self.image.build_node not in seen_names:
+            errors.append((("image", "build_node"), f"names no node: {self.image.build_node!r}"))
+        if errors:
+            raise CrossCheckError(errors)
+        return self
+
+    @property
+    def head_name(self) -> str:
+        return self.head or self.nodes[0].name
+
+    @property
+    def head_node(self) -> NodeSpec:
+        return self.node(self.head_name)
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    def subnet_of(self, rail: int, node: NodeSpec, prefix: int = 24) -> IPv4Interface:
+        return IPv4Interface(f"{node.rails[rail]}/{prefix}")
+
+
+class CrossCheckError(ValueError):
+    """Several cross-field problems, each with its own key path."""
+
+    def __init__(self, errors: list[tuple[tuple[str | int, ...], str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(m for _, m in errors))

@@ -1,0 +1,74 @@
+"""Read YAML strictly: duplicate keys are errors, and every value keeps its line number."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+Path_ = tuple[str | int, ...]
+
+
+class YamlProblem(Exception):
+    """The text is not valid YAML for an inventory; carries a line number when known."""
+
+    def __init__(self, message: str, line: int | None = None, path: Path_ = ()) -> None:
+        self.line = line
+        self.path = path
+        super().__init__(message)
+
+
+def load_yaml(text: str) -> tuple[Any, dict[Path_, int]]:
+    """Parse `text`; return the data and a map from key path to 1-based line number."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise YamlProblem(f"not valid YAML: {exc.problem or exc}", line) from None
+    except yaml.YAMLError as exc:
+        raise YamlProblem(f"not valid YAML: {exc}") from None
+    if root is None:
+        return None, {}
+    lines: dict[Path_, int] = {}
+    _walk(root, (), lines)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # pragma: no cover - compose already parsed it
+        raise YamlProblem(f"not valid YAML: {exc}") from None
+    return data, lines
+
+
+def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            if key == "<<":
+                raise YamlProblem(
+                    "YAML merge keys (<<) are not supported", key_node.start_mark.line + 1, path
+                )
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise YamlProblem(
+                    f"duplicate key {key!r} (first at line {seen[key]})", line, path + (key,)
+                )
+            seen[key] = line
+            lines[path + (key,)] = line
+            _walk(value_node, path + (key,), lines)
+            lines[path + (key,)] = line
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, path + (i,), lines)
+
+
+def format_path(path: Path_) -> str:
+    """('nodes', 1, 'port') -> 'nodes[1].port'."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out

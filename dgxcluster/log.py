@@ -1,0 +1,119 @@
+"""Structured logging (structlog): console or JSON on stderr, secrets redacted, per-node files.
+
+`-v` shows every remote argv (secrets masked) with node and duration. Long steps also write
+one file per node per step under the run's log directory, so a failure can be read later.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from dgxcluster.secrets import Redactor
+
+DEFAULT_LOG_ROOT = Path(
+    os.environ.get("XDG_STATE_HOME", str(Path.home() / ".local" / "state"))
+) / "dgxcluster" / "runs"
+
+
+def _redacting(redactor: Redactor) -> structlog.types.Processor:
+    def processor(
+        _logger: Any, _name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in list(event.items()):
+            if isinstance(value, str):
+                event[key] = redactor(value)
+            elif value is not None and not isinstance(value, (int, float, bool)):
+                event[key] = redactor(str(value))
+        return event
+
+    return processor
+
+
+def configure(
+    verbosity: int = 0,
+    fmt: str = "console",
+    redactor: Redactor | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog once per invocation. verbosity 0: warnings, 1: info+debug of runs."""
+    level = 30 if verbosity <= 0 else 10
+    red = redactor or Redactor()
+    processors: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redacting(red),
+    ]
+    if fmt == "json":
+        processors.append(structlog.processors.JSONRenderer())
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**bind: Any) -> Any:
+    return structlog.get_logger("dgxcluster").bind(**bind)
+
+
+@dataclass
+class RunLogs:
+    """One directory per invocation; one file per node per step inside it.
+
+    Every line written passes through the redactor first.
+    """
+
+    root: Path
+    redactor: Redactor = field(default_factory=Redactor)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def create(cls, command: str, base: Path | None, redactor: Redactor) -> RunLogs:
+        base = base or Path(os.environ.get("DGXCLUSTER_LOG_DIR", str(DEFAULT_LOG_ROOT)))
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        root = base / f"{stamp}-{command}-{os.getpid()}"
+        return cls(root=root, redactor=redactor)
+
+    def path(self, node: str, step: str) -> Path:
+        return self.root / node / f"{step}.log"
+
+    def writer(self, node: str, step: str) -> NodeStepLog:
+        p = self.path(node, step)
+        with self._lock:
+            p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return NodeStepLog(p, self.redactor)
+
+
+class NodeStepLog:
+    """Append-only log file for one node and one step (redacted, line-buffered)."""
+
+    def __init__(self, path: Path, redactor: Redactor) -> None:
+        self.path = path
+        self._redact = redactor
+        self._fh = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        os.chmod(path, 0o600)
+
+    def line(self, text: str) -> None:
+        self._fh.write(self._redact(text.rstrip("\n")) + "\n")
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> NodeStepLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

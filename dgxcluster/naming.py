@@ -1,0 +1,29 @@
+"""Names and labels shared by every capability, so `status`, `stop` and `logs` find what
+`build` and `start` made. Change them here only."""
+
+from __future__ import annotations
+
+import re
+
+LABEL_CLUSTER = "dgxcluster.cluster"
+LABEL_ROLE = "dgxcluster.role"  # head | worker
+LABEL_NODE = "dgxcluster.node"
+LABEL_CONFIG = "dgxcluster.config"  # hash of everything that shapes the running cluster
+LABEL_CONTENT_TAG = "dgxcluster.content-tag"  # on images: ctx-<12 hex>
+
+CONTENT_TAG_PREFIX = "ctx-"
+MOVING_TAG = "current"  # points at the newest content tag built by dgxcluster
+
+
+def container_name(cluster: str, role: str) -> str:
+    """One dgxcluster container per node: `dgxc-<cluster>-head` or `dgxc-<cluster>-worker`."""
+    return f"dgxc-{cluster}-{role}"
+
+
+def cluster_filter(cluster: str) -> list[str]:
+    """`docker ps` filter arguments that select this cluster's containers."""
+    return ["--filter", f"label={LABEL_CLUSTER}={cluster}"]
+
+
+def is_content_tag(tag: str) -> bool:
+    return re.fullmatch(r"ctx-[0-9a-f]{12}", tag) is not None

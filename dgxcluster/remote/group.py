@@ -1,0 +1,167 @@
+"""Fan-out: run a function or a command on many nodes at once and keep every node's outcome.
+
+A `Cluster` holds one connection per node for the whole invocation. `map` runs a per-node
+function in a bounded thread pool and returns a GroupResult (value or exception per node):
+one node failing never stops or hides the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, TypeVar
+
+from dgxcluster.errors import UsageError
+from dgxcluster.remote.command import Argv
+from dgxcluster.remote.connection import Connection
+from dgxcluster.remote.result import GroupResult, Result
+from dgxcluster.secrets import Redactor
+
+if TYPE_CHECKING:
+    from dgxcluster.inventory.load import Inventory
+    from dgxcluster.inventory.model import NodeSpec
+
+T = TypeVar("T")
+ConnectionFactory = Callable[["NodeSpec"], Connection]
+#: Called with (node, stream, line) for live output of fan-out commands.
+NodeLineCallback = Callable[[str, str, str], None]
+
+
+def ssh_factory(inventory: Inventory, redactor: Redactor) -> ConnectionFactory:
+    """Build SSH connections from the inventory's ssh settings (imports Fabric lazily)."""
+    from dgxcluster.remote.ssh import SshConnection
+
+    known_hosts = inventory.local_path(inventory.ssh.known_hosts)
+    identity = inventory.local_path(inventory.ssh.identity_file) if inventory.ssh.identity_file else None
+
+    def make(spec: NodeSpec) -> Connection:
+        return SshConnection(
+            spec, inventory.ssh, known_hosts=known_hosts, identity_file=identity, redactor=redactor
+        )
+
+    return make
+
+
+class Cluster:
+    """The nodes of one inventory and their connections, for the length of one invocation."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        *,
+        factory: ConnectionFactory | None = None,
+        redactor: Redactor | None = None,
+        max_parallel: int | None = None,
+    ) -> None:
+        self.inventory = inventory
+        self.redactor = redactor or Redactor()
+        self._factory = factory or ssh_factory(inventory, self.redactor)
+        self._max = max_parallel or inventory.ssh.max_parallel
+        self._conns: dict[str, Connection] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def names(self) -> list[str]:
+        return self.inventory.names
+
+    @property
+    def head(self) -> str:
+        return self.inventory.head_name
+
+    def select(self, names: Iterable[str] | None) -> list[str]:
+        """Validate a --node selection (keeping inventory order); None means every node."""
+        if not names:
+            return list(self.names)
+        wanted = list(dict.fromkeys(names))
+        unknown = [n for n in wanted if n not in self.names]
+        if unknown:
+            raise UsageError(
+                f"unknown node {unknown[0]!r} (inventory has: {', '.join(self.names)})", "--node"
+            )
+        return [n for n in self.names if n in wanted]
+
+    def conn(self, name: str) -> Connection:
+        with self._lock:
+            c = self._conns.get(name)
+            if c is None:
+                c = self._factory(self.inventory.node(name))
+                self._conns[name] = c
+            return c
+
+    def map(
+        self,
+        fn: Callable[[Connection], T],
+        nodes: Sequence[str] | None = None,
+    ) -> GroupResult[T]:
+        """Call fn(connection) on every node in parallel; collect a value or error per node."""
+        targets = list(nodes) if nodes is not None else list(self.names)
+        result: GroupResult[T] = GroupResult(order=targets)
+        if not targets:
+            return result
+        pool = ThreadPoolExecutor(
+            max_workers=max(1, min(len(targets), self._max)), thread_name_prefix="node"
+        )
+        futures: dict[Future[T], str] = {}
+        try:
+            for name in targets:
+                futures[pool.submit(self._call, fn, name)] = name
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    name = futures[fut]
+                    exc = fut.exception()
+                    if exc is not None:
+                        result.errors[name] = exc
+                    else:
+                        result.values[name] = fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            self.close()
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return result
+
+    def _call(self, fn: Callable[[Connection], T], name: str) -> T:
+        return fn(self.conn(name))
+
+    def run(
+        self,
+        argv: Argv | Callable[[str], Argv],
+        nodes: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+        on_line: NodeLineCallback | None = None,
+    ) -> GroupResult[Result]:
+        """Run one command (or a per-node command) everywhere; non-zero exits are not errors."""
+
+        def one(c: Connection) -> Result:
+            cmd = argv(c.node) if callable(argv) else argv
+            cb = None
+            if on_line is not None:
+                node = c.node
+
+                def cb(stream: str, line: str) -> None:
+                    on_line(node, stream, line)
+
+            return c.run(cmd, timeout=timeout, on_line=cb)
+
+        return self.map(one, nodes)
+
+    def close(self) -> None:
+        with self._lock:
+            conns = list(self._conns.values())
+            self._conns.clear()
+        for c in conns:
+            with contextlib.suppress(Exception):  # closing is best effort
+                c.close()

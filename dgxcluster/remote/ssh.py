@@ -1,0 +1,378 @@
+"""SSH transport over Fabric/paramiko: the only module that opens connections.
+
+One connection per node per invocation, opened lazily and reused. Commands run on raw
+paramiko channels so stdin can stream large payloads and output can stream line by line.
+Host keys are checked against the inventory's known_hosts (see hostkeys.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import paramiko
+from fabric import Config
+from fabric import Connection as FabricConnection
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+from dgxcluster.errors import CommandTimeout, ConnectError, HostKeyError
+from dgxcluster.inventory.model import NodeSpec, SshSettings
+from dgxcluster.log import get_logger
+from dgxcluster.remote.command import Argv, for_display, to_command_line
+from dgxcluster.remote.connection import ChunkCallback, LineCallback
+from dgxcluster.remote.hostkeys import changed_key_error, load_known_hosts, policy_for
+from dgxcluster.remote.result import Result
+from dgxcluster.secrets import Redactor
+
+CHUNK = 256 * 1024
+
+# paramiko logs transport failures to stderr by itself; we report them as ConnectError instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
+
+
+class _Transient(Exception):
+    """A connect failure worth one more try (refused/reset: a daemon restarting)."""
+
+
+class SshConnection:
+    """A `Connection` to one node over SSH."""
+
+    def __init__(
+        self,
+        spec: NodeSpec,
+        ssh: SshSettings,
+        *,
+        known_hosts: Path,
+        identity_file: Path | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self._spec = spec
+        self._ssh = ssh
+        self._known_hosts = known_hosts
+        self._identity = identity_file
+        self._redact = redactor or Redactor()
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._log = get_logger(node=spec.name)
+
+    @property
+    def node(self) -> str:
+        return self._spec.name
+
+    # -- connecting ---------------------------------------------------------------------
+
+    def _transport(self) -> paramiko.Transport:
+        with self._lock:
+            if self._conn is not None:
+                t = self._conn.client.get_transport()
+                if t is not None and t.is_active():
+                    return t  # type: ignore[no-any-return]
+                self._drop()
+            for attempt in Retrying(
+                retry=retry_if_exception_type(_Transient),
+                stop=stop_after_attempt(3),
+                wait=wait_fixed(0.5),
+                reraise=True,
+            ):
+                with attempt:
+                    self._conn = self._open()
+            t = self._conn.client.get_transport()
+            assert t is not None
+            t.set_keepalive(int(self._ssh.keepalive_s))
+            return t  # type: ignore[no-any-return]
+
+    def _open(self) -> Any:
+        spec, ssh = self._spec, self._ssh
+        timeout = ssh.connect_timeout
+        kwargs: dict[str, Any] = {
+            "banner_timeout": timeout,
+            "auth_timeout": timeout,
+            "channel_timeout": timeout,
+        }
+        if self._identity is not None:
+            kwargs["key_filename"] = str(self._identity)
+        config = Config(overrides={"run": {"hide": True, "warn": True}})
+        conn = FabricConnection(
+            host=spec.host,
+            user=spec.user or ssh.user,
+            port=spec.port if spec.port != 22 else None,
+            config=config,
+            connect_timeout=timeout,
+            connect_kwargs=kwargs,
+        )
+        client: paramiko.SSHClient = conn.client
+        load_known_hosts(client, self._known_hosts)
+        port = int(conn.port)
+        client.set_missing_host_key_policy(
+            policy_for(ssh.host_key_policy, spec.name, self._known_hosts, port)
+        )
+        where = f"{conn.user}@{conn.host}:{port}"
+        try:
+            conn.open()
+        except HostKeyError:
+            conn.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            conn.close()
+            raise changed_key_error(spec.name, exc, self._known_hosts, port) from None
+        except paramiko.AuthenticationException as exc:
+            conn.close()
+            raise ConnectError(
+                spec.name,
+                f"authentication failed for {where}: {exc}",
+                hint="check ssh.user / ssh.identity_file, or that your key is in the node's "
+                "authorized_keys",
+            ) from None
+        except TimeoutError:
+            conn.close()
+            raise ConnectError(
+                spec.name, f"connecting to {where} timed out after {timeout:g}s"
+            ) from None
+        except paramiko.SSHException as exc:
+            conn.close()
+            text = str(exc)
+            if "banner" in text.lower() or "no existing session" in text.lower():
+                text = (
+                    f"{where} accepted the connection but sent no SSH banner within {timeout:g}s "
+                    "or did not finish the handshake (sshd hung or overloaded)"
+                )
+            raise ConnectError(spec.name, text) from None
+        except (ConnectionRefusedError, ConnectionResetError) as exc:
+            conn.close()
+            raise _Transient(f"{where}: {exc.strerror or exc}") from None
+        except paramiko.ssh_exception.NoValidConnectionsError as exc:
+            conn.close()
+            reasons = "; ".join(sorted({getattr(e, "strerror", None) or str(e) for e in exc.errors.values()}))
+            raise _Transient(f"{where}: {reasons}") from None
+        except OSError as exc:
+            conn.close()
+            raise ConnectError(spec.name, f"{where}: {exc.strerror or exc}") from None
+        return conn
+
+    def connect(self) -> None:
+        """Open the connection now (normally it opens on first use)."""
+        try:
+            self._transport()
+        except _Transient as exc:
+            raise ConnectError(self.node, str(exc)) from None
+
+    def _drop(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+            self._sftp = None
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: Argv,
+        *,
+        stdin: bytes | BinaryIO | None = None,
+        timeout: float | None = None,
+        on_line: LineCallback | None = None,
+        on_stdout_chunk: ChunkCallback | None = None,
+    ) -> Result:
+        cmdline = to_command_line(argv)
+        shown = self._redact(for_display(argv))
+        limit = self._ssh.command_timeout if timeout is None else timeout
+        start = time.monotonic()
+        try:
+            transport = self._transport()
+        except _Transient as exc:
+            raise ConnectError(self.node, str(exc)) from None
+        try:
+            chan = transport.open_session(timeout=self._ssh.connect_timeout)
+            chan.exec_command(cmdline)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.close()
+            raise ConnectError(self.node, f"connection lost: {exc or type(exc).__name__}") from None
+        feeder = _start_feeder(chan, stdin)
+        out = _Collector("stdout", on_line, on_stdout_chunk)
+        err = _Collector("stderr", on_line, None)
+        try:
+            exit_code = _pump(chan, out, err, start + limit)
+        except TimeoutError:
+            chan.close()
+            self._log.warning("remote.timeout", argv=shown, timeout_s=limit)
+            raise CommandTimeout(self.node, shown, limit) from None
+        finally:
+            if feeder is not None:
+                feeder.join(timeout=1)
+        duration = time.monotonic() - start
+        if exit_code is None:
+            self.close()
+            raise ConnectError(self.node, f"connection lost while running `{shown}`")
+        result = Result(
+            node=self.node,
+            argv=shown,
+            exit_code=exit_code,
+            stdout=self._redact(out.text()),
+            stderr=self._redact(err.text()),
+            duration_s=duration,
+        )
+        self._log.debug("remote.run", argv=shown, exit=exit_code, duration_s=round(duration, 3))
+        return result
+
+    # -- files --------------------------------------------------------------------------
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        try:
+            self._transport()
+        except _Transient as exc:
+            raise ConnectError(self.node, str(exc)) from None
+        with self._lock:
+            if self._sftp is None:
+                self._sftp = self._conn.sftp()
+            return self._sftp
+
+    def put(self, data: bytes, path: str, mode: int = 0o644) -> None:
+        sftp = self._sftp_client()
+        target = _sftp_path(path)
+        parent = str(PurePosixPath(target).parent)
+        _sftp_makedirs(sftp, parent)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            with sftp.open(tmp, "wb") as fh:
+                fh.chmod(mode)
+                fh.set_pipelined(True)
+                fh.write(data)
+            sftp.posix_rename(tmp, target)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                sftp.remove(tmp)
+            raise
+        self._log.debug("remote.put", path=path, bytes=len(data), mode=oct(mode))
+
+    def get(self, path: str) -> bytes:
+        sftp = self._sftp_client()
+        with sftp.open(_sftp_path(path), "rb") as fh:
+            fh.prefetch()
+            return fh.read()
+
+
+def _sftp_path(path: str) -> str:
+    if path.startswith("~/"):
+        return path[2:]
+    if path == "~":
+        return "."
+    return path
+
+
+def _sftp_makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
+    if path in ("", ".", "/"):
+        return
+    try:
+        sftp.stat(path)
+        return
+    except FileNotFoundError:
+        pass
+    _sftp_makedirs(sftp, str(PurePosixPath(path).parent))
+    with contextlib.suppress(OSError):
+        sftp.mkdir(path, mode=0o700)
+
+
+def _start_feeder(chan: paramiko.Channel, stdin: bytes | BinaryIO | None) -> threading.Thread | None:
+    if stdin is None:
+        chan.shutdown_write()
+        return None
+
+    def feed() -> None:
+        try:
+            if isinstance(stdin, (bytes, bytearray, memoryview)):
+                view = memoryview(stdin)
+                for i in range(0, len(view), CHUNK):
+                    chan.sendall(bytes(view[i : i + CHUNK]))
+            else:
+                while chunk := stdin.read(CHUNK):
+                    chan.sendall(chunk)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                chan.shutdown_write()
+
+    t = threading.Thread(target=feed, daemon=True, name=f"stdin-{chan.get_id()}")
+    t.start()
+    return t
+
+
+class _Collector:
+    """Accumulates one stream; hands complete lines (or raw chunks) to callbacks as they come."""
+
+    def __init__(
+        self, name: str, on_line: LineCallback | None, on_chunk: Callable[[bytes], None] | None
+    ) -> None:
+        self.name = name
+        self.on_line = on_line
+        self.on_chunk = on_chunk
+        self.parts: list[bytes] = []
+        self.pending = b""
+
+    def feed(self, data: bytes) -> None:
+        if self.on_chunk is not None:
+            self.on_chunk(data)
+            return
+        self.parts.append(data)
+        if self.on_line is not None:
+            self.pending += data
+            *lines, self.pending = self.pending.replace(b"\r", b"\n").split(b"\n")
+            for line in lines:
+                if line:
+                    self.on_line(self.name, line.decode("utf-8", "replace"))
+
+    def finish(self) -> None:
+        if self.on_line is not None and self.pending:
+            self.on_line(self.name, self.pending.decode("utf-8", "replace"))
+            self.pending = b""
+
+    def text(self) -> str:
+        return b"".join(self.parts).decode("utf-8", "replace")
+
+
+def _pump(chan: paramiko.Channel, out: _Collector, err: _Collector, deadline: float) -> int | None:
+    """Read both streams until the command exits; None if the connection dropped."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        select.select([chan], [], [], min(remaining, 1.0))
+        while chan.recv_ready():
+            out.feed(chan.recv(CHUNK))
+        while chan.recv_stderr_ready():
+            err.feed(chan.recv_stderr(CHUNK))
+        if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            if chan.eof_received or chan.closed:
+                break
+            chan.status_event.wait(0.05)
+        transport = chan.get_transport()
+        dropped = chan.closed or transport is None or not transport.is_active()
+        if dropped and not chan.exit_status_ready():
+            out.finish()
+            err.finish()
+            return None
+    # drain anything that arrived with the exit status
+    while chan.recv_ready():
+        out.feed(chan.recv(CHUNK))
+    while chan.recv_stderr_ready():
+        err.feed(chan.recv_stderr(CHUNK))
+    out.finish()
+    err.finish()
+    return chan.recv_exit_status()

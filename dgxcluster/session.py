@@ -1,0 +1,63 @@
+"""A `Session` is everything one invocation needs, passed explicitly (no global state).
+
+It holds the validated inventory, the secrets and the redactor that hides them, the
+per-invocation log directory, and the `Cluster` of reusable connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dgxcluster.secrets import DEFAULT_SECRET_NAMES, Redactor, Secret, load_secrets
+
+if TYPE_CHECKING:
+    from dgxcluster.inventory.load import Inventory
+    from dgxcluster.log import RunLogs
+    from dgxcluster.remote.group import Cluster, ConnectionFactory
+
+
+@dataclass
+class Session:
+    inventory: Inventory
+    cluster: Cluster
+    redactor: Redactor
+    secrets: dict[str, Secret] = field(default_factory=dict)
+    logs: RunLogs | None = None
+    dry_run: bool = False
+
+    @classmethod
+    def open(
+        cls,
+        inventory: Inventory,
+        *,
+        command: str = "run",
+        factory: ConnectionFactory | None = None,
+        environ: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+        redactor: Redactor | None = None,
+    ) -> Session:
+        from dgxcluster.log import RunLogs
+        from dgxcluster.remote.group import Cluster
+
+        red = redactor or Redactor()
+        secrets_file = (
+            inventory.local_path(inventory.secrets.file) if inventory.secrets.file else None
+        )
+        names = list(dict.fromkeys([*inventory.secrets.env, *DEFAULT_SECRET_NAMES]))
+        secrets = load_secrets(names, secrets_file, environ)
+        red.add(*secrets.values())
+        cluster = Cluster(inventory, factory=factory, redactor=red)
+        logs = RunLogs.create(command, log_dir, red)
+        return cls(inventory=inventory, cluster=cluster, redactor=red, secrets=secrets, logs=logs)
+
+    def close(self) -> None:
+        self.cluster.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,3 @@
+from testbed_lib.cli import main
+
+raise SystemExit(main())

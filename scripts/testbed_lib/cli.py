@@ -1,0 +1,312 @@
+"""`scripts/testbed`: bring an emulated cluster up or down, and inject faults into it."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+from testbed_lib import baseimage, daemons, net
+from testbed_lib.inventory import paths as inventory_paths
+from testbed_lib.inventory import write as write_inventory
+from testbed_lib.layout import STATE, Instance, Node, allocate, instances
+from testbed_lib.sh import TestbedError, ensure_tools, run
+
+BASE_TOOLS = ["sshd", "ssh-keygen", "ip", "iptables", "nsenter"]
+DOCKER_TOOLS = ["dockerd", "mmdebstrap"]
+
+
+@contextmanager
+def locked() -> Iterator[None]:
+    STATE.mkdir(parents=True, exist_ok=True)
+    with open(STATE / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def parallel(fn: Callable[[Node], None], nodes: list[Node], workers: int = 8) -> None:
+    errors: list[str] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(nodes)))) as pool:
+        for node, fut in [(n, pool.submit(fn, n)) for n in nodes]:
+            try:
+                fut.result()
+            except Exception as exc:
+                errors.append(f"{node.name}: {exc}")
+    if errors:
+        raise TestbedError("; ".join(errors))
+
+
+def need(name: str) -> Instance:
+    inst = Instance.load(name)
+    if inst is None:
+        raise TestbedError(f"no testbed named {name!r} (run: scripts/testbed up N --name {name})")
+    return inst
+
+
+def node_of(inst: Instance, name: str) -> Node:
+    try:
+        return inst.find(name)
+    except KeyError:
+        names = ", ".join(n.name for n in inst.all_nodes())
+        raise TestbedError(f"no node {name!r} in testbed {inst.name!r} ({names})") from None
+
+
+# -- commands --------------------------------------------------------------------------------
+
+def cmd_up(a: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    ensure_tools(BASE_TOOLS + (DOCKER_TOOLS if a.docker else []))
+    with locked():
+        inst = allocate(a.name)
+        old = inst.nodes
+        inst.nodes = a.n
+        inst.docker = inst.docker or a.docker
+        inst.mtu = a.mtu
+        inst.save()
+        for i in range(a.n + 1, old + 1):
+            _remove_node(Node(inst, i))
+        net.ensure_nsdir()
+        if not inst.key.exists():
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"dgxtb-{inst.name}",
+                 "-f", str(inst.key)])
+        net.ensure_bridges(inst)
+
+    def bring_up(node: Node) -> None:
+        net.ensure_netns(node)
+        net.ensure_private_ns(node)
+        net.set_links(node, True)
+        daemons.ensure_hostkey(node)
+        daemons.ensure_authorized(node)
+        daemons.stop_hang(node)
+        daemons.start_sshd(node)
+        if inst.docker:
+            daemons.start_dockerd(node)
+
+    parallel(bring_up, inst.all_nodes())
+    if inst.docker:
+        tar = baseimage.ensure_rootfs()
+        nodes = inst.all_nodes()
+        daemons.import_base(nodes[0], nodes[1:], tar, baseimage.tags())
+    inv, kh = write_inventory(inst, Path(a.inventory_dir) if a.inventory_dir else None)
+    print(f"testbed {inst.name}: {inst.nodes} node(s) up in {time.monotonic() - t0:.1f}s"
+          f"{' with docker' if inst.docker else ''}")
+    print(f"  inventory:   {inv}")
+    print(f"  known_hosts: {kh}")
+    print(f"  try:         dgxcluster -i {os.path.relpath(inv)} exec -- hostname")
+    return 0
+
+
+def _remove_node(node: Node) -> None:
+    daemons.stop_hang(node)
+    if node.docker_sock.exists():
+        daemons.stop_dockerd(node, remove_containers=True)
+    daemons.stop_sshd(node)
+    daemons.kill_all(node)
+    net.remove_node_ns(node)
+    if node.dir.exists():
+        run(["rm", "-rf", "--one-file-system", str(node.dir)], check=False, timeout=600)
+
+
+def cmd_down(a: argparse.Namespace) -> int:
+    targets = instances() if a.all else [i for i in [Instance.load(a.name)] if i]
+    if not targets:
+        print(f"testbed {a.name}: nothing to take down")
+        return 0
+    for inst in targets:
+        with locked():
+            parallel(_remove_node, inst.all_nodes())
+            net.remove_bridges(inst)
+            inv, kh = inventory_paths(inst)
+            for p in (inv, kh):
+                if p.exists():
+                    p.unlink()
+            shutil.rmtree(inst.root, ignore_errors=True)
+        print(f"testbed {inst.name}: down")
+    return 0
+
+
+def _node_status(node: Node) -> dict[str, object]:
+    return {
+        "node": node.name,
+        "mgmt_ip": node.mgmt_ip,
+        "fabric_ip": node.rail_ip(0),
+        "links": "up" if net.links_up(node) else "CUT",
+        "sshd": "running" if daemons.sshd_running(node) else "stopped",
+        "hung": daemons.hang_pidfile(node).exists(),
+        "dockerd": ("running" if daemons.dockerd_running(node) else "stopped")
+        if node.inst.docker else "-",
+    }
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    inst = need(a.name)
+    rows = [_node_status(n) for n in inst.all_nodes()]
+    if a.json:
+        print(json.dumps({"name": inst.name, "index": inst.index, "nodes": rows}, indent=2))
+        return 0
+    print(f"testbed {inst.name} (index {inst.index}, mtu {inst.mtu})")
+    for r in rows:
+        print(f"  {r['node']:<8} {r['mgmt_ip']:<15} fabric {r['fabric_ip']:<15} links {r['links']:<4}"
+              f" sshd {r['sshd']:<8}{' HUNG' if r['hung'] else ''} dockerd {r['dockerd']}")
+    return 0
+
+
+def cmd_cut(a: argparse.Namespace) -> int:
+    net.set_links(node_of(need(a.name), a.node), False)
+    print(f"{a.node}: cut off the network")
+    return 0
+
+
+def cmd_heal(a: argparse.Namespace) -> int:
+    net.set_links(node_of(need(a.name), a.node), True)
+    print(f"{a.node}: back on the network")
+    return 0
+
+
+def cmd_sshd(a: argparse.Namespace) -> int:
+    node = node_of(need(a.name), a.node)
+    (daemons.start_sshd if a.action == "start" else daemons.stop_sshd)(node)
+    print(f"{a.node}: sshd {a.action}ed" if a.action == "start" else f"{a.node}: sshd stopped")
+    return 0
+
+
+def cmd_dockerd(a: argparse.Namespace) -> int:
+    node = node_of(need(a.name), a.node)
+    if a.action == "start":
+        daemons.start_dockerd(node)
+    else:
+        daemons.stop_dockerd(node)
+    print(f"{a.node}: dockerd {'started' if a.action == 'start' else 'stopped'}")
+    return 0
+
+
+def cmd_hang(a: argparse.Namespace) -> int:
+    daemons.start_hang(node_of(need(a.name), a.node))
+    print(f"{a.node}: port 22 now accepts TCP and never answers")
+    return 0
+
+
+def cmd_unhang(a: argparse.Namespace) -> int:
+    node = node_of(need(a.name), a.node)
+    daemons.stop_hang(node)
+    daemons.start_sshd(node)
+    print(f"{a.node}: sshd answering again")
+    return 0
+
+
+def cmd_rekey(a: argparse.Namespace) -> int:
+    inst = need(a.name)
+    node = node_of(inst, a.node)
+    daemons.stop_sshd(node)
+    daemons.ensure_hostkey(node, regenerate=True)
+    daemons.start_sshd(node)
+    if a.update_known_hosts:
+        write_inventory(inst)
+    print(f"{a.node}: new host key{' (known_hosts updated)' if a.update_known_hosts else ''}")
+    return 0
+
+
+def cmd_mtu(a: argparse.Namespace) -> int:
+    node = node_of(need(a.name), a.node)
+    run(["ip", "-n", node.netns, "link", "set", a.interface, "mtu", str(a.mtu)])
+    print(f"{a.node}: {a.interface} mtu {a.mtu}")
+    return 0
+
+
+def cmd_exec(a: argparse.Namespace) -> int:
+    node = node_of(need(a.name), a.node)
+    argv = a.command[1:] if a.command[:1] == ["--"] else a.command
+    if not argv:
+        raise TestbedError("exec needs a command after --")
+    os.execvp("nsenter", [*node.nsenter(), *argv])
+    return 0  # pragma: no cover
+
+
+def cmd_env(a: argparse.Namespace) -> int:
+    inst = need(a.name)
+    inv, kh = inventory_paths(inst)
+    print(f"DGXTB_NAME={inst.name}\nDGXCLUSTER_INVENTORY={inv}\nDGXTB_KNOWN_HOSTS={kh}\n"
+          f"DGXTB_KEY={inst.key}\nDGXTB_NODES={' '.join(n.mgmt_ip for n in inst.all_nodes())}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scripts/testbed",
+        description="An emulated DGX cluster on this machine: each node is a set of Linux "
+        "namespaces with its own sshd, host key and (with --docker) Docker daemon. "
+        "Writes inventory/testbed.yaml for dgxcluster. Needs root.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--name", default=argparse.SUPPRESS,
+                        help="testbed name, so several can coexist (default: $DGXTB_NAME or 'tb')")
+    p.add_argument("--name", default=os.environ.get("DGXTB_NAME", "tb"),
+                   help="testbed name, so several can coexist (default: $DGXTB_NAME or 'tb')")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    real_add = sub.add_parser
+
+    def add_parser(name: str, **kw: object) -> argparse.ArgumentParser:
+        return real_add(name, parents=[common], **kw)  # type: ignore[arg-type]
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
+    up = sub.add_parser("up", help="create or repair N nodes (idempotent)")
+    up.add_argument("n", type=int)
+    up.add_argument("--docker", action="store_true", help="also run a dockerd per node")
+    up.add_argument("--mtu", type=int, default=9000, help="fabric MTU (default 9000)")
+    up.add_argument("--inventory-dir", help="where to write the inventory (default inventory/)")
+    up.set_defaults(fn=cmd_up)
+    down = sub.add_parser("down", help="remove every node, daemon and file of the testbed")
+    down.add_argument("--all", action="store_true", help="every testbed on this machine")
+    down.set_defaults(fn=cmd_down)
+    st = sub.add_parser("status", help="show each node's links and daemons")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_status)
+    for name, fn, helptext in (("cut", cmd_cut, "take NODE off the network"),
+                               ("heal", cmd_heal, "put NODE back on the network"),
+                               ("hang", cmd_hang, "make NODE's port 22 accept TCP and never answer"),
+                               ("unhang", cmd_unhang, "undo hang")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("node")
+        s.set_defaults(fn=fn)
+    for name, fn in (("sshd", cmd_sshd), ("dockerd", cmd_dockerd)):
+        s = sub.add_parser(name, help=f"start or stop NODE's {name}")
+        s.add_argument("node")
+        s.add_argument("action", choices=["start", "stop"])
+        s.set_defaults(fn=fn)
+    rk = sub.add_parser("rekey", help="give NODE a new host key (a 'changed host key')")
+    rk.add_argument("node")
+    rk.add_argument("--update-known-hosts", action="store_true")
+    rk.set_defaults(fn=cmd_rekey)
+    mt = sub.add_parser("mtu", help="set the MTU of one of NODE's interfaces")
+    mt.add_argument("node")
+    mt.add_argument("interface")
+    mt.add_argument("mtu", type=int)
+    mt.set_defaults(fn=cmd_mtu)
+    ex = sub.add_parser("exec", help="run a command inside NODE's namespaces")
+    ex.add_argument("node")
+    ex.add_argument("command", nargs=argparse.REMAINDER)
+    ex.set_defaults(fn=cmd_exec)
+    en = sub.add_parser("env", help="print the testbed's paths as shell variables")
+    en.set_defaults(fn=cmd_env)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    if not __import__("re").match(r"^[a-z][a-z0-9]{0,5}$", a.name):
+        print("scripts/testbed: --name must be 1-6 lowercase letters/digits, starting with a letter",
+              file=sys.stderr)
+        return 2
+    try:
+        return int(a.fn(a))
+    except TestbedError as exc:
+        print(f"scripts/testbed: {exc}", file=sys.stderr)
+        return 1

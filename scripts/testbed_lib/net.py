@@ -1,0 +1,122 @@
+"""Host-side plumbing: bridges, veths, namespaces, firewall rules. Every step is idempotent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from testbed_lib.layout import MGMT_IF, NSDIR, RAIL_IFS, Instance, Node, mgmt_gateway
+from testbed_lib.sh import ok, run
+
+
+def is_mountpoint(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        return any(line.split()[4] == target for line in fh)
+
+
+def ensure_nsdir() -> None:
+    """A private bind mount to hold persistent namespace files."""
+    NSDIR.mkdir(parents=True, exist_ok=True)
+    if not is_mountpoint(NSDIR):
+        run(["mount", "--bind", str(NSDIR), str(NSDIR)])
+        run(["mount", "--make-private", str(NSDIR)])
+
+
+def link_exists(name: str, netns: str | None = None) -> bool:
+    cmd = ["ip"] + (["-n", netns] if netns else []) + ["link", "show", name]
+    return ok(cmd)
+
+
+def ensure_bridges(inst: Instance) -> None:
+    for kind in ("m", "r0", "r1"):
+        br = inst.bridge(kind)
+        if not link_exists(br):
+            run(["ip", "link", "add", br, "type", "bridge"])
+        if kind != "m":
+            run(["ip", "link", "set", br, "mtu", str(inst.mtu)])
+        run(["ip", "link", "set", br, "up"])
+        if not ok(["iptables", "-C", "FORWARD", "-i", br, "-j", "ACCEPT"]):
+            run(["iptables", "-I", "FORWARD", "-i", br, "-j", "ACCEPT"])
+    gw = f"{mgmt_gateway(inst)}/24"
+    addrs = run(["ip", "-o", "addr", "show", "dev", inst.bridge("m")]).stdout
+    if gw not in addrs:
+        run(["ip", "addr", "add", gw, "dev", inst.bridge("m")])
+
+
+def remove_bridges(inst: Instance) -> None:
+    for kind in ("m", "r0", "r1"):
+        br = inst.bridge(kind)
+        while ok(["iptables", "-C", "FORWARD", "-i", br, "-j", "ACCEPT"]):
+            run(["iptables", "-D", "FORWARD", "-i", br, "-j", "ACCEPT"])
+        if link_exists(br):
+            run(["ip", "link", "del", br], check=False)
+
+
+def ensure_netns(node: Node) -> None:
+    if not Path(f"/run/netns/{node.netns}").exists():
+        run(["ip", "netns", "add", node.netns])
+    ns = node.netns
+    run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    plan = [
+        ("m", MGMT_IF, node.mgmt_ip, node.inst.bridge("m"), 1500),
+        ("a", RAIL_IFS[0], node.rail_ip(0), node.inst.bridge("r0"), node.inst.mtu),
+        ("b", RAIL_IFS[1], node.rail_ip(1), node.inst.bridge("r1"), node.inst.mtu),
+    ]
+    for kind, ifname, ip, bridge, mtu in plan:
+        hv = node.host_veth(kind)
+        if not link_exists(hv):
+            run(["ip", "link", "add", hv, "mtu", str(mtu), "type", "veth",
+                 "peer", "name", ifname, "mtu", str(mtu), "netns", ns])
+        run(["ip", "link", "set", hv, "master", bridge, "up"])
+        addrs = run(["ip", "-n", ns, "-o", "addr", "show", "dev", ifname]).stdout
+        if f"{ip}/24" not in addrs:
+            run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ifname])
+        run(["ip", "-n", ns, "link", "set", ifname, "up"])
+
+
+def ensure_private_ns(node: Node) -> None:
+    """Mount + UTS namespace: the node's own /root, /tmp, /run, /usr/local/sbin and hostname."""
+    d = node.dir
+    for sub, mode in (("root", 0o700), ("root/.ssh", 0o700), ("tmp", 0o1777), ("run", 0o755),
+                      ("sbin", 0o755), ("etc", 0o755)):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(d / sub, mode)
+    if is_mountpoint(node.mnt_ns) and is_mountpoint(node.uts_ns):
+        return
+    for f in (node.mnt_ns, node.uts_ns):
+        if is_mountpoint(f):
+            run(["umount", str(f)], check=False)
+        f.touch()
+    script = (
+        'set -e; mount --bind "$1/root" /root; mount --bind "$1/tmp" /tmp; '
+        'mount --bind "$1/run" /run; mkdir -p /run/sshd; '
+        'mount --bind "$1/sbin" /usr/local/sbin; hostname "$2"'
+    )
+    run(["unshare", f"--mount={node.mnt_ns}", f"--uts={node.uts_ns}", "--propagation", "private",
+         "sh", "-c", script, "sh", str(d), node.name])
+
+
+def set_links(node: Node, up: bool) -> None:
+    for kind in ("m", "a", "b"):
+        run(["ip", "link", "set", node.host_veth(kind), "up" if up else "down"])
+
+
+def links_up(node: Node) -> bool:
+    out = run(["ip", "-o", "link", "show", node.host_veth("m")], check=False).stdout
+    return "state DOWN" not in out and ",UP" in out
+
+
+def netns_pids(node: Node) -> list[int]:
+    out = run(["ip", "netns", "pids", node.netns], check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+def remove_node_ns(node: Node) -> None:
+    for f in (node.mnt_ns, node.uts_ns):
+        if is_mountpoint(f):
+            run(["umount", "-l", str(f)], check=False)
+        if f.exists():
+            f.unlink()
+    if Path(f"/run/netns/{node.netns}").exists():
+        run(["ip", "netns", "del", node.netns], check=False)

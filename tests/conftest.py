@@ -1,0 +1,119 @@
+"""Shared fixtures: inventories in temp dirs, and the emulated cluster (testbed) for e2e tests.
+
+End-to-end tests bring up testbeds with `scripts/testbed` (real sshd, real dockerd per node).
+Testbed names start with $DGXTB_TEST_PREFIX (default 't') so parallel runs do not collide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TESTBED = REPO / "scripts" / "testbed"
+FIXTURES = REPO / "tests" / "fixtures"
+PREFIX = os.environ.get("DGXTB_TEST_PREFIX", "t")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="end-to-end tests need root (they create a testbed)")
+    for item in items:
+        if "e2e" in item.keywords:
+            item.add_marker(skip)
+
+
+@dataclass
+class Testbed:
+    """A running emulated cluster and the fault switches tests flip on it."""
+
+    __test__ = False
+
+    name: str
+    n: int
+    docker: bool
+    inventory: Path
+    known_hosts: Path
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"node{i}" for i in range(1, self.n + 1)]
+
+    def tb(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(TESTBED), "--name", self.name, *args], capture_output=True,
+                              text=True, check=check, timeout=900)
+
+    def repair(self) -> None:
+        """Undo every fault: links up, sshd answering, dockerd running, known_hosts fresh."""
+        args = ["up", str(self.n)] + (["--docker"] if self.docker else [])
+        self.tb(*args)
+
+    def node_exec(self, node: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a node's namespaces, bypassing SSH (for setup and inspection)."""
+        return self.tb("exec", node, "--", *argv, check=check)
+
+    def status(self) -> dict[str, object]:
+        return json.loads(self.tb("status", "--json").stdout)
+
+    def dgx(self, *args: str, env: dict[str, str] | None = None, timeout: float = 900,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI against this testbed."""
+        return run_cli("-i", str(self.inventory), *args, env=env, timeout=timeout, input=input)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 900,
+            input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DGXCLUSTER_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "dgxcluster", *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout, input=input,
+                          cwd=str(cwd or REPO))
+
+
+def _up(name: str, n: int, docker: bool) -> Testbed:
+    args = [str(TESTBED), "--name", name, "up", str(n)] + (["--docker"] if docker else [])
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=1800, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"testbed up failed: {proc.stderr}\n{proc.stdout}")
+    stem = "testbed" if name == "tb" else f"testbed-{name}"
+    return Testbed(name, n, docker, REPO / "inventory" / f"{stem}.yaml",
+                   REPO / "inventory" / f"{stem}.known_hosts")
+
+
+def _down(name: str) -> None:
+    if os.environ.get("DGXTB_KEEP"):
+        return
+    subprocess.run([str(TESTBED), "--name", name, "down"], capture_output=True, timeout=900,
+                   check=False)
+
+
+@pytest.fixture(scope="session")
+def testbed3() -> Iterator[Testbed]:
+    """Three SSH-only nodes (no Docker)."""
+    tb = _up(f"{PREFIX}s3", 3, docker=False)
+    yield tb
+    _down(tb.name)
+
+
+@pytest.fixture(scope="session")
+def testbed_docker() -> Iterator[Testbed]:
+    """Two nodes, each with its own dockerd and the locally made base image."""
+    tb = _up(f"{PREFIX}d2", 2, docker=True)
+    yield tb
+    _down(tb.name)
+
+
+@pytest.fixture
+def healthy3(testbed3: Testbed) -> Iterator[Testbed]:
+    """testbed3, repaired before and after the test (for tests that inject faults)."""
+    testbed3.repair()
+    yield testbed3
+    testbed3.repair()

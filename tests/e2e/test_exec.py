@@ -1,0 +1,188 @@
+"""`dgxcluster exec` against real sshd on the emulated cluster."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Testbed, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def test_exec_on_three_nodes_prefixes_each_line(testbed3: Testbed) -> None:
+    p = testbed3.dgx("exec", "--", "hostname")
+    assert p.returncode == 0, p.stderr
+    assert sorted(p.stdout.splitlines()) == ["node1: node1", "node2: node2", "node3: node3"]
+
+
+def test_exec_json_and_node_selection(testbed3: Testbed) -> None:
+    p = testbed3.dgx("exec", "--json", "--node", "node2", "--", "sh", "-c", "echo out; echo err >&2")
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout)
+    assert [r["node"] for r in rows] == ["node2"]
+    assert rows[0]["stdout"] == "out\n"
+    assert rows[0]["stderr"] == "err\n"
+    assert rows[0]["exit_code"] == 0
+    assert rows[0]["duration_s"] >= 0
+
+
+def test_exec_failed_command_exit_1(testbed3: Testbed) -> None:
+    p = testbed3.dgx("exec", "--", "sh", "-c", 'test "$(hostname)" != node2')
+    assert p.returncode == 1
+    assert "node2: exited 1" in p.stderr
+
+
+def test_hostile_argument_arrives_as_one_argv_element(testbed3: Testbed) -> None:
+    value = "a b;touch /tmp/pwned $(touch /tmp/pwned2) `id` 'q\" über"
+    p = testbed3.dgx("exec", "--json", "-n", "node1", "--", "printf", "%s", value)
+    assert json.loads(p.stdout)[0]["stdout"] == value
+    assert testbed3.node_exec("node1", "ls", "/tmp/pwned", check=False).returncode != 0
+
+
+def test_stopped_sshd_reported_unreachable_others_succeed(healthy3: Testbed) -> None:
+    healthy3.tb("sshd", "node2", "stop")
+    p = healthy3.dgx("exec", "--", "hostname")
+    assert p.returncode == 3
+    assert sorted(p.stdout.splitlines()) == ["node1: node1", "node3: node3"]
+    assert "node2" in p.stderr and "unreachable" in p.stderr
+
+
+def test_changed_host_key_is_refused_and_nothing_runs(healthy3: Testbed) -> None:
+    healthy3.tb("rekey", "node3")
+    p = healthy3.dgx("exec", "--", "touch", "/tmp/ran-here")
+    assert p.returncode == 3
+    assert "HOST KEY CHANGED" in p.stderr and "node3" in p.stderr
+    assert str(healthy3.known_hosts) in p.stderr
+    assert healthy3.node_exec("node3", "ls", "/tmp/ran-here", check=False).returncode != 0
+    assert healthy3.node_exec("node1", "ls", "/tmp/ran-here", check=False).returncode == 0
+    healthy3.node_exec("node1", "rm", "-f", "/tmp/ran-here")
+    healthy3.node_exec("node2", "rm", "-f", "/tmp/ran-here")
+
+
+def _inventory_with_empty_known_hosts(tb: Testbed, tmp_path: Path, policy: str) -> Path:
+    inv = tmp_path / "inv.yaml"
+    text = tb.inventory.read_text().replace(f"known_hosts: {tb.known_hosts.name}",
+                                            "known_hosts: kh")
+    text = text.replace("host_key_policy: strict", f"host_key_policy: {policy}")
+    inv.write_text(text)
+    (tmp_path / "kh").write_text("")
+    return inv
+
+
+def test_unknown_host_key_refused_in_strict_mode(testbed3: Testbed, tmp_path: Path) -> None:
+    inv = _inventory_with_empty_known_hosts(testbed3, tmp_path, "strict")
+    p = run_cli("-i", str(inv), "exec", "--", "hostname")
+    assert p.returncode == 3
+    assert p.stdout == ""
+    assert "unknown host key" in p.stderr and "ssh-keyscan" in p.stderr
+
+
+def test_accept_new_records_keys_then_still_refuses_changes(healthy3: Testbed,
+                                                            tmp_path: Path) -> None:
+    inv = _inventory_with_empty_known_hosts(healthy3, tmp_path, "accept-new")
+    p = run_cli("-i", str(inv), "exec", "--", "hostname")
+    assert p.returncode == 0, p.stderr
+    assert len((tmp_path / "kh").read_text().splitlines()) == 3
+    healthy3.tb("rekey", "node1")
+    p = run_cli("-i", str(inv), "exec", "--", "hostname")
+    assert p.returncode == 3
+    assert "HOST KEY CHANGED" in p.stderr
+
+
+def test_hung_node_times_out_and_is_named(healthy3: Testbed) -> None:
+    healthy3.tb("hang", "node2")
+    p = healthy3.dgx("exec", "--", "hostname", env={"DGXCLUSTER_SSH__CONNECT_TIMEOUT": "2"},
+                     timeout=60)
+    assert p.returncode == 3
+    assert "node2" in p.stderr and "banner" in p.stderr
+    assert sorted(p.stdout.splitlines()) == ["node1: node1", "node3: node3"]
+
+
+def test_command_timeout_names_node(testbed3: Testbed) -> None:
+    p = testbed3.dgx("exec", "--timeout", "1", "-n", "node1", "--", "sleep", "30", timeout=60)
+    assert p.returncode == 1
+    assert "node1" in p.stderr and "timed out" in p.stderr
+
+
+def test_ssh_config_alias_works_as_host(testbed3: Testbed, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text("Host first-spark\n  HostName 10.210.255.255\n")
+    ip = next(ln.split()[1] for ln in testbed3.inventory.read_text().splitlines()
+          if ln.strip().startswith("host:"))
+    (home / ".ssh" / "config").write_text(f"Host first-spark\n  HostName {ip}\n  User root\n")
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(testbed3.inventory.read_text().replace(f"host: {ip}\n", "host: first-spark\n")
+                   .replace(f"known_hosts: {testbed3.known_hosts.name}",
+                            f"known_hosts: {testbed3.known_hosts}"))
+    p = run_cli("-i", str(inv), "exec", "-n", "node1", "--", "hostname", env={"HOME": str(home)})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "node1: node1"
+
+
+BROKEN = {
+    "nodes[1].port": ("    fabric_ip: {f2}\n", "    fabric_ip: {f2}\n    port: twenty\n"),
+    "nodes[0].prot": ("    fabric_ip: {f1}\n", "    fabric_ip: {f1}\n    prot: 22\n"),
+    "nodes[1].name": ("- name: node2", "- name: node1"),
+    "nodes[1].host": ("host: {h2}", "host: {h1}"),
+    "nodes[1].fabric_ip": ("fabric_ip: {f2}\n", "fabric_ip: {f1}\n"),
+    "head": ("head: node1", "head: node9"),
+    "ssh.host_key_policy": ("host_key_policy: strict", "host_key_policy: trusting"),
+    "ssh.connect_timeout": ("connect_timeout: 5", "connect_timeout: -1"),
+    "ssh.colour": ("  user: root\n", "  user: root\n  colour: blue\n"),
+    "nodes[0].fabric_ip": ("fabric_ip: {f1}\n", "fabric_ip: 300.1.2.3\n"),
+}
+
+
+@pytest.mark.parametrize("keypath", sorted(BROKEN))
+def test_broken_inventory_exits_2_names_key_and_connects_nowhere(
+    testbed3: Testbed, tmp_path: Path, keypath: str
+) -> None:
+    text = testbed3.inventory.read_text()
+    lines = text.splitlines()
+    hosts = [ln.split()[-1] for ln in lines if ln.strip().startswith("host:")]
+    fabs = [ln.split()[-1] for ln in lines if ln.strip().startswith("fabric_ip:")]
+    subs = {"h1": hosts[0], "h2": hosts[1], "f1": fabs[0], "f2": fabs[1]}
+    old, new = (s.format(**subs) for s in BROKEN[keypath])
+    assert old in text, old
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(text.replace(old, new, 1).replace(
+        f"known_hosts: {testbed3.known_hosts.name}", f"known_hosts: {testbed3.known_hosts}"))
+    marker = f"/tmp/connected-{keypath}"
+    p = run_cli("-i", str(bad), "exec", "--", "touch", marker)
+    assert p.returncode == 2, p.stderr
+    assert str(bad) in p.stderr
+    assert keypath in p.stderr
+    assert "Traceback" not in p.stderr
+    for node in testbed3.nodes:
+        assert testbed3.node_exec(node, "ls", marker, check=False).returncode != 0
+
+
+def test_missing_inventory_exit_2(tmp_path: Path) -> None:
+    p = run_cli("-i", str(tmp_path / "none.yaml"), "exec", "--", "true")
+    assert p.returncode == 2
+    assert "not found" in p.stderr
+
+
+def test_unknown_option_exit_2() -> None:
+    p = run_cli("exec", "--frobnicate", "--", "true")
+    assert p.returncode == 2
+    assert "--frobnicate" in p.stderr
+
+
+def test_testbed_nodes_are_separate_machines(testbed3: Testbed) -> None:
+    """Each node has its own hostname, host key, /tmp and network namespace."""
+    p = testbed3.dgx("exec", "--json", "--", "sh", "-c",
+                     "hostname; cat /etc/ssh/ssh_host_ed25519_key.pub 2>/dev/null | wc -l; "
+                     "ip -o -4 addr show enP7s7 | awk '{print $4}'")
+    rows = json.loads(p.stdout)
+    addrs = {r["stdout"].split()[-1] for r in rows}
+    assert len(addrs) == 3
+    testbed3.node_exec("node1", "touch", "/tmp/only-on-node1")
+    assert testbed3.node_exec("node2", "ls", "/tmp/only-on-node1", check=False).returncode != 0
+    testbed3.node_exec("node1", "rm", "/tmp/only-on-node1")
+    assert shutil.which("ip")

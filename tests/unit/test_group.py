@@ -1,0 +1,121 @@
+"""Fan-out semantics with fake connections: every node's outcome is kept, none hidden."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+
+import pytest
+
+from dgxcluster.errors import CommandError, ConnectError, NodesFailed
+from dgxcluster.inventory import parse_inventory
+from dgxcluster.remote.connection import Connection
+from dgxcluster.remote.group import Cluster
+from dgxcluster.remote.ssh import SshConnection
+from tests.fakes import FakeConnection, Reply
+
+INV = "nodes:\n" + "".join(
+    f"  - name: n{i}\n    host: 10.0.0.{i}\n    fabric_ip: 192.0.2.{i}\n" for i in range(1, 5)
+)
+
+
+def cluster(fakes: dict[str, FakeConnection], **kw: int) -> Cluster:
+    inv = parse_inventory(INV, environ={})
+    return Cluster(inv, factory=lambda spec: fakes[spec.name], **kw)  # type: ignore[arg-type]
+
+
+def test_every_node_outcome_is_kept() -> None:
+    fakes = {f"n{i}": FakeConnection(f"n{i}").on("hostname", Reply(stdout=f"n{i}\n")) for i in
+             range(1, 5)}
+    fakes["n2"].on("", Reply())  # irrelevant
+    fakes["n3"].unreachable = "connection refused"
+    fakes["n4"].rules.insert(0, ("hostname", Reply(exit_code=7, stderr="boom")))
+    res = cluster(fakes).run(["hostname"])
+    assert list(res) == ["n1", "n2", "n3", "n4"]
+    assert res.values["n1"].stdout == "n1\n"
+    assert isinstance(res.errors["n3"], ConnectError)
+    assert res.values["n4"].exit_code == 7
+    assert set(res.unreachable) == {"n3"}
+    with pytest.raises(ConnectError):
+        res.raise_for_failures("hostname")
+
+
+def test_combined_error_names_each_node() -> None:
+    fakes = {f"n{i}": FakeConnection(f"n{i}").on("false", Reply(exit_code=1, stderr=f"bad{i}"))
+             for i in range(1, 5)}
+
+    def fn(c: Connection) -> str:
+        c.run(["false"]).check()
+        return "never"
+
+    res = cluster(fakes).map(fn)
+    with pytest.raises(NodesFailed) as info:
+        res.raise_for_failures("check")
+    text = str(info.value)
+    assert all(f"bad{i}" in text for i in range(1, 5))
+    assert all(isinstance(e, CommandError) for e in res.errors.values())
+
+
+def test_runs_in_parallel_and_bounded() -> None:
+    active = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def slow(argv: list[str], stdin: bytes | None) -> Reply:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.2)
+        with lock:
+            active -= 1
+        return Reply()
+
+    fakes = {f"n{i}": FakeConnection(f"n{i}").on("sleep", slow) for i in range(1, 5)}
+    t0 = time.monotonic()
+    cluster(fakes).run(["sleep"])
+    assert time.monotonic() - t0 < 0.6
+    assert peak == 4
+    peak = 0
+    cluster(fakes, max_parallel=2).run(["sleep"])
+    assert peak == 2
+
+
+def test_connections_are_reused_within_a_cluster() -> None:
+    made: list[str] = []
+    fakes = {f"n{i}": FakeConnection(f"n{i}") for i in range(1, 5)}
+    inv = parse_inventory(INV, environ={})
+
+    def factory(spec):  # type: ignore[no-untyped-def]
+        made.append(spec.name)
+        return fakes[spec.name]
+
+    c = Cluster(inv, factory=factory)
+    for _ in range(5):
+        c.run(["true"])
+    assert sorted(made) == ["n1", "n2", "n3", "n4"]
+    c.close()
+    assert all(f.closed for f in fakes.values())
+
+
+def test_select_rejects_unknown_node() -> None:
+    from dgxcluster.errors import UsageError
+
+    with pytest.raises(UsageError, match="--node"):
+        cluster({}).select(["n9"])
+
+
+def _public(cls: type) -> set[str]:
+    return {n for n, _ in inspect.getmembers(cls) if not n.startswith("_")}
+
+
+def test_every_connection_has_the_interface_methods() -> None:
+    wanted = {"node", "run", "put", "get", "close"}
+    assert wanted <= _public(Connection)
+    assert _public(FakeConnection) >= wanted
+    assert _public(SshConnection) >= wanted
+    for name in ("run", "put", "get"):
+        want = list(inspect.signature(getattr(Connection, name)).parameters)
+        assert list(inspect.signature(getattr(SshConnection, name)).parameters) == want
+        assert list(inspect.signature(getattr(FakeConnection, name)).parameters) == want
