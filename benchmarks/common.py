@@ -1,0 +1,50 @@
+"""Shared helpers for benchmarks: bring up a testbed, time commands, print medians and ratios.
+
+Benchmarks print figures; they are not tests and assert nothing about speed.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TESTBED = REPO / "scripts" / "testbed"
+PY = str(REPO / ".venv" / "bin" / "python")
+
+
+def testbed_up(name: str, n: int, docker: bool = False) -> Path:
+    args = [str(TESTBED), "--name", name, "up", str(n)] + (["--docker"] if docker else [])
+    subprocess.run(args, check=True, capture_output=True, text=True, timeout=1800)
+    stem = "testbed" if name == "tb" else f"testbed-{name}"
+    return REPO / "inventory" / f"{stem}.yaml"
+
+
+def testbed_down(name: str) -> None:
+    if not os.environ.get("DGXTB_KEEP"):
+        subprocess.run([str(TESTBED), "--name", name, "down"], capture_output=True, check=False)
+
+
+def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(list(argv), capture_output=True, text=True, env=env, check=False)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"benchmark command failed ({proc.returncode}): {' '.join(argv)}\n{proc.stderr}")
+    return dt
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs)
+
+
+def report(title: str, rows: Sequence[tuple[str, float]], baseline: str) -> None:
+    base = dict(rows)[baseline]
+    print(f"\n{title}")
+    for name, value in rows:
+        print(f"  {name:<44} {value:8.3f} s   ratio vs {baseline}: {value / base:5.2f}")
