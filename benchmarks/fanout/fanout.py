@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import PY, median, report, testbed_down, testbed_up, timed  # noqa: E402
+from common import PY, median, report, testbed_down, testbed_up, timed
 
 FIVE = """
 import sys
