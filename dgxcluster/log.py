@@ -66,6 +66,9 @@ def configure(
 
 
 def get_logger(**bind: Any) -> Any:
+    """A bound logger. Used as a library without `configure`, only warnings are shown."""
+    if not structlog.is_configured():
+        configure(0)
     return structlog.get_logger("dgxcluster").bind(**bind)
 
 

@@ -230,6 +230,18 @@ def cmd_exec(a: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def cmd_ps(a: argparse.Namespace) -> int:
+    """Processes living in NODE's network namespace (nodes share the host's PID namespace)."""
+    node = node_of(need(a.name), a.node)
+    for pid in net.netns_pids(node):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        print(f"{pid} {args}")
+    return 0
+
+
 def cmd_env(a: argparse.Namespace) -> int:
     inst = need(a.name)
     inv, kh = inventory_paths(inst)
@@ -294,6 +306,9 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("node")
     ex.add_argument("command", nargs=argparse.REMAINDER)
     ex.set_defaults(fn=cmd_exec)
+    ps = sub.add_parser("ps", help="list the processes in NODE's network namespace")
+    ps.add_argument("node")
+    ps.set_defaults(fn=cmd_ps)
     en = sub.add_parser("env", help="print the testbed's paths as shell variables")
     en.set_defaults(fn=cmd_env)
     return p

@@ -1,0 +1,240 @@
+"""Orchestrate a node-to-node stream: one source command's stdout into commands on many peers.
+
+The operator only starts the agents (over the SSH connections it already holds) and hands
+them one-time tokens on stdin; the bytes flow source -> peers directly over the fabric, to
+all peers at once. Every peer's outcome is reported separately.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, BinaryIO, cast
+
+from dgxcluster.errors import DgxClusterError, StepError
+from dgxcluster.nodepaths import NodePaths
+from dgxcluster.progress import NullProgress, Progress
+from dgxcluster.remote.command import Argv
+from dgxcluster.remote.connection import Connection
+from dgxcluster.remote.result import Result
+from dgxcluster.session import Session
+
+
+def agent_source() -> bytes:
+    return resources.files("dgxcluster.transfer").joinpath("agent.py").read_bytes()
+
+
+def agent_path(paths: NodePaths) -> str:
+    digest = hashlib.sha256(agent_source()).hexdigest()[:12]
+    return paths.sub("bin", f"relay-agent-{digest}.py")
+
+
+def ensure_agent(conn: Connection, paths: NodePaths) -> str:
+    """Put the agent on the node once (content-addressed path); return its path."""
+    path = agent_path(paths)
+    if conn.run(["test", "-f", path]).exit_code != 0:
+        conn.put(agent_source(), path, mode=0o700)
+    return path
+
+
+class HeldOpen:
+    """stdin for an agent: a first line, then stays open until released.
+
+    While the operator holds the SSH channel, the agent's stdin is open; if the operator
+    dies or gives up, the channel closes, stdin hits EOF, and the agent cleans up.
+    """
+
+    def __init__(self, first: bytes) -> None:
+        self._first: bytes | None = first
+        self.released = threading.Event()
+
+    def read(self, n: int = -1) -> bytes:
+        if self._first is not None:
+            data, self._first = self._first, None
+            return data
+        self.released.wait()
+        return b""
+
+
+@dataclass
+class TargetOutcome:
+    node: str
+    ok: bool
+    detail: str
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RelayResult:
+    source: str
+    bytes: int = 0
+    sha256: str = ""
+    seconds: float = 0.0
+    targets: dict[str, TargetOutcome] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(t.ok for t in self.targets.values())
+
+    @property
+    def gbytes_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e9 if self.seconds else 0.0
+
+
+@dataclass
+class _Receiver:
+    node: str
+    token: str
+    stdin: HeldOpen
+    listening: threading.Event = field(default_factory=threading.Event)
+    port: int | None = None
+    result: Result | None = None
+    error: BaseException | None = None
+    thread: threading.Thread | None = None
+
+
+def relay(
+    session: Session,
+    source: str,
+    source_argv: Argv,
+    targets: Mapping[str, Argv],
+    *,
+    timeout: float = 3600.0,
+    progress: Progress | None = None,
+    step: str = "relay",
+) -> RelayResult:
+    """Stream `source_argv`'s stdout on `source` into each target's argv, peers in parallel."""
+    prog = progress or NullProgress()
+    inv = session.inventory
+    cluster = session.cluster
+    nodes = [source, *targets]
+    agents = cluster.map(
+        lambda c: ensure_agent(c, NodePaths.resolve(c, inv.state_dir, inv.cluster)), nodes
+    )
+    result = RelayResult(source=source)
+    if source in agents.errors:
+        raise StepError(step, f"cannot prepare the source: {agents.errors[source]}", node=source)
+    for node, err in agents.errors.items():
+        result.targets[node] = TargetOutcome(node, False, f"cannot prepare: {err}")
+    receivers: dict[str, _Receiver] = {}
+    try:
+        for node, argv in targets.items():
+            if node in result.targets:
+                continue
+            receivers[node] = _start_receiver(
+                cluster.conn(node), agents.values[node], str(inv.node(node).fabric_ip), argv,
+                timeout, prog,
+            )
+        wait_until = time.monotonic() + inv.ssh.connect_timeout + 30
+        for r in receivers.values():
+            while not r.listening.wait(0.2):
+                if r.thread is not None and not r.thread.is_alive():
+                    break
+                if time.monotonic() > wait_until:
+                    break
+        plan = [
+            {"name": node, "addr": str(inv.node(node).fabric_ip), "port": r.port, "token": r.token}
+            for node, r in receivers.items()
+            if r.port is not None
+        ]
+        send_in = HeldOpen(json.dumps({"targets": plan}).encode() + b"\n")
+        prog.status(source, f"sending to {len(plan)} peer(s)")
+
+        def on_line(stream: str, line: str) -> None:
+            if stream == "stderr" and line.startswith("PROGRESS "):
+                sent = int(line.split()[1])
+                prog.status(source, f"sent {sent / 1e9:.2f} GB")
+
+        try:
+            sres = cluster.conn(source).run(
+                ["python3", agents.values[source], "send", "--", *source_argv],
+                stdin=cast(BinaryIO, send_in), timeout=timeout, on_line=on_line,
+            )
+        finally:
+            send_in.released.set()
+        summary = _last_json(sres.stdout)
+        result.bytes = int(summary.get("bytes", 0))
+        result.sha256 = str(summary.get("sha256", ""))
+        result.seconds = float(summary.get("seconds", 0.0))
+        if summary.get("exit", sres.exit_code) not in (0, None) or (sres.exit_code != 0 and not summary):
+            raise StepError(step, f"source command failed ({sres.exit_code}): "
+                            f"{_tail(sres.stderr)}", node=source)
+        for r in receivers.values():
+            if r.thread is not None:
+                r.thread.join(timeout)
+            result.targets[r.node] = _receiver_outcome(r, summary)
+    finally:
+        for r in receivers.values():
+            r.stdin.released.set()
+    return result
+
+
+def _start_receiver(conn: Connection, agent: str, bind: str, argv: Argv, timeout: float,
+                    prog: Progress) -> _Receiver:
+    token = secrets.token_hex(32)
+    r = _Receiver(node=conn.node, token=token, stdin=HeldOpen(token.encode() + b"\n"))
+
+    def on_line(stream: str, line: str) -> None:
+        if stream == "stdout" and line.startswith("LISTEN "):
+            r.port = int(line.split()[1])
+            r.listening.set()
+            prog.status(conn.node, "receiving")
+
+    def run() -> None:
+        try:
+            r.result = conn.run(
+                ["python3", agent, "recv", "--bind", bind, "--", *argv],
+                stdin=cast(BinaryIO, r.stdin), timeout=timeout, on_line=on_line,
+            )
+        except (DgxClusterError, OSError) as exc:
+            r.error = exc
+        finally:
+            r.listening.set()
+            r.stdin.released.set()
+
+    r.thread = threading.Thread(target=run, daemon=True, name=f"relay-recv-{conn.node}")
+    r.thread.start()
+    return r
+
+
+def _receiver_outcome(r: _Receiver, summary: Mapping[str, Any]) -> TargetOutcome:
+    sender_view = cast(Mapping[str, str], summary.get("targets", {})).get(r.node, "")
+    if r.error is not None:
+        return TargetOutcome(r.node, False, str(r.error))
+    if r.result is None:
+        return TargetOutcome(r.node, False, "receiver did not finish")
+    info = _last_json(r.result.stdout)
+    if r.result.exit_code == 0 and info.get("complete"):
+        return TargetOutcome(r.node, True, "received", int(info.get("bytes", 0)),
+                             float(info.get("seconds", 0.0)))
+    why = _tail(r.result.stderr) or sender_view or f"exit {r.result.exit_code}"
+    return TargetOutcome(r.node, False, f"receive failed (exit {r.result.exit_code}): {why}",
+                         int(info.get("bytes", 0)))
+
+
+def _last_json(text: str) -> dict[str, Any]:
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return cast(dict[str, Any], json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return {}
+
+
+def _tail(text: str, n: int = 10) -> str:
+    lines = [ln for ln in text.strip().splitlines() if not ln.startswith("PROGRESS ")]
+    return "\n".join(lines[-n:])
+
+
+def targets_from(nodes: Sequence[str], argv: Argv) -> dict[str, Argv]:
+    """The same receiving command on every node."""
+    return dict.fromkeys(nodes, argv)
