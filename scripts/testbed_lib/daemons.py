@@ -28,8 +28,20 @@ MaxStartups 200:30:400
 X11Forwarding no
 PrintMotd no
 AcceptEnv none
+# Node tools first: simulated hardware (/usr/local/sbin, per node), then testbed tools
+# (the Debian docker client, matching the node's dockerd, ahead of any newer client).
+SetEnv PATH=/usr/local/sbin:{tools}:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 Subsystem sftp internal-sftp
 """
+
+TOOLS = Path("/var/lib/dgxtb/tools")
+
+
+def ensure_tools_dir() -> None:
+    TOOLS.mkdir(parents=True, exist_ok=True)
+    link = TOOLS / "docker"
+    if Path("/usr/bin/docker").exists() and not link.is_symlink():
+        link.symlink_to("/usr/bin/docker")
 
 
 def _alive(pidfile: Path, needle: str) -> int | None:
@@ -93,8 +105,9 @@ def start_sshd(node: Node) -> None:
     if sshd_running(node):
         return
     cfg = node.dir / "etc" / "sshd_config"
+    ensure_tools_dir()
     cfg.write_text(SSHD_CONFIG.format(name=node.name, hostkey=hostkey(node),
-                                      pidfile=sshd_pidfile(node)))
+                                      pidfile=sshd_pidfile(node), tools=TOOLS))
     run([*node.nsenter(), "/usr/sbin/sshd", "-f", str(cfg), "-E", str(node.dir / "sshd.log")])
     deadline = time.monotonic() + 5
     while not sshd_running(node):
@@ -159,8 +172,12 @@ def stop_hang(node: Node) -> None:
 
 def docker(node: Node, *args: str, check: bool = True, timeout: float = 600,
            input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return run(["docker", "-H", f"unix://{node.docker_sock}", *args], check=check,
+    return run([_docker_client(), "-H", f"unix://{node.docker_sock}", *args], check=check,
                timeout=timeout, input=input)
+
+
+def _docker_client() -> str:
+    return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 
 
 def dockerd_pidfile(node: Node) -> Path:
@@ -219,9 +236,9 @@ def import_base(first: Node, others: list[Node], tar: Path, tags: list[str]) -> 
     for node in others:
         if has_image(node, tags[0]):
             continue
-        save = subprocess.Popen(["docker", "-H", f"unix://{first.docker_sock}", "save", *tags],
+        save = subprocess.Popen([_docker_client(), "-H", f"unix://{first.docker_sock}", "save", *tags],
                                 stdout=subprocess.PIPE)
-        load = subprocess.run(["docker", "-H", f"unix://{node.docker_sock}", "load", "-q"],
+        load = subprocess.run([_docker_client(), "-H", f"unix://{node.docker_sock}", "load", "-q"],
                               stdin=save.stdout, capture_output=True, text=True, check=False)
         assert save.stdout is not None
         save.stdout.close()
