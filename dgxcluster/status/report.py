@@ -1,0 +1,290 @@
+"""What `status` reports, built from each node's probe (pure: no I/O here).
+
+Per node: reachable, Docker, the image (content tag and ID), the dgxcluster containers.
+Cluster-wide: whether every node holds the same image, and whether it is the one the
+inventory's build context gives; Ray (nodes alive, GPUs); vLLM (health, models, endpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from dgxcluster.endpoint import EndpointProbe
+from dgxcluster.facts import ParseError, nvidia_smi, ray_status
+from dgxcluster.naming import LABEL_ROLE, MOVING_TAG, is_content_tag
+from dgxcluster.status.probe import Container, NodeProbe, parse_containers, parse_images
+
+
+@dataclass
+class ContainerState:
+    name: str
+    role: str
+    state: str
+    uptime_s: int | None
+    since_s: int | None  # for a stopped container: how long ago it stopped
+    exit_code: int | None
+    health: str | None
+    image_ref: str
+    image_id: str
+
+    def describe(self) -> str:
+        if self.state == "running":
+            text = f"{self.role} running {human_age(self.uptime_s)}"
+            if self.health:
+                text += f" ({self.health})"
+            return text
+        ago = f" {human_age(self.since_s)} ago" if self.since_s is not None else ""
+        code = f" (exit {self.exit_code})" if self.exit_code is not None else ""
+        return f"{self.role} {self.state}{code}{ago}"
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ImageState:
+    content_tag: str | None
+    image_id: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {"content_tag": self.content_tag, "id": self.image_id, "tags": self.tags}
+
+
+@dataclass
+class NodeStatus:
+    node: str
+    role: str
+    reachable: bool
+    error: str | None = None
+    docker: bool | None = None
+    docker_error: str | None = None
+    image: ImageState | None = None
+    containers: list[ContainerState] = field(default_factory=list)
+    gpu: str | None = None
+    gpu_error: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "node": self.node,
+            "role": self.role,
+            "reachable": self.reachable,
+            "error": self.error,
+            "docker": {"running": self.docker, "error": self.docker_error},
+            "image": self.image.to_json() if self.image else None,
+            "containers": [c.to_json() for c in self.containers],
+            "gpu": self.gpu,
+            "gpu_error": self.gpu_error,
+        }
+
+
+@dataclass
+class ImageSummary:
+    name: str
+    expected_tag: str | None
+    expected_error: str | None
+    consistent: bool
+    matches_expected: bool | None
+    detail: str
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RaySummary:
+    state: str  # up | down | unknown
+    nodes_alive: int | None = None
+    nodes_expected: int = 0
+    gpus_total: float | None = None
+    gpus_used: float | None = None
+    gpus_reserved: float | None = None
+    error: str | None = None
+
+    def describe(self) -> str:
+        if self.state != "up":
+            return f"{self.state}: {self.error}" if self.error else self.state
+        text = f"{self.nodes_alive}/{self.nodes_expected} nodes alive"
+        if self.gpus_total is not None:
+            text += f", GPUs {_num(self.gpus_used)}/{_num(self.gpus_total)} used"
+            if self.gpus_reserved:
+                text += f" ({_num(self.gpus_reserved)} reserved by placement groups)"
+        return text
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ClusterStatus:
+    cluster: str
+    head: str
+    nodes: list[NodeStatus]
+    image: ImageSummary
+    ray: RaySummary
+    vllm: EndpointProbe
+
+    @property
+    def unreachable(self) -> list[str]:
+        return [n.node for n in self.nodes if not n.reachable]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "cluster": self.cluster,
+            "head": self.head,
+            "nodes": [n.to_json() for n in self.nodes],
+            "image": self.image.to_json(),
+            "ray": self.ray.to_json(),
+            "vllm": self.vllm.to_json(),
+        }
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "?"
+    return f"{x:g}"
+
+
+def human_age(seconds: int | None) -> str:
+    if seconds is None:
+        return "?"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _first_line(text: str) -> str:
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+
+
+def node_status(node: str, role: str, probe: NodeProbe, expected_tag: str | None) -> NodeStatus:
+    st = NodeStatus(node, role, reachable=True)
+    images = probe.section("images")
+    if images is None or images.rc is None:
+        st.error = "the status script was cut short"
+        return st
+    if images.rc != 0:
+        st.docker = False
+        st.docker_error = _first_line(images.text) or f"docker exited {images.rc}"
+    else:
+        st.docker = True
+        st.image = image_state(parse_images(images.text), expected_tag)
+        containers = probe.section("containers")
+        if containers is not None:
+            now = datetime.fromtimestamp(probe.now, timezone.utc) if probe.now else None
+            st.containers = [container_state(c, now) for c in parse_containers(containers.text)]
+    gpu = probe.section("gpu")
+    if gpu is not None:
+        st.gpu, st.gpu_error = gpu_summary(gpu.text, gpu.rc)
+    return st
+
+
+def image_state(tags: dict[str, str], expected_tag: str | None) -> ImageState:
+    """The node's content tag: the ctx-* tag `current` points at (else its only ctx-* tag)."""
+    ctx = {t: i for t, i in tags.items() if is_content_tag(t)}
+    current = tags.get(MOVING_TAG)
+    if current is not None:
+        same = sorted(t for t, i in ctx.items() if i == current)
+        tag = expected_tag if expected_tag in same else (same[0] if same else None)
+        return ImageState(tag, current, tags)
+    if expected_tag in ctx:
+        return ImageState(expected_tag, ctx[expected_tag], tags)
+    if len(ctx) == 1:
+        ((tag, iid),) = ctx.items()
+        return ImageState(tag, iid, tags)
+    return ImageState(None, None, tags)
+
+
+def container_state(c: Container, now: datetime | None) -> ContainerState:
+    uptime = since = None
+    if now is not None and c.running and c.started_at is not None:
+        uptime = int((now - c.started_at).total_seconds())
+    if now is not None and not c.running and c.finished_at is not None:
+        since = int((now - c.finished_at).total_seconds())
+    return ContainerState(
+        name=c.name,
+        role=c.labels.get(LABEL_ROLE, "?"),
+        state=c.state,
+        uptime_s=uptime,
+        since_s=since,
+        exit_code=None if c.running else c.exit_code,
+        health=c.health,
+        image_ref=c.image_ref,
+        image_id=c.image_id,
+    )
+
+
+def gpu_summary(text: str, rc: int | None) -> tuple[str | None, str | None]:
+    if rc == 127 or ("not found" in text.lower() and "nvidia-smi" in text.lower()):
+        return None, "no nvidia-smi on this node"
+    try:
+        smi = nvidia_smi.parse(text)
+    except ParseError as exc:
+        return None, str(exc)
+    parts = []
+    for g in smi.gpus:
+        util = f" {g.utilization_pct}%" if g.utilization_pct is not None else ""
+        temp = f" {g.temperature_c}C" if g.temperature_c is not None else ""
+        parts.append(f"{g.name}{util}{temp}")
+    procs = [p for p in smi.processes if p.type != "G"]
+    if procs:
+        parts.append(f"{len(procs)} compute process(es)")
+    return ", ".join(parts), None
+
+
+def image_summary(name: str, nodes: list[NodeStatus], expected_tag: str | None,
+                  expected_error: str | None) -> ImageSummary:
+    seen = [(n.node, n.image) for n in nodes if n.reachable and n.docker and n.image]
+    missing = [node for node, img in seen if img is None or img.image_id is None]
+    pairs = {(img.content_tag, img.image_id) for _, img in seen if img and img.image_id}
+    consistent = bool(seen) and not missing and len(pairs) == 1
+    if not seen:
+        detail = "no node reported its images"
+        return ImageSummary(name, expected_tag, expected_error, False, None, detail)
+    if missing:
+        detail = f"no {name} image on {', '.join(missing)}; run: dgxcluster build --all-nodes"
+        return ImageSummary(name, expected_tag, expected_error, False, False, detail)
+    if not consistent:
+        per = ", ".join(f"{node}={img.content_tag or '?'}" for node, img in seen if img)
+        detail = f"nodes hold different images ({per}); run: dgxcluster build --all-nodes"
+        return ImageSummary(name, expected_tag, expected_error, False, False, detail)
+    ((tag, iid),) = pairs
+    matches = None if expected_tag is None else tag == expected_tag
+    detail = f"{name}:{tag} ({(iid or '')[:19]}) on every node"
+    if matches is False:
+        detail += f"; the build context gives {expected_tag}: run dgxcluster build --all-nodes"
+    return ImageSummary(name, expected_tag, expected_error, True, matches, detail)
+
+
+def ray_summary(head: str, probe: NodeProbe | None, expected_nodes: int) -> RaySummary:
+    if probe is None:
+        return RaySummary("unknown", nodes_expected=expected_nodes,
+                          error=f"head node {head} did not report")
+    sec = probe.section("ray")
+    if sec is None or sec.rc is None:
+        return RaySummary("unknown", nodes_expected=expected_nodes, error="no answer from the head")
+    if sec.rc != 0:
+        reason = _first_line(sec.text) or f"exit {sec.rc}"
+        if sec.rc == 7 or "refused" in reason.lower() or "Couldn't connect" in reason:
+            return RaySummary("down", nodes_expected=expected_nodes,
+                              error=f"no Ray dashboard on {head}")
+        return RaySummary("unknown", nodes_expected=expected_nodes, error=reason)
+    try:
+        rs = ray_status.parse_dashboard(sec.text)
+    except ParseError as exc:
+        return RaySummary("unknown", nodes_expected=expected_nodes, error=str(exc))
+    gpus = rs.gpus
+    return RaySummary(
+        "up",
+        nodes_alive=rs.nodes_alive,
+        nodes_expected=expected_nodes,
+        gpus_total=gpus.total if gpus else 0.0,
+        gpus_used=gpus.used if gpus else 0.0,
+        gpus_reserved=gpus.reserved if gpus else None,
+    )
