@@ -17,7 +17,6 @@ from dgxcluster.facts import ParseError, content_lines
 
 COMMAND = "ray status"
 
-_NODE_SECTIONS = {"active", "idle", "pending", "recent failures"}
 _USAGE_SECTIONS = {"usage", "total usage"}
 _SECTION = re.compile(r"^(?P<name>[A-Za-z][A-Za-z _]*):\s*$")
 _COUNTED = re.compile(r"^\s*(?P<n>\d+)\s+(?P<what>\S.*)$")
@@ -40,13 +39,14 @@ class Usage:
 class RayStatus:
     active: tuple[str, ...] = ()
     idle: tuple[str, ...] = ()
+    healthy: tuple[str, ...] = ()  # Ray 1.x name for alive nodes
     pending: tuple[str, ...] = ()
     failures: tuple[str, ...] = ()
     resources: dict[str, Usage] = field(default_factory=dict)
 
     @property
     def nodes_alive(self) -> int:
-        return sum(_count(e) for e in (*self.active, *self.idle))
+        return sum(_count(e) for e in (*self.active, *self.idle, *self.healthy))
 
     @property
     def gpus(self) -> Usage | None:
@@ -99,6 +99,7 @@ def parse(text: str) -> RayStatus:
     return RayStatus(
         active=tuple(sections.get("active", ())),
         idle=tuple(sections.get("idle", ())),
+        healthy=tuple(sections.get("healthy", ())),
         pending=tuple(sections.get("pending", ())),
         failures=tuple(sections.get("recent failures", ())),
         resources=resources,

@@ -119,8 +119,13 @@ class NodeFolder:
         self._mode = "stderr"
 
     def end(self, name: str, exit_code: int, duration_ms: int) -> None:
+        opened = self._close is not None
         self._finish_body()
         rec = self.items.setdefault(name, ItemRecord(name))
+        if exit_code == 0 and not opened and not rec.bytes and not name.endswith(TAR_SUFFIX):
+            path = self.root / _safe_rel(name)  # an empty result is still a result
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
         rec.exit_code = exit_code
         rec.duration_s = round(duration_ms / 1000, 3)
         if self._stderr:
