@@ -205,8 +205,15 @@ class SshConnection:
             self.close()
             raise ConnectError(self.node, f"connection lost: {exc or type(exc).__name__}") from None
         feeder = _start_feeder(chan, stdin)
-        out = _Collector("stdout", on_line, on_stdout_chunk)
-        err = _Collector("stderr", on_line, None)
+        redacted_line = None
+        if on_line is not None:
+            cb, redact = on_line, self._redact
+
+            def redacted_line(stream: str, line: str) -> None:
+                cb(stream, redact(line))
+
+        out = _Collector("stdout", redacted_line, on_stdout_chunk)
+        err = _Collector("stderr", redacted_line, None)
         try:
             exit_code = _pump(chan, out, err, start + limit)
         except TimeoutError:

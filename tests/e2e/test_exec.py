@@ -186,3 +186,27 @@ def test_testbed_nodes_are_separate_machines(testbed3: Testbed) -> None:
     assert testbed3.node_exec("node2", "ls", "/tmp/only-on-node1", check=False).returncode != 0
     testbed3.node_exec("node1", "rm", "/tmp/only-on-node1")
     assert shutil.which("ip")
+
+
+def test_verbose_shows_each_remote_argv_with_node_and_duration(testbed3: Testbed) -> None:
+    p = testbed3.dgx("-v", "exec", "-n", "node2", "--", "echo", "hello world")
+    assert p.returncode == 0
+    line = next(ln for ln in p.stderr.splitlines() if "remote.run" in ln)
+    assert "node=node2" in line
+    assert "argv='echo '\"'\"'hello world'\"'\"''" in line or "hello world" in line
+    assert "duration_s=" in line
+
+
+def test_json_log_format(testbed3: Testbed) -> None:
+    p = testbed3.dgx("-v", "--log-format", "json", "exec", "-n", "node1", "--", "true")
+    assert p.returncode == 0
+    events = [json.loads(ln) for ln in p.stderr.splitlines() if ln.startswith("{")]
+    run = next(e for e in events if e["event"] == "remote.run")
+    assert run["node"] == "node1" and run["argv"] == "true" and run["exit"] == 0
+
+
+def test_secret_from_environment_is_masked_in_verbose_output(testbed3: Testbed) -> None:
+    token = "hf_" + "Q" * 30
+    p = testbed3.dgx("-v", "exec", "-n", "node1", "--", "echo", token, env={"HF_TOKEN": token})
+    assert token not in p.stdout + p.stderr
+    assert "******" in p.stdout
