@@ -65,7 +65,8 @@ def _collect(session: object, node: list[str] | None, since_s: int, output: Path
     from rich.table import Table
 
     from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
-    from dgxcluster.cli.output import LiveNodes, console
+    from dgxcluster.cli.output import LiveNodes
+    from dgxcluster.cli.reportout import report_console
     from dgxcluster.logs.collect import collect
     from dgxcluster.session import Session
 
@@ -88,7 +89,7 @@ def _collect(session: object, node: list[str] | None, since_s: int, output: Path
         errs = ", ".join(n.rsplit("/", 1)[-1] for n, _ in rep.item_errors) or "-"
         table.add_row(name, result, str(len(rep.files)), _human(size),
                       f"{rep.duration_s:.1f}s", errs)
-    out = console()
+    out = report_console()
     out.print(table)
     out.print(f"bundle:   {bundle.folder}\nmanifest: {bundle.manifest}\narchive:  {bundle.archive}",
               highlight=False, soft_wrap=True)
@@ -118,9 +119,22 @@ def _follow(session: object, node: list[str] | None, since_s: int) -> None:
             sys.stderr.write(text + "\n")
             sys.stderr.flush()
 
+    _interrupt_on_signals()
     with session:
         result = follow(session, node, since_s=since_s, on_line=emit, on_note=note)
     raise typer.Exit(EXIT_UNREACHABLE if result.unreachable else EXIT_OK)
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM end --follow cleanly (remote followers stopped), even when the
+    shell that started us in the background set SIGINT to be ignored."""
+    import signal
+
+    def interrupt(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _human(n: int) -> str:

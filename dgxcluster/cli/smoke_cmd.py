@@ -72,9 +72,9 @@ def _fmt(x: float | None, unit: str = "s", digits: int = 3) -> str:
 def _print(report: SmokeReport) -> None:
     from rich.table import Table
 
-    from dgxcluster.cli.output import console
+    from dgxcluster.cli.reportout import report_console
 
-    out = console()
+    out = report_console()
     ep = report.endpoint
     out.print(f"endpoint {ep.url}/v1  ({ep.state})", highlight=False)
     if not ep.ready:

@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
 def _print(report: ClusterStatus) -> None:
     from rich.table import Table
 
-    from dgxcluster.cli.output import console
+    from dgxcluster.cli.reportout import report_console
+    from dgxcluster.status.report import NO_SMI
 
     t = Table(title=f"cluster {report.cluster}", title_justify="left")
     for col in ("node", "role", "ssh", "docker", "image", "containers", "gpu"):
@@ -63,9 +64,9 @@ def _print(report: ClusterStatus) -> None:
             if n.image.image_id:
                 image += f" {n.image.image_id.removeprefix('sha256:')[:12]}"
         containers = "\n".join(c.describe() for c in n.containers) or "-"
-        gpu = n.gpu or f"[dim]{n.gpu_error or '-'}[/dim]"
+        gpu = n.gpu or ("-" if n.gpu_error == NO_SMI else f"[dim]{n.gpu_error or '-'}[/dim]")
         t.add_row(n.node, n.role, "ok", docker, image, containers, gpu)
-    out = console()
+    out = report_console()
     out.print(t)
     img = report.image
     style = "green" if img.consistent and img.matches_expected is not False else "yellow"

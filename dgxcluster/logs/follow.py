@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dgxcluster.errors import ConnectError
+from dgxcluster.logs.redact import CollectedRedactor
 from dgxcluster.naming import LABEL_ROLE, cluster_filter
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
@@ -96,7 +97,12 @@ def follow(
     if not streams:
         return result
     on_note(f"following {len(streams)} container log(s); Ctrl-C to stop")
-    followers = [_Follower(c, ctr, label, since_s, tail, on_line, on_note)
+    redactor = CollectedRedactor(session.inventory.secrets.env, session.redactor)
+
+    def redacted(node: str, label: str, line: str) -> None:
+        on_line(node, label, redactor.text(line))
+
+    followers = [_Follower(c, ctr, label, since_s, tail, redacted, on_note)
                  for c, ctr, label in streams]
     for f in followers:
         f.start()

@@ -220,9 +220,12 @@ def container_state(c: Container, now: datetime | None) -> ContainerState:
     )
 
 
+NO_SMI = "no nvidia-smi on this node"
+
+
 def gpu_summary(text: str, rc: int | None) -> tuple[str | None, str | None]:
     if rc == 127 or ("not found" in text.lower() and "nvidia-smi" in text.lower()):
-        return None, "no nvidia-smi on this node"
+        return None, NO_SMI
     try:
         smi = nvidia_smi.parse(text)
     except ParseError as exc:
