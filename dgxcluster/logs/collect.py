@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from dgxcluster.session import Session
 #: A whole node's collection may take long (big logs over a slow link); the transport's
 #: default command timeout is for ordinary commands.
 COLLECT_TIMEOUT_S = 1800.0
+#: Logs are text and compress well even at the fastest level; speed matters more here.
+ARCHIVE_LEVEL = 1
 
 
 @dataclass
@@ -125,35 +128,45 @@ def collect(
     log_dir = NodePaths("~", inv.state_dir, inv.cluster).log_dir
     argv = collect_argv(boundary, inv.cluster, log_dir, since_s, inv.fabric.interfaces)
 
-    def one(conn: Connection) -> NodeReport:
-        return collect_node(conn, folder / conn.node, argv, boundary, redactor, prog, timeout)
+    archive = _Archive(folder)
 
-    group = session.cluster.map(one, targets)
-    reports: dict[str, NodeReport] = {}
-    for name in group:
-        value = group[name]
-        if isinstance(value, NodeReport):
-            reports[name] = value
-        else:  # collect_node records its own errors; this is a bug or an interrupt
-            reports[name] = NodeReport(name, error=f"{type(value).__name__}: {value}")
-    for name, rep in reports.items():
-        rep.files = _files(folder, folder / name)
-    manifest = folder / "manifest.json"
-    doc = {
-        "cluster": inv.cluster,
-        "created_utc": folder.name[len(inv.cluster) + 1 :],
-        "since_s": since_s or None,
-        "nodes_selected": targets,
-        "redaction": {
-            "names": sorted({*inv.secrets.env, *DEFAULT_SECRET_NAMES}),
-            "name_words": list(SECRET_WORDS),
-            "shapes": ["hf_ followed by 20+ letters/digits"],
-        },
-        "nodes": {n: reports[n].to_json() for n in targets},
-    }
-    manifest.write_text(json.dumps(doc, indent=2) + "\n")
-    archive = _archive(folder)
-    return Bundle(folder, archive, manifest, reports, time.monotonic() - started)
+    def one(conn: Connection) -> NodeReport:
+        rep = collect_node(conn, folder / conn.node, argv, boundary, redactor, prog, timeout)
+        rep.files = _files(folder, folder / conn.node)
+        archive.add(folder / conn.node)  # while slower nodes are still collecting
+        return rep
+
+    try:
+        group = session.cluster.map(one, targets)
+        reports: dict[str, NodeReport] = {}
+        for name in group:
+            value = group[name]
+            if isinstance(value, NodeReport):
+                reports[name] = value
+            else:  # collect_node records its own errors; this is a bug or an interrupt
+                reports[name] = NodeReport(name, error=f"{type(value).__name__}: {value}")
+                reports[name].files = _files(folder, folder / name)
+                archive.add(folder / name)
+        manifest = folder / "manifest.json"
+        doc = {
+            "cluster": inv.cluster,
+            "created_utc": folder.name[len(inv.cluster) + 1 :],
+            "since_s": since_s or None,
+            "nodes_selected": targets,
+            "redaction": {
+                "names": sorted({*inv.secrets.env, *DEFAULT_SECRET_NAMES}),
+                "name_words": list(SECRET_WORDS),
+                "shapes": ["hf_ followed by 20+ letters/digits"],
+            },
+            "nodes": {n: reports[n].to_json() for n in targets},
+        }
+        manifest.write_text(json.dumps(doc, indent=2) + "\n")
+        archive.add(manifest)
+        path = archive.close()
+    except BaseException:
+        archive.abort()
+        raise
+    return Bundle(folder, path, manifest, reports, time.monotonic() - started)
 
 
 def collect_node(
@@ -169,10 +182,14 @@ def collect_node(
     node = conn.node
     node_dir.mkdir(parents=True, exist_ok=True)
     rep = NodeReport(node)
-    progress.status(node, "connecting")
+    progress.status(node, "collecting")
+
+    last = [time.monotonic()]
 
     def moved(item: str, received: int) -> None:
-        progress.status(node, f"{item} ({received / 1e6:.1f} MB)")
+        if time.monotonic() - last[0] >= 1.0:  # a live hint, not a line per item
+            last[0] = time.monotonic()
+            progress.status(node, f"{item} ({received / 1e6:.1f} MB so far)")
 
     sink = NodeFolder(node_dir, redactor, on_progress=moved)
     inflater = Inflater(Demux(boundary, sink))
@@ -235,10 +252,32 @@ def _files(folder: Path, node_dir: Path) -> list[tuple[str, int]]:
     return sorted(out)
 
 
-def _archive(folder: Path) -> Path:
-    archive = folder.with_name(folder.name + ".tar.gz")
-    part = archive.with_name(archive.name + ".part")
-    with tarfile.open(part, "w:gz", compresslevel=6) as tar:
-        tar.add(folder, arcname=folder.name)
-    part.replace(archive)
-    return archive
+class _Archive:
+    """The bundle's .tar.gz, filled node by node as each finishes (so archiving overlaps
+    the collection of slower nodes), then the manifest; renamed into place when complete."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder.with_name(folder.name + ".tar.gz")
+        self._part = self.path.with_name(self.path.name + ".part")
+        self._lock = threading.Lock()
+        self._tar = tarfile.open(self._part, "w:gz", compresslevel=ARCHIVE_LEVEL)  # noqa: SIM115
+
+    def add(self, path: Path) -> None:
+        if not path.exists():
+            return
+        with self._lock:
+            self._tar.add(path, arcname=path.relative_to(self.folder.parent).as_posix())
+
+    def close(self) -> Path:
+        with self._lock:
+            self._tar.close()
+        self._part.replace(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        with self._lock:
+            try:
+                self._tar.close()
+            finally:
+                self._part.unlink(missing_ok=True)

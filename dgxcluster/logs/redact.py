@@ -36,19 +36,63 @@ def _name_pattern(names: Iterable[str]) -> bytes:
     return rf"(?<![A-Za-z0-9_])(?P<name>{name})(?P<sep>{sep})(?P<value>{value})".encode()
 
 
+def _masked(m: re.Match[bytes]) -> bytes:
+    if m.group("shape") is not None:
+        return _MASK
+    return m.group("name") + m.group("sep") + _MASK
+
+
 class CollectedRedactor:
     """Masks secrets in collected bytes: known values, secret-named assignments, token shapes."""
 
     def __init__(self, names: Iterable[str] = (), values: Redactor | None = None) -> None:
         self.values = values or Redactor()
-        all_names = [*names, *DEFAULT_SECRET_NAMES]
-        self._by_name = re.compile(_name_pattern(all_names))
-        self._shape = re.compile(HF_TOKEN_SHAPE)
+        all_names = [n for n in (*names, *DEFAULT_SECRET_NAMES) if n]
+        # one pass over a line: a secret-named assignment, or else a token shape
+        self._pattern = re.compile(_name_pattern(all_names) + b"|(?P<shape>" + HF_TOKEN_SHAPE
+                                   + b")")
+        # only lines holding one of these can match: everything else is skipped at C speed
+        words = {w.encode() for w in SECRET_WORDS} | {b"hf_"}
+        for n in all_names:
+            words |= {n.encode(), n.lower().encode(), n.upper().encode()}
+        self._triggers = sorted(words)
 
     def redact(self, data: bytes) -> bytes:
         data = self.values.redact_bytes(data)
-        data = self._by_name.sub(lambda m: m.group("name") + m.group("sep") + _MASK, data)
-        return self._shape.sub(_MASK, data)
+        spans = self._candidate_lines(data)
+        if not spans:
+            return data
+        out: list[bytes] = []
+        pos = 0
+        for start, end in spans:
+            out.append(data[pos:start])
+            out.append(self._pattern.sub(_masked, data[start:end]))
+            pos = end
+        out.append(data[pos:])
+        return b"".join(out)
+
+    def _candidate_lines(self, data: bytes) -> list[tuple[int, int]]:
+        """(start, end) of every line holding a trigger word, sorted and merged."""
+        spans: list[tuple[int, int]] = []
+        for word in self._triggers:
+            i = data.find(word)
+            while i >= 0:
+                start = data.rfind(b"\n", 0, i) + 1
+                end = data.find(b"\n", i)
+                end = len(data) if end < 0 else end
+                spans.append((start, end))
+                i = data.find(word, end)
+        if not spans:
+            return []
+        spans.sort()
+        merged = [spans[0]]
+        for start, end in spans[1:]:
+            last_start, last_end = merged[-1]
+            if start <= last_end:
+                merged[-1] = (last_start, max(last_end, end))
+            else:
+                merged.append((start, end))
+        return merged
 
     def text(self, text: str) -> str:
         return self.redact(text.encode("utf-8", "surrogateescape")).decode(

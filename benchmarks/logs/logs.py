@@ -1,0 +1,68 @@
+"""`dgxcluster logs` on 16 testbed nodes against the slowest single node's collection.
+
+Target: collecting from all 16 nodes at once takes <= 1.3x the slowest node collected on
+its own (`logs --node NODE`), i.e. nodes do not wait for each other. The testbed's nodes
+share this machine's CPUs, so the node-side work of 16 nodes competes for them; the
+within-run figure (wall time against the slowest node's own duration in the manifest)
+separates that from the tool's own overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import PY, median, report, testbed_down, testbed_up, timed
+from observe_setup import LINES, RAY_LINES, node_names, populate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", type=int, default=16)
+    ap.add_argument("--runs", type=int, default=3)
+    a = ap.parse_args()
+    name = "blogs"
+    inv = testbed_up(name, a.nodes, docker=True)
+    out = Path(tempfile.mkdtemp(prefix="dgxc-bench-logs-"))
+    try:
+        nodes = node_names(inv)
+        populate(name, name, nodes)
+        base = [PY, "-m", "dgxcluster", "-i", str(inv), "logs", "-o", str(out)]
+        timed(base)  # warm caches once
+        singles = {n: timed(base + ["--node", n]) for n in nodes}
+        alls, inner = [], []
+        for _ in range(a.runs):
+            alls.append(timed(base))
+            newest = max(out.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+            doc = json.loads(newest.read_text())
+            inner.append(max(r["duration_s"] for r in doc["nodes"].values()))
+        slowest = max(singles, key=lambda n: singles[n])
+        size = sum(f.stat().st_size for f in newest.parent.rglob("*") if f.is_file())
+        print(f"logs over {a.nodes} testbed nodes; per node: a labelled container with "
+              f"{LINES} log lines and 4 Ray-like log files of {RAY_LINES} lines, plus a "
+              f"20000-line server log; last bundle {size / 1e6:.1f} MB")
+        print(f"single-node collections (logs --node N): min {min(singles.values()):.3f} s, "
+              f"median {median(list(singles.values())):.3f} s, slowest {singles[slowest]:.3f} s "
+              f"({slowest})")
+        report("whole command, wall time", [
+            (f"logs --node {slowest} (slowest alone)", singles[slowest]),
+            (f"logs on all {a.nodes} nodes (median of {a.runs})", median(alls)),
+        ], f"logs --node {slowest} (slowest alone)")
+        report("inside the 16-node run (manifest durations)", [
+            ("slowest node's own collection", median(inner)),
+            ("whole 16-node command", median(alls)),
+        ], "slowest node's own collection")
+        print("\ntarget: all nodes / slowest single node <= 1.3")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        testbed_down(name)
+
+
+if __name__ == "__main__":
+    main()
