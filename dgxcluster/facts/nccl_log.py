@@ -81,9 +81,9 @@ class NcclLog:
                 return Transport("NET/Socket", f"TCP sockets (channels via {paths})", "channels")
             if "NET/IB" in kinds:
                 return Transport("NET/IB", f"RDMA (channels via {paths})", "channels")
-            net = sorted(k for k in kinds if k.startswith("NET/"))
-            if net:
-                return Transport(net[0], f"network plugin {net[0]} (channels via {paths})",
+            nets = sorted(k for k in kinds if k.startswith("NET/"))
+            if nets:
+                return Transport(nets[0], f"network plugin {nets[0]} (channels via {paths})",
                                  "channels")
             if "P2P" in kinds:
                 return Transport("P2P", f"GPU peer-to-peer inside one node, NVLink or PCIe "

@@ -22,7 +22,7 @@ def payload_for(mtu: int) -> int:
 
 def argv(peer: str, interface: str, mtu: int, count: int = 2) -> list[str]:
     return ["ping", "-n", "-M", "do", "-s", str(payload_for(mtu)), "-c", str(count),
-            "-i", "0.2", "-w", str(count + 1), "-I", interface, peer]
+            "-i", "0.2", "-W", "1", "-I", interface, peer]
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def sizes(min_bytes: int, max_bytes: int, factor: int) -> list[int]:
 def bus_factor(op: str, nranks: int) -> float:
     """busbw / algbw, from nccl-tests' PERFORMANCE.md."""
     if nranks <= 1:
-        return 0.0 if op == "all_reduce" else 0.0
+        return 0.0
     if op == "all_reduce":
         return 2.0 * (nranks - 1) / nranks
     if op == "all_gather":
@@ -152,7 +152,6 @@ class _Bench:
         dist.all_reduce(buf)
         expect = self.world * (self.world + 1) / 2
         wrong = self._sum_wrong((buf != expect).sum())
-        del buf
         return count, None, (us, alg, bus, wrong)
 
     def all_gather(self, size: int) -> tuple[int, tuple[float, float, float, int],
@@ -170,7 +169,6 @@ class _Bench:
         mine.fill_(float(self.rank))
         dist.all_gather_into_tensor(out, mine)
         wrong_ip = self._check_gather(out, count)
-        del out, inp
         return count, (*oop[:3], wrong_oop), (*ip[:3], wrong_ip)
 
     def _check_gather(self, out: Any, count: int) -> int:
@@ -208,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad or not ops:
         p.error(f"--ops: unknown {bad or ops}; choose from {', '.join(OPS)}")
 
-    import torch
-    import torch.distributed as dist
+    import torch  # type: ignore[import-not-found,unused-ignore]
+    import torch.distributed as dist  # type: ignore[import-not-found,unused-ignore]
 
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
