@@ -142,7 +142,7 @@ def _ib_hca(c: Checks, facts: NodeFacts, env: dict[str, str]) -> None:
     if missed:
         c.fail("nccl-ib-hca", f"NCCL_IB_HCA={hca} leaves out active twin(s) "
                f"{', '.join(missed)} of the same port: bandwidth caps near 12-13.5 GB/s",
-               f"include both twins, e.g. NCCL_IB_HCA={','.join(sorted(set(chosen) | set(missed)))}"
+               f"include both twins, e.g. NCCL_IB_HCA={','.join(chosen + missed)}"
                f" ({ENV_FIX})")
         return
     c.ok("nccl-ib-hca", f"NCCL_IB_HCA={hca} selects {', '.join(chosen)} (ACTIVE){gid_text}")
