@@ -91,8 +91,11 @@ def _rdma_ports(c: Checks, inv: InventoryModel, devs: dict[str, RdmaDev] | None)
         return
     level = worst(lv for lv, _ in problems)
     detail = "; ".join(t for _, t in problems)
-    rail_ports = {p for r in inv.fabric.rails if r.rdma_device and (d := devs.get(r.rdma_device))
-                  for p in [d.port] if p}
+    rail_ports = set()
+    for rail in inv.fabric.rails:
+        dev = devs.get(rail.rdma_device or "")
+        if dev is not None and dev.port:
+            rail_ports.add(dev.port)
     other = [p for p in cabled_ports(devs) if p not in rail_ports]
     if other:
         twins = [d for d in by_port(devs)[other[0]] if d.active]
@@ -277,7 +280,10 @@ def _pings(c: Checks, inv: InventoryModel, facts: NodeFacts) -> None:
         return
     size = inv.fabric.mtu - 28
     bad, good, too_big = [], [], False
+    names = set(inv.names)
     for (peer, r), f in facts.pings.items():
+        if r >= len(inv.fabric.rails) or peer not in names or r >= len(inv.node(peer).rails):
+            continue
         rail = inv.fabric.rails[r].interface
         ip = inv.node(peer).rails[r]
         if f.missing:
