@@ -71,6 +71,10 @@ def _print(report: Report) -> None:
     from dgxcluster.cli.output import STATUS_STYLE, console
 
     out = console()
+    if not out.is_terminal:  # logs and CI: wide rows read better than wrapped cells
+        from rich.console import Console
+
+        out = Console(highlight=False, soft_wrap=False, width=160)
     t = Table(title="verify-ib", title_justify="left", show_lines=False)
     for col in ("node", "check", "status", "detail"):
         t.add_column(col, overflow="fold")

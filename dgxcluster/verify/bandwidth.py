@@ -100,6 +100,7 @@ def _preflight(session: Session, nodes: list[str], c: Checks, prog: Progress) ->
         c.warn("image-ids", "nodes hold different images under " + ref + ": " + ", ".join(
             f"{n} {i[:19]}" for n, i in bench.image_ids.items()), FIX_IMAGE)
     prog.message(f"bandwidth: {ref} on {len(nodes)} node(s); checking its tools")
+    session.cluster.run(containers.remove(*containers.all_names(inv)), nodes, timeout=60)
     head = nodes[0]
     out = session.cluster.conn(head).run(
         containers.docker_run(inv, head, containers.container_name(inv, "tools"), "sh",

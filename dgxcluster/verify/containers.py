@@ -50,9 +50,14 @@ def docker_run(inv: InventoryModel, node: str, name: str, entrypoint: str, args:
     return argv
 
 
-def remove(name: str) -> list[str]:
-    """Remove a leftover measurement container (one that outlived a timed-out run)."""
-    return shell('docker rm -f "$1" >/dev/null 2>&1; true', name)
+def remove(*names: str) -> list[str]:
+    """Remove measurement containers: leftovers of an interrupted run, or one that outlived
+    a timed-out command (a closed SSH channel does not stop `docker run`)."""
+    return shell('docker rm -f "$@" >/dev/null 2>&1; true', *names)
+
+
+def all_names(inv: InventoryModel) -> list[str]:
+    return [container_name(inv, w) for w in ("tools", "ibw-server", "ibw-client", "nccl")]
 
 
 #: Lists the measurement tools the image carries, one `have <tool>` line each.

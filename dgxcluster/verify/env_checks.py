@@ -14,8 +14,8 @@ from dgxcluster.verify.model import CLUSTER, CheckResult, Checks
 from dgxcluster.verify.node_checks import FIX_NO_RDMA
 from dgxcluster.verify.rdma import RdmaDev, rdma_view
 
-ENV_FIX = ("remove the override from fabric.nccl_env / container.env (dgxcluster derives it from "
-           "fabric.rails), or correct it")
+ENV_FIX = ("correct fabric.rails (dgxcluster derives these variables from it), or the override "
+           "in fabric.nccl_env / container.env")
 
 
 def nccl_list(value: str) -> tuple[str, list[tuple[str, int | None]]]:
@@ -133,6 +133,11 @@ def _ib_hca(c: Checks, facts: NodeFacts, env: dict[str, str]) -> None:
                "list the twins in fabric.rails[].rdma_device")
         return
     chosen = nccl_matches(hca, [d.name for d in active])
+    named = nccl_matches(hca, list(devs))
+    if not chosen and named:
+        c.fail("nccl-ib-hca", f"NCCL_IB_HCA={hca} names {', '.join(named)}, none of them ACTIVE: "
+               "NCCL falls back to TCP sockets", "bring the rails' ports up (see rdma-ports)")
+        return
     if not chosen:
         c.fail("nccl-ib-hca", f"NCCL_IB_HCA={hca} matches no active RDMA device (active: "
                f"{', '.join(d.name for d in active) or 'none'}): NCCL falls back to TCP sockets",
