@@ -69,10 +69,11 @@ def main(
 
 
 def _register() -> None:
-    from dgxcluster.cli import exec_cmd, logs_cmd, nodes_cmd, smoke_cmd, status_cmd
+    from dgxcluster.cli import exec_cmd, logs_cmd, nodes_cmd, smoke_cmd, status_cmd, verify_cmd
 
     exec_cmd.register(app)
     nodes_cmd.register(app)
+    verify_cmd.register(app)
     status_cmd.register(app)
     logs_cmd.register(app)
     smoke_cmd.register(app)

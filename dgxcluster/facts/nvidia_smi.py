@@ -1,117 +1,106 @@
-"""`nvidia-smi` (the default table): driver and CUDA versions, each GPU's name, temperature,
-power, memory and utilisation, and the processes holding a GPU.
+"""`nvidia-smi` (the default table): driver and CUDA versions, each GPU's name and bus ID,
+its temperature, power, memory and utilisation, and the processes holding a GPU.
 
-The table is boxed with `|` and `+---+` rules. A GPU takes two (or three) rows after the
-`|===|` rule: `| 0  NVIDIA GB10   On | 0000000F:01:00.0 On | N/A |` then
-`| N/A 45C P0  11W / N/A | Not Supported | 10% Default |`. On a DGX Spark the memory cell
-reads `Not Supported` (CPU and GPU share LPDDR5x), so memory is kept as text.
+On GB10 the memory cell reads "Not Supported" (CPU and GPU share LPDDR5x), so memory is
+kept as text, not parsed as a number. A node without a working driver says "couldn't
+communicate with the NVIDIA driver"; one without GPUs says "No devices were found".
+A GPU takes two rows after the `|===|` rule:
+`| 0  NVIDIA GB10   On | 0000000F:01:00.0 On | N/A |` then
+`| N/A 45C P0  11W / N/A | Not Supported | 10% Default |`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dgxcluster.facts import ParseError, content_lines
 
+ARGV = ["nvidia-smi"]
 COMMAND = "nvidia-smi"
 
-
-def argv() -> list[str]:
-    return ["nvidia-smi"]
+_VERSIONS = re.compile(r"NVIDIA-SMI\s+(?P<smi>\S+).*?Driver Version:\s*(?P<drv>\S+)"
+                       r"(?:.*?CUDA Version:\s*(?P<cuda>[\w.]+))?")
+_GPU = re.compile(r"^\|\s*(?P<idx>\d+)\s+(?P<name>.+?)\s+(?:On|Off)\s+\|\s*"
+                  r"(?P<bus>[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-9A-Fa-f])")
+_TEMP = re.compile(r"(?P<t>-?\d+)C\b")
+_POWER = re.compile(r"(?P<p>(?:\d+W|N/A)\s*/\s*(?:\d+W|N/A))")
+_UTIL = re.compile(r"(?P<u>\d+)%")
+_PROC = re.compile(
+    r"^\|\s*(?P<gpu>\d+)\s+\S+\s+\S+\s+(?P<pid>\d+)\s+(?P<type>[A-Z+]+)\s+(?P<name>.+?)\s+"
+    r"(?P<mem>\d+MiB|N/A)\s*\|$"
+)
 
 
 @dataclass(frozen=True)
 class Gpu:
     index: int
     name: str
-    temperature_c: int | None
-    power: str
-    memory: str
-    utilization_pct: int | None
+    bus_id: str
+    temperature_c: int | None = None
+    power: str = ""
+    memory: str = ""
+    utilization_pct: int | None = None
 
 
 @dataclass(frozen=True)
 class GpuProcess:
     gpu: int
     pid: int
-    type: str
+    type: str  # C compute, G graphics, C+G
     name: str
     memory: str
 
 
-@dataclass(frozen=True)
-class NvidiaSmi:
-    driver: str | None
-    cuda: str | None
-    gpus: tuple[Gpu, ...]
-    processes: tuple[GpuProcess, ...]
-
-
-_VERSIONS = re.compile(
-    r"Driver Version:\s*(?P<driver>\S+)(?:\s+CUDA Version:\s*(?P<cuda>\S+))?"
-)
-_GPU_FIRST = re.compile(r"^\s*(?P<index>\d+)\s+(?P<name>.+?)\s+(?:On|Off)\s*$")
-_TEMP = re.compile(r"(?P<t>-?\d+)C\b")
-_POWER = re.compile(r"(?P<p>(?:\d+W|N/A)\s*/\s*(?:\d+W|N/A))")
-_UTIL = re.compile(r"(?P<u>\d+)%")
-_PROC = re.compile(
-    r"^\s*(?P<gpu>\d+)\s+\S+\s+\S+\s+(?P<pid>\d+)\s+(?P<type>[A-Z+]+)\s+(?P<name>.+?)\s+"
-    r"(?P<mem>\d+MiB|N/A)\s*$"
-)
-_FAILED = ("couldn't communicate with the nvidia driver", "no devices were found",
-           "command not found", "not found")
+@dataclass
+class SmiInfo:
+    driver: str | None = None
+    cuda: str | None = None
+    gpus: list[Gpu] = field(default_factory=list)
+    error: str | None = None  # the tool's own words when it could not reach the driver
+    processes: list[GpuProcess] = field(default_factory=list)
 
 
 def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
-def parse(text: str) -> NvidiaSmi:
+def parse(text: str) -> SmiInfo:
     lines = content_lines(text)
-    driver = cuda = None
-    for line in lines:
-        if m := _VERSIONS.search(line):
-            driver, cuda = m.group("driver"), m.group("cuda")
-            break
-    if driver is None:
-        low = text.lower()
-        reason = next((f for f in _FAILED if f in low), "no 'Driver Version' header")
-        raise ParseError(COMMAND, reason, text)
-    gpus: list[Gpu] = []
-    procs: list[GpuProcess] = []
+    for needle in ("has failed", "couldn't communicate", "no devices were found"):
+        hit = next((ln.strip() for ln in lines if needle in ln.lower()), None)
+        if hit:
+            return SmiInfo(error=None if needle == "no devices were found" else hit)
+    info = SmiInfo()
     in_procs = False
     for i, line in enumerate(lines):
-        stripped = line.strip()
-        if "Processes:" in stripped:
+        if "Processes:" in line:
             in_procs = True
-        if not stripped.startswith("|"):
-            continue
-        if in_procs:
-            if m := _PROC.match(stripped.strip("|")):
-                procs.append(GpuProcess(int(m.group("gpu")), int(m.group("pid")),
-                                        m.group("type"), m.group("name"), m.group("mem")))
-            continue
-        cells = _cells(line)
-        first = _GPU_FIRST.match(cells[0])
-        if first and len(cells) >= 3 and i + 1 < len(lines):
-            gpus.append(_gpu(first, _cells(lines[i + 1])))
-    if not gpus:
-        raise ParseError(COMMAND, "no GPU rows in the table", text)
-    return NvidiaSmi(driver, cuda, tuple(gpus), tuple(procs))
+        if (m := _VERSIONS.search(line)) and info.driver is None:
+            info.driver, info.cuda = m.group("drv"), m.group("cuda")
+        elif in_procs and (p := _PROC.match(line.strip())):
+            info.processes.append(GpuProcess(int(p.group("gpu")), int(p.group("pid")),
+                                             p.group("type"), p.group("name"), p.group("mem")))
+        elif not in_procs and (m := _GPU.match(line)):
+            stats = _cells(lines[i + 1]) if i + 1 < len(lines) else []
+            info.gpus.append(_gpu(m, stats))
+    if info.driver is None:
+        raise ParseError(COMMAND, "no 'NVIDIA-SMI ... Driver Version:' banner", text)
+    return info
 
 
-def _gpu(first: re.Match[str], nxt: list[str]) -> Gpu:
-    stats = nxt[0] if nxt else ""
-    temp = _TEMP.search(stats)
-    power = _POWER.search(stats)
-    memory = nxt[1] if len(nxt) > 1 else ""
-    util = _UTIL.search(nxt[2]) if len(nxt) > 2 else None
+def _gpu(first: re.Match[str], stats: list[str]) -> Gpu:
+    """The GPU's first row (index, name, bus) and its second row (temperature, power, ...)."""
+    row = stats[0] if stats else ""
+    temp = _TEMP.search(row)
+    power = _POWER.search(row)
+    util = _UTIL.search(stats[2]) if len(stats) > 2 else None
     return Gpu(
-        index=int(first.group("index")),
+        index=int(first.group("idx")),
         name=first.group("name").strip(),
+        bus_id=first.group("bus"),
         temperature_c=int(temp.group("t")) if temp else None,
         power=re.sub(r"\s+", " ", power.group("p")) if power else "",
-        memory=memory,
+        memory=stats[1] if len(stats) > 1 else "",
         utilization_pct=int(util.group("u")) if util else None,
     )

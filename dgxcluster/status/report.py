@@ -230,12 +230,16 @@ def gpu_summary(text: str, rc: int | None) -> tuple[str | None, str | None]:
         smi = nvidia_smi.parse(text)
     except ParseError as exc:
         return None, str(exc)
+    if smi.error:
+        return None, f"nvidia-smi: {smi.error}"
+    if not smi.gpus:
+        return None, "nvidia-smi lists no GPU"
     parts = []
     for g in smi.gpus:
         util = f" {g.utilization_pct}%" if g.utilization_pct is not None else ""
         temp = f" {g.temperature_c}C" if g.temperature_c is not None else ""
         parts.append(f"{g.name}{util}{temp}")
-    procs = [p for p in smi.processes if p.type != "G"]
+    procs = [p for p in smi.processes if "C" in p.type]
     if procs:
         parts.append(f"{len(procs)} compute process(es)")
     return ", ".join(parts), None

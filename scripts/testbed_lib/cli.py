@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from testbed_lib import baseimage, daemons, net
+from testbed_lib import baseimage, daemons, net, simhw
 from testbed_lib.inventory import paths as inventory_paths
 from testbed_lib.inventory import write as write_inventory
 from testbed_lib.layout import STATE, Instance, Node, allocate, instances
@@ -143,6 +143,7 @@ def _node_status(node: Node) -> dict[str, object]:
         "hung": daemons.hang_pidfile(node).exists(),
         "dockerd": ("running" if daemons.dockerd_running(node) else "stopped")
         if node.inst.docker else "-",
+        "simhw": simhw.current(node),
     }
 
 
@@ -155,7 +156,8 @@ def cmd_status(a: argparse.Namespace) -> int:
     print(f"testbed {inst.name} (index {inst.index}, mtu {inst.mtu})")
     for r in rows:
         print(f"  {r['node']:<8} {r['mgmt_ip']:<15} fabric {r['fabric_ip']:<15} links {r['links']:<4}"
-              f" sshd {r['sshd']:<8}{' HUNG' if r['hung'] else ''} dockerd {r['dockerd']}")
+              f" sshd {r['sshd']:<8}{' HUNG' if r['hung'] else ''} dockerd {r['dockerd']}"
+              f"{' simhw ' + str(r['simhw']) if r['simhw'] else ''}")
     return 0
 
 
@@ -218,6 +220,18 @@ def cmd_mtu(a: argparse.Namespace) -> int:
     node = node_of(need(a.name), a.node)
     run(["ip", "-n", node.netns, "link", "set", a.interface, "mtu", str(a.mtu)])
     print(f"{a.node}: {a.interface} mtu {a.mtu}")
+    return 0
+
+
+def cmd_simhw(a: argparse.Namespace) -> int:
+    node = node_of(need(a.name), a.node)
+    if a.profile == "off":
+        simhw.remove(node)
+        print(f"{a.node}: simulated hardware removed")
+        return 0
+    simhw.install(node, a.profile)
+    print(f"{a.node}: simulated hardware, profile {a.profile} ({simhw.PROFILES[a.profile].help}): "
+          f"{', '.join(simhw.TOOLS)} in /usr/local/sbin")
     return 0
 
 
@@ -302,6 +316,15 @@ def parser() -> argparse.ArgumentParser:
     mt.add_argument("interface")
     mt.add_argument("mtu", type=int)
     mt.set_defaults(fn=cmd_mtu)
+    sh = sub.add_parser(
+        "simhw", help="give NODE simulated RDMA/GPU tools replaying real captures, or remove them",
+        description="Put ibv_devinfo, ibdev2netdev, ethtool and nvidia-smi into NODE's "
+        "/usr/local/sbin, printing real DGX Spark captures (tests/fixtures/real) and saying "
+        "'simulated hardware' on stderr. Interfaces, MTU and pings stay real. Profiles: "
+        + "; ".join(f"{p.name}: {p.help}" for p in simhw.PROFILES.values()) + "; off: remove.")
+    sh.add_argument("node")
+    sh.add_argument("profile", choices=[*simhw.PROFILES, "off"])
+    sh.set_defaults(fn=cmd_simhw)
     ex = sub.add_parser("exec", help="run a command inside NODE's namespaces")
     ex.add_argument("node")
     ex.add_argument("command", nargs=argparse.REMAINDER)

@@ -1,0 +1,71 @@
+"""`ping -M do -s SIZE -I IFACE PEER`: a don't-fragment ping as large as the fabric MTU.
+
+A jumbo-sized ping that arrives proves both ends and the path carry the MTU; one that is
+too big for an interface fails with "message too long" (locally) or "Frag needed"
+(remotely) instead of being silently fragmented.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from dgxcluster.facts import ParseError, content_lines
+
+COMMAND = "ping"
+IP_ICMP_HEADERS = 28  # 20 bytes IPv4 + 8 bytes ICMP
+
+
+def payload_for(mtu: int) -> int:
+    return max(0, mtu - IP_ICMP_HEADERS)
+
+
+def argv(peer: str, interface: str, mtu: int, count: int = 2) -> list[str]:
+    return ["ping", "-n", "-M", "do", "-s", str(payload_for(mtu)), "-c", str(count),
+            "-i", "0.2", "-W", "1", "-I", interface, peer]
+
+
+@dataclass(frozen=True)
+class PingResult:
+    transmitted: int
+    received: int
+    rtt_avg_ms: float | None = None
+    too_big_mtu: int | None = None  # the MTU that refused the packet, if one did
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.received > 0 and self.too_big_mtu is None and self.error is None
+
+
+_STATS = re.compile(
+    r"(?P<tx>\d+)\s+packets transmitted,\s+(?P<rx>\d+)\s+(?:packets\s+)?received"
+)
+_RTT = re.compile(r"=\s*[\d.]+/(?P<avg>[\d.]+)/[\d.]+")
+_TOO_BIG = re.compile(r"(?:message too long|frag needed)[^\n]*?mtu\s*=?\s*(?P<mtu>\d+)",
+                      re.IGNORECASE)
+_ERRORS = ("network is unreachable", "cannot assign requested address", "unknown iface",
+           "no such device", "bad address", "name or service not known",
+           "operation not permitted", "sendmsg:")
+
+
+def parse(text: str) -> PingResult:
+    lowered = text.lower()
+    too_big = _TOO_BIG.search(text)
+    mtu = int(too_big.group("mtu")) if too_big else None
+    if mtu is None and "message too long" in lowered:
+        mtu = 0  # refused locally, MTU not named
+    stats = _STATS.search(text)
+    error = None
+    for needle in _ERRORS:
+        if needle in lowered:
+            error = next(ln.strip() for ln in content_lines(text) if needle in ln.lower())
+            break
+    if stats is None:
+        if error or mtu is not None:
+            return PingResult(0, 0, None, mtu, error or "message too long")
+        raise ParseError(COMMAND, "no 'N packets transmitted, M received' line", text)
+    rtt = _RTT.search(text.split("packets transmitted", 1)[1])
+    return PingResult(int(stats.group("tx")), int(stats.group("rx")),
+                      float(rtt.group("avg")) if rtt else None, mtu,
+                      error if int(stats.group("rx")) == 0 else None)

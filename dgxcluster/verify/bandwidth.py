@@ -1,0 +1,275 @@
+"""`verify-ib --bandwidth`: measure the fabric inside the cluster's image.
+
+1. The image (`<image.name>:current`) must be on every node; its tools decide what runs.
+2. `ib_write_bw` per rail between neighbouring nodes (a ring; one pair for two nodes):
+   about 93-98 Gb/s per twin when healthy.
+3. NCCL all_gather/all_reduce across all nodes with NCCL_DEBUG=INFO, through the torch probe
+   shipped with dgxcluster (`nccl_probe.py`, started with torchrun on every node at once).
+   nccl-tests spans nodes only through MPI between the containers, which dgxcluster does not
+   set up, so its binaries in the image are reported but not used. The probe prints nccl-tests'
+   table; busbw and the transport NCCL chose (parsed from its log) decide PASS/FAIL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dgxcluster.errors import DgxClusterError
+from dgxcluster.facts import ParseError, ib_write_bw, nccl_log, nccl_tests
+from dgxcluster.nodepaths import NodePaths
+from dgxcluster.progress import NullProgress, Progress
+from dgxcluster.remote.command import shell
+from dgxcluster.remote.connection import Connection
+from dgxcluster.remote.result import Result
+from dgxcluster.session import Session
+from dgxcluster.verify import containers
+from dgxcluster.verify.model import CLUSTER, CheckResult, Checks, Level
+
+PROBE = Path(__file__).with_name("nccl_probe.py")
+PROBE_IN_CONTAINER = "/opt/dgxcluster/nccl_probe.py"
+PROBE_PORT = 29511
+IB_PORT = 18515
+IB_SECONDS = 5
+PROBE_ARGS = ["-b", "64M", "-e", "1G", "-f", "4", "-w", "3", "-n", "10"]
+NCCL_TIMEOUT_S = 900.0
+FIX_IMAGE = "build the image first: dgxcluster build"
+FIX_SOCKETS = ("give the containers /dev/infiniband, IPC_LOCK and memlock=-1 (container.*), and let "
+               "NCCL_IB_HCA name both twins; check `verify-ib` without --bandwidth first")
+
+
+@dataclass
+class Bench:
+    """What the image offers, per node."""
+
+    image_ids: dict[str, str] = field(default_factory=dict)
+    tools: set[str] = field(default_factory=set)
+
+
+def run_bandwidth(session: Session, nodes: list[str], min_busbw: float,
+                  progress: Progress | None = None) -> list[CheckResult]:
+    """Measure; `nodes` are reachable nodes in inventory order. Never raises for a node."""
+    inv = session.inventory
+    prog = progress or NullProgress()
+    c = Checks(CLUSTER)
+    bench = _preflight(session, nodes, c, prog)
+    if bench is None:
+        return c.results
+    if len(nodes) < 2:
+        c.warn("bandwidth", f"only {', '.join(nodes)} selected: bandwidth needs two nodes",
+               "run without --node, or name at least two nodes")
+        return c.results
+    results = list(c.results)
+    if "ib_write_bw" in bench.tools:
+        results += _ib_write_bw(session, nodes, prog)
+    else:
+        results.append(CheckResult(CLUSTER, "ib-write-bw", Level.WARN,
+                                   f"ib_write_bw is not in {containers.image_ref(inv)}",
+                                   "add perftest to the image to measure each rail"))
+    if "torch" not in bench.tools:
+        results.append(CheckResult(CLUSTER, "nccl-bandwidth", Level.FAIL,
+                                   f"{containers.image_ref(inv)} has no torch.distributed: cannot "
+                                   "run the NCCL probe", "use a vLLM image (it carries torch)"))
+        return results
+    results += _nccl(session, nodes, min_busbw, bench, prog)
+    return results
+
+
+def _preflight(session: Session, nodes: list[str], c: Checks, prog: Progress) -> Bench | None:
+    inv = session.inventory
+    ref = containers.image_ref(inv)
+    res = session.cluster.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], nodes,
+                              timeout=60)
+    bench = Bench()
+    missing = []
+    for name in res:
+        v = res[name]
+        if isinstance(v, BaseException):
+            missing.append(f"{name}: {v}")
+        elif v.exit_code == 127:
+            missing.append(f"{name}: docker is not installed")
+        elif not v.ok:
+            why = (v.stderr.strip().splitlines() or ["not found"])[-1]
+            missing.append(f"{name}: {ref} not found ({why})")
+        else:
+            bench.image_ids[name] = v.stdout.strip()
+    if missing:
+        c.fail("bandwidth", "cannot measure inside the image: " + "; ".join(missing), FIX_IMAGE)
+        return None
+    if len(set(bench.image_ids.values())) > 1:
+        c.warn("image-ids", "nodes hold different images under " + ref + ": " + ", ".join(
+            f"{n} {i[:19]}" for n, i in bench.image_ids.items()), FIX_IMAGE)
+    prog.message(f"bandwidth: {ref} on {len(nodes)} node(s); checking its tools")
+    session.cluster.run(containers.remove(*containers.all_names(inv)), nodes, timeout=60)
+    head = nodes[0]
+    out = session.cluster.conn(head).run(
+        containers.docker_run(inv, head, containers.container_name(inv, "tools"), "sh",
+                              ["-c", containers.TOOLS_SCRIPT]), timeout=300)
+    bench.tools = {ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("have ")}
+    if not out.ok:
+        c.fail("bandwidth", f"the image did not start on {head}: "
+               + (out.stderr.strip().splitlines() or ["?"])[-1], FIX_IMAGE)
+        return None
+    return bench
+
+
+def _pair_run(session: Session, jobs: dict[str, list[str]], timeout: float) -> dict[str, Result | str]:
+    """Run one command per node at the same time; a per-node error becomes its text."""
+
+    def one(conn: Connection) -> Result:
+        return conn.run(jobs[conn.node], timeout=timeout)
+
+    got = session.cluster.map(one, list(jobs))
+    out: dict[str, Result | str] = {}
+    for name in got:
+        v = got[name]
+        out[name] = v if isinstance(v, Result) else str(v)
+    return out
+
+
+def _ib_write_bw(session: Session, nodes: list[str], prog: Progress) -> list[CheckResult]:
+    inv = session.inventory
+    floor = inv.fabric.min_ib_write_gbits
+    pairs = [(nodes[i], nodes[(i + 1) % len(nodes)]) for i in range(len(nodes))]
+    if len(nodes) == 2:
+        pairs = pairs[:1]
+    out: list[CheckResult] = []
+    for a, b in pairs:
+        c = Checks(f"{a}->{b}")
+        for r, rail in enumerate(inv.fabric.rails):
+            if not rail.rdma_device or r >= len(inv.node(b).rails):
+                continue
+            check = f"ib-write-bw {rail.rdma_device}"
+            prog.status(a, f"ib_write_bw {rail.rdma_device} -> {b}")
+            gid = inv.fabric.nccl_ib_gid_index
+            server = ib_write_bw.argv(rail.rdma_device, port=IB_PORT + r, gid_index=gid,
+                                      duration_s=IB_SECONDS)
+            client = ib_write_bw.argv(rail.rdma_device, port=IB_PORT + r, gid_index=gid,
+                                      duration_s=IB_SECONDS, server_ip=str(inv.node(b).rails[r]))
+            sname, cname = (containers.container_name(inv, f"ibw-{x}") for x in ("server", "client"))
+            retry = 'i=0; while [ $i -lt 30 ]; do "$@" && exit 0; i=$((i+1)); sleep 0.5; done; exit 1'
+            jobs = {
+                b: containers.docker_run(inv, b, sname, server[0], server[1:]),
+                a: containers.docker_run(inv, a, cname, "sh", ["-c", retry, "sh", *client]),
+            }
+            got = _pair_run(session, jobs, timeout=IB_SECONDS * 4 + 60)
+            session.cluster.run(containers.remove(sname), [b], timeout=60)
+            session.cluster.run(containers.remove(cname), [a], timeout=60)
+            res = got[a]
+            if isinstance(res, str):
+                c.fail(check, f"could not run ib_write_bw on {a}: {res}", "see the node's error")
+                continue
+            try:
+                bw = ib_write_bw.parse(res.stdout + "\n" + res.stderr)
+            except ParseError as exc:
+                c.fail(check, f"{exc}", "check the rail (verify-ib without --bandwidth) and that "
+                       "the image's ib_write_bw sees /dev/infiniband")
+                continue
+            gbits = bw.average_gbits or 0.0
+            text = (f"{gbits:.2f} Gb/s over {rail.rdma_device} to {b} {inv.node(b).rails[r]} "
+                    f"(floor {floor:g}; mtu {bw.info.get('Mtu', '?')}, link {bw.link_type or '?'})")
+            if gbits < floor:
+                c.fail(check, text, "check link speed, MTU and cabling of this rail on both nodes")
+            else:
+                c.ok(check, text)
+        out += c.results
+    return out
+
+
+def _put_probe(session: Session, nodes: list[str]) -> dict[str, str]:
+    inv = session.inventory
+    data = PROBE.read_bytes()
+
+    def put(conn: Connection) -> str:
+        paths = NodePaths.resolve(conn, inv.state_dir, inv.cluster)
+        d = paths.sub("verify")
+        conn.run(shell('mkdir -p "$1"', d)).check()
+        path = f"{d}/nccl_probe.py"
+        conn.put(data, path, 0o644)
+        return path
+
+    got = session.cluster.map(put, nodes)
+    got.raise_for_failures("copy the NCCL probe")
+    return dict(got.values)
+
+
+def _nccl(session: Session, nodes: list[str], min_busbw: float, bench: Bench,
+          prog: Progress) -> list[CheckResult]:
+    inv = session.inventory
+    c = Checks(CLUSTER)
+    try:
+        paths = _put_probe(session, nodes)
+    except (DgxClusterError, OSError) as exc:
+        c.fail("nccl-bandwidth", f"could not copy the probe: {exc}", "see the node's error")
+        return c.results
+    head_ip = str(inv.node(nodes[0]).fabric_ip)
+    name = containers.container_name(inv, "nccl")
+    jobs = {}
+    for rank, node in enumerate(nodes):
+        args = ["-m", "torch.distributed.run", "--nnodes", str(len(nodes)), "--node_rank", str(rank),
+                "--nproc_per_node", "1", "--master_addr", head_ip, "--master_port", str(PROBE_PORT),
+                PROBE_IN_CONTAINER, *PROBE_ARGS]
+        jobs[node] = containers.docker_run(
+            inv, node, name, "python3", args,
+            extra_env={"NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "INIT,NET,ENV",
+                       "PYTHONUNBUFFERED": "1"},
+            volumes=[f"{paths[node]}:{PROBE_IN_CONTAINER}:ro"])
+    if bench.tools & {"all_gather_perf", "all_reduce_perf"}:
+        prog.message("bandwidth: nccl-tests is in the image but needs MPI across containers; "
+                     "using dgxcluster's torch probe")
+    prog.message(f"bandwidth: NCCL all_reduce/all_gather across {len(nodes)} nodes (1-3 min)")
+    for n in nodes:
+        prog.status(n, "NCCL probe running")
+    got = _pair_run(session, jobs, timeout=NCCL_TIMEOUT_S)
+    session.cluster.run(containers.remove(name), nodes, timeout=60)
+    errors = {n: v for n, v in got.items() if isinstance(v, str)}
+    texts = {n: v.stdout + "\n" + v.stderr for n, v in got.items() if isinstance(v, Result)}
+    return c.results + judge_nccl(texts.get(nodes[0], ""), "\n".join(texts.values()), errors,
+                                  min_busbw, len(inv.fabric.rdma_devices))
+
+
+def judge_nccl(head_output: str, all_output: str, errors: dict[str, str], min_busbw: float,
+               n_rails: int) -> list[CheckResult]:
+    """PASS/FAIL per collective from the probe's table and NCCL's log. Pure."""
+    c = Checks(CLUSTER)
+    try:
+        tables = {t.op: t for t in nccl_tests.parse(head_output)}
+    except ParseError as exc:
+        tail = " | ".join(ln.strip() for ln in all_output.strip().splitlines()[-3:])
+        errs = "; ".join(f"{n}: {e}" for n, e in errors.items())
+        c.fail("nccl-bandwidth", f"{exc}{'; ' + errs if errs else ''}; last output: {tail}",
+               "run again with -v; check that every node reaches the head's fabric_ip "
+               f"(port {PROBE_PORT}) and that the containers see the GPU")
+        return c.results
+    try:
+        log: nccl_log.NcclLog | None = nccl_log.parse(all_output)
+    except ParseError:
+        log = None
+    transport = log.transport if log else None
+    for op in ("all_gather", "all_reduce"):
+        t = tables.get(op)
+        check = f"nccl-{op}"
+        if t is None or t.busbw_at_largest is None:
+            c.fail(check, f"no {op} result in the probe's output", "run again with -v")
+            continue
+        size = t.largest.size if t.largest else 0
+        bw = t.busbw_at_largest
+        how = transport.detail if transport else "transport unknown (no NCCL INFO lines)"
+        devs = f" over {', '.join(log.ib_devices)}" if log and log.ib_devices else ""
+        gdr = "; GPU Direct RDMA disabled (expected on GB10)" if log and log.gdr_disabled else ""
+        avg = f", avg {t.avg_busbw:g}" if t.avg_busbw is not None else ""
+        text = (f"busbw {bw:.2f} GB/s at {size / 2**30:g} GiB{avg} (floor {min_busbw:g}); "
+                f"{how}{devs}{gdr}")
+        if transport is not None and transport.sockets:
+            c.fail(check, f"NCCL used TCP sockets: {text}", FIX_SOCKETS)
+        elif t.wrong:
+            c.fail(check, f"{t.wrong} wrong values: {text}", "the collective returned bad data")
+        elif bw < min_busbw:
+            c.fail(check, text, "check link speed, MTU, both twins in NCCL_IB_HCA, and that "
+                   "NCCL uses NET/IB (verify-ib without --bandwidth)")
+        elif log and transport and transport.rdma and 0 < len(log.ib_devices) < n_rails:
+            c.warn(check, f"NCCL used only {', '.join(log.ib_devices)} of {n_rails} rails: {text}",
+                   "list both twins in NCCL_IB_HCA")
+        else:
+            c.ok(check, text)
+    return c.results

@@ -1,0 +1,81 @@
+"""What verify-ib reports: one `CheckResult` per node and check, with evidence and a fix.
+
+Checks that concern the whole cluster (inventory settings, cross-node comparisons, NCCL
+bandwidth) use the node name `cluster`; ib_write_bw pairs use `nodeA->nodeB`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+CLUSTER = "cluster"
+SIMULATED = "simulated hardware"
+
+
+class Level(str, enum.Enum):
+    PASS = "PASS"  # noqa: S105 - a status, not a password
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+_RANK = {Level.PASS: 0, Level.WARN: 1, Level.FAIL: 2}
+
+
+def worst(levels: Iterable[Level]) -> Level:
+    return max(levels, key=lambda lv: _RANK[lv], default=Level.PASS)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    node: str
+    check: str
+    status: Level
+    detail: str
+    fix: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"node": self.node, "check": self.check, "status": self.status.value,
+                "detail": self.detail, "fix": self.fix if self.status != Level.PASS else ""}
+
+    def labelled(self, label: str) -> CheckResult:
+        return replace(self, detail=f"{label}: {self.detail}")
+
+
+@dataclass
+class Report:
+    results: list[CheckResult] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)
+    simulated: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status == Level.FAIL]
+
+    @property
+    def warned(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status == Level.WARN]
+
+    def to_json(self) -> list[dict[str, str]]:
+        return [r.to_json() for r in self.results]
+
+
+class Checks:
+    """Collects the results of one node's (or the cluster's) checks, in a fixed order."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.results: list[CheckResult] = []
+
+    def add(self, check: str, status: Level, detail: str, fix: str = "") -> None:
+        self.results.append(CheckResult(self.node, check, status, detail, fix))
+
+    def ok(self, check: str, detail: str) -> None:
+        self.add(check, Level.PASS, detail)
+
+    def warn(self, check: str, detail: str, fix: str) -> None:
+        self.add(check, Level.WARN, detail, fix)
+
+    def fail(self, check: str, detail: str, fix: str) -> None:
+        self.add(check, Level.FAIL, detail, fix)

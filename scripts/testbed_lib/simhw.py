@@ -1,0 +1,165 @@
+"""Simulated hardware: executables named like the real tools, replaying real captures.
+
+Testbed nodes have no RDMA device and no GPU. `simhw NODE PROFILE` puts `ibv_devinfo`,
+`ibdev2netdev`, `ethtool` and `nvidia-smi` into the node's private /usr/local/sbin (first
+on sshd's PATH). Each prints output recorded on a real DGX Spark (tests/fixtures/real, the
+source line and shell prompts dropped; faults are edits of those captures) and says
+"simulated hardware" on stderr, so dgxcluster can label what it read. Interfaces, addresses,
+MTU and pings stay real. `simhw NODE off` removes them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed_lib.layout import Node
+from testbed_lib.sh import TestbedError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CAPTURES = REPO_ROOT / "tests" / "fixtures" / "real"
+TOOLS = ("ibv_devinfo", "ibdev2netdev", "ethtool", "nvidia-smi")
+DATA = ".simhw"
+PORT1 = ("rocep1s0f1", "roceP2p1s0f1")
+PORT0 = ("rocep1s0f0", "roceP2p1s0f0")
+NETDEV = {"rocep1s0f0": "enp1s0f0np0", "rocep1s0f1": "enp1s0f1np1",
+          "roceP2p1s0f0": "enP2p1s0f0np0", "roceP2p1s0f1": "enP2p1s0f1np1"}
+
+F_DEVINFO_PORT1 = "ibv_devinfo_dgx_spark_port1_up_port0_down_mtu9000_invocarem_spark1.txt"
+F_DEVINFO_ALL = "ibv_devinfo_dgx_spark_all4_active_mtu1500_elizabetht.txt"
+F_IBDEV_PORT1 = "ibdev2netdev_dgx_spark_port1_up_playbook.txt"
+F_IBDEV_ALL = "ibdev2netdev_dgx_spark_all_up_two_cables_playbook.txt"
+F_ETHTOOL = "ethtool_speed_dgx_spark_multi_sparks_playbook.txt"
+F_SMI = "nvidia-smi_gb10_with_processes_obrienlabs.txt"
+
+
+def capture(name: str) -> str:
+    """A capture's text as the tool printed it: no source line, no shell prompt lines."""
+    path = CAPTURES / name
+    if not path.exists():
+        raise TestbedError(f"capture {path} is missing (simulated hardware replays it)")
+    lines = path.read_text().splitlines()[1:]
+    return "\n".join(ln for ln in lines if not re.match(r"^\S+@\S+:.*\$ ", ln)) + "\n"
+
+
+def speed_lines() -> dict[str, str]:
+    """The real `Speed:` lines of the ethtool capture, by speed ('100000', '200000')."""
+    out = {}
+    for ln in capture(F_ETHTOOL).splitlines():
+        if m := re.match(r"^\s*Speed: (\d+)Mb/s$", ln):
+            out[m.group(1)] = ln
+    return out
+
+
+def set_state(devinfo: str, device: str, active: bool) -> str:
+    """Edit one device's port state in an ibv_devinfo capture, as a real port change shows."""
+    blocks = devinfo.split("\n\n")
+    for i, b in enumerate(blocks):
+        if re.search(rf"^hca_id:\t{re.escape(device)}$", b, re.M):
+            b = re.sub(r"(\tstate:\t+)PORT_\w+ \(\d\)", r"\g<1>" + (
+                "PORT_ACTIVE (4)" if active else "PORT_DOWN (1)"), b)
+            b = re.sub(r"(\tactive_mtu:\t+)\d+ \(\d\)", r"\g<1>" + (
+                "4096 (5)" if active else "1024 (3)"), b)
+            blocks[i] = b
+    return "\n\n".join(blocks)
+
+
+def set_link(ibdev: str, device: str, up: bool) -> str:
+    return re.sub(rf"^({re.escape(device)} port 1 ==> \S+) \((?:Up|Down)\)$",
+                  rf"\1 ({'Up' if up else 'Down'})", ibdev, flags=re.M)
+
+
+@dataclass
+class Profile:
+    name: str
+    help: str
+    sources: list[str]
+    build: Callable[[], dict[str, str]]
+
+
+def _ethtool(speeds: dict[str, str | None]) -> dict[str, str]:
+    """Per-interface `ethtool IFACE` output around a real Speed line (None: no link)."""
+    return {iface: f"Settings for {iface}:\n{line or chr(9) + 'Speed: Unknown!'}\n"
+            for iface, line in speeds.items()}
+
+
+def _cabled(active: tuple[str, ...], speed: str | None) -> dict[str, str]:
+    devinfo, ibdev = capture(F_DEVINFO_PORT1), capture(F_IBDEV_PORT1)
+    for dev in PORT0 + PORT1:
+        devinfo = set_state(devinfo, dev, dev in active)
+        ibdev = set_link(ibdev, dev, dev in active)
+    line = speed_lines()[speed] if speed else None
+    files = {"ibv_devinfo": devinfo, "ibdev2netdev": ibdev, "nvidia-smi": capture(F_SMI)}
+    files.update({f"ethtool/{n}": t for n, t in _ethtool(
+        {NETDEV[d]: (line if d in active else None) for d in PORT0 + PORT1}).items()})
+    return files
+
+
+def _all_up() -> dict[str, str]:
+    line = speed_lines()["200000"]
+    files = {"ibv_devinfo": capture(F_DEVINFO_ALL), "ibdev2netdev": capture(F_IBDEV_ALL),
+             "nvidia-smi": capture(F_SMI)}
+    files.update({f"ethtool/{n}": t for n, t in _ethtool(dict.fromkeys(NETDEV.values(), line)).items()})
+    return files
+
+
+PROFILES = {p.name: p for p in [
+    Profile("healthy", "cable in QSFP port 1, both twins PORT_ACTIVE at MTU 4096, 200G",
+            [F_DEVINFO_PORT1, F_IBDEV_PORT1, F_ETHTOOL, F_SMI], lambda: _cabled(PORT1, "200000")),
+    Profile("100g", "as healthy, but the link negotiated 100000Mb/s",
+            [F_DEVINFO_PORT1, F_IBDEV_PORT1, F_ETHTOOL, F_SMI], lambda: _cabled(PORT1, "100000")),
+    Profile("port1-down", "no link on port 1 (both twins PORT_DOWN; edited capture)",
+            [F_DEVINFO_PORT1, F_IBDEV_PORT1, F_SMI], lambda: _cabled((), None)),
+    Profile("port0-cabled", "cable in QSFP port 0 instead of 1 (edited capture)",
+            [F_DEVINFO_PORT1, F_IBDEV_PORT1, F_ETHTOOL, F_SMI], lambda: _cabled(PORT0, "200000")),
+    Profile("all-up", "both QSFP ports cabled, all 4 twins ACTIVE, RoCE MTU 1024 (MTU 1500)",
+            [F_DEVINFO_ALL, F_IBDEV_ALL, F_ETHTOOL, F_SMI], _all_up),
+]}
+
+
+def _script(tool: str, profile: str, sources: str) -> str:
+    note = f"dgxtb: simulated hardware (profile {profile}): {tool} replays {sources}"
+    if tool == "ethtool":
+        body = (
+            'iface=""; for a in "$@"; do case "$a" in -*) ;; *) iface="$a";; esac; done\n'
+            'case "$iface" in ""|*/*) echo "ethtool: bad interface" >&2; exit 1;; esac\n'
+            f'f="/usr/local/sbin/{DATA}/ethtool/$iface"\n'
+            'if [ -f "$f" ]; then cat "$f"; exit 0; fi\n'
+            'echo "netlink error: no device matches name (offset 24)" >&2\n'
+            'echo "netlink error: No such device" >&2\nexit 1\n')
+    else:
+        body = f'cat "/usr/local/sbin/{DATA}/{tool}"\n'
+    return f"#!/bin/sh\n# {note}\necho '{note}' >&2\n{body}"
+
+
+def install(node: Node, profile: str) -> list[str]:
+    if profile not in PROFILES:
+        raise TestbedError(f"unknown profile {profile!r} ({', '.join(PROFILES)}, or off)")
+    p = PROFILES[profile]
+    remove(node)
+    data = node.sbin / DATA
+    (data / "ethtool").mkdir(parents=True, exist_ok=True)
+    for rel, text in p.build().items():
+        (data / rel).write_text(text)
+    (data / "profile").write_text(profile + "\n")
+    source = {"ibv_devinfo": p.sources[0], "ibdev2netdev": p.sources[1], "ethtool": F_ETHTOOL,
+              "nvidia-smi": F_SMI}
+    for tool in TOOLS:
+        path = node.sbin / tool
+        path.write_text(_script(tool, profile, f"tests/fixtures/real/{source[tool]}"))
+        path.chmod(0o755)
+    return [str(node.sbin / t) for t in TOOLS]
+
+
+def remove(node: Node) -> None:
+    for tool in TOOLS:
+        (node.sbin / tool).unlink(missing_ok=True)
+    shutil.rmtree(node.sbin / DATA, ignore_errors=True)
+
+
+def current(node: Node) -> str | None:
+    f = node.sbin / DATA / "profile"
+    return f.read_text().strip() if f.exists() else None
