@@ -221,6 +221,7 @@ def container_state(c: Container, now: datetime | None) -> ContainerState:
 
 
 NO_SMI = "no nvidia-smi on this node"
+SIMULATED = "simulated hardware"
 
 
 def gpu_summary(text: str, rc: int | None) -> tuple[str | None, str | None]:
@@ -242,6 +243,8 @@ def gpu_summary(text: str, rc: int | None) -> tuple[str | None, str | None]:
     procs = [p for p in smi.processes if "C" in p.type]
     if procs:
         parts.append(f"{len(procs)} compute process(es)")
+    if SIMULATED in text:  # the testbed's stand-in tools say so; so do we
+        parts.append(SIMULATED)
     return ", ".join(parts), None
 
 
