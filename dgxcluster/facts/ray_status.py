@@ -4,7 +4,10 @@ text): nodes alive, pending and failed, and resource usage such as `0.0/2.0 GPU`
 The text has a `Node status` block whose sections (`Active:`, `Idle:` in newer Ray,
 `Pending:`, `Recent failures:`) list entries like ` 1 node_<id>`, then a `Resources` block
 whose `Total Usage:` (older Ray: `Usage:`) lists ` used/total NAME`, optionally followed by
-`(X used of Y reserved in placement groups)`. Placeholders look like ` (no pending nodes)`.
+`(X used of Y reserved in placement groups)`. `ray status -v` adds per-node `Node: ...`
+blocks with their own indented ` Usage:`; those are not added to the totals. Placeholders
+look like ` (no pending nodes)`. Before the autoscaler reports, Ray prints "No cluster
+status."; that, and anything else unreadable, gives a result whose `error` says so.
 """
 
 from __future__ import annotations
@@ -13,18 +16,17 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from dgxcluster.facts import ParseError, content_lines
+COMMAND = ["ray", "status"]
+DASHBOARD_PATH = "/api/cluster_status?format=1"
 
-COMMAND = "ray status"
-
-_USAGE_SECTIONS = {"usage", "total usage"}
 _SECTION = re.compile(r"^(?P<name>[A-Za-z][A-Za-z _]*):\s*$")
-_COUNTED = re.compile(r"^\s*(?P<n>\d+)\s+(?P<what>\S.*)$")
+_COUNTED = re.compile(r"^(?P<n>\d+)\s+(?P<what>\S.*)$")
 _USAGE = re.compile(
-    r"^\s*(?P<used>[0-9.]+)(?P<uunit>[A-Za-z]*)/(?P<total>[0-9.]+)(?P<tunit>[A-Za-z]*)\s+"
-    r"(?P<name>\S+)(?:\s+\((?P<note>[^)]*)\))?\s*$"
+    r"^(?P<used>[0-9.]+)(?P<uunit>[A-Za-z]*)/(?P<total>[0-9.]+)(?P<tunit>[A-Za-z]*)\s+"
+    r"(?P<name>\S+)(?:\s+\((?P<note>[^)]*)\))?$"
 )
 _RESERVED = re.compile(r"(?P<used>[0-9.]+) used of (?P<reserved>[0-9.]+) reserved")
+_TOTALS = ("total usage", "usage")
 
 
 @dataclass(frozen=True)
@@ -37,86 +39,96 @@ class Usage:
 
 @dataclass(frozen=True)
 class RayStatus:
-    active: tuple[str, ...] = ()
-    idle: tuple[str, ...] = ()
-    healthy: tuple[str, ...] = ()  # Ray 1.x name for alive nodes
-    pending: tuple[str, ...] = ()
-    failures: tuple[str, ...] = ()
-    resources: dict[str, Usage] = field(default_factory=dict)
+    """Parsed status; `error` is set (and the rest empty) when the text was not a report."""
+
+    active: list[str] = field(default_factory=list)  # one entry per node (counts expanded)
+    idle: list[str] = field(default_factory=list)  # newer Ray lists idle nodes apart
+    pending: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    totals: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, Usage] = field(default_factory=dict)
+    error: str | None = None
 
     @property
-    def nodes_alive(self) -> int:
-        return sum(_count(e) for e in (*self.active, *self.idle, *self.healthy))
+    def nodes(self) -> int:
+        """Nodes alive (active or idle)."""
+        return len(self.active) + len(self.idle)
 
     @property
-    def gpus(self) -> Usage | None:
-        return self.resources.get("GPU")
+    def gpus(self) -> float:
+        """GPUs Ray counts across the cluster."""
+        return self.totals.get("GPU", 0.0)
+
+    @property
+    def gpu_usage(self) -> Usage | None:
+        return self.usage.get("GPU")
 
 
-def _count(entry: str) -> int:
-    m = _COUNTED.match(entry)
-    return int(m.group("n")) if m else 1
+def _not_parsed(command: str, why: str, text: str) -> RayStatus:
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "(no output)")
+    return RayStatus(error=f"could not parse `{command}`: {why} (first line: {first[:120]!r})")
 
 
-def parse(text: str) -> RayStatus:
+def _expand(entries: list[str]) -> list[str]:
+    out: list[str] = []
+    for e in entries:
+        m = _COUNTED.match(e)
+        out.extend([m.group("what")] * int(m.group("n")) if m else [e])
+    return out
+
+
+def parse(text: str, command: str = "ray status") -> RayStatus:
+    if "No cluster status" in text:
+        return _not_parsed(command, "No cluster status yet (the autoscaler has not reported)",
+                           text)
+    if "Node status" not in text:
+        return _not_parsed(command, "no 'Node status' section", text)
     sections: dict[str, list[str]] = {}
     current: str | None = None
-    saw_node_status = False
-    for line in content_lines(text):
+    for raw in text.splitlines():
+        line = raw.rstrip()
         if not line.strip() or set(line.strip()) <= {"-", "="}:
             continue
-        if line.strip() == "Node status":
-            saw_node_status = True
-            current = None
+        if not line.startswith(" "):
+            m = _SECTION.match(line)
+            # a header such as "Active:" opens a section; anything else ("Node: ...") closes it
+            current = m.group("name").strip().lower() if m else None
+            if current is not None:
+                sections.setdefault(current, [])
             continue
-        if line.strip() in ("Resources",) or line.startswith("========"):
-            current = None
-            continue
-        m = _SECTION.match(line)
-        if m and not line.startswith(" "):
-            current = m.group("name").strip().lower()
-            sections.setdefault(current, [])
-            continue
-        if current is not None and line.startswith(" "):
-            entry = line.strip()
-            if entry.startswith("(") and entry.endswith(")"):
-                continue  # "(no pending nodes)" and friends
-            sections[current].append(entry)
-    usage_lines = next((sections[s] for s in _USAGE_SECTIONS if s in sections), None)
-    if not saw_node_status and usage_lines is None:
-        raise ParseError(COMMAND, "no 'Node status' or 'Usage' section", text)
-    resources: dict[str, Usage] = {}
-    for entry in usage_lines or []:
-        u = _USAGE.match(" " + entry)
+        entry = line.strip()
+        if current is None or (entry.startswith("(") and entry.endswith(")")):
+            continue  # "(no pending nodes)", or lines of a per-node block
+        sections[current].append(entry)
+    usage: dict[str, Usage] = {}
+    for entry in next((sections[s] for s in _TOTALS if s in sections), []):
+        u = _USAGE.match(entry)
         if not u:
             continue
-        reserved = None
-        if u.group("note") and (r := _RESERVED.search(u.group("note"))):
-            reserved = float(r.group("reserved"))
-        resources[u.group("name")] = Usage(
-            float(u.group("used")), float(u.group("total")), u.group("tunit"), reserved
-        )
-    return RayStatus(
-        active=tuple(sections.get("active", ())),
-        idle=tuple(sections.get("idle", ())),
-        healthy=tuple(sections.get("healthy", ())),
-        pending=tuple(sections.get("pending", ())),
-        failures=tuple(sections.get("recent failures", ())),
-        resources=resources,
+        note = u.group("note") or ""
+        r = _RESERVED.search(note)
+        usage[u.group("name")] = Usage(float(u.group("used")), float(u.group("total")),
+                                       u.group("tunit"), float(r.group("reserved")) if r else None)
+    status = RayStatus(
+        active=_expand(sections.get("active", []) + sections.get("healthy", [])),
+        idle=_expand(sections.get("idle", [])),
+        pending=_expand(sections.get("pending", [])),
+        failures=sections.get("recent failures", []),
+        totals={name: u.total for name, u in usage.items()},
+        usage=usage,
     )
+    if not status.nodes and not usage:
+        return _not_parsed(command, "no active nodes or resources found", text)
+    return status
 
 
 def parse_dashboard(body: str) -> RayStatus:
-    """The dashboard's JSON answer to `/api/cluster_status?format=1`."""
+    """The dashboard's JSON answer to `GET /api/cluster_status?format=1`."""
+    command = f"GET {DASHBOARD_PATH}"
     try:
-        doc = json.loads(body)
-        text = doc["data"]["clusterStatus"]
+        text = json.loads(body)["data"]["clusterStatus"]
     except (ValueError, KeyError, TypeError):
-        raise ParseError("GET /api/cluster_status?format=1", "not the dashboard's JSON", body) \
-            from None
+        return _not_parsed(command, "not the dashboard's JSON", body)
     if not isinstance(text, str):
-        raise ParseError("GET /api/cluster_status?format=1", "clusterStatus is not text", body)
-    if text.strip() == "No cluster status.":
-        raise ParseError("GET /api/cluster_status?format=1", "the autoscaler has not reported yet",
-                         text)
-    return parse(text)
+        return _not_parsed(command, "clusterStatus is not text", body)
+    return parse(text, command)

@@ -285,14 +285,13 @@ def ray_summary(head: str, probe: NodeProbe | None, expected_nodes: int) -> RayS
             return RaySummary("down", nodes_expected=expected_nodes,
                               error=f"no Ray dashboard on {head}")
         return RaySummary("unknown", nodes_expected=expected_nodes, error=reason)
-    try:
-        rs = ray_status.parse_dashboard(sec.text)
-    except ParseError as exc:
-        return RaySummary("unknown", nodes_expected=expected_nodes, error=str(exc))
-    gpus = rs.gpus
+    rs = ray_status.parse_dashboard(sec.text)
+    if rs.error:
+        return RaySummary("unknown", nodes_expected=expected_nodes, error=rs.error)
+    gpus = rs.gpu_usage
     return RaySummary(
         "up",
-        nodes_alive=rs.nodes_alive,
+        nodes_alive=rs.nodes,
         nodes_expected=expected_nodes,
         gpus_total=gpus.total if gpus else 0.0,
         gpus_used=gpus.used if gpus else 0.0,
