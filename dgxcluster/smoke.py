@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dgxcluster.endpoint import EndpointProbe, base_url, probe
+from dgxcluster.endpoint import EndpointProbe, Getter, base_url, httpx_get, probe
 
 if TYPE_CHECKING:
     import httpx
@@ -111,8 +111,12 @@ def run_smoke(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     concurrency: int = 1,
     client: httpx.Client | None = None,
+    get: Getter | None = None,
 ) -> SmokeReport:
-    """Check the endpoint, then send `concurrency` streaming chat completions at once."""
+    """Check the endpoint, then send `concurrency` streaming chat completions at once.
+
+    `get` (default: the same client) is what the endpoint check uses.
+    """
     import httpx
 
     own = client is None
@@ -123,7 +127,7 @@ def run_smoke(
     )
     try:
         url = base_url(inv)
-        state = probe(http, url)
+        state = probe(url, get or httpx_get(http))
         report = SmokeReport(state)
         if not state.ready:
             return report

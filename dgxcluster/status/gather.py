@@ -43,18 +43,15 @@ class _Background(threading.Thread):
 
 def expected_tag(session: Session) -> str:
     """The content tag the inventory's build context gives today (raises if it cannot)."""
-    from dgxcluster.build.context import scan
+    from dgxcluster.status.expected import content_tag
 
     inv = session.inventory
-    ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.image.build_args)
-    return ctx.content_tag
+    return content_tag(inv.local_path(inv.image.context), inv.image.dockerfile,
+                       inv.image.build_args)
 
 
 def endpoint(session: Session) -> EndpointProbe:
-    import httpx
-
-    with httpx.Client(trust_env=False) as client:
-        return probe(client, base_url(session.inventory), timeout=3.0)
+    return probe(base_url(session.inventory), timeout=3.0)
 
 
 def gather(
@@ -90,7 +87,7 @@ def gather(
         value = group[name]
         if isinstance(value, NodeProbe):
             probes[name] = value
-            nodes.append(node_status(name, role, value, tag))
+            nodes.append(node_status(name, role, value))
         elif isinstance(value, ConnectError):
             nodes.append(NodeStatus(name, role, reachable=False, error=value.reason))
         else:

@@ -1,13 +1,15 @@
 """The one SSH round `status` makes per node: a fixed script and the parser of its output.
 
 The script prints sections (`@@ name`), each followed by `@@ rc N`:
-  now         the node's clock (uptimes are computed against it, not the operator's)
-  images      `docker image ls` of the inventory's image repository (tag -> image ID)
-  containers  `docker inspect` of the cluster's labelled containers (name, state, labels,
-              image), never `Config.Env`, which holds secrets
-  gpu         `nvidia-smi` (its table, parsed by facts.nvidia_smi)
-  ray         head node only: the Ray dashboard's cluster status, asked on the head's own
-              loopback, so the dashboard need not be exposed to the operator's network
+  now     the node's clock (uptimes are computed against it, not the operator's)
+  docker  one `docker inspect` of `<image>:current` and of the cluster's labelled containers
+          (found with `docker ps`): image ID, tags and labels (the content tag); container
+          name, state, labels and image. Never `Config.Env`, which holds secrets. `rc` is
+          that of `docker ps`: non-zero means Docker itself is not usable.
+  gpu     `nvidia-smi` (its table, parsed by facts.nvidia_smi)
+  ray     head node only: the Ray dashboard's cluster status, asked on the head's own
+          loopback, so the dashboard need not be exposed to the operator's network
+Two docker commands per node in all: on the testbed, 16 nodes share two CPUs.
 """
 
 from __future__ import annotations
@@ -17,32 +19,38 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from dgxcluster.naming import LABEL_CLUSTER
+from dgxcluster.naming import LABEL_CLUSTER, MOVING_TAG
 from dgxcluster.remote.command import shell
 
-_IMAGES = "{{.Repository}}\t{{.Tag}}\t{{.ID}}"
-_INSPECT = (
-    "{{json .Name}}\t{{json .State}}\t{{json .Config.Labels}}\t{{json .Image}}\t"
-    "{{json .Config.Image}}"
-)
+# One `docker inspect` for the cluster's containers and the image's moving tag together:
+# `index` reads fields either kind may lack (a container has no RepoTags, an image no State),
+# and never `Config.Env`, which holds secrets.
+_INSPECT = "\t".join([
+    '{{json (index . "Id")}}',
+    '{{json (index . "Name")}}',
+    '{{json (index . "State")}}',
+    '{{json (index . "RepoTags")}}',
+    '{{with index . "Config"}}{{json (index . "Labels")}}{{else}}null{{end}}',
+    '{{json (index . "Image")}}',
+    '{{with index . "Config"}}{{json (index . "Image")}}{{else}}null{{end}}',
+])
 
-# $1 image repository  $2 label filter  $3 image format  $4 inspect format
-# $5 dashboard port ('' on nodes other than the head)
+# $1 image ref (<image>:current)  $2 label filter  $3 inspect format
+# $4 dashboard port ('' on nodes other than the head)
 STATUS = r"""
 printf '@@ now %s\n' "$(date +%s)"
-echo '@@ images'
-docker image ls --no-trunc --format "$3" "$1" 2>&1
-printf '\n@@ rc %s\n' "$?"
-echo '@@ containers'
-ids=$(docker ps -aq --no-trunc --filter "$2" 2>/dev/null)
-if [ -n "$ids" ]; then docker inspect --format "$4" $ids 2>&1; fi
-printf '\n@@ rc %s\n' "$?"
+echo '@@ docker'
+ids=$(docker ps -aq --no-trunc --filter "$2" 2>&1)
+rc=$?
+if [ $rc -ne 0 ]; then printf '%s\n' "$ids"
+else docker inspect --format "$3" "$1" $ids 2>&1; fi
+printf '\n@@ rc %s\n' "$rc"
 echo '@@ gpu'
 timeout 10 nvidia-smi 2>&1
 printf '\n@@ rc %s\n' "$?"
-if [ -n "$5" ]; then
+if [ -n "$4" ]; then
   echo '@@ ray'
-  u="http://127.0.0.1:$5/api/cluster_status?format=1"
+  u="http://127.0.0.1:$4/api/cluster_status?format=1"
   if command -v curl >/dev/null 2>&1; then curl -sS --max-time 5 "$u" 2>&1
   else python3 -c 'import sys,urllib.request as r;print(r.urlopen(sys.argv[1],timeout=5).read().decode())' \
     "$u" 2>&1
@@ -52,12 +60,11 @@ fi
 """
 
 
-def status_argv(image_repo: str, cluster: str, dashboard_port: int | None) -> list[str]:
+def status_argv(image: str, cluster: str, dashboard_port: int | None) -> list[str]:
     return shell(
         STATUS,
-        image_repo,
+        f"{image}:{MOVING_TAG}",
         f"label={LABEL_CLUSTER}={cluster}",
-        _IMAGES,
         _INSPECT,
         str(dashboard_port) if dashboard_port else "",
     )
@@ -123,44 +130,49 @@ def parse(text: str) -> NodeProbe:
     return probe
 
 
-def parse_images(text: str) -> dict[str, str]:
-    """`repo<TAB>tag<TAB>id` lines -> {tag: image id}."""
-    tags: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split("\t")
-        if len(parts) == 3 and parts[1] and parts[1] != "<none>":
-            tags[parts[1]] = parts[2]
-    return tags
+@dataclass(frozen=True)
+class Image:
+    id: str
+    tags: list[str]
+    labels: dict[str, str]
 
 
-def parse_containers(text: str) -> list[Container]:
-    out: list[Container] = []
+def parse_docker(text: str) -> tuple[Image | None, list[Container]]:
+    """The docker section: the moving tag's image (None if absent) and the containers."""
+    image: Image | None = None
+    containers: list[Container] = []
     for line in text.splitlines():
         parts = line.split("\t")
-        if len(parts) != 5:
-            continue
+        if len(parts) != 7:
+            continue  # e.g. "Error: No such object: <image>:current"
         try:
-            name, state, labels, image_id, image_ref = (json.loads(p) for p in parts)
+            oid, name, state, tags, labels, image_id, image_ref = (json.loads(p) for p in parts)
         except ValueError:
             continue
-        if not isinstance(state, dict):
-            continue
-        health = state.get("Health")
-        out.append(
-            Container(
-                name=str(name).lstrip("/"),
-                state=str(state.get("Status", "unknown")),
-                running=bool(state.get("Running")),
-                started_at=parse_time(state.get("StartedAt")),
-                finished_at=parse_time(state.get("FinishedAt")),
-                exit_code=state.get("ExitCode") if isinstance(state.get("ExitCode"), int) else None,
-                health=health.get("Status") if isinstance(health, dict) else None,
-                labels={str(k): str(v) for k, v in (labels or {}).items()},
-                image_id=str(image_id or ""),
-                image_ref=str(image_ref or ""),
-            )
-        )
-    return out
+        labels = {str(k): str(v) for k, v in (labels or {}).items()}
+        if isinstance(state, dict):
+            containers.append(_container(name, state, labels, image_id, image_ref))
+        elif isinstance(tags, list):
+            image = Image(str(oid), [str(t) for t in tags], labels)
+    return image, containers
+
+
+def _container(name: object, state: dict[str, object], labels: dict[str, str],
+               image_id: object, image_ref: object) -> Container:
+    health = state.get("Health")
+    code = state.get("ExitCode")
+    return Container(
+        name=str(name).lstrip("/"),
+        state=str(state.get("Status", "unknown")),
+        running=bool(state.get("Running")),
+        started_at=parse_time(state.get("StartedAt")),
+        finished_at=parse_time(state.get("FinishedAt")),
+        exit_code=code if isinstance(code, int) else None,
+        health=str(health.get("Status")) if isinstance(health, dict) else None,
+        labels=labels,
+        image_id=str(image_id or ""),
+        image_ref=str(image_ref or ""),
+    )
 
 
 _TIME = re.compile(r"^(?P<base>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(?P<frac>\d+))?(?P<tz>Z|[+-]\d\d:\d\d)$")

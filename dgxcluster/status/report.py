@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 
 from dgxcluster.endpoint import EndpointProbe
 from dgxcluster.facts import ParseError, nvidia_smi, ray_status
-from dgxcluster.naming import LABEL_ROLE, MOVING_TAG, is_content_tag
-from dgxcluster.status.probe import Container, NodeProbe, parse_containers, parse_images
+from dgxcluster.naming import LABEL_CONTENT_TAG, LABEL_ROLE, is_content_tag
+from dgxcluster.status.probe import Container, Image, NodeProbe, parse_docker
 
 
 @dataclass
@@ -44,9 +44,11 @@ class ContainerState:
 
 @dataclass
 class ImageState:
+    """What `<image>:current` is on a node (both None: there is no such tag)."""
+
     content_tag: str | None
     image_id: str | None
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {"content_tag": self.content_tag, "id": self.image_id, "tags": self.tags}
@@ -84,9 +86,10 @@ class ImageSummary:
     name: str
     expected_tag: str | None
     expected_error: str | None
-    consistent: bool
+    consistent: bool  # every node's `current` has the same content tag
     matches_expected: bool | None
     detail: str
+    ids_match: bool | None = None  # same image ID too (not with strategy `each`)
 
     def to_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -163,42 +166,37 @@ def _first_line(text: str) -> str:
     return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
 
 
-def node_status(node: str, role: str, probe: NodeProbe, expected_tag: str | None) -> NodeStatus:
+def node_status(node: str, role: str, probe: NodeProbe) -> NodeStatus:
     st = NodeStatus(node, role, reachable=True)
-    images = probe.section("images")
-    if images is None or images.rc is None:
+    docker = probe.section("docker")
+    if docker is None or docker.rc is None:
         st.error = "the status script was cut short"
         return st
-    if images.rc != 0:
+    if docker.rc != 0:
         st.docker = False
-        st.docker_error = _first_line(images.text) or f"docker exited {images.rc}"
+        st.docker_error = _first_line(docker.text) or f"docker exited {docker.rc}"
     else:
         st.docker = True
-        st.image = image_state(parse_images(images.text), expected_tag)
-        containers = probe.section("containers")
-        if containers is not None:
-            now = datetime.fromtimestamp(probe.now, timezone.utc) if probe.now else None
-            st.containers = [container_state(c, now) for c in parse_containers(containers.text)]
+        image, containers = parse_docker(docker.text)
+        st.image = image_state(image)
+        now = datetime.fromtimestamp(probe.now, timezone.utc) if probe.now else None
+        st.containers = [container_state(c, now) for c in containers]
     gpu = probe.section("gpu")
     if gpu is not None:
         st.gpu, st.gpu_error = gpu_summary(gpu.text, gpu.rc)
     return st
 
 
-def image_state(tags: dict[str, str], expected_tag: str | None) -> ImageState:
-    """The node's content tag: the ctx-* tag `current` points at (else its only ctx-* tag)."""
-    ctx = {t: i for t, i in tags.items() if is_content_tag(t)}
-    current = tags.get(MOVING_TAG)
-    if current is not None:
-        same = sorted(t for t, i in ctx.items() if i == current)
-        tag = expected_tag if expected_tag in same else (same[0] if same else None)
-        return ImageState(tag, current, tags)
-    if expected_tag in ctx:
-        return ImageState(expected_tag, ctx[expected_tag], tags)
-    if len(ctx) == 1:
-        ((tag, iid),) = ctx.items()
-        return ImageState(tag, iid, tags)
-    return ImageState(None, None, tags)
+def image_state(image: Image | None) -> ImageState:
+    """The content tag of `current`: its label, else a ctx-* tag on the same image."""
+    if image is None:
+        return ImageState(None, None)
+    tag = image.labels.get(LABEL_CONTENT_TAG)
+    if not tag:
+        ctx = sorted(t.rsplit(":", 1)[1] for t in image.tags
+                     if ":" in t and is_content_tag(t.rsplit(":", 1)[1]))
+        tag = ctx[0] if ctx else None
+    return ImageState(tag, image.id, image.tags)
 
 
 def container_state(c: Container, now: datetime | None) -> ContainerState:
@@ -250,26 +248,40 @@ def gpu_summary(text: str, rc: int | None) -> tuple[str | None, str | None]:
 
 def image_summary(name: str, nodes: list[NodeStatus], expected_tag: str | None,
                   expected_error: str | None) -> ImageSummary:
-    seen = [(n.node, n.image) for n in nodes if n.reachable and n.docker and n.image]
-    missing = [node for node, img in seen if img is None or img.image_id is None]
-    pairs = {(img.content_tag, img.image_id) for _, img in seen if img and img.image_id}
-    consistent = bool(seen) and not missing and len(pairs) == 1
+    """Same content tag on every node (what makes nodes interchangeable), same image ID
+    (true after `distribute`; `each` builds the same content with different IDs)."""
+    seen = {n.node: n.image for n in nodes if n.reachable and n.docker and n.image is not None}
+
+    def summary(consistent: bool, matches: bool | None, detail: str,
+                ids: bool | None = None) -> ImageSummary:
+        return ImageSummary(name, expected_tag, expected_error, consistent, matches, detail, ids)
+
     if not seen:
-        detail = "no node reported its images"
-        return ImageSummary(name, expected_tag, expected_error, False, None, detail)
+        return summary(False, None, "no node reported its images")
+    missing = [node for node, img in seen.items() if img is not None and img.image_id is None]
     if missing:
-        detail = f"no {name} image on {', '.join(missing)}; run: dgxcluster build --all-nodes"
-        return ImageSummary(name, expected_tag, expected_error, False, False, detail)
-    if not consistent:
-        per = ", ".join(f"{node}={img.content_tag or '?'}" for node, img in seen if img)
-        detail = f"nodes hold different images ({per}); run: dgxcluster build --all-nodes"
-        return ImageSummary(name, expected_tag, expected_error, False, False, detail)
-    ((tag, iid),) = pairs
+        return summary(False, False, f"no {name}:current on {', '.join(missing)}; "
+                       "run: dgxcluster build --all-nodes")
+    unlabelled = [node for node, img in seen.items() if img is not None and not img.content_tag]
+    if unlabelled:
+        return summary(False, False, f"{name}:current on {', '.join(unlabelled)} was not built "
+                       "by dgxcluster (no content tag); run: dgxcluster build --all-nodes")
+    tags = {node: img.content_tag for node, img in seen.items() if img is not None}
+    ids = {img.image_id for img in seen.values() if img is not None}
+    if len(set(tags.values())) > 1:
+        per = ", ".join(f"{node}={tag}" for node, tag in tags.items())
+        return summary(False, False, f"nodes hold different images ({per}); "
+                       "run: dgxcluster build --all-nodes", len(ids) == 1)
+    tag = next(iter(tags.values()))
     matches = None if expected_tag is None else tag == expected_tag
-    detail = f"{name}:{tag} ({(iid or '')[:19]}) on every node"
+    if len(ids) == 1:
+        short = (next(iter(ids)) or "").removeprefix("sha256:")[:12]
+        detail = f"{name}:{tag} (image {short}) on every node"
+    else:
+        detail = f"{name}:{tag} on every node (image IDs differ: built on each node)"
     if matches is False:
-        detail += f"; the build context gives {expected_tag}: run dgxcluster build --all-nodes"
-    return ImageSummary(name, expected_tag, expected_error, True, matches, detail)
+        detail += f"; the build context now gives {expected_tag}: run dgxcluster build --all-nodes"
+    return summary(True, matches, detail, len(ids) == 1)
 
 
 def ray_summary(head: str, probe: NodeProbe | None, expected_nodes: int) -> RaySummary:

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from dgxcluster.endpoint import NOT_SERVING, READY, UNHEALTHY, probe
+from dgxcluster.endpoint import NOT_SERVING, READY, UNHEALTHY, UNREACHABLE, httpx_get, probe, stdlib_get
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.smoke import run_smoke
 
@@ -90,7 +90,7 @@ def test_unhealthy_server_is_a_failure_with_the_reason() -> None:
 
 def test_no_model_listed_yet_is_unhealthy() -> None:
     client, _ = server(models=[])
-    assert probe(client, URL).state == UNHEALTHY
+    assert probe(URL, httpx_get(client)).state == UNHEALTHY
 
 
 def test_refused_connection_says_nothing_serves() -> None:
@@ -116,3 +116,42 @@ def test_uses_the_served_model_when_the_inventory_names_another(served: str) -> 
     client, seen = server(models=[served])
     assert run_smoke(INV, client=client).ok
     assert seen[0]["model"] == served
+
+
+def test_stdlib_probe_tells_refused_from_unreachable() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert probe(f"http://127.0.0.1:{port}", stdlib_get, timeout=2).state == NOT_SERVING
+
+    def timeout(_url: str, _t: float) -> tuple[int, str]:
+        raise TimeoutError("timed out")
+
+    assert probe("http://192.0.2.1:8000", timeout).state == UNREACHABLE
+
+
+def test_stdlib_probe_against_a_local_server() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"" if self.path == "/health" else json.dumps(
+                {"data": [{"id": "m1"}]}).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        p = probe(f"http://127.0.0.1:{server.server_address[1]}", stdlib_get)
+    finally:
+        server.shutdown()
+    assert (p.state, p.health, p.models) == (READY, 200, ["m1"])

@@ -10,8 +10,15 @@ from dgxcluster.inventory import parse_inventory
 from dgxcluster.secrets import Redactor
 from dgxcluster.session import Session
 from dgxcluster.status.gather import gather
-from dgxcluster.status.probe import STATUS, parse, parse_containers, parse_time, status_argv
-from dgxcluster.status.report import image_state, image_summary, node_status, ray_summary
+from dgxcluster.status.probe import STATUS, parse, parse_docker, parse_time, status_argv
+from dgxcluster.status.report import (
+    ImageSummary,
+    NodeStatus,
+    image_state,
+    image_summary,
+    node_status,
+    ray_summary,
+)
 from tests.fakes import FakeConnection, Reply
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
@@ -34,35 +41,43 @@ def container_line(name: str, role: str, status: str, started: str, finished: st
              "StartedAt": started, "FinishedAt": finished, "Pid": 42}
     labels = {"dgxcluster.cluster": "demo", "dgxcluster.role": role, "dgxcluster.node": "n1",
               "dgxcluster.config": "abc"}
-    return "\t".join(json.dumps(v) for v in (f"/{name}", state, labels, image_id,
+    return "\t".join(json.dumps(v) for v in ("c0ffee", f"/{name}", state, None, labels, image_id,
                                              f"dgxcluster/testbed:{TAG}"))
 
 
-def probe_output(*, images: str, images_rc: int = 0, containers: str = "", gpu: str = "",
-                 gpu_rc: int = 127, ray: str | None = None, ray_rc: int = 0) -> str:
-    out = ("@@ now 1790000100\n@@ images\n" + images + f"\n\n@@ rc {images_rc}\n"
-           "@@ containers\n" + containers + "\n\n@@ rc 0\n@@ gpu\n" + gpu + f"\n\n@@ rc {gpu_rc}\n")
+def image_line(image_id: str = ID1, tag: str | None = TAG, labelled: bool = True) -> str:
+    tags = ["dgxcluster/testbed:current"] + ([f"dgxcluster/testbed:{tag}"] if tag else [])
+    labels = {"dgxcluster.content-tag": tag} if labelled and tag else {}
+    return "\t".join(json.dumps(v) for v in (image_id, None, None, tags, labels, None, None))
+
+
+NO_IMAGE = "Error: No such object: dgxcluster/testbed:current"
+
+
+def probe_output(*, docker: str, docker_rc: int = 0, gpu: str = "", gpu_rc: int = 127,
+                 ray: str | None = None, ray_rc: int = 0) -> str:
+    out = ("@@ now 1790000100\n@@ docker\n" + docker + f"\n\n@@ rc {docker_rc}\n"
+           "@@ gpu\n" + gpu + f"\n\n@@ rc {gpu_rc}\n")
     if ray is not None:
         out += "@@ ray\n" + ray + f"\n\n@@ rc {ray_rc}\n"
     return out
 
 
-IMAGES = (f"dgxcluster/testbed\t{TAG}\t{ID1}\ndgxcluster/testbed\tcurrent\t{ID1}\n"
-          f"dgxcluster/testbed\tctx-aaaaaaaaaaaa\t{ID2}\ndgxcluster/testbed\t<none>\t{ID2}")
 RUNNING = container_line("dgxc-demo-head", "head", "running", "2026-09-21T13:13:20.123456789Z",
                          "0001-01-01T00:00:00Z")
 EXITED = container_line("dgxc-demo-worker", "worker", "exited", "2026-09-21T13:00:00Z",
                         "2026-09-21T13:14:00.5Z", exit_code=137)
+DOCKER = image_line() + "\n" + RUNNING
 
 
 def test_probe_sections_and_node_status() -> None:
-    text = probe_output(images=IMAGES, containers=RUNNING + "\n" + EXITED,
+    text = probe_output(docker=image_line() + "\n" + RUNNING + "\n" + EXITED,
                         gpu=(FIX / "real" / "nvidia-smi_gb10_with_processes_obrienlabs.txt").read_text(),
                         gpu_rc=0)
     probe = parse(text)
     assert probe.now == 1790000100
-    assert probe.sections["images"].rc == 0
-    st = node_status("n1", "head", probe, TAG)
+    assert probe.sections["docker"].rc == 0
+    st = node_status("n1", "head", probe)
     assert st.docker is True
     assert st.image is not None and (st.image.content_tag, st.image.image_id) == (TAG, ID1)
     head, worker = st.containers
@@ -75,55 +90,61 @@ def test_probe_sections_and_node_status() -> None:
 
 
 def test_docker_down_is_reported_with_its_reason() -> None:
-    probe = parse(probe_output(images="Cannot connect to the Docker daemon at "
+    probe = parse(probe_output(docker="Cannot connect to the Docker daemon at "
                                "unix:///var/run/docker.sock. Is the docker daemon running?",
-                               images_rc=1))
-    st = node_status("n2", "worker", probe, TAG)
+                               docker_rc=1))
+    st = node_status("n2", "worker", probe)
     assert st.docker is False
     assert st.docker_error is not None and "Cannot connect to the Docker daemon" in st.docker_error
     assert st.gpu is None and st.gpu_error == "no nvidia-smi on this node"
 
 
 def test_a_cut_short_probe_is_an_error_not_a_crash() -> None:
-    st = node_status("n1", "head", parse("@@ now 1\n@@ images\ndgxcluster/testbed\tcurrent"), TAG)
+    st = node_status("n1", "head", parse("@@ now 1\n@@ docker\n" + image_line()))
     assert st.error == "the status script was cut short"
 
 
-def test_image_state_prefers_what_current_points_at() -> None:
-    tags = {TAG: ID1, "current": ID1, "ctx-aaaaaaaaaaaa": ID2}
-    assert image_state(tags, TAG).content_tag == TAG
-    assert image_state({"ctx-aaaaaaaaaaaa": ID2}, TAG).content_tag == "ctx-aaaaaaaaaaaa"
-    assert image_state({}, TAG).image_id is None
+def test_content_tag_from_the_label_else_a_ctx_tag() -> None:
+    img = parse_docker(image_line())[0]
+    assert image_state(img).content_tag == TAG
+    unlabelled = parse_docker(image_line(labelled=False))[0]
+    assert image_state(unlabelled).content_tag == TAG  # from the ctx-* tag on the same image
+    assert image_state(parse_docker(NO_IMAGE)[0]) == image_state(None)
+    assert image_state(None).image_id is None
 
 
-def test_image_summary_same_different_missing_and_stale() -> None:
-    def node(name: str, tags: dict[str, str]) -> object:
-        lines = "\n".join(f"dgxcluster/testbed\t{t}\t{i}" for t, i in tags.items())
-        return node_status(name, "worker", parse(probe_output(images=lines)), TAG)
+def test_image_summary_same_each_different_missing_and_stale() -> None:
+    def node(name: str, docker: str) -> NodeStatus:
+        return node_status(name, "worker", parse(probe_output(docker=docker)))
 
-    same = [node("n1", {TAG: ID1, "current": ID1}), node("n2", {TAG: ID1, "current": ID1})]
-    s = image_summary("dgxcluster/testbed", same, TAG, None)  # type: ignore[arg-type]
-    assert s.consistent and s.matches_expected is True
-    stale = [node("n1", {"ctx-aaaaaaaaaaaa": ID2}), node("n2", {"ctx-aaaaaaaaaaaa": ID2})]
-    s = image_summary("dgxcluster/testbed", stale, TAG, None)  # type: ignore[arg-type]
-    assert s.consistent and s.matches_expected is False and "build" in s.detail
-    diff = [node("n1", {TAG: ID1}), node("n2", {"ctx-aaaaaaaaaaaa": ID2})]
-    s = image_summary("dgxcluster/testbed", diff, TAG, None)  # type: ignore[arg-type]
-    assert not s.consistent and "n1=" + TAG in s.detail and "n2=ctx-aaaaaaaaaaaa" in s.detail
-    missing = [node("n1", {TAG: ID1}), node("n2", {})]
-    s = image_summary("dgxcluster/testbed", missing, TAG, None)  # type: ignore[arg-type]
-    assert not s.consistent and "on n2" in s.detail
+    def summary(*nodes: NodeStatus) -> ImageSummary:
+        return image_summary("dgxcluster/testbed", list(nodes), TAG, None)
+
+    s = summary(node("n1", image_line()), node("n2", image_line()))
+    assert s.consistent and s.ids_match and s.matches_expected is True
+    assert s.detail == f"dgxcluster/testbed:{TAG} (image {'1' * 12}) on every node"
+    each = summary(node("n1", image_line(ID1)), node("n2", image_line(ID2)))
+    assert each.consistent and each.ids_match is False and "built on each node" in each.detail
+    stale = summary(node("n1", image_line(tag="ctx-aaaaaaaaaaaa")),
+                    node("n2", image_line(tag="ctx-aaaaaaaaaaaa")))
+    assert stale.consistent and stale.matches_expected is False and "build" in stale.detail
+    diff = summary(node("n1", image_line()), node("n2", image_line(ID2, "ctx-aaaaaaaaaaaa")))
+    assert not diff.consistent and f"n1={TAG}" in diff.detail and "n2=ctx-aaaaaaaaaaaa" in diff.detail
+    missing = summary(node("n1", image_line()), node("n2", NO_IMAGE))
+    assert not missing.consistent and "no dgxcluster/testbed:current on n2" in missing.detail
+    by_hand = summary(node("n1", image_line()), node("n2", image_line(tag=None)))
+    assert not by_hand.consistent and "not built by dgxcluster" in by_hand.detail
 
 
 def test_ray_summary_from_the_head() -> None:
     ray_json = (FIX / "captured" / "ray_cluster_status_format1_testbed_placement_group.txt"
                 ).read_text().split("\n", 1)[1]
-    up = ray_summary("n1", parse(probe_output(images="", ray=ray_json)), 2)
+    up = ray_summary("n1", parse(probe_output(docker="", ray=ray_json)), 2)
     assert (up.state, up.nodes_alive, up.gpus_total, up.gpus_used, up.gpus_reserved) == (
         "up", 1, 1.0, 0.0, 1.0)
     assert up.describe() == "1/2 nodes alive, GPUs 0/1 used (1 reserved by placement groups)"
     down = ray_summary("n1", parse(probe_output(
-        images="", ray="curl: (7) Failed to connect to 127.0.0.1 port 8265: Connection refused",
+        docker="", ray="curl: (7) Failed to connect to 127.0.0.1 port 8265: Connection refused",
         ray_rc=7)), 2)
     assert down.state == "down" and down.error == "no Ray dashboard on n1"
     assert ray_summary("n1", None, 2).state == "unknown"
@@ -134,17 +155,15 @@ def test_docker_times() -> None:
     t = parse_time("2026-09-21T13:13:20.123456789Z")
     assert t is not None and t.microsecond == 123456
     assert parse_time("2026-09-21T15:13:20+02:00") == parse_time("2026-09-21T13:13:20Z")
-    assert parse_containers("garbage\n\t\t\t\t\n") == []
+    assert parse_docker("garbage\n\t\t\t\t\t\t\n") == (None, [])
 
 
 def test_one_round_per_node_and_head_asks_ray(tmp_path: Path) -> None:
     ray_json = (FIX / "captured" / "ray_cluster_status_format1_testbed_1node.txt"
                 ).read_text().split("\n", 1)[1]
     fakes = {
-        "n1": FakeConnection("n1").on("", Reply(stdout=probe_output(images=IMAGES,
-                                                                    containers=RUNNING,
-                                                                    ray=ray_json))),
-        "n2": FakeConnection("n2").on("", Reply(stdout=probe_output(images=IMAGES))),
+        "n1": FakeConnection("n1").on("", Reply(stdout=probe_output(docker=DOCKER, ray=ray_json))),
+        "n2": FakeConnection("n2").on("", Reply(stdout=probe_output(docker=image_line()))),
         "n3": FakeConnection("n3", unreachable="connection refused"),
     }
     inv = parse_inventory(INV, environ={})
@@ -157,6 +176,7 @@ def test_one_round_per_node_and_head_asks_ray(tmp_path: Path) -> None:
     head_argv, worker_argv = fakes["n1"].calls[0], fakes["n2"].calls[0]
     assert head_argv[2] == worker_argv[2] == STATUS
     assert head_argv[-1] == "8265" and worker_argv[-1] == ""
+    assert head_argv[4] == "dgxcluster/testbed:current"
     assert head_argv == status_argv("dgxcluster/testbed", "demo", 8265)
     assert report.unreachable == ["n3"]
     assert report.ray.state == "up" and report.ray.nodes_alive == 1
@@ -169,7 +189,7 @@ def test_one_round_per_node_and_head_asks_ray(tmp_path: Path) -> None:
 
 
 def test_expected_tag_failure_is_reported_not_raised() -> None:
-    fakes = {n: FakeConnection(n).on("", Reply(stdout=probe_output(images=IMAGES)))
+    fakes = {n: FakeConnection(n).on("", Reply(stdout=probe_output(docker=image_line())))
              for n in ("n1", "n2", "n3")}
     inv = parse_inventory(INV, environ={})
 
