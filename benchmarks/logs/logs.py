@@ -25,9 +25,10 @@ from observe_setup import LINES, RAY_LINES, node_names, populate
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=16)
+    ap.add_argument("--name", default="blogs", help="testbed name (reused if it is up)")
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args()
-    name = "blogs"
+    name = a.name
     inv = testbed_up(name, a.nodes, docker=True)
     out = Path(tempfile.mkdtemp(prefix="dgxc-bench-logs-"))
     try:

@@ -51,9 +51,10 @@ def node_script(inv: Path, every: bool = False) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=16)
+    ap.add_argument("--name", default="bstat", help="testbed name (reused if it is up)")
     ap.add_argument("--runs", type=int, default=5)
     a = ap.parse_args()
-    name = "bstat"
+    name = a.name
     inv = testbed_up(name, a.nodes, docker=True)
     try:
         populate(name, name, node_names(inv))
