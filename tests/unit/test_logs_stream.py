@@ -223,3 +223,26 @@ def test_unpacked_tar_never_leaves_its_folder(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("link"))
     notes = " ".join(sink.items["containers/c1/ray-logs.tar"].notes)
     assert "unsafe path" in notes and "not a regular file" in notes
+
+
+def test_docker_missing_or_down_is_one_recorded_item(tmp_path: Path) -> None:
+    """A node whose docker cannot be used still gives its host facts."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    docker = fake_bin / "docker"  # stands for a docker CLI whose daemon is down
+    docker.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at "
+                      "unix:///var/run/docker.sock. Is the docker daemon running?' >&2\nexit 1\n")
+    docker.chmod(0o755)
+    argv = collect_argv(B, "c", str(tmp_path / "absent"), 0, [], dmesg_lines=5)
+    import os
+
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    proc = subprocess.run(argv, capture_output=True, timeout=60, check=True, env=env)
+    sink = NodeFolder(tmp_path / "n", CollectedRedactor())
+    inflater = Inflater(Demux(B, sink))
+    inflater.feed(proc.stdout)
+    inflater.close()
+    rec = sink.items["docker"]
+    assert rec.exit_code == 1 and rec.error is not None
+    assert "Cannot connect to the Docker daemon" in rec.error
+    assert sink.complete and sink.items["host/uname.txt"].exit_code == 0
