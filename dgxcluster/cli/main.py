@@ -69,10 +69,11 @@ def main(
 
 
 def _register() -> None:
-    from dgxcluster.cli import exec_cmd, nodes_cmd
+    from dgxcluster.cli import exec_cmd, model_cmd, nodes_cmd
 
     exec_cmd.register(app)
     nodes_cmd.register(app)
+    model_cmd.register(app)
 
 
 _register()
