@@ -162,12 +162,18 @@ def _ls_table(rows: list[Presence]) -> None:
         print("no models in any node's HF cache")
         return
     t = Table(title="models", title_justify="left")
-    for col in ("model", "revision", "node", "files", "size", "complete", "verified", "note"):
-        t.add_column(col)
+    for col in ("model", "node", "revision", "files", "size"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("complete", no_wrap=True)
+    t.add_column("verified", no_wrap=True)
+    t.add_column("note", overflow="fold")
     for r in rows:
-        rev = (r.commit or "-")[:12] + (f" ({', '.join(r.refs)})" if r.refs else "")
-        size = f"{r.size / 1e9:.2f} GB" if r.files else "-"
-        t.add_row(r.model, rev, r.node, str(r.files) if r.files else "-", size,
+        rev = (r.commit or "-")[:8] + (f" {','.join(r.refs)}" if r.refs else "")
+        t.add_row(r.model, r.node, rev, str(r.files) if r.files else "-",
+                  f"{r.size / 1e9:.2f} GB" if r.size else "-",
                   "[green]yes[/green]" if r.complete else "[bold red]NO[/bold red]",
                   "[green]yes[/green]" if r.verified else "no", r.reason)
-    console().print(t)
+    out = console()
+    if not out.is_terminal:
+        out.width = 200  # one row per line when piped (use --json to parse)
+    out.print(t)

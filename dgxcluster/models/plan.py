@@ -48,18 +48,15 @@ def to_verify(src: CacheEntry, peer: CacheEntry | None) -> list[str]:
     )
 
 
-def needs(src: CacheEntry, peer: CacheEntry | None,
-          skip_blobs: Iterable[str] = ()) -> list[str]:
+def needs(src: CacheEntry, peer: CacheEntry | None) -> list[str]:
     """Paths (relative to the entry) the peer must receive, in sending order."""
-    skip = set(skip_blobs)
     bad_links = {p for p, blob in _link_blobs(src).items()
-                 if blob is not None and (blob not in src.blobs or blob in skip)}
+                 if blob is not None and blob not in src.blobs}
     empty = CacheEntry(src.folder)
     have = peer or empty
     blobs = [
         f"blobs/{b}" for b, st in sorted(src.blobs.items(), key=lambda kv: (-kv[1][0], kv[0]))
-        if b not in skip
-        and not (have.blob_size(b) == st[0] and have.blob_state(b) is BlobState.VERIFIED)
+        if not (have.blob_size(b) == st[0] and have.blob_state(b) is BlobState.VERIFIED)
     ]
     links = [p for p, t in sorted(src.links.items())
              if p not in bad_links and have.links.get(p) != t]

@@ -93,7 +93,10 @@ def _one(node: str, model: str, e: CacheEntry, commit: str, expected: Mapping[st
     have = e.snapshot(commit)
     refs = tuple(e.refs_to(commit))
     if not have:
-        return Presence(node, model, commit, refs, reason=f"no snapshot {commit[:12]} here")
+        why = f"no snapshot {commit[:12]} here"
+        if e.partial:
+            why += f"; a copy was interrupted ({len(e.partial)} partial file(s))"
+        return Presence(node, model, commit, refs, 0, e.size, reason=why)
     missing = [p for p in expected if p not in have]
     blobs = {b for b in have.values() if b is not None}
     absent = sorted(b for b in blobs if b not in e.blobs)

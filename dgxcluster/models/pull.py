@@ -56,7 +56,7 @@ def download_argv(image: str, model: RepoId, revision: str | None, *, hf_home: s
     argv = ["docker", "run", "--rm", "--name", name, "--network", "host", "--user", user]
     for key, value in (env or {}).items():
         argv += ["-e", f"{key}={value}"]
-    argv += ["-e", f"HF_HOME={CONTAINER_HF_HOME}", "-e", "HOME=/tmp",
+    argv += ["-e", f"HF_HOME={CONTAINER_HF_HOME}", "-e", "HOME=/tmp", "-e", "NO_COLOR=1",
              "-e", "HF_HUB_DISABLE_TELEMETRY=1", "-v", f"{hf_home}:{CONTAINER_HF_HOME}"]
     if env_file is not None:
         argv += ["--env-file", env_file]
@@ -169,7 +169,11 @@ def explain(text: str, model: RepoId, revision: str | None, exit_code: int) -> s
     return f"hf download exited {exit_code}: {last or 'no output'}"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _last_error_line(text: str) -> str:
+    text = _ANSI.sub("", text)
     lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
     for ln in reversed(lines):
         if "error" in ln.lower() or "exception" in ln.lower():

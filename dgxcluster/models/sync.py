@@ -83,10 +83,13 @@ class _Run:
         return [n for n in self.entries if n != self.source and n not in self.dead]
 
     def fail(self, node: str, err: BaseException) -> None:
+        broke = [d.detail.splitlines()[0] for d in self.deliveries.get(node, []) if not d.ok]
+        before = f"copy broke off ({broke[-1]}); then " if broke else ""
         if isinstance(err, ConnectError):
-            self.dead[node] = Outcome(node, STEP, Status.UNREACHABLE, err.reason)
+            self.dead[node] = Outcome(node, STEP, Status.UNREACHABLE, before + err.reason)
         else:
-            self.dead[node] = Outcome(node, STEP, Status.FAILED, str(err).splitlines()[0])
+            self.dead[node] = Outcome(node, STEP, Status.FAILED,
+                                      before + str(err).splitlines()[0])
         self.prog.status(node, self.dead[node].status.value)
 
     def note(self, node: str, text: str) -> None:
@@ -125,6 +128,11 @@ def sync(session: Session, model: RepoId, source: str | None = None, *,
     first = run.scan([n for n in nodes if n in run.nm])
     if source in first.errors:
         raise first.errors[source]
+    for n in run.live_peers:
+        e = run.entries[n]
+        bad = [b for b in (e.blobs if e else {}) if e and e.blob_state(b) is BlobState.CORRUPT]
+        if bad:
+            run.note(n, f"{len(bad)} blob(s) known corrupt here ({_names(sorted(bad))})")
     if run.entries.get(source) is None:
         raise StepError(STEP, f"{model} is not in this node's HF cache "
                         f"({run.nm[source].hub}/{run.folder}); download it first: "
@@ -164,10 +172,9 @@ def _verify_peers(run: _Run) -> None:
 
 def _copy(run: _Run, attempt: int) -> bool:
     """One round; False when no peer lacks anything (nothing was sent)."""
-    problems = source_problems(run.src)
     plans: dict[str, list[str]] = {}
     for n in run.live_peers:
-        paths = needs(run.src, run.entries[n], problems.corrupt)
+        paths = needs(run.src, run.entries[n])
         size = bytes_of(run.src, paths)
         if paths and size > run.free[n]:
             run.dead[n] = Outcome(n, STEP, Status.FAILED,
@@ -240,7 +247,7 @@ def _source_outcome(run: _Run, corrupt: Sequence[str], dangling: Sequence[str]) 
 
 def _peer_outcome(run: _Run, n: str, corrupt: Sequence[str]) -> Outcome:
     entry = run.entries[n]
-    left = needs(run.src, entry, corrupt)
+    left = needs(run.src, entry)
     ds = run.deliveries.get(n, [])
     notes = list(run.notes.get(n, []))
     got = sum(d.bytes for d in ds)
@@ -249,14 +256,14 @@ def _peer_outcome(run: _Run, n: str, corrupt: Sequence[str]) -> Outcome:
         rate = f" ({got / secs / 1e9:.2f} GB/s)" if secs > 0 and got else ""
         notes.insert(0, f"received {gb(got)} in {secs:.1f}s{rate}"
                      + (f" over {len(ds)} copies" if len(ds) > 1 else ""))
-    skipped = [b for b in corrupt if entry is None or entry.blob_state(b) is not BlobState.VERIFIED]
-    if not left and not skipped:
+    if not left:
         if not notes:
             return Outcome(n, STEP, Status.UNCHANGED, "complete and verified")
         return Outcome(n, STEP, Status.CHANGED, "; ".join(notes))
     why = _why_left(run, n, entry, left, ds)
-    if skipped:
-        why.append(f"{len(skipped)} blob(s) not sent: the source's copy is corrupt")
+    bad_src = [p for p in left if p.startswith("blobs/") and p[6:] in set(corrupt)]
+    if bad_src:
+        why.append(f"{len(bad_src)} of them: the source's own copy does not match its hash")
     return Outcome(n, STEP, Status.FAILED, "; ".join(why + notes))
 
 
