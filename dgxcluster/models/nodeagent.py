@@ -170,11 +170,11 @@ class Record:
         os.replace(tmp, self.path)
 
 
-    def note(self, hub: str, name: str, entry: Json) -> None:
-        """Queue a result; written in batches (a killed receiver loses at most one batch,
-        and those blobs are simply hashed again next time)."""
+    def note(self, hub: str, name: str, entry: Json, size: int = 0) -> None:
+        """Queue a result; written after each large blob, else in batches (a killed receiver
+        loses at most one batch of small blobs, which are simply hashed again next time)."""
         self._pending[name] = entry
-        if len(self._pending) >= 64 or time.monotonic() - self._flushed > 2:
+        if size >= 1 << 24 or len(self._pending) >= 64 or time.monotonic() - self._flushed > 2:
             self.flush(hub)
 
     def flush(self, hub: str) -> None:
@@ -524,7 +524,7 @@ def _recv_file(rd: Reader, hub: str, rec: Record, root: str, rel: str, meta: Jso
     summary["written"] += 1
     if is_blob:
         key = _stat_key(os.stat(full))
-        rec.note(hub, name, _entry(True, "", key, name))
+        rec.note(hub, name, _entry(True, "", key, name), size)
     return True
 
 
