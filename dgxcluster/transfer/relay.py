@@ -114,15 +114,19 @@ def relay(
 ) -> RelayResult:
     """Stream `source_argv`'s stdout on `source` into each target's argv, peers in parallel.
 
-    `idle_timeout`: seconds a stream may make no progress before that peer is dropped
-    (agent default 300); `finish_timeout`: seconds the source waits for each peer's command
-    to finish after the last byte (agent default 3600). A peer the source dropped is
-    waited for only `idle_timeout` + connect_timeout more, not the whole `timeout`.
+    `idle_timeout`: seconds the source lets a peer's stream make no progress before it
+    drops that peer (agent default 300); receivers wait twice that, so a healthy peer is
+    never the one to give up while the source is stalled on a dead one. `finish_timeout`:
+    seconds the source waits for each peer's command to finish after the last byte (agent
+    default 3600). A dropped peer is then waited for only 2 x `idle_timeout` +
+    connect_timeout more, not the whole `timeout`.
     """
     prog = progress or NullProgress()
     knobs: list[str] = []
+    recv_knobs: list[str] = []
     if idle_timeout is not None:
         knobs += ["--idle-timeout", f"{idle_timeout:g}"]
+        recv_knobs += ["--idle-timeout", f"{2 * idle_timeout:g}"]
     inv = session.inventory
     cluster = session.cluster
     nodes = [source, *targets]
@@ -141,7 +145,7 @@ def relay(
                 continue
             receivers[node] = _start_receiver(
                 cluster.conn(node), agents.values[node], str(inv.node(node).fabric_ip), argv,
-                timeout, prog, knobs,
+                timeout, prog, recv_knobs,
             )
         wait_until = time.monotonic() + inv.ssh.connect_timeout + 30
         for r in receivers.values():
@@ -178,7 +182,7 @@ def relay(
         if summary.get("exit", sres.exit_code) not in (0, None) or (sres.exit_code != 0 and not summary):
             raise StepError(step, f"source command failed ({sres.exit_code}): "
                             f"{_tail(sres.stderr)}", node=source)
-        dropped_wait = (idle_timeout or 300.0) + inv.ssh.connect_timeout
+        dropped_wait = 2 * (idle_timeout or 300.0) + inv.ssh.connect_timeout
         sender_view = cast(Mapping[str, str], summary.get("targets", {}))
         for r in receivers.values():
             if r.thread is not None:
