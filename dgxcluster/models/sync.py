@@ -69,6 +69,7 @@ class _Run:
         self.free: dict[str, int] = {}
         self.dead: dict[str, Outcome] = {}
         self.notes: dict[str, list[str]] = {}
+        self.found_corrupt: dict[str, list[str]] = {}
         self.deliveries: dict[str, list[Delivery]] = {}
         self.streams = 0
 
@@ -132,7 +133,7 @@ def sync(session: Session, model: RepoId, source: str | None = None, *,
         e = run.entries[n]
         bad = [b for b in (e.blobs if e else {}) if e and e.blob_state(b) is BlobState.CORRUPT]
         if bad:
-            run.note(n, f"{len(bad)} blob(s) known corrupt here ({_names(sorted(bad))})")
+            run.found_corrupt.setdefault(n, []).extend(sorted(bad))
     if run.entries.get(source) is None:
         raise StepError(STEP, f"{model} is not in this node's HF cache "
                         f"({run.nm[source].hub}/{run.folder}); download it first: "
@@ -166,7 +167,7 @@ def _verify_peers(run: _Run) -> None:
         if good:
             run.note(n, f"{good} blob(s) verified in place")
         if bad:
-            run.note(n, f"{len(bad)} corrupt blob(s) found and replaced ({_names(bad)})")
+            run.found_corrupt.setdefault(n, []).extend(bad)
     run.scan(list(res.values))
 
 
@@ -250,6 +251,7 @@ def _peer_outcome(run: _Run, n: str, corrupt: Sequence[str]) -> Outcome:
     left = needs(run.src, entry)
     ds = run.deliveries.get(n, [])
     notes = list(run.notes.get(n, []))
+    bad = run.found_corrupt.get(n, [])
     got = sum(d.bytes for d in ds)
     if ds:
         secs = sum(d.seconds for d in ds)
@@ -257,9 +259,13 @@ def _peer_outcome(run: _Run, n: str, corrupt: Sequence[str]) -> Outcome:
         notes.insert(0, f"received {gb(got)} in {secs:.1f}s{rate}"
                      + (f" over {len(ds)} copies" if len(ds) > 1 else ""))
     if not left:
+        if bad:
+            notes.append(f"{len(bad)} corrupt blob(s) found and replaced ({_names(bad)})")
         if not notes:
             return Outcome(n, STEP, Status.UNCHANGED, "complete and verified")
         return Outcome(n, STEP, Status.CHANGED, "; ".join(notes))
+    if bad:
+        notes.append(f"{len(bad)} corrupt blob(s) found ({_names(bad)})")
     why = _why_left(run, n, entry, left, ds)
     bad_src = [p for p in left if p.startswith("blobs/") and p[6:] in set(corrupt)]
     if bad_src:

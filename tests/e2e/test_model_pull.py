@@ -49,7 +49,8 @@ def test_pull_with_the_hub_unreachable_fails_clearly_and_leaks_no_token(
     assert runs and "--env-file" in runs[0] and "download Qwen/Qwen3-0.6B" in runs[0]
     assert TOKEN not in out + err
     assert "******" not in "\n".join(ln for ln in err.splitlines() if "remote.run" in ln)
-    assert seen and not any(TOKEN in snapshot for snapshot in seen)
+    assert any("download Qwen/Qwen3-0.6B" in snapshot for snapshot in seen), "watched the pull"
+    assert not any(TOKEN in snapshot for snapshot in seen)
     left = tb.node_exec("node1", "sh", "-c",
                         "ls /root/.local/state/dgxcluster/*/env/ 2>/dev/null; "
                         "grep -rl \"$1\" /root /tmp 2>/dev/null; true", "sh", TOKEN).stdout
