@@ -135,6 +135,8 @@ def main() -> None:
         print(f"  no-op sync (4 nodes, all verified):  {median(t_noop):5.2f} s "
               f"(runs: {', '.join(f'{t:.2f}' for t in t_noop)})")
     finally:
+        for n in (2, 4):
+            inv.with_name(f"{inv.stem}-{n}.yaml").unlink(missing_ok=True)
         testbed_down(name)
 
 

@@ -135,9 +135,11 @@ def sync(session: Session, model: RepoId, source: str | None = None, *,
         if bad:
             run.found_corrupt.setdefault(n, []).extend(sorted(bad))
     if run.entries.get(source) is None:
+        holders = [n for n, e in run.entries.items() if e is not None and e.commits]
+        hint = (f"{holders[0]} has it: dgxcluster model sync {model} --from {holders[0]}"
+                if holders else f"download it first: dgxcluster model pull {model}")
         raise StepError(STEP, f"{model} is not in this node's HF cache "
-                        f"({run.nm[source].hub}/{run.folder}); download it first: "
-                        f"dgxcluster model pull {model}", node=source)
+                        f"({run.nm[source].hub}/{run.folder}); {hint}", node=source)
     _verify_peers(run)
     for attempt in range(ROUNDS):
         if not _copy(run, attempt):
