@@ -23,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -68,15 +69,23 @@ def main(
     ctx.obj = CliState(inventory_path=inventory, verbose=verbose, log_format=log_format)
 
 
-def _register() -> None:
-    from dgxcluster.cli import exec_cmd, logs_cmd, nodes_cmd, smoke_cmd, status_cmd, verify_cmd
+#: Command modules, in the order `--help` lists them; each has `register(app)`.
+COMMANDS = (
+    "nodes_cmd",
+    "exec_cmd",
+    "verify_cmd",
+    "status_cmd",
+    "logs_cmd",
+    "smoke_cmd",
+    "model_cmd",
+)
 
-    exec_cmd.register(app)
-    nodes_cmd.register(app)
-    verify_cmd.register(app)
-    status_cmd.register(app)
-    logs_cmd.register(app)
-    smoke_cmd.register(app)
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMANDS:
+        importlib.import_module(f"dgxcluster.cli.{name}").register(app)
 
 
 _register()

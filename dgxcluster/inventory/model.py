@@ -194,6 +194,16 @@ class ServeSettings(Strict):
         return None if v is None else _no_control_chars(v, "value")
 
 
+class ModelSettings(Strict):
+    """How `dgxcluster model` moves weights: pull on the head, copy node to node."""
+
+    pull_timeout_s: Seconds = 6 * 3600.0
+    sync_timeout_s: Seconds = 6 * 3600.0
+    idle_timeout_s: Seconds = Field(
+        default=60.0, description="a copy making no progress this long drops that peer"
+    )
+
+
 class SecretsSettings(Strict):
     """Names of secrets and where to find values. The inventory never holds a value."""
 
@@ -215,6 +225,7 @@ class InventoryModel(Strict):
     container: ContainerSettings = Field(default_factory=ContainerSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     state_dir: str = Field(
         default="~/.local/state/dgxcluster",

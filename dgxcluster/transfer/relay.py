@@ -109,9 +109,24 @@ def relay(
     timeout: float = 3600.0,
     progress: Progress | None = None,
     step: str = "relay",
+    idle_timeout: float | None = None,
+    finish_timeout: float | None = None,
 ) -> RelayResult:
-    """Stream `source_argv`'s stdout on `source` into each target's argv, peers in parallel."""
+    """Stream `source_argv`'s stdout on `source` into each target's argv, peers in parallel.
+
+    `idle_timeout`: seconds the source lets a peer's stream make no progress before it
+    drops that peer (agent default 300); receivers wait twice that, so a healthy peer is
+    never the one to give up while the source is stalled on a dead one. `finish_timeout`:
+    seconds the source waits for each peer's command to finish after the last byte (agent
+    default 3600). A dropped peer is then waited for only 2 x `idle_timeout` +
+    connect_timeout more, not the whole `timeout`.
+    """
     prog = progress or NullProgress()
+    knobs: list[str] = []
+    recv_knobs: list[str] = []
+    if idle_timeout is not None:
+        knobs += ["--idle-timeout", f"{idle_timeout:g}"]
+        recv_knobs += ["--idle-timeout", f"{2 * idle_timeout:g}"]
     inv = session.inventory
     cluster = session.cluster
     nodes = [source, *targets]
@@ -130,7 +145,7 @@ def relay(
                 continue
             receivers[node] = _start_receiver(
                 cluster.conn(node), agents.values[node], str(inv.node(node).fabric_ip), argv,
-                timeout, prog,
+                timeout, prog, recv_knobs,
             )
         wait_until = time.monotonic() + inv.ssh.connect_timeout + 30
         for r in receivers.values():
@@ -153,8 +168,9 @@ def relay(
                 prog.status(source, f"sent {sent / 1e9:.2f} GB")
 
         try:
+            finish = ["--finish-timeout", f"{finish_timeout:g}"] if finish_timeout is not None else []
             sres = cluster.conn(source).run(
-                ["python3", agents.values[source], "send", "--", *source_argv],
+                ["python3", agents.values[source], "send", *knobs, *finish, "--", *source_argv],
                 stdin=cast(BinaryIO, send_in), timeout=timeout, on_line=on_line,
             )
         finally:
@@ -166,9 +182,12 @@ def relay(
         if summary.get("exit", sres.exit_code) not in (0, None) or (sres.exit_code != 0 and not summary):
             raise StepError(step, f"source command failed ({sres.exit_code}): "
                             f"{_tail(sres.stderr)}", node=source)
+        dropped_wait = 2 * (idle_timeout or 300.0) + inv.ssh.connect_timeout
+        sender_view = cast(Mapping[str, str], summary.get("targets", {}))
         for r in receivers.values():
             if r.thread is not None:
-                r.thread.join(timeout)
+                dropped = str(sender_view.get(r.node, "")).startswith("error")
+                r.thread.join(min(timeout, dropped_wait) if dropped else timeout)
             result.targets[r.node] = _receiver_outcome(r, summary)
     finally:
         for r in receivers.values():
@@ -177,7 +196,7 @@ def relay(
 
 
 def _start_receiver(conn: Connection, agent: str, bind: str, argv: Argv, timeout: float,
-                    prog: Progress) -> _Receiver:
+                    prog: Progress, knobs: Sequence[str] = ()) -> _Receiver:
     token = secrets.token_hex(32)
     r = _Receiver(node=conn.node, token=token, stdin=HeldOpen(token.encode() + b"\n"))
 
@@ -190,7 +209,7 @@ def _start_receiver(conn: Connection, agent: str, bind: str, argv: Argv, timeout
     def run() -> None:
         try:
             r.result = conn.run(
-                ["python3", agent, "recv", "--bind", bind, "--", *argv],
+                ["python3", agent, "recv", "--bind", bind, *knobs, "--", *argv],
                 stdin=cast(BinaryIO, r.stdin), timeout=timeout, on_line=on_line,
             )
         except (DgxClusterError, OSError) as exc:

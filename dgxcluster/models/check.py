@@ -1,0 +1,85 @@
+"""`model ls` and the model check `start` runs before serving: read-only, nothing is hashed.
+
+`model_presence` is the one function `start` calls: for the model (and revision) it will
+serve, is it complete on every node? Each node's answer has `.complete` and a `.reason`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dgxcluster.models.agent import NodeModels
+from dgxcluster.models.layout import CacheEntry, NodeCache
+from dgxcluster.models.presence import NodeEntry, Presence, evaluate, revision_presence
+from dgxcluster.models.repoid import RepoId, check_revision
+from dgxcluster.session import Session
+
+
+def _scan(session: Session, folders: Sequence[str],
+          nodes: Sequence[str] | None = None) -> dict[str, NodeCache | BaseException]:
+    res = session.cluster.map(
+        lambda c: NodeModels.open(session, c.node).scan(folders),
+        list(nodes) if nodes is not None else session.inventory.names,
+    )
+    out: dict[str, NodeCache | BaseException] = {}
+    for n in res:
+        v = res[n]
+        out[n] = v
+    return out
+
+
+def model_presence(session: Session, model: str | RepoId, revision: str | None = None,
+                   nodes: Sequence[str] | None = None) -> dict[str, Presence]:
+    """Is `model` at `revision` (default: main) complete on each node (default: all)?
+
+    A node is complete when it holds every file of the commit the head resolves the
+    revision to, each blob at its right size and not known corrupt, no copy in progress,
+    and its own refs/<revision> names that same commit (vLLM on each node reads its own).
+    Unreachable nodes are answered too (complete=False, unreachable=True), never raised.
+    Raises UsageError for a malformed model id or revision.
+    """
+    repo = model if isinstance(model, RepoId) else RepoId.parse(model, "serve.model")
+    rev = check_revision(revision, "serve.revision") or "main"
+    scans = _scan(session, [repo.folder], nodes)
+    entries: dict[str, NodeEntry] = {
+        n: s if isinstance(s, BaseException) else s.entries.get(repo.folder)
+        for n, s in scans.items()
+    }
+    return revision_presence(repo.id, entries, rev, session.inventory.head_name)
+
+
+def list_models(session: Session) -> list[Presence]:
+    """Every model revision in any node's cache, one row per node (also where it is absent)."""
+    scans = _scan(session, [])
+    folders = sorted({f for s in scans.values() if isinstance(s, NodeCache) for f in s.entries})
+    rows: list[Presence] = []
+    for folder in folders:
+        repo = RepoId.from_folder(folder)
+        name = repo.id if repo else folder
+        entries: dict[str, NodeEntry] = {
+            n: s if isinstance(s, BaseException) else s.entries.get(folder)
+            for n, s in scans.items()
+        }
+        commits = sorted({c for e in entries.values() if isinstance(e, CacheEntry)
+                          for c in e.commits})
+        if not commits:
+            rows.extend(_no_snapshot(name, entries))
+        for commit in commits:
+            states = evaluate(name, entries, commit)
+            rows.extend(states[n] for n in scans)
+    for n, s in scans.items():
+        if isinstance(s, BaseException) and not folders:
+            rows.append(evaluate("", {n: s}, "")[n])
+    return rows
+
+
+def _no_snapshot(name: str, entries: dict[str, NodeEntry]) -> list[Presence]:
+    """An entry with blobs but no snapshot (e.g. a copy cut off before any link landed)."""
+    out = []
+    for n, e in entries.items():
+        if isinstance(e, CacheEntry):
+            out.append(Presence(n, name, None, tuple(sorted(e.refs)), 0, e.size, False, False,
+                                "no snapshot (download or copy incomplete)"))
+        else:
+            out.append(evaluate(name, {n: e}, "")[n])
+    return out

@@ -1,0 +1,58 @@
+"""`dgxcluster model pull` up to the call into huggingface_hub: the testbed has no internet,
+so the hub is really unreachable. The failure must say so plainly, and HF_TOKEN must appear
+in no output, no remote command line, and no file left on the node."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from dgxcluster.inventory import load_inventory
+from dgxcluster.session import Session
+from tests.conftest import Testbed
+from tests.e2e.imagebuild import build_image
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+
+TOKEN = "hf_dgxcTestTokenNeverPrinted0123456789"
+
+
+def test_pull_with_the_hub_unreachable_fails_clearly_and_leaks_no_token(
+        testbed_docker: Testbed) -> None:
+    tb = testbed_docker
+    with Session.open(load_inventory(tb.inventory), command="test") as s:
+        build_image(s, "node1")  # TODO(lead): `dgxcluster build` once issue 3 is on main
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("DGXCLUSTER_")}
+    env["HF_TOKEN"] = TOKEN
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dgxcluster", "-v", "-i", str(tb.inventory), "model", "pull",
+         "Qwen/Qwen3-0.6B"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    seen: list[str] = []
+
+    def watch() -> None:  # every process on the head while the pull runs, with full argv
+        while proc.poll() is None:
+            seen.append(tb.tb("ps", "node1", check=False).stdout)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    out, err = proc.communicate(timeout=600)
+    watcher.join()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    final = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert final and "cannot reach the Hugging Face hub" in final[0], err
+    assert "dgxcluster model sync Qwen/Qwen3-0.6B" in err
+    runs = [ln for ln in err.splitlines() if "remote.run" in ln and "docker run" in ln]
+    assert runs and "--env-file" in runs[0] and "download Qwen/Qwen3-0.6B" in runs[0]
+    assert TOKEN not in out + err
+    assert "******" not in "\n".join(ln for ln in err.splitlines() if "remote.run" in ln)
+    assert any("download Qwen/Qwen3-0.6B" in snapshot for snapshot in seen), "watched the pull"
+    assert not any(TOKEN in snapshot for snapshot in seen)
+    left = tb.node_exec("node1", "sh", "-c",
+                        "ls /root/.local/state/dgxcluster/*/env/ 2>/dev/null; "
+                        "grep -rl \"$1\" /root /tmp 2>/dev/null; true", "sh", TOKEN).stdout
+    assert "model-pull" not in left and TOKEN not in left, left
+    assert "dgxc-" not in tb.node_exec("node1", "docker", "ps", "-a").stdout
