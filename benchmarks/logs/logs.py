@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -20,6 +21,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import PY, median, report, testbed_down, testbed_up, timed
 from observe_setup import LINES, RAY_LINES, node_names, populate
+
+
+def cpu_busy() -> float:
+    """Machine-wide busy CPU seconds so far (/proc/stat): every process, the nodes' included."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_cpu(argv: list[str]) -> tuple[float, float]:
+    c0 = cpu_busy()
+    wall = timed(argv)
+    return wall, cpu_busy() - c0
 
 
 def main() -> None:
@@ -36,10 +50,15 @@ def main() -> None:
         populate(name, name, nodes)
         base = [PY, "-m", "dgxcluster", "-i", str(inv), "logs", "-o", str(out)]
         timed(base)  # warm caches once
-        singles = {n: timed(base + ["--node", n]) for n in nodes}
-        alls, inner = [], []
+        single_cpu: dict[str, float] = {}
+        singles: dict[str, float] = {}
+        for n in nodes:
+            singles[n], single_cpu[n] = timed_cpu(base + ["--node", n])
+        alls, inner, all_cpu = [], [], []
         for _ in range(a.runs):
-            alls.append(timed(base))
+            wall, cpu = timed_cpu(base)
+            alls.append(wall)
+            all_cpu.append(cpu)
             newest = max(out.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
             doc = json.loads(newest.read_text())
             inner.append(max(r["duration_s"] for r in doc["nodes"].values()))
@@ -59,6 +78,12 @@ def main() -> None:
             ("slowest node's own collection", median(inner)),
             ("whole 16-node command", median(alls)),
         ], "slowest node's own collection")
+        cores = os.cpu_count() or 1
+        print(f"\nCPU (machine-wide busy seconds, /proc/stat, {cores} cores; other work on the "
+              "machine included):")
+        print(f"  one node collected alone: median {median(list(single_cpu.values())):.2f} s busy")
+        print(f"  all {a.nodes} nodes: median {median(all_cpu):.2f} s busy in "
+              f"{median(alls):.2f} s wall = {median(all_cpu) / median(alls):.2f} of {cores} cores")
         print("\ntarget: all nodes / slowest single node <= 1.3")
     finally:
         shutil.rmtree(out, ignore_errors=True)
