@@ -69,8 +69,9 @@ def main(
 
 
 def _register() -> None:
-    from dgxcluster.cli import exec_cmd, nodes_cmd
+    from dgxcluster.cli import build_cmd, exec_cmd, nodes_cmd
 
+    build_cmd.register(app)
     exec_cmd.register(app)
     nodes_cmd.register(app)
 
