@@ -98,6 +98,8 @@ def image_state(session: Session, nodes: Sequence[str] | None = None, *,
 
 def compare(states: Mapping[str, NodeImage], expected: str | None = None) -> Verdict:
     """Pure: are all nodes on one content tag (and, if given, the expected one)?"""
+    if not states:
+        return Verdict(False, None, {})
     problems: dict[str, str] = {}
     tags: dict[str, str] = {}
     for node, s in states.items():

@@ -106,7 +106,7 @@ def _relay(session: Session, source: str, ref: str, receivers: Sequence[str],
         if t is None:
             out[node] = Delivery(node, False, "not received: no outcome")
         elif t.ok:
-            rate = f", {t.bytes / t.seconds / 1e6:.0f} MB/s" if t.seconds > 0.05 else ""
+            rate = f", {t.bytes / t.seconds / 1e6:.0f} MB/s" if t.bytes > 10e6 and t.seconds else ""
             trimmed = f", {len(skip)} layer(s) already there" if skip else ""
             out[node] = Delivery(node, True, f"received from {source} ({_mb(t.bytes)} in "
                                              f"{t.seconds:.1f}s{rate}{trimmed})", bytes=t.bytes)

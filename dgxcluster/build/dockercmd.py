@@ -76,6 +76,7 @@ def load_argv() -> list[str]:
     return ["docker", "load"]
 
 
+_BUILDKIT_DIGEST = re.compile(r"^#\d+ sha256:[0-9a-f]{64}$")
 _BUILDKIT_STEP = re.compile(r"^#\d+ \[(?:[\w.-]+ )?(\d+)/(\d+)\] (.*)$")
 _LEGACY_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 
@@ -89,3 +90,8 @@ def step_of(line: str) -> str | None:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"step {m.group(1)}/{m.group(2)}: {text}"
+
+
+def is_noise(line: str) -> bool:
+    """BuildKit's per-step digest lines: kept in the log, not worth a line on screen."""
+    return _BUILDKIT_DIGEST.match(line) is not None

@@ -151,7 +151,7 @@ def _planned(p: NodePlan) -> NodeReport:
     detail = p.describe()
     if status is Status.CHANGED:
         detail = f"would {detail}"
-    return NodeReport(p.node, status, detail, p.action.value)
+    return NodeReport(p.node, status, detail, _STEP_NAMES[p.action])
 
 
 class _Runner:
@@ -294,9 +294,11 @@ class _Runner:
                 if line == sync.READY_LINE:
                     self.prog.status(node, "building")
                     return
-                tail.append(line)
                 if log:
                     log.line(line)
+                if dockercmd.is_noise(line):
+                    return
+                tail.append(line)
                 self.prog.line(node, line)
                 step = dockercmd.step_of(line)
                 if step:
@@ -312,7 +314,7 @@ class _Runner:
                 return self._fail(node, why, tail=list(tail))
             w.image_id = image_id[0]
             w.detail = f"built in {time.monotonic() - w.started:.1f}s ({p.sync.describe()})"
-            self.prog.status(node, "built")
+            self.prog.status(node, "built; tagging")
             return True
         except ConnectError as exc:
             return self._fail(node, exc.reason, unreachable=True, tail=list(tail))
@@ -374,5 +376,9 @@ class _Runner:
         log = None
         if self.session.logs and p.action is Action.BUILD:
             log = self.session.logs.path(node, STEP)
-        return NodeReport(node, w.status, w.detail, p.action.value, w.tail, w.image_id,
+        return NodeReport(node, w.status, w.detail, _STEP_NAMES[p.action], w.tail, w.image_id,
                           time.monotonic() - w.started, log if log and log.exists() else None)
+
+
+_STEP_NAMES = {Action.UP_TO_DATE: "check", Action.UNREACHABLE: "check", Action.FAILED: "check",
+               Action.BUILD: "build", Action.RECEIVE: "receive", Action.RETAG: "tag"}
