@@ -64,6 +64,17 @@ class BuildReport:
     notes: list[str] = field(default_factory=list)
     log_dir: Path | None = None
 
+    def to_json(self) -> dict[str, object]:
+        return {
+            "image": self.image, "ref": self.ref, "content_tag": self.content_tag,
+            "strategy": self.strategy, "dry_run": self.dry_run, "source": self.source,
+            "notes": self.notes,
+            "nodes": [{"node": n.node, "step": n.action, "status": n.status.value,
+                       "detail": n.detail, "image_id": n.image_id, "tail": n.tail,
+                       "duration_s": round(n.duration_s, 3),
+                       "log": str(n.log) if n.log else None} for n in self.nodes],
+        }
+
     @property
     def failed(self) -> list[NodeReport]:
         return [n for n in self.nodes if n.status is Status.FAILED]
@@ -136,7 +147,8 @@ def build(
     report = BuildReport(name, ref, ctx.content_tag, strat, dry_run, [], plan.source, plan.notes,
                          session.logs.root if session.logs else None)
     if dry_run:
-        report.nodes = [_planned(p) for p in plan.nodes.values()]
+        order = {n: i for i, n in enumerate(inv.names)}
+        report.nodes = [_planned(plan.nodes[n]) for n in sorted(plan.nodes, key=order.__getitem__)]
         for r in report.nodes:
             prog.status(r.node, r.detail)
         return report
@@ -186,7 +198,8 @@ class _Runner:
             self._each()
         else:
             self._distribute()
-        return [self._report(node) for node in plan.nodes]
+        order = {n: i for i, n in enumerate(self.inv.names)}
+        return [self._report(node) for node in sorted(plan.nodes, key=order.__getitem__)]
 
     def _each(self) -> None:
         todo = self.plan.with_action(Action.BUILD, Action.RETAG)

@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Say what each node needs; change nothing.")
         ] = False,
+        json_out: Annotated[
+            bool, typer.Option("--json", help="Print the outcome as JSON (one object per node).")
+        ] = False,
     ) -> None:
         """Make every node hold the image of the current build context (image.context).
 
@@ -64,7 +67,7 @@ def register(app: typer.Typer) -> None:
         with st.session("build") as session, LiveNodes(shown, title, show_lines=True) as live:
             report = build(session, nodes=node, image=image, strategy=strategy,
                            no_cache=no_cache, dry_run=dry_run, progress=live)
-        print_report(report)
+        print_report(report, json_out=json_out)
         if report.unreachable:
             raise typer.Exit(EXIT_UNREACHABLE)
         raise typer.Exit(EXIT_FAILED if report.failed else EXIT_OK)

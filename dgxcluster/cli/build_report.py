@@ -9,13 +9,18 @@ if TYPE_CHECKING:
     from dgxcluster.build.run import BuildReport
 
 
-def print_report(report: BuildReport) -> None:
+def print_report(report: BuildReport, *, json_out: bool = False) -> None:
     from dgxcluster.cli.output import outcome_table
     from dgxcluster.steps import Outcome
 
-    title = f"{report.ref} ({report.strategy}{', dry run' if report.dry_run else ''})"
-    outcome_table(title, [Outcome(n.node, n.action, n.status, n.detail, n.duration_s)
-                          for n in report.nodes])
+    if json_out:
+        import json
+
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        title = f"{report.ref} ({report.strategy}{', dry run' if report.dry_run else ''})"
+        outcome_table(title, [Outcome(n.node, n.action, n.status, n.detail, n.duration_s)
+                              for n in report.nodes])
     for n in report.nodes:
         if not n.tail:
             continue
