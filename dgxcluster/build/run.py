@@ -31,6 +31,7 @@ from dgxcluster.naming import LABEL_CONTENT_TAG
 from dgxcluster.nodepaths import NodePaths
 from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.remote.connection import Connection
+from dgxcluster.remote.result import GroupResult
 from dgxcluster.session import Session
 from dgxcluster.steps import Status
 
@@ -203,7 +204,13 @@ class _Runner:
 
     def _each(self) -> None:
         todo = self.plan.with_action(Action.BUILD, Action.RETAG)
-        self.session.cluster.map(self._build_and_finalize, todo)
+        self._settle(self.session.cluster.map(self._build_and_finalize, todo))
+
+    def _settle(self, group: GroupResult[None]) -> None:
+        """A per-node function that raised (a bug, or an error not foreseen) fails that node."""
+        for node, err in group.errors.items():
+            self._fail(node, str(err) or type(err).__name__,
+                       unreachable=isinstance(err, ConnectError))
 
     def _build_and_finalize(self, conn: Connection) -> None:
         p = self.plan.nodes[conn.node]
@@ -258,7 +265,7 @@ class _Runner:
             how, expected = finals[conn.node]
             self._finalize(conn, how, expected=expected)
 
-        self.session.cluster.map(fin, list(finals))
+        self._settle(self.session.cluster.map(fin, list(finals)))
 
     # -- per node ------------------------------------------------------------------------
 

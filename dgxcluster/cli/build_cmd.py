@@ -63,6 +63,9 @@ def register(app: typer.Typer) -> None:
         from dgxcluster.build.run import build
 
         shown = inv.names if not node else [n for n in inv.names if n in node] or list(node)
+        builder = inv.image.build_node or inv.head_name
+        if (strategy or inv.image.strategy) == "distribute" and builder not in shown:
+            shown = [builder, *shown]
         title = "build (dry run)" if dry_run else "build"
         with st.session("build") as session, LiveNodes(shown, title, show_lines=True) as live:
             report = build(session, nodes=node, image=image, strategy=strategy,

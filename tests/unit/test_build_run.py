@@ -124,3 +124,20 @@ def test_step_lines_become_statuses() -> None:
     assert dockercmd.is_noise("#4 sha256:" + "c" * 64)
     assert not dockercmd.is_noise("#4 DONE 0.1s")
 
+
+
+def test_unforeseen_error_on_one_node_fails_that_node_only(ctx: Path) -> None:
+    image_id = "sha256:" + "c" * 64
+    ok_build = Reply(stdout=f"dgxcluster: context ready\ndgxcluster-image-id {image_id}\n")
+    fakes = {}
+    for n in ("n1", "n2"):
+        fakes[n] = (FakeConnection(n)
+                    .on(re.escape("ref=$1 cur=$2 want=$3"), Reply(stdout=f"image-id\t{image_id}\n"))
+                    .on(re.escape("ref=$1 cur=$2"), _probe_reply(None))
+                    .on(re.escape("dir=$1 ndel=$2"),
+                        ok_build if n == "n1" else Reply(raises=RuntimeError("boom"))))
+    with _session(ctx, fakes) as s:
+        report = build(s)
+    by_node = {n.node: n for n in report.nodes}
+    assert by_node["n1"].status is Status.CHANGED and by_node["n1"].image_id == image_id
+    assert by_node["n2"].status is Status.FAILED and "boom" in by_node["n2"].detail
