@@ -85,7 +85,7 @@ def distribute_full(inv: Path, ref: str) -> float:
     inv_ = load_inventory(inv)
     with Session.open(inv_, command="bench") as s:
         homes = s.cluster.run(probe.argv(ref, ref, inv_.state_dir)).values
-        paths = {n: NodePaths(probe.parse(r.stdout).home, inv_.state_dir, inv_.cluster)
+        paths = {n: NodePaths(probe.parse(r.stdout, ref, ref).home, inv_.state_dir, inv_.cluster)
                  for n, r in homes.items()}
         t0 = time.perf_counter()
         out = send_image(s, "node1", ref, ["node2"], paths=paths, timeout=1800, trim=False)

@@ -82,7 +82,7 @@ def image_state(session: Session, nodes: Sequence[str] | None = None, *,
                                   unreachable=isinstance(err, ConnectError))
             continue
         res = answers.values[node]
-        p = probe.parse(res.stdout)
+        p = probe.parse(res.stdout, want_ref, f"{name}:{MOVING_TAG}")
         if not res.ok or p.docker_error:
             out[node] = NodeImage(node, content_tag,
                                   error=f"docker: {p.docker_error or res.stderr.strip()}")

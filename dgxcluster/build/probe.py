@@ -6,8 +6,8 @@ there: that is what keeps a no-op build under a second. `check.image_state` (for
 
 The script prints tab-separated records:
   home <TAB> $HOME
-  want|current <TAB> <image id> <TAB> <labels as JSON>   (or "-" when the tag is absent)
-  docker-error <TAB> <first line of docker's complaint>  (daemon down, no permission)
+  inspect <TAB> <image id> <TAB> <labels as JSON>, or docker's complaint (absent tag, daemon down)
+  inspect-exit <TAB> <docker's exit status>
   file <TAB> path <TAB> type <TAB> size <TAB> mtime <TAB> mode <TAB> link   (node's build context copy)
   manifest <TAB> <JSON written by the last context sync>
 """
@@ -15,6 +15,7 @@ The script prints tab-separated records:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,24 +24,19 @@ from dgxcluster.remote.command import shell
 
 #: $1 content ref, $2 moving ref, $3 state root (may start with ~), $4 build dir below it
 #: ("" = do not list), $5 "1" = list even when the content tag is present (a forced rebuild).
+#: One `docker image inspect` for both tags: found ones print in argument order, absent
+#: ones are named on stderr (merged), so `parse` can tell which is which.
 SCRIPT = r"""ref=$1 cur=$2 root=$3 bdir=$4 force=$5
 case $root in "~") root=$HOME ;; "~/"*) root=$HOME/${root#"~/"} ;; esac
 printf 'home\t%s\n' "$HOME"
-fmt='{{.Id}}	{{json .Config.Labels}}'
-look() {
-  if out=$(docker image inspect --format "$fmt" "$2" 2>&1); then
-    printf '%s\t%s\n' "$1" "$out"
-  else
-    case $out in
-      *"No such image"*|*"No such object"*) printf '%s\t-\n' "$1" ;;
-      *) printf 'docker-error\t%s\n' "$(printf '%s' "$out" | tr '\n\t' '  ')"; return 1 ;;
-    esac
-  fi
-}
-look want "$ref" || exit 0
-look current "$cur" || exit 0
+out=$(docker image inspect --format '{{.Id}}	{{json .Config.Labels}}' "$ref" "$cur" 2>&1)
+rc=$?
+printf '%s\n' "$out" | while IFS= read -r l; do printf 'inspect\t%s\n' "$l"; done
+printf 'inspect-exit\t%s\n' "$rc"
 [ -n "$bdir" ] || exit 0
-if [ "$force" != 1 ] && docker image inspect --format x "$ref" >/dev/null 2>&1; then exit 0; fi
+if [ "$force" != 1 ]; then
+  case $out in *"No such image: $ref"*|*"No such object: $ref"*) ;; *) exit 0 ;; esac
+fi
 d=$root/$bdir
 if [ -d "$d/context" ]; then
   (cd "$d/context" && find . -mindepth 1 \( -type f -o -type l \) \
@@ -96,10 +92,8 @@ def argv(ref: str, moving: str, state_dir: str, build_dir: str = "", force: bool
     return shell(SCRIPT, ref, moving, state_dir, build_dir, "1" if force else "0")
 
 
-def _image(rest: str) -> ImageInfo | None:
-    if rest.strip() == "-":
-        return None
-    image_id, _, labels_json = rest.partition("\t")
+def _image(line: str) -> ImageInfo:
+    image_id, _, labels_json = line.partition("\t")
     labels: dict[str, str] = {}
     try:
         parsed = json.loads(labels_json) if labels_json.strip() else None
@@ -110,24 +104,41 @@ def _image(rest: str) -> ImageInfo | None:
     return ImageInfo(image_id.strip(), labels)
 
 
-def parse(text: str) -> Probe:
+def _absent(complaint: str, ref: str) -> bool:
+    """docker's "No such image: REF" (its wording varies a little across versions)."""
+    return re.search(rf"No such (?:image|object): {re.escape(ref)}(?:$|[\s.,;])", complaint) is not None
+
+
+def _images(lines: list[str], rc: int, ref: str, moving: str
+            ) -> tuple[ImageInfo | None, ImageInfo | None, str | None]:
+    """(want, current, docker error) from `docker image inspect ref moving` (pure)."""
+    found = [_image(ln) for ln in lines if ln.startswith("sha256:")]
+    complaints = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("sha256:")]
+    missing_want = any(_absent(c, ref) for c in complaints)
+    missing_cur = any(_absent(c, moving) for c in complaints)
+    other = [c for c in complaints if not (_absent(c, ref) or _absent(c, moving))]
+    if rc != 0 and (other or len(found) + missing_want + missing_cur < 2):
+        return None, None, (other[0] if other else f"docker image inspect exited {rc}")
+    want = None if missing_want else (found.pop(0) if found else None)
+    current = None if missing_cur else (found.pop(0) if found else None)
+    return want, current, None
+
+
+def parse(text: str, ref: str, moving: str) -> Probe:
     """Parse the script's output; unknown or malformed lines are ignored, never fatal."""
     home = ""
-    docker_error: str | None = None
-    want: ImageInfo | None = None
-    current: ImageInfo | None = None
+    inspect: list[str] = []
+    rc: int | None = None
     files: dict[str, RemoteFile] | None = None
     manifest: dict[str, Any] | None = None
     for line in text.splitlines():
         kind, _, rest = line.partition("\t")
         if kind == "home":
             home = rest
-        elif kind == "docker-error":
-            docker_error = rest.strip() or "docker failed"
-        elif kind == "want":
-            want = _image(rest)
-        elif kind == "current":
-            current = _image(rest)
+        elif kind == "inspect":
+            inspect.append(rest)
+        elif kind == "inspect-exit":
+            rc = int(rest) if rest.strip().isdigit() else 1
         elif kind == "file":
             f = _file(rest)
             if f is not None:
@@ -139,9 +150,12 @@ def parse(text: str) -> Probe:
             except json.JSONDecodeError:
                 loaded = None
             manifest = loaded if isinstance(loaded, dict) else None
+    if rc is None:
+        return Probe(home, docker_error="no answer from docker image inspect")
+    want, current, error = _images(inspect, rc, ref, moving)
     if files is None and manifest is not None:
         files = {}
-    return Probe(home, docker_error, want, current, files, manifest)
+    return Probe(home, error, want, current, files, manifest)
 
 
 def _file(rest: str) -> RemoteFile | None:

@@ -14,6 +14,7 @@ Every node ends with its own outcome; one failing never stops the others.
 from __future__ import annotations
 
 import secrets as pysecrets
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -125,20 +126,27 @@ def build(
     strat = strategy or inv.image.strategy
     if strat not in ("each", "distribute"):
         raise UsageError(f"unknown strategy {strat!r} (each | distribute)", "--strategy")
-    ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.image.build_args)
-    ref, moving = image_refs(name, ctx)
     builder = inv.image.build_node or inv.head_name
     probed = list(targets) + ([builder] if strat == "distribute" and builder not in targets else [])
+    # Connecting (SSH handshakes) and hashing the context both take a few hundred ms: overlap.
+    down: dict[str, BaseException] = {}
+    warm = threading.Thread(target=_connect_all, args=(session, probed, down), daemon=True)
+    warm.start()
+    try:
+        ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.image.build_args)
+    finally:
+        warm.join()
+    ref, moving = image_refs(name, ctx)
     bdir = str(Path("build") / slug(name))
     state_root = f"{inv.state_dir.rstrip('/')}/{inv.cluster}"
     for n in probed:
         prog.status(n, "checking")
-    answers = session.cluster.run(
-        probe.argv(ref, moving, state_root, bdir, force=no_cache), probed, timeout=PROBE_TIMEOUT_S)
-    probes: dict[str, probe.Probe | BaseException] = dict(answers.errors)
+    answers = session.cluster.run(probe.argv(ref, moving, state_root, bdir, force=no_cache),
+                                  [n for n in probed if n not in down], timeout=PROBE_TIMEOUT_S)
+    probes: dict[str, probe.Probe | BaseException] = {**down, **answers.errors}
     for node, res in answers.values.items():
         if res.ok:
-            probes[node] = probe.parse(res.stdout)
+            probes[node] = probe.parse(res.stdout, ref, moving)
         else:
             probes[node] = DgxClusterError(f"probe exited {res.exit_code}: {res.stderr.strip()}")
     plan = make_plan(ctx, image=name, ref=ref, moving=moving, strategy=strat, targets=targets,
@@ -156,6 +164,18 @@ def build(
     runner = _Runner(session, ctx, plan, prog, no_cache)
     report.nodes = runner.execute()
     return report
+
+
+def _connect_all(session: Session, nodes: Sequence[str], down: dict[str, BaseException]) -> None:
+    """Open the connections ahead of the first command; nodes that cannot be reached go
+    into `down` (and are not tried a second time)."""
+
+    def one(conn: Connection) -> None:
+        connect = getattr(conn, "connect", None)
+        if callable(connect):
+            connect()
+
+    down.update(session.cluster.map(one, nodes).unreachable)
 
 
 def _planned(p: NodePlan) -> NodeReport:

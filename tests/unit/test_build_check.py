@@ -45,8 +45,8 @@ def test_stale_against_the_build_context() -> None:
 
 
 def _probe(tag: str) -> Reply:
-    return Reply(stdout=f"home\t/h\nwant\tsha256:{tag[-1] * 64}\t{{\"dgxcluster.content-tag\":\"{tag}\"}}\n"
-                        f"current\tsha256:{tag[-1] * 64}\t{{\"dgxcluster.content-tag\":\"{tag}\"}}\n")
+    img = f"sha256:{tag[-1] * 64}\t{{\"dgxcluster.content-tag\":\"{tag}\"}}"
+    return Reply(stdout=f"home\t/h\ninspect\t{img}\ninspect\t{img}\ninspect-exit\t0\n")
 
 
 def test_image_state_asks_each_node_once() -> None:

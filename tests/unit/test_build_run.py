@@ -16,7 +16,7 @@ from dgxcluster.inventory import parse_inventory
 from dgxcluster.progress import RecordingProgress
 from dgxcluster.session import Session
 from dgxcluster.steps import Status
-from tests.fakes import FakeConnection, Reply
+from tests.fakes import FakeConnection, Reply, Responder
 
 TOKEN = "hf_NotARealTokenButSecret42"
 
@@ -43,14 +43,25 @@ def _session(ctx: Path, fakes: dict[str, FakeConnection], strategy: str = "each"
                         log_dir=ctx.parent / "logs")
 
 
-def _probe_reply(tag: str | None, current: str | None = None) -> Reply:
-    lines = ["home\t/home/u"]
-    lines.append(f"want\tsha256:{'a' * 64}\t{{\"dgxcluster.content-tag\":\"{tag}\"}}" if tag
-                 else "want\t-")
-    cur = current or tag
-    lines.append(f"current\tsha256:{'a' * 64}\t{{\"dgxcluster.content-tag\":\"{cur}\"}}" if cur
-                 else "current\t-")
-    return Reply(stdout="\n".join(lines) + "\n")
+def _probe_reply(tag: str | None, current: str | None = None) -> Responder:
+    """What the probe prints (see tests/fixtures/build/probe_*.txt for real captures)."""
+
+    def reply(argv: list[str], _stdin: bytes | None) -> Reply:
+        ref, moving = argv[4], argv[5]
+        lines = ["home\t/home/u"]
+        cur = current or tag
+        if tag:
+            lines.append(f"inspect\tsha256:{'a' * 64}\t{{\"dgxcluster.content-tag\":\"{tag}\"}}")
+        if cur:
+            lines.append(f"inspect\tsha256:{'a' * 64}\t{{\"dgxcluster.content-tag\":\"{cur}\"}}")
+        if not tag:
+            lines.append(f"inspect\tError: No such image: {ref}")
+        if not cur:
+            lines.append(f"inspect\tError: No such image: {moving}")
+        lines.append(f"inspect-exit\t{0 if tag and cur else 1}")
+        return Reply(stdout="\n".join(lines) + "\n")
+
+    return reply
 
 
 def test_noop_when_every_node_holds_the_tag(ctx: Path) -> None:
