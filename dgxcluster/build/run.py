@@ -28,7 +28,7 @@ from dgxcluster.build.plan import Action, BuildPlan, NodePlan, make_plan
 from dgxcluster.build.records import ImageRecord, now, record_path, slug
 from dgxcluster.errors import CommandTimeout, ConnectError, DgxClusterError, UsageError
 from dgxcluster.inventory.model import ImageSettings
-from dgxcluster.naming import LABEL_CONTENT_TAG
+from dgxcluster.naming import LABEL_CONTENT_TAG, LABEL_IMAGE
 from dgxcluster.nodepaths import NodePaths
 from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.remote.connection import Connection
@@ -39,7 +39,6 @@ from dgxcluster.steps import Status
 STEP = "build"
 TAIL_LINES = 30
 PROBE_TIMEOUT_S = 60.0
-LABEL_IMAGE = "dgxcluster.image"
 
 
 @dataclass

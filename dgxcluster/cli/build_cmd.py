@@ -42,12 +42,12 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--json", help="Print the outcome as JSON (one object per node).")
         ] = False,
     ) -> None:
-        """Make every node hold the image of the current build context (image.context).
+        """Make every node hold the image of the build context (image.context).
 
-        The tag is `<image>:ctx-<12 hex>`, a hash of the context (.dockerignore respected),
-        Dockerfile and build args, plus the moving tag `current`. Nodes that already hold it
-        report "up to date" and nothing is sent or built. Exit 0 if all nodes hold the image,
-        1 if a node failed, 3 if a node was unreachable.
+        The tag is `<image>:ctx-<12 hex>`, a hash of the context (.dockerignore
+        respected), Dockerfile and build args; `<image>:current` moves to it.
+        Nodes that already hold it report "up to date": nothing is sent or built.
+        Exit 0 if every node holds the image, 1 if one failed, 3 if unreachable.
         """
         from dgxcluster.cli.build_report import print_report
         from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
