@@ -22,7 +22,6 @@ def build_argv(
     labels: Mapping[str, str],
     build_args: Mapping[str, str],
     secret_files: Mapping[str, str],
-    iidfile: str,
     no_cache: bool = False,
     cache_from: list[str] | None = None,
 ) -> list[str]:
@@ -30,8 +29,7 @@ def build_argv(
     `current` is offered as cache: an image that arrived by `distribute` (no local build
     history) still spares the next `each` build the steps that did not change."""
     argv = ["env", "DOCKER_BUILDKIT=1", "docker", "build", "--progress=plain",
-            "-f", f"{context_dir}/{dockerfile}", "--iidfile", iidfile,
-            "--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+            "-f", f"{context_dir}/{dockerfile}", "--build-arg", "BUILDKIT_INLINE_CACHE=1"]
     for ref in cache_from or []:
         argv += ["--cache-from", ref]
     for tag in tags:

@@ -317,7 +317,7 @@ class _Runner:
                 tags=[self.plan.ref, self.plan.moving],
                 labels={LABEL_CONTENT_TAG: self.plan.content_tag, LABEL_IMAGE: self.plan.image},
                 build_args=dict(self.ctx.build_args), secret_files=secret_files,
-                iidfile=f"{build_dir}/iid", no_cache=self.no_cache,
+                no_cache=self.no_cache,
                 cache_from=[] if self.no_cache or p.probe.current is None else [self.plan.moving])
             self.prog.status(node, f"sending context: {p.sync.describe()}")
             if log:
@@ -343,7 +343,7 @@ class _Runner:
                 if step:
                     self.prog.status(node, step)
 
-            res = conn.run(sync.argv(build_dir, p.sync, secret_dir, docker_argv),
+            res = conn.run(sync.argv(build_dir, p.sync, secret_dir, self.plan.ref, docker_argv),
                            stdin=cast(BinaryIO, stream),
                            timeout=self.inv.image.build_timeout_s, on_line=on_line)
             if stream.error is not None:

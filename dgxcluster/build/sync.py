@@ -27,9 +27,11 @@ from dgxcluster.remote.command import shell
 MANIFEST_VERSION = 1
 
 #: $1 build dir (absolute), $2 number of paths to delete, $3 secret dir to remove afterwards
-#: ("" = none), then the paths to delete, then the docker build argv. stdin: the tar.
-SCRIPT = r"""dir=$1 ndel=$2 sdir=$3
-shift 3
+#: ("" = none), $4 the image ref being built, then the paths to delete, then the docker
+#: build argv. stdin: the tar. Ends by printing the built image's ID as `docker image
+#: inspect` reports it (the same ID the probe and the finalize step compare).
+SCRIPT = r"""dir=$1 ndel=$2 sdir=$3 ref=$4
+shift 4
 cleanup() { [ -z "$sdir" ] || rm -rf -- "$sdir"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
@@ -43,11 +45,10 @@ if ! tar -x -U -p --no-same-owner -f - -C "$dir"; then
   echo "dgxcluster: the build context did not arrive whole" >&2; exit 70
 fi
 cd "$dir" || exit 70
-rm -f iid
 echo "dgxcluster: context ready"
 "$@"
 rc=$?
-[ "$rc" -ne 0 ] || printf 'dgxcluster-image-id %s\n' "$(cat iid 2>/dev/null)"
+[ "$rc" -ne 0 ] || printf 'dgxcluster-image-id %s\n' "$(docker image inspect --format '{{.Id}}' "$ref")"
 exit "$rc"
 """
 
@@ -133,8 +134,9 @@ def plan(ctx: BuildContext, files: Mapping[str, RemoteFile] | None,
                     kept=len(ctx.files) - len(send))
 
 
-def argv(build_dir: str, plan_: SyncPlan, secret_dir: str, docker_argv: Sequence[str]) -> list[str]:
-    return shell(SCRIPT, build_dir, str(len(plan_.delete)), secret_dir, *plan_.delete,
+def argv(build_dir: str, plan_: SyncPlan, secret_dir: str, ref: str,
+         docker_argv: Sequence[str]) -> list[str]:
+    return shell(SCRIPT, build_dir, str(len(plan_.delete)), secret_dir, ref, *plan_.delete,
                  *docker_argv)
 
 

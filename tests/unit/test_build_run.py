@@ -119,7 +119,7 @@ def test_each_sends_context_builds_with_secret_file_and_records(ctx: Path) -> No
 def test_build_args_never_carry_secrets(ctx: Path) -> None:
     argv = dockercmd.build_argv(context_dir="/c", dockerfile="Dockerfile", tags=["a:b"],
                                 labels={"l": "v"}, build_args={"X": "1"},
-                                secret_files={"HF_TOKEN": "/s/HF_TOKEN"}, iidfile="/c/iid",
+                                secret_files={"HF_TOKEN": "/s/HF_TOKEN"},
                                 cache_from=["a:current"])
     assert argv[:3] == ["env", "DOCKER_BUILDKIT=1", "docker"]
     assert "--secret" in argv and "id=HF_TOKEN,src=/s/HF_TOKEN" in argv

@@ -116,5 +116,6 @@ def test_closing_early_does_not_hang_the_producer(ctx: BuildContext) -> None:
 
 def test_argv_carries_deletions_then_docker_argv(ctx: BuildContext) -> None:
     plan = sync.SyncPlan((), ("a b", "-rf"), {}, 0)
-    argv = sync.argv("/st/build/x", plan, "", ["docker", "build", "."])
-    assert argv[3:] == ["sh", "/st/build/x", "2", "", "a b", "-rf", "docker", "build", "."]
+    argv = sync.argv("/st/build/x", plan, "", "x:ctx-1", ["docker", "build", "."])
+    assert argv[3:] == ["sh", "/st/build/x", "2", "", "x:ctx-1", "a b", "-rf", "docker", "build",
+                        "."]
