@@ -10,6 +10,7 @@ LABEL_ROLE = "dgxcluster.role"  # head | worker
 LABEL_NODE = "dgxcluster.node"
 LABEL_CONFIG = "dgxcluster.config"  # hash of everything that shapes the running cluster
 LABEL_CONTENT_TAG = "dgxcluster.content-tag"  # on images: ctx-<12 hex>
+LABEL_IMAGE = "dgxcluster.image"  # on images: the repository `build` built them as
 
 CONTENT_TAG_PREFIX = "ctx-"
 MOVING_TAG = "current"  # points at the newest content tag built by dgxcluster

@@ -26,6 +26,7 @@ class ContextFile:
     size: int
     sha256: str
     link: str | None = None
+    mtime: int = 0  # not part of the digest; lets a node's copy be checked without hashing it
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,10 @@ def scan(root: Path, dockerfile: str = "Dockerfile",
             full = Path(dirpath) / name
             st = full.lstat()
             if stat.S_ISLNK(st.st_mode):
-                files.append(ContextFile(rel, 0o777, 0, "", os.readlink(full)))
+                files.append(ContextFile(rel, 0o777, 0, "", os.readlink(full), int(st.st_mtime)))
             elif stat.S_ISREG(st.st_mode):
-                files.append(ContextFile(rel, st.st_mode & 0o777, st.st_size, _sha256(full)))
+                files.append(ContextFile(rel, st.st_mode & 0o777, st.st_size, _sha256(full),
+                                         mtime=int(st.st_mtime)))
     files.sort(key=lambda f: f.path)
     args = tuple(sorted((build_args or {}).items()))
     return BuildContext(root=root, dockerfile=dockerfile, files=tuple(files), build_args=args)

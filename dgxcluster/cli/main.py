@@ -73,6 +73,7 @@ def main(
 COMMANDS = (
     "nodes_cmd",
     "exec_cmd",
+    "build_cmd",
     "verify_cmd",
     "status_cmd",
     "logs_cmd",

@@ -111,6 +111,7 @@ def relay(
     step: str = "relay",
     idle_timeout: float | None = None,
     finish_timeout: float | None = None,
+    paths: Mapping[str, NodePaths] | None = None,
 ) -> RelayResult:
     """Stream `source_argv`'s stdout on `source` into each target's argv, peers in parallel.
 
@@ -119,7 +120,8 @@ def relay(
     never the one to give up while the source is stalled on a dead one. `finish_timeout`:
     seconds the source waits for each peer's command to finish after the last byte (agent
     default 3600). A dropped peer is then waited for only 2 x `idle_timeout` +
-    connect_timeout more, not the whole `timeout`.
+    connect_timeout more, not the whole `timeout`. `paths`: the nodes' NodePaths when the
+    caller already has them (saves a round trip).
     """
     prog = progress or NullProgress()
     knobs: list[str] = []
@@ -130,9 +132,13 @@ def relay(
     inv = session.inventory
     cluster = session.cluster
     nodes = [source, *targets]
-    agents = cluster.map(
-        lambda c: ensure_agent(c, NodePaths.resolve(c, inv.state_dir, inv.cluster)), nodes
-    )
+    known = dict(paths or {})
+
+    def prepare(c: Connection) -> str:
+        p = known.get(c.node) or NodePaths.resolve(c, inv.state_dir, inv.cluster)
+        return ensure_agent(c, p)
+
+    agents = cluster.map(prepare, nodes)
     result = RelayResult(source=source)
     if source in agents.errors:
         raise StepError(step, f"cannot prepare the source: {agents.errors[source]}", node=source)
@@ -166,6 +172,8 @@ def relay(
             if stream == "stderr" and line.startswith("PROGRESS "):
                 sent = int(line.split()[1])
                 prog.status(source, f"sent {sent / 1e9:.2f} GB")
+            elif _is_summary(stream, line, "targets"):
+                send_in.released.set()  # the agent is done: end its stdin now, not at exit
 
         try:
             finish = ["--finish-timeout", f"{finish_timeout:g}"] if finish_timeout is not None else []
@@ -205,6 +213,8 @@ def _start_receiver(conn: Connection, agent: str, bind: str, argv: Argv, timeout
             r.port = int(line.split()[1])
             r.listening.set()
             prog.status(conn.node, "receiving")
+        elif _is_summary(stream, line, "complete"):
+            r.stdin.released.set()
 
     def run() -> None:
         try:
@@ -236,6 +246,20 @@ def _receiver_outcome(r: _Receiver, summary: Mapping[str, Any]) -> TargetOutcome
     why = _tail(r.result.stderr) or sender_view or f"exit {r.result.exit_code}"
     return TargetOutcome(r.node, False, f"receive failed (exit {r.result.exit_code}): {why}",
                          int(info.get("bytes", 0)))
+
+
+def _is_summary(stream: str, line: str, key: str) -> bool:
+    """The agent's last line (a JSON summary, printed once its work is done).
+
+    Releasing the agent's stdin on it, rather than when the SSH command returns, saves the
+    transport's wait for the stdin feeder (about a second per relay).
+    """
+    if stream != "stdout" or not line.startswith('{"bytes"'):
+        return False
+    try:
+        return key in json.loads(line)
+    except ValueError:
+        return False
 
 
 def _last_json(text: str) -> dict[str, Any]:
