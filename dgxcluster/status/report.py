@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from dgxcluster.endpoint import EndpointProbe
 from dgxcluster.facts import ParseError, nvidia_smi, ray_status
-from dgxcluster.naming import LABEL_CONTENT_TAG, LABEL_ROLE, is_content_tag
+from dgxcluster.naming import LABEL_CONTENT_TAG, LABEL_ROLE
 from dgxcluster.status.probe import Container, Image, NodeProbe, parse_docker
 
 
@@ -188,15 +188,10 @@ def node_status(node: str, role: str, probe: NodeProbe) -> NodeStatus:
 
 
 def image_state(image: Image | None) -> ImageState:
-    """The content tag of `current`: its label, else a ctx-* tag on the same image."""
+    """`current`'s content tag is its `dgxcluster.content-tag` label, as `build` sets it."""
     if image is None:
         return ImageState(None, None)
-    tag = image.labels.get(LABEL_CONTENT_TAG)
-    if not tag:
-        ctx = sorted(t.rsplit(":", 1)[1] for t in image.tags
-                     if ":" in t and is_content_tag(t.rsplit(":", 1)[1]))
-        tag = ctx[0] if ctx else None
-    return ImageState(tag, image.id, image.tags)
+    return ImageState(image.labels.get(LABEL_CONTENT_TAG) or None, image.id, image.tags)
 
 
 def container_state(c: Container, now: datetime | None) -> ContainerState:
@@ -248,40 +243,39 @@ def gpu_summary(text: str, rc: int | None) -> tuple[str | None, str | None]:
 
 def image_summary(name: str, nodes: list[NodeStatus], expected_tag: str | None,
                   expected_error: str | None) -> ImageSummary:
-    """Same content tag on every node (what makes nodes interchangeable), same image ID
-    (true after `distribute`; `each` builds the same content with different IDs)."""
-    seen = {n.node: n.image for n in nodes if n.reachable and n.docker and n.image is not None}
+    """Same content tag on every node (the verdict `start` applies, from `build.check`), the
+    same image ID too (true after `distribute`; `each` gives equal content, other IDs), and
+    whether it is the tag the build context gives today."""
+    from dgxcluster.build.check import NodeImage, compare
 
-    def summary(consistent: bool, matches: bool | None, detail: str,
-                ids: bool | None = None) -> ImageSummary:
-        return ImageSummary(name, expected_tag, expected_error, consistent, matches, detail, ids)
-
-    if not seen:
-        return summary(False, None, "no node reported its images")
-    missing = [node for node, img in seen.items() if img is not None and img.image_id is None]
-    if missing:
-        return summary(False, False, f"no {name}:current on {', '.join(missing)}; "
-                       "run: dgxcluster build --all-nodes")
-    unlabelled = [node for node, img in seen.items() if img is not None and not img.content_tag]
-    if unlabelled:
-        return summary(False, False, f"{name}:current on {', '.join(unlabelled)} was not built "
-                       "by dgxcluster (no content tag); run: dgxcluster build --all-nodes")
-    tags = {node: img.content_tag for node, img in seen.items() if img is not None}
-    ids = {img.image_id for img in seen.values() if img is not None}
-    if len(set(tags.values())) > 1:
-        per = ", ".join(f"{node}={tag}" for node, tag in tags.items())
-        return summary(False, False, f"nodes hold different images ({per}); "
-                       "run: dgxcluster build --all-nodes", len(ids) == 1)
-    tag = next(iter(tags.values()))
-    matches = None if expected_tag is None else tag == expected_tag
-    if len(ids) == 1:
-        short = (next(iter(ids)) or "").removeprefix("sha256:")[:12]
+    states: dict[str, NodeImage] = {}
+    for n in nodes:
+        if not n.reachable:
+            states[n.node] = NodeImage(n.node, error=f"unreachable: {n.error}", unreachable=True)
+        elif n.error or not n.docker or n.image is None:
+            states[n.node] = NodeImage(n.node, error=f"docker: {n.docker_error or n.error}")
+        else:
+            states[n.node] = NodeImage(n.node, current_tag=n.image.content_tag,
+                                       current_id=n.image.image_id)
+    verdict = compare(states)
+    ids = {s.current_id for s in states.values() if s.current_id}
+    ids_match = len(ids) == 1 if ids else None
+    answered = [s.current_tag for s in states.values() if not s.error]
+    # every node that answered holds the tag the build context gives today
+    matches = None if expected_tag is None or not answered else all(
+        t == expected_tag for t in answered)
+    if not verdict.consistent:
+        return ImageSummary(name, expected_tag, expected_error, False, matches,
+                            verdict.explain(), ids_match)
+    tag = verdict.content_tag or ""
+    if ids_match:
+        short = next(iter(ids)).removeprefix("sha256:")[:12]
         detail = f"{name}:{tag} (image {short}) on every node"
     else:
         detail = f"{name}:{tag} on every node (image IDs differ: built on each node)"
     if matches is False:
         detail += f"; the build context now gives {expected_tag}: run dgxcluster build --all-nodes"
-    return summary(True, matches, detail, len(ids) == 1)
+    return ImageSummary(name, expected_tag, expected_error, True, matches, detail, ids_match)
 
 
 def ray_summary(head: str, probe: NodeProbe | None, expected_nodes: int) -> RaySummary:

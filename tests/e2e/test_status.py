@@ -48,7 +48,7 @@ def test_before_start_everything_is_reported_as_not_running(bare: Testbed) -> No
 
     human = bare.dgx("status")
     assert human.returncode == 0
-    assert "no dgxcluster/testbed:current on node1, node2" in human.stdout
+    assert "node1: no image built by dgxcluster (run: dgxcluster build)" in human.stdout
     assert "not serving" in human.stdout
 
 

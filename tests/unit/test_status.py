@@ -104,11 +104,11 @@ def test_a_cut_short_probe_is_an_error_not_a_crash() -> None:
     assert st.error == "the status script was cut short"
 
 
-def test_content_tag_from_the_label_else_a_ctx_tag() -> None:
+def test_content_tag_is_the_label_build_sets() -> None:
     img = parse_docker(image_line())[0]
     assert image_state(img).content_tag == TAG
     unlabelled = parse_docker(image_line(labelled=False))[0]
-    assert image_state(unlabelled).content_tag == TAG  # from the ctx-* tag on the same image
+    assert image_state(unlabelled).content_tag is None
     assert image_state(parse_docker(NO_IMAGE)[0]) == image_state(None)
     assert image_state(None).image_id is None
 
@@ -129,11 +129,16 @@ def test_image_summary_same_each_different_missing_and_stale() -> None:
                     node("n2", image_line(tag="ctx-aaaaaaaaaaaa")))
     assert stale.consistent and stale.matches_expected is False and "build" in stale.detail
     diff = summary(node("n1", image_line()), node("n2", image_line(ID2, "ctx-aaaaaaaaaaaa")))
-    assert not diff.consistent and f"n1={TAG}" in diff.detail and "n2=ctx-aaaaaaaaaaaa" in diff.detail
+    assert not diff.consistent
+    assert f"n1: holds {TAG}, others hold ctx-aaaaaaaaaaaa" in diff.detail
     missing = summary(node("n1", image_line()), node("n2", NO_IMAGE))
-    assert not missing.consistent and "no dgxcluster/testbed:current on n2" in missing.detail
-    by_hand = summary(node("n1", image_line()), node("n2", image_line(tag=None)))
-    assert not by_hand.consistent and "not built by dgxcluster" in by_hand.detail
+    assert not missing.consistent
+    assert "n2: no image built by dgxcluster (run: dgxcluster build)" in missing.detail
+    by_hand = summary(node("n1", image_line()), node("n2", image_line(labelled=False)))
+    assert not by_hand.consistent and "n2: `current` has no content-tag label" in by_hand.detail
+    down = NodeStatus("n3", "worker", reachable=False, error="connection refused")
+    s = summary(node("n1", image_line()), down)
+    assert not s.consistent and "n3: unreachable: connection refused" in s.detail
 
 
 def test_ray_summary_from_the_head() -> None:
@@ -180,7 +185,9 @@ def test_one_round_per_node_and_head_asks_ray(tmp_path: Path) -> None:
     assert head_argv == status_argv("dgxcluster/testbed", "demo", 8265)
     assert report.unreachable == ["n3"]
     assert report.ray.state == "up" and report.ray.nodes_alive == 1
-    assert report.image.consistent and report.image.matches_expected
+    assert not report.image.consistent  # n3 did not answer: start would refuse too
+    assert report.image.detail == "n3: unreachable: connection refused"
+    assert report.image.matches_expected and report.image.ids_match
     doc = report.to_json()
     assert doc["nodes"][2] == {**doc["nodes"][2], "reachable": False,  # type: ignore[index]
                                "error": "connection refused"}
