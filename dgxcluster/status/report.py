@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from dgxcluster.endpoint import EndpointProbe
 from dgxcluster.facts import ParseError, nvidia_smi, ray_status
 from dgxcluster.naming import LABEL_CONTENT_TAG, LABEL_ROLE
-from dgxcluster.status.probe import Container, Image, NodeProbe, parse_docker
+from dgxcluster.status.probe import Container, Image, NodeProbe, parse_api, parse_docker
 
 
 @dataclass
@@ -27,6 +27,7 @@ class ContainerState:
     health: str | None
     image_ref: str
     image_id: str
+    status_text: str = ""
 
     def describe(self) -> str:
         if self.state == "running":
@@ -34,6 +35,8 @@ class ContainerState:
             if self.health:
                 text += f" ({self.health})"
             return text
+        if self.since_s is None and self.status_text:
+            return f"{self.role} {self.status_text[:1].lower()}{self.status_text[1:]}"
         ago = f" {human_age(self.since_s)} ago" if self.since_s is not None else ""
         code = f" (exit {self.exit_code})" if self.exit_code is not None else ""
         return f"{self.role} {self.state}{code}{ago}"
@@ -168,16 +171,29 @@ def _first_line(text: str) -> str:
 
 def node_status(node: str, role: str, probe: NodeProbe) -> NodeStatus:
     st = NodeStatus(node, role, reachable=True)
-    docker = probe.section("docker")
+    api, cli = probe.section("api"), probe.section("docker")
+    docker = api or cli
     if docker is None or docker.rc is None:
         st.error = "the status script was cut short"
         return st
+    error = None
+    image: Image | None = None
+    containers: list[Container] = []
     if docker.rc != 0:
+        error = _first_line(docker.text.split("\n", 1)[-1] if api else docker.text)
+        error = error or f"docker exited {docker.rc}"
+        if api:
+            sock = docker.text.split("\n", 1)[0]
+            error = f"Cannot connect to the Docker daemon at unix://{sock}: {error}"
+    if api and error is None:
+        image, containers, error = parse_api(api.text)
+    elif error is None:
+        image, containers = parse_docker(docker.text)
+    if error is not None:
         st.docker = False
-        st.docker_error = _first_line(docker.text) or f"docker exited {docker.rc}"
+        st.docker_error = error
     else:
         st.docker = True
-        image, containers = parse_docker(docker.text)
         st.image = image_state(image)
         now = datetime.fromtimestamp(probe.now, timezone.utc) if probe.now else None
         st.containers = [container_state(c, now) for c in containers]
@@ -196,8 +212,10 @@ def image_state(image: Image | None) -> ImageState:
 
 def container_state(c: Container, now: datetime | None) -> ContainerState:
     uptime = since = None
-    if now is not None and c.running and c.started_at is not None:
-        uptime = int((now - c.started_at).total_seconds())
+    # from the API there is only the creation time: dgxcluster never restarts its containers
+    started = c.started_at or c.created
+    if now is not None and c.running and started is not None:
+        uptime = int((now - started).total_seconds())
     if now is not None and not c.running and c.finished_at is not None:
         since = int((now - c.finished_at).total_seconds())
     return ContainerState(
@@ -210,6 +228,7 @@ def container_state(c: Container, now: datetime | None) -> ContainerState:
         health=c.health,
         image_ref=c.image_ref,
         image_id=c.image_id,
+        status_text=c.status_text,
     )
 
 

@@ -46,13 +46,25 @@ def test_before_start_everything_is_reported_as_not_running(bare: Testbed) -> No
     assert isinstance(image, dict)
     assert image["expected_tag"].startswith("ctx-")  # from images/testbed, hashed locally
 
+    images = [n["image"] for n in nodes]
+    if any(i is None or i["id"] is None for i in images):  # build's tests may have run first
+        assert not image["consistent"] and "no image built by dgxcluster" in image["detail"]
     human = bare.dgx("status")
     assert human.returncode == 0
-    assert "node1: no image built by dgxcluster (run: dgxcluster build)" in human.stdout
-    assert "not serving" in human.stdout
+    assert "no Ray dashboard on node1" in human.stdout and "not serving" in human.stdout
 
 
-def test_labelled_containers_with_role_state_and_uptime(bare: Testbed) -> None:
+@pytest.fixture
+def cli_on_node2(bare: Testbed) -> Iterator[Testbed]:
+    """node2 with a docker context configured: status must ask the docker CLI there."""
+    bare.node_exec("node2", "sh", "-c", "mkdir -p /root/.docker && "
+                   "echo '{\"currentContext\": \"default\"}' > /root/.docker/config.json")
+    yield bare
+    bare.node_exec("node2", "rm", "-rf", "/root/.docker")
+
+
+def test_labelled_containers_with_role_state_and_uptime(cli_on_node2: Testbed) -> None:
+    bare = cli_on_node2
     cluster = bare.name
     start_labelled(bare, "node1", cluster, "head")
     start_labelled(bare, "node2", cluster, "worker")
@@ -66,7 +78,9 @@ def test_labelled_containers_with_role_state_and_uptime(bare: Testbed) -> None:
     assert (head["name"], head["role"], head["state"]) == (f"dgxc-{cluster}-head", "head", "running")
     assert isinstance(head["uptime_s"], int) and 0 <= head["uptime_s"] < 600
     assert (worker["role"], worker["state"], worker["exit_code"]) == ("worker", "exited", 137)
+    # node1 answered through Docker's API, node2 through the docker CLI (its context)
     assert worker["uptime_s"] is None and isinstance(worker["since_s"], int)
+    assert head["status_text"].startswith("Up ")
     human = bare.dgx("status")
     assert "head running" in human.stdout and "worker exited (exit 137)" in human.stdout
 

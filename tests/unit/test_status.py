@@ -180,7 +180,7 @@ def test_one_round_per_node_and_head_asks_ray(tmp_path: Path) -> None:
     assert [len(f.calls) for f in fakes.values()] == [1, 1, 0]
     head_argv, worker_argv = fakes["n1"].calls[0], fakes["n2"].calls[0]
     assert head_argv[2] == worker_argv[2] == STATUS
-    assert head_argv[-1] == "8265" and worker_argv[-1] == ""
+    assert head_argv[-2] == "8265" and worker_argv[-2] == ""
     assert head_argv[4] == "dgxcluster/testbed:current"
     assert head_argv == status_argv("dgxcluster/testbed", "demo", 8265)
     assert report.unreachable == ["n3"]
@@ -212,3 +212,57 @@ def test_expected_tag_failure_is_reported_not_raised() -> None:
     assert report.image.expected_tag is None
     assert report.image.expected_error == "image.context: build context /x is not a directory"
     assert report.image.consistent and report.image.matches_expected is None
+
+
+STATUS_FIX = FIX / "status"
+
+
+def capture(name: str) -> str:
+    return (STATUS_FIX / name).read_text().split("\n", 1)[1]
+
+
+def test_engine_api_path_head_running_with_the_built_image() -> None:
+    probe = parse(capture("probe_api_head_running.txt"))
+    assert probe.section("api") is not None and probe.section("docker") is None
+    st = node_status("node1", "head", probe)
+    assert st.docker is True and st.error is None
+    assert st.image is not None and st.image.content_tag == "ctx-3dbcd60a1cb9"
+    assert st.image.image_id is not None and st.image.image_id.startswith("sha256:88caff7f8cf3")
+    (head,) = st.containers
+    assert (head.name, head.role, head.state) == ("dgxc-ld2-head", "head", "running")
+    assert head.uptime_s == 1  # node clock minus creation time
+    assert head.status_text == "Up 1 second"
+    assert st.gpu is None and st.gpu_error == "no nvidia-smi on this node"
+
+
+def test_engine_api_path_exited_container_and_no_image() -> None:
+    st = node_status("node2", "worker", parse(capture("probe_api_worker_exited_no_image.txt")))
+    assert st.docker is True
+    assert st.image is not None and st.image.image_id is None
+    (worker,) = st.containers
+    assert (worker.state, worker.exit_code, worker.uptime_s) == ("exited", 137, None)
+    assert worker.describe() == "worker exited (137) Less than a second ago"
+
+
+def test_engine_api_path_daemon_down() -> None:
+    text = ("@@ now 1\n@@ api\n/var/run/docker.sock\ncurl: (7) Failed to connect to docker port "
+            "80 after 0 ms: Couldn't connect to server\n\n@@ rc 7\n")
+    st = node_status("n1", "head", parse(text))
+    assert st.docker is False
+    assert st.docker_error == ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock: "
+                               "curl: (7) Failed to connect to docker port 80 after 0 ms: "
+                               "Couldn't connect to server")
+
+
+def test_engine_api_answer_that_is_not_a_list_is_an_error() -> None:
+    text = '@@ now 1\n@@ api\n/run/docker.sock\n{"message": "client version 1.99 is too new"}\n\n@@ rc 0\n'
+    st = node_status("n1", "head", parse(text))
+    assert st.docker is False and st.docker_error is not None
+    assert st.docker_error.endswith("client version 1.99 is too new")
+
+
+def test_the_api_filter_and_the_cli_fallback_travel_as_parameters() -> None:
+    argv = status_argv("dgxcluster/testbed", "demo", None)
+    assert json.loads(argv[-1]) == {"label": ["dgxcluster.cluster=demo"]}
+    assert argv[5] == "label=dgxcluster.cluster=demo"
+    assert "docker ps -aq" in STATUS and "--unix-socket" in STATUS
