@@ -63,6 +63,15 @@ class Testbed:
     def status(self) -> dict[str, object]:
         return json.loads(self.tb("status", "--json").stdout)
 
+    def ensure_image(self) -> None:
+        """The inventory's image on every node, made by the real `dgxcluster build`
+        (a no-op of about a second when every node already holds the content tag)."""
+        fetch = REPO / "images" / "testbed" / "fetch-wheels"
+        subprocess.run([str(fetch)], check=True, capture_output=True, timeout=900)
+        p = self.dgx("build", "--all-nodes", timeout=1800)
+        if p.returncode != 0:
+            pytest.fail(f"dgxcluster build failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+
     def dgx(self, *args: str, env: dict[str, str] | None = None, timeout: float = 900,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run the real CLI against this testbed."""

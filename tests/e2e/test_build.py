@@ -44,7 +44,14 @@ def tb(testbed_docker: Testbed) -> Testbed:
 
 @pytest.fixture(scope="module")
 def first(tb: Testbed, tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
-    """The repo's testbed image, built once on node1 and streamed to node2."""
+    """The repo's testbed image, built once on node1 and streamed to node2.
+
+    Other modules may have built it already (they share the session testbed): untag it
+    first, so this is a real first build (BuildKit's cache survives, so it stays cheap)."""
+    tag = scan(REPO / "images" / "testbed").content_tag
+    for node in tb.nodes:
+        tb.node_exec(node, "docker", "rmi", "-f", f"{IMAGE}:{tag}", f"{IMAGE}:current",
+                     check=False)
     logs = tmp_path_factory.mktemp("logs-first")
     return tb.dgx("build", "--all-nodes", "--strategy", "distribute", "--json",
                   env={"DGXCLUSTER_LOG_DIR": str(logs)})

@@ -10,10 +10,7 @@ import threading
 
 import pytest
 
-from dgxcluster.inventory import load_inventory
-from dgxcluster.session import Session
 from tests.conftest import Testbed
-from tests.e2e.imagebuild import build_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -23,8 +20,7 @@ TOKEN = "hf_dgxcTestTokenNeverPrinted0123456789"
 def test_pull_with_the_hub_unreachable_fails_clearly_and_leaks_no_token(
         testbed_docker: Testbed) -> None:
     tb = testbed_docker
-    with Session.open(load_inventory(tb.inventory), command="test") as s:
-        build_image(s, "node1")  # TODO(lead): `dgxcluster build` once issue 3 is on main
+    tb.ensure_image()
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("DGXCLUSTER_")}
     env["HF_TOKEN"] = TOKEN
     proc = subprocess.Popen(
