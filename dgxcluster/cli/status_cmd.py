@@ -82,3 +82,6 @@ def _print(report: ClusterStatus) -> None:
     else:
         line = f"[yellow]{v.state}[/yellow]: {v.error} (endpoint {v.url}/v1)"
     out.print(f"[bold]vllm[/bold]   {line}", highlight=False, soft_wrap=True)
+    proc = report.vllm_process
+    if proc is not None and not v.ready and proc.state != "absent":
+        out.print(f"       on {report.head}: {proc.describe()}", highlight=False, soft_wrap=True)

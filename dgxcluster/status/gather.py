@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 from dgxcluster.endpoint import EndpointProbe, base_url, probe
 from dgxcluster.errors import ConnectError, DgxClusterError
+from dgxcluster.logs.redact import CollectedRedactor
+from dgxcluster.nodepaths import NodePaths
 from dgxcluster.remote.connection import Connection
 from dgxcluster.session import Session
 from dgxcluster.status.probe import NodeProbe, parse, status_argv
@@ -20,6 +22,7 @@ from dgxcluster.status.report import (
     image_summary,
     node_status,
     ray_summary,
+    vllm_process,
 )
 
 ROUND_TIMEOUT_S = 30.0
@@ -67,9 +70,13 @@ def gather(
     tag_job.start()
     vllm_job.start()
 
+    log_dir = NodePaths("~", inv.state_dir, inv.cluster).log_dir
+
     def one(conn: Connection) -> NodeProbe:
-        port = inv.ray.dashboard_port if conn.node == head else None
-        res = conn.run(status_argv(inv.image.name, inv.cluster, port), timeout=ROUND_TIMEOUT_S)
+        on_head = conn.node == head
+        argv = status_argv(inv.image.name, inv.cluster, inv.ray.dashboard_port if on_head else None,
+                           log_dir if on_head else "")
+        res = conn.run(argv, timeout=ROUND_TIMEOUT_S)
         return parse(res.stdout)
 
     group = session.cluster.map(one)
@@ -101,4 +108,7 @@ def gather(
         image=image_summary(inv.image.name, nodes, tag, tag_error),
         ray=ray_summary(head, probes.get(head), len(inv.nodes)),
         vllm=vllm,
+        vllm_process=vllm_process(
+            probes.get(head), next((n for n in nodes if n.node == head), None),
+            CollectedRedactor(inv.secrets.env, session.redactor).text),
     )

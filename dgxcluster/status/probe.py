@@ -12,6 +12,9 @@ The script prints sections (`@@ name`), each followed by `@@ rc N`:
   gpu     `nvidia-smi` (its table, parsed by facts.nvidia_smi)
   ray     head node only: the Ray dashboard's cluster status, asked on the head's own
           loopback, so the dashboard need not be exposed to the operator's network
+  vllm    head node only: what `start`'s launcher leaves in the log folder (vLLM's pid and,
+          once it ended, its exit status) and the server log's last line, so a model still
+          loading is told apart from nothing running
 The API path exists for speed: each docker CLI run costs tens of milliseconds of CPU, and
 on the testbed 16 nodes share two CPUs (status on 16 nodes: about 1 s of node scripts with
 the CLI, 0.3 s with curl).
@@ -42,6 +45,7 @@ _INSPECT = "\t".join([
 
 # $1 image ref (<image>:current)  $2 label filter  $3 inspect format
 # $4 dashboard port ('' on nodes other than the head)  $5 the label filter as API JSON
+# $6 dgxcluster's log folder on the node, may start with ~/ ('' on nodes other than the head)
 STATUS = r"""
 printf '@@ now %s\n' "$(date +%s)"
 sock=/var/run/docker.sock
@@ -77,10 +81,21 @@ if [ -n "$4" ]; then
   fi
   printf '\n@@ rc %s\n' "$?"
 fi
+if [ -n "$6" ]; then
+  L=$6
+  case $L in "~") L=$HOME ;; "~/"*) L=$HOME/${L#"~/"} ;; esac
+  echo '@@ vllm'
+  [ ! -f "$L/vllm.pid" ] || echo "pid $(cat "$L/vllm.pid")"
+  [ ! -f "$L/vllm.exit" ] || echo "exit $(cat "$L/vllm.exit")"
+  [ ! -f "$L/vllm.log" ] || echo "last $(tail -n 1 "$L/vllm.log")"
+  printf '@@ rc 0\n'
+fi
 """
 
 
-def status_argv(image: str, cluster: str, dashboard_port: int | None) -> list[str]:
+def status_argv(image: str, cluster: str, dashboard_port: int | None,
+                log_dir: str = "") -> list[str]:
+    """The node's script; the head's gets the dashboard port and dgxcluster's log folder."""
     return shell(
         STATUS,
         f"{image}:{MOVING_TAG}",
@@ -88,6 +103,7 @@ def status_argv(image: str, cluster: str, dashboard_port: int | None) -> list[st
         _INSPECT,
         str(dashboard_port) if dashboard_port else "",
         json.dumps({"label": [f"{LABEL_CLUSTER}={cluster}"]}),
+        log_dir,
     )
 
 

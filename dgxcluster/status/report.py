@@ -7,6 +7,7 @@ inventory's build context gives; Ray (nodes alive, GPUs); vLLM (health, models, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -123,6 +124,26 @@ class RaySummary:
 
 
 @dataclass
+class VllmProcess:
+    """vLLM as `start` launched it in the head container (None fields: not known)."""
+
+    state: str  # running (loading or serving) | exited | absent
+    exit_code: int | None = None
+    last_line: str | None = None
+
+    def describe(self) -> str:
+        line = f": {self.last_line}" if self.last_line else ""
+        if self.state == "exited":
+            return f"vLLM exited ({self.exit_code}){line}"
+        if self.state == "running":
+            return f"vLLM process running (loading?){line}"
+        return "no vLLM process"
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
 class ClusterStatus:
     cluster: str
     head: str
@@ -130,6 +151,7 @@ class ClusterStatus:
     image: ImageSummary
     ray: RaySummary
     vllm: EndpointProbe
+    vllm_process: VllmProcess | None = None
 
     @property
     def unreachable(self) -> list[str]:
@@ -142,7 +164,8 @@ class ClusterStatus:
             "nodes": [n.to_json() for n in self.nodes],
             "image": self.image.to_json(),
             "ray": self.ray.to_json(),
-            "vllm": self.vllm.to_json(),
+            "vllm": {**self.vllm.to_json(), "process": self.vllm_process.to_json()
+                     if self.vllm_process else None},
         }
 
 
@@ -322,3 +345,21 @@ def ray_summary(head: str, probe: NodeProbe | None, expected_nodes: int) -> RayS
         gpus_used=gpus.used if gpus else 0.0,
         gpus_reserved=gpus.reserved if gpus else None,
     )
+
+
+def vllm_process(probe: NodeProbe | None, head: NodeStatus | None,
+                 redact: Callable[[str], str]) -> VllmProcess | None:
+    """Read only while the head container runs: after `stop` the files describe the past."""
+    sec = probe.section("vllm") if probe else None
+    if sec is None or head is None:
+        return None
+    if not any(c.role == "head" and c.state == "running" for c in head.containers):
+        return VllmProcess("absent")
+    fields = dict(line.split(" ", 1) for line in sec.text.splitlines() if " " in line)
+    last = redact(fields["last"].strip())[:300] if fields.get("last") else None
+    code = fields.get("exit", "").strip()
+    if code.lstrip("-").isdigit():
+        return VllmProcess("exited", int(code), last)
+    if fields.get("pid", "").strip():
+        return VllmProcess("running", None, last)
+    return VllmProcess("absent", None, last)

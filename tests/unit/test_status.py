@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dgxcluster.endpoint import EndpointProbe
 from dgxcluster.inventory import parse_inventory
+from dgxcluster.logs.redact import CollectedRedactor
 from dgxcluster.secrets import Redactor
 from dgxcluster.session import Session
 from dgxcluster.status.gather import gather
@@ -14,10 +15,12 @@ from dgxcluster.status.probe import STATUS, parse, parse_docker, parse_time, sta
 from dgxcluster.status.report import (
     ImageSummary,
     NodeStatus,
+    VllmProcess,
     image_state,
     image_summary,
     node_status,
     ray_summary,
+    vllm_process,
 )
 from tests.fakes import FakeConnection, Reply
 
@@ -180,9 +183,11 @@ def test_one_round_per_node_and_head_asks_ray(tmp_path: Path) -> None:
     assert [len(f.calls) for f in fakes.values()] == [1, 1, 0]
     head_argv, worker_argv = fakes["n1"].calls[0], fakes["n2"].calls[0]
     assert head_argv[2] == worker_argv[2] == STATUS
-    assert head_argv[-2] == "8265" and worker_argv[-2] == ""
+    assert head_argv[-3] == "8265" and worker_argv[-3] == ""
+    assert head_argv[-1] == "~/.local/state/dgxcluster/demo/logs" and worker_argv[-1] == ""
     assert head_argv[4] == "dgxcluster/testbed:current"
-    assert head_argv == status_argv("dgxcluster/testbed", "demo", 8265)
+    assert head_argv == status_argv("dgxcluster/testbed", "demo", 8265,
+                                    "~/.local/state/dgxcluster/demo/logs")
     assert report.unreachable == ["n3"]
     assert report.ray.state == "up" and report.ray.nodes_alive == 1
     assert not report.image.consistent  # n3 did not answer: start would refuse too
@@ -263,6 +268,25 @@ def test_engine_api_answer_that_is_not_a_list_is_an_error() -> None:
 
 def test_the_api_filter_and_the_cli_fallback_travel_as_parameters() -> None:
     argv = status_argv("dgxcluster/testbed", "demo", None)
-    assert json.loads(argv[-1]) == {"label": ["dgxcluster.cluster=demo"]}
+    assert json.loads(argv[-2]) == {"label": ["dgxcluster.cluster=demo"]}
     assert argv[5] == "label=dgxcluster.cluster=demo"
     assert "docker ps -aq" in STATUS and "--unix-socket" in STATUS
+
+
+def test_vllm_process_is_read_only_while_the_head_container_runs() -> None:
+    head = node_status("n1", "head", parse(probe_output(docker=DOCKER)))
+    gone = node_status("n1", "head", parse(probe_output(docker=image_line())))
+
+    def proc(vllm: str, node: NodeStatus = head) -> VllmProcess | None:
+        text = probe_output(docker="") + "@@ vllm\n" + vllm + "\n@@ rc 0\n"
+        return vllm_process(parse(text), node, CollectedRedactor().text)
+
+    loading = proc(f"pid 123\nlast INFO loading weights for hf_token='{'hf_' + 'x' * 30}'")
+    assert loading is not None and loading.state == "running"
+    assert loading.last_line == "INFO loading weights for hf_token='******'"
+    died = proc("pid 123\nexit 1\nlast RuntimeError: CUDA out of memory")
+    assert died == VllmProcess("exited", 1, "RuntimeError: CUDA out of memory")
+    assert died.describe() == "vLLM exited (1): RuntimeError: CUDA out of memory"
+    assert proc("exit 0\nlast bye", gone) == VllmProcess("absent")  # after stop: the past
+    assert proc("") == VllmProcess("absent")
+    assert vllm_process(parse(probe_output(docker="")), head, str) is None  # not the head
