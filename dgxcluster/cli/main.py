@@ -69,10 +69,11 @@ def main(
 
 
 def _register() -> None:
-    from dgxcluster.cli import exec_cmd, nodes_cmd
+    from dgxcluster.cli import exec_cmd, nodes_cmd, start_cmd
 
     exec_cmd.register(app)
     nodes_cmd.register(app)
+    start_cmd.register(app)
 
 
 _register()
