@@ -6,11 +6,13 @@ guessing names, so a renamed head or a leftover from an older config is still fo
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from dgxcluster import naming
 from dgxcluster.errors import StepError
 from dgxcluster.facts import docker_ps
+from dgxcluster.progress import Progress
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 
@@ -88,3 +90,20 @@ def _first_line(text: str) -> str:
 
 def indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + ln for ln in text.splitlines())
+
+
+class StatusThrottle:
+    """Reports a node's status when its gist changes, or every `every_s` seconds otherwise:
+    a live display stays current while plain (CI) output is not flooded by poll loops."""
+
+    def __init__(self, progress: Progress, every_s: float = 5.0) -> None:
+        self.progress = progress
+        self.every_s = every_s
+        self._last: dict[str, tuple[str, float]] = {}
+
+    def status(self, node: str, gist: str, message: str | None = None) -> None:
+        now = time.monotonic()
+        prev = self._last.get(node)
+        if prev is None or prev[0] != gist or now - prev[1] >= self.every_s:
+            self._last[node] = (gist, now)
+            self.progress.status(node, message or gist)

@@ -75,8 +75,14 @@ def describe(facts: NodeFacts, inv: InventoryModel) -> str:
     """One line for the outcome table."""
     bits = ["image ok" if facts.image_ok else "image missing"]
     if facts.role == HEAD:
-        bits.append(f"ports {','.join(map(str, ports_to_check(inv)))} "
-                    + ("free" if not facts.busy_ports else f"busy: {sorted(facts.busy_ports)}"))
+        ports = ",".join(map(str, ports_to_check(inv)))
+        mine = facts.container(naming.container_name(inv.cluster, HEAD))
+        if not facts.busy_ports:
+            bits.append(f"ports {ports} free")
+        elif mine is not None and mine.running:
+            bits.append(f"ports {ports} held by {mine.name}")
+        else:
+            bits.append(f"ports busy: {','.join(map(str, sorted(facts.busy_ports)))}")
     if facts.gpus is None:
         bits.append("GPU check off (container.gpus: none)")
     else:

@@ -18,7 +18,7 @@ from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.group import Cluster
 from dgxcluster.serving import containers
-from dgxcluster.serving.containers import ContainerState, indent, parse_state
+from dgxcluster.serving.containers import ContainerState, StatusThrottle, indent, parse_state
 
 STARTED_MARK = "Ray runtime started"
 PROBE_TIMEOUT_S = 15.0
@@ -87,6 +87,7 @@ def wait_ray(cluster: Cluster, head: str, names: dict[str, str], gpus_needed: in
     nodes: Sequence[str] = list(names)
     t0 = time.monotonic()
     last: ray_status.RayStatus | None = None
+    live = StatusThrottle(progress)
     while True:
         probes = cluster.map(lambda c: probe(c, names[c.node]), nodes)
         for node, err in probes.errors.items():
@@ -115,12 +116,12 @@ def wait_ray(cluster: Cluster, head: str, names: dict[str, str], gpus_needed: in
                     f"Ray counts {last.gpus:g} GPU(s) but serving needs {gpus_needed} "
                     "(serve.tensor_parallel_size x pipeline_parallel_size); check ray.num_gpus "
                     "and container.gpus / the NVIDIA container toolkit", head)
-            progress.status(head, f"ray-ready: Ray counts {last.nodes}/{len(nodes)} nodes "
-                            f"({elapsed:.0f}s)")
+            gist = f"ray-ready: Ray counts {last.nodes}/{len(nodes)} nodes"
+            live.status(head, gist, f"{gist} ({elapsed:.0f}s)")
         else:
             for node in nodes:
-                progress.status(node, "ray-ready: " + ("joining" if node in waiting else "joined")
-                                + f" ({elapsed:.0f}s)")
+                gist = "ray-ready: " + ("joining" if node in waiting else "joined")
+                live.status(node, gist, f"{gist} ({elapsed:.0f}s)")
         if elapsed > timeout_s:
             raise _timeout(cluster, names, waiting, last, timeout_s)
         sleep(POLL_S)

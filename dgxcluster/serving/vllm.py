@@ -149,6 +149,7 @@ def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_
     own = client is None
     http = client or http_client()
     t0 = time.monotonic()
+    live = containers.StatusThrottle(progress)
     try:
         while True:
             ready, why = check_ready(http, inv)
@@ -172,7 +173,7 @@ def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_
                 raise StepError("vllm-ready", f"vLLM not ready within {timeout_s:g}s ({why}); "
                                 f"last {TAIL_LINES} lines of {paths.log_dir}/{VLLM_LOG}:\n"
                                 f"{indent(log_tail(conn, paths))}", conn.node)
-            progress.status(conn.node, f"vllm-ready: {elapsed:.0f}s: {p.last_line[:110]}")
+            live.status(conn.node, p.last_line, f"vllm-ready: {elapsed:.0f}s: {p.last_line[:110]}")
             sleep(POLL_S)
     finally:
         if own:
