@@ -9,6 +9,17 @@ import typer
 from dgxcluster.cli.state import errors_to_exit, state
 
 
+def _interrupt_on_term() -> None:
+    """SIGTERM/SIGHUP (a closed terminal, `kill`) roll a start back, as Ctrl-C does."""
+    import signal
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("start")
     @errors_to_exit
@@ -38,6 +49,7 @@ def register(app: typer.Typer) -> None:
         from dgxcluster.serving.start import StartFailed, StartOptions
         from dgxcluster.serving.start import start as run_start
 
+        _interrupt_on_term()
         st = state(ctx)
         inv = st.inventory()
         opts = StartOptions(dry_run=dry_run, restart=restart, keep_on_failure=keep_on_failure,

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 COMMAND = ["ray", "status"]
 
 _NODE = re.compile(r"^\s*(\d+)\s+(node_[0-9a-f]+|\S+)\s*$")
-_RESOURCE = re.compile(r"^\s*([0-9.]+[A-Za-z]*)/([0-9.]+[A-Za-z]*)\s+(\S+)\s*$")
+# " 0.0/2.0 GPU", " 0B/221.76GiB memory", " 2.0/2.0 GPU (2.0 used of 2.0 reserved in placement groups)"
+_RESOURCE = re.compile(r"^\s*([0-9.]+[A-Za-z]*)/([0-9.]+[A-Za-z]*)\s+(\S+)(\s+\(.*\))?\s*$")
 
 
 @dataclass(frozen=True)

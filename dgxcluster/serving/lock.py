@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from types import TracebackType
+from typing import BinaryIO
 
 from dgxcluster.errors import DgxClusterError, LockHeld, StepError
 from dgxcluster.remote.command import shell
@@ -29,7 +30,7 @@ MAX_HOLD_S = 24 * 3600.0
 
 _SCRIPT = (
     'mkdir -p "$(dirname "$1")" && exec 9>>"$1" || exit 70; '
-    'if ! flock -n 9; then printf "HELD %s\\n" "$(cat "$1.holder" 2>/dev/null)"; exit 75; fi; '
+    'if ! flock -w 2 9; then printf "HELD %s\\n" "$(cat "$1.holder" 2>/dev/null)"; exit 75; fi; '
     'printf "%s\\n" "$2" >"$1.holder"; echo LOCKED; '
     'cat >/dev/null; rm -f "$1.holder"'
 )
@@ -55,6 +56,7 @@ class ClusterLock:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._write_fd: int | None = None
+        self._gate: BinaryIO | None = None
 
     def _on_line(self, stream: str, line: str) -> None:
         if stream != "stdout":
@@ -64,11 +66,12 @@ class ClusterLock:
         elif line.startswith("HELD"):
             self._held_by = line[len("HELD"):].strip() or "another dgxcluster run"
 
-    def _hold(self, read_fd: int) -> None:
+    def _hold(self, gate: BinaryIO) -> None:
+        # The gate is closed by release(), never here: closing a reader that another thread
+        # (the stdin feeder) is blocked on would wait for that read, i.e. forever.
         try:
-            with os.fdopen(read_fd, "rb") as gate:
-                self._result = self.conn.run(shell(_SCRIPT, self.path, self.holder), stdin=gate,
-                                             timeout=MAX_HOLD_S, on_line=self._on_line)
+            self._result = self.conn.run(shell(_SCRIPT, self.path, self.holder), stdin=gate,
+                                         timeout=MAX_HOLD_S, on_line=self._on_line)
         except BaseException as exc:  # reported to the acquiring thread
             self._error = exc
         finally:
@@ -76,7 +79,8 @@ class ClusterLock:
 
     def acquire(self) -> None:
         read_fd, self._write_fd = os.pipe()
-        self._thread = threading.Thread(target=self._hold, args=(read_fd,), daemon=True,
+        self._gate = os.fdopen(read_fd, "rb")
+        self._thread = threading.Thread(target=self._hold, args=(self._gate,), daemon=True,
                                         name=f"lock-{self.conn.node}")
         self._thread.start()
         if not self._locked.wait(self.acquire_timeout):
@@ -84,13 +88,13 @@ class ClusterLock:
             raise StepError("lock", f"no answer from {self.conn.node} within "
                             f"{self.acquire_timeout:g}s while taking the cluster lock", self.conn.node)
         if self._error is not None:
-            self._close_gate()
+            self.release()
             err = self._error
             if isinstance(err, DgxClusterError):
                 raise err
             raise StepError("lock", f"{type(err).__name__}: {err}", self.conn.node)
         if self._result is not None:  # the script ended: someone else holds it, or it failed
-            self._close_gate()
+            self.release()
             if self._result.exit_code == HELD_EXIT:
                 raise LockHeld(
                     f"another start or stop is running on this cluster: the lock on "
@@ -100,17 +104,21 @@ class ClusterLock:
                             self.conn.node)
 
     def _close_gate(self) -> None:
+        """EOF on the channel's stdin: the remote shell exits and the kernel drops the flock."""
         if self._write_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._write_fd)
             self._write_fd = None
 
     def release(self) -> None:
-        """Close our end of the channel's stdin: the remote shell exits and drops the flock."""
         self._close_gate()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self._gate is not None and self._thread is None:
+            with contextlib.suppress(OSError):
+                self._gate.close()
+            self._gate = None
 
     def __enter__(self) -> ClusterLock:
         self.acquire()

@@ -147,7 +147,7 @@ class _Run:
     def run(self) -> None:
         try:
             self._stages()
-        except (DgxClusterError, KeyboardInterrupt) as exc:
+        except BaseException as exc:  # any failure, Ctrl-C included, rolls back first
             self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
@@ -156,7 +156,7 @@ class _Run:
         if not kept and self.created.nodes:
             self.p.message(f"start failed at step '{self.step}': rolling back")
             lines = rollback(self.s, self.created, self.p)
-        if isinstance(exc, KeyboardInterrupt):
+        if not isinstance(exc, DgxClusterError):
             for ln in lines:
                 self.p.message(f"rolled back {ln}")
             raise exc
@@ -177,7 +177,9 @@ class _Run:
                 self.out(node, "start", Status.UNCHANGED,
                          f"already running (config {self.report.config})")
             return
-        self._env_files([n for n in self.inv.names if n in workers_new or (head_new and n == self.head)])
+        for n in self.inv.names:
+            if n not in workers_new and not (head_new and n == self.head):
+                self.out(n, "env-files", Status.UNCHANGED, "container already running")
         self._ray_head(head_new)
         self._ray_workers(workers_new)
         self._ray_ready()
@@ -256,37 +258,29 @@ class _Run:
 
     # -- env-files, Ray ----------------------------------------------------------------
 
-    def _env_files(self, nodes: list[str]) -> None:
-        self.step = "env-files"
+    def _env_file(self, conn: Connection) -> None:
+        """The node's 0600 env-file (its secrets), written just before its container starts."""
         values = plan.env_file_values(self.s.secrets)
         data = render_env_file(values) if values else b"# no secrets\n"
-
-        def one(conn: Connection) -> Outcome:
-            paths = self.facts[conn.node].paths
-            role = plan.role_of(self.inv, conn.node)
-            self.p.status(conn.node, "env-files")
-            conn.run(plan.prepare_dirs(self.inv, paths), timeout=containers.QUICK_S).check()
-            path = paths.env_file(role)
-            self.created.env_files[conn.node] = path
-            conn.put(data, path, mode=0o600)
-            return Outcome(conn.node, "env-files", Status.CHANGED,
-                           f"wrote {path} (0600, {len(values)} secret(s))")
-
-        group = self.s.cluster.map(one, nodes)
-        self.report.outcomes += outcomes_from("env-files", group)
-        for n in self.inv.names:
-            if n not in nodes:
-                self.out(n, "env-files", Status.UNCHANGED, "containers already running")
-        group.raise_for_failures("env-files")
+        paths = self.facts[conn.node].paths
+        path = paths.env_file(plan.role_of(self.inv, conn.node))
+        self.p.status(conn.node, "env-files")
+        res = conn.run(plan.prepare_dirs(self.inv, paths), timeout=containers.QUICK_S)
+        if not res.ok:
+            raise StepError("env-files", f"could not create {paths.root}: {res.stderr.strip()}",
+                            conn.node)
+        containers.put_file(conn, data, path, 0o600)
+        self.created.env_files[conn.node] = path
+        self.out(conn.node, "env-files", Status.CHANGED, f"wrote {path} (0600, {len(values)} secret(s))")
 
     def _create(self, conn: Connection, step: str) -> Outcome:
         f = self.facts[conn.node]
         name = naming.container_name(self.inv.cluster, f.role)
+        self._env_file(conn)
         replaced = ""
-        if f.container(name) is not None or foreign_containers(f, self.inv):
-            for c in [*([f.container(name)] if f.container(name) else []), *foreign_containers(f, self.inv)]:
-                if c is not None:
-                    containers.remove(conn, c.name)
+        leftovers = [c for c in f.containers if c.name == name] + foreign_containers(f, self.inv)
+        for c in leftovers:
+            containers.remove(conn, c.name)
             replaced = " (replaced a stopped one)"
         if f.role == plan.HEAD:
             vllm.clear_state(conn, f.paths)

@@ -1,4 +1,5 @@
-"""Stand-in for `dgxcluster build` (issue 3) in start/stop end-to-end tests.
+"""Stand-in for `dgxcluster build` (issue 3) in start/stop end-to-end tests and the start
+benchmark.
 
 Builds the testbed image on every node under the exact content tag `start`'s preflight
 expects (`image_refs(...)[0]`), by streaming the build context as a tar over SSH into
@@ -10,13 +11,13 @@ from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
 
 from dgxcluster.build.context import image_refs, scan
 from dgxcluster.inventory import load_inventory
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.session import Session
-from tests.conftest import Testbed
 
 
 def _context_tar(inv_path: str) -> tuple[str, str, bytes]:
@@ -31,9 +32,9 @@ def _context_tar(inv_path: str) -> tuple[str, str, bytes]:
     return ref, moving, buf.getvalue()
 
 
-def ensure_image(tb: Testbed) -> str:
+def ensure_image(inventory: str | Path) -> str:
     """Make sure every node has the expected image tag; returns the tag."""
-    ref, moving, data = _context_tar(str(tb.inventory))
+    ref, moving, data = _context_tar(str(inventory))
 
     def one(conn: Connection) -> None:
         if conn.run(["docker", "image", "inspect", ref], timeout=60).ok:
@@ -42,6 +43,6 @@ def ensure_image(tb: Testbed) -> str:
                   'DOCKER_BUILDKIT=1 docker build -q -t "$1" -t "$2" "$d"')
         conn.run(shell(script, ref, moving), stdin=data, timeout=900).check()
 
-    with Session.open(load_inventory(tb.inventory), command="test-image") as s:
+    with Session.open(load_inventory(inventory), command="test-image") as s:
         s.cluster.map(one).raise_for_failures("build testbed image")
     return ref
