@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import PurePosixPath
 from types import TracebackType
 from typing import BinaryIO
 
@@ -29,11 +30,19 @@ HELD_EXIT = 75
 MAX_HOLD_S = 24 * 3600.0
 
 _SCRIPT = (
-    'mkdir -p "$(dirname "$1")" && exec 9>>"$1" || exit 70; '
+    'cd "$HOME" 2>/dev/null; mkdir -p "$(dirname "$1")" && exec 9>>"$1" || exit 70; '
     'if ! flock -w 2 9; then printf "HELD %s\\n" "$(cat "$1.holder" 2>/dev/null)"; exit 75; fi; '
     'printf "%s\\n" "$2" >"$1.holder"; echo LOCKED; '
     'cat >/dev/null; rm -f "$1.holder"'
 )
+
+
+def lock_path(state_dir: str, cluster: str) -> str:
+    """`NodePaths.lock_file` without asking the node for $HOME: a path under `~` is given
+    relative to it (the lock script runs in $HOME), so taking the lock is one round trip."""
+    root = PurePosixPath(state_dir[2:] if state_dir.startswith("~/") else
+                         ("." if state_dir == "~" else state_dir))
+    return str(root / cluster / "lock")
 
 
 def holder_text(command: str) -> str:
@@ -48,6 +57,7 @@ class ClusterLock:
     def __init__(self, conn: Connection, path: str, command: str, acquire_timeout: float = 60.0):
         self.conn = conn
         self.path = path
+        self.shown = path if path.startswith("/") else f"~/{path}"
         self.holder = holder_text(command)
         self.acquire_timeout = acquire_timeout
         self._locked = threading.Event()
@@ -98,9 +108,9 @@ class ClusterLock:
             if self._result.exit_code == HELD_EXIT:
                 raise LockHeld(
                     f"another start or stop is running on this cluster: the lock on "
-                    f"{self.conn.node} ({self.path}) is held by {self._held_by}"
+                    f"{self.conn.node} ({self.shown}) is held by {self._held_by}"
                 )
-            raise StepError("lock", f"could not take {self.path}: {self._result.stderr.strip()}",
+            raise StepError("lock", f"could not take {self.shown}: {self._result.stderr.strip()}",
                             self.conn.node)
 
     def _close_gate(self) -> None:

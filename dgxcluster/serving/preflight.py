@@ -7,13 +7,16 @@ The decision of what to do with existing containers is `start`'s (compare, then 
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dgxcluster import naming
-from dgxcluster.facts import listening, nvidia_smi
+from dgxcluster.errors import StepError
+from dgxcluster.facts import docker_ps, listening, nvidia_smi
 from dgxcluster.facts.docker_ps import ContainerInfo
 from dgxcluster.nodepaths import NodePaths
+from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.serving import containers
 from dgxcluster.serving.plan import HEAD, role_of
@@ -41,34 +44,81 @@ def ports_to_check(inv: InventoryModel) -> list[int]:
     return [inv.ray.port, inv.ray.dashboard_port, inv.serve.port]
 
 
+# One round trip per node: every fact, each section opened by "@@<name>" and closed by
+# "@@rc <exit status>". Values arrive as $1.., never spliced into the script.
+_GATHER = (
+    'printf "@@home\\n%s\\n@@rc 0\\n" "$HOME"; '
+    'echo @@ps; docker ps -a --no-trunc --filter "label=$1" --format "{{json .}}" 2>&1; echo "@@rc $?"; '
+    'echo @@image; docker image inspect --format "{{.Id}}" "$2" 2>&1; echo "@@rc $?"; '
+    'if [ "$3" = 1 ]; then echo @@ss; ' + shlex.join(listening.COMMAND) + ' 2>&1; echo "@@rc $?"; fi; '
+    'if [ "$4" = 1 ]; then echo @@smi; ' + shlex.join(nvidia_smi.COMMAND) + ' 2>&1; echo "@@rc $?"; fi'
+)
+
+
+def split_sections(text: str) -> dict[str, tuple[str, int]]:
+    """`@@name` ... `@@rc N` blocks -> {name: (text, N)}; a missing rc reads as -1."""
+    out: dict[str, tuple[str, int]] = {}
+    name: str | None = None
+    body: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("@@rc ") and name is not None:
+            code = line[5:].strip()
+            out[name] = ("\n".join(body), int(code) if code.lstrip("-").isdigit() else -1)
+            name, body = None, []
+        elif line.startswith("@@") and " " not in line:
+            name, body = line[2:], []
+        elif name is not None:
+            body.append(line)
+    if name is not None:
+        out[name] = ("\n".join(body), -1)
+    return out
+
+
 def gather(conn: Connection, inv: InventoryModel, image: str) -> NodeFacts:
     """One node's facts; problems are collected, not raised, so all of them are reported."""
-    paths = NodePaths.resolve(conn, inv.state_dir, inv.cluster)
     role = role_of(inv, conn.node)
-    facts = NodeFacts(conn.node, role, paths)
-    facts.containers = containers.list_cluster(conn, inv.cluster)
-    facts.image_ok = containers.image_present(conn, image)
-    if not facts.image_ok:
+    check_gpu = inv.container.gpus != "none"
+    res = conn.run(shell(_GATHER, f"{naming.LABEL_CLUSTER}={inv.cluster}", image,
+                         "1" if role == HEAD else "0", "1" if check_gpu else "0"),
+                   timeout=containers.QUICK_S)
+    sec = split_sections(res.stdout)
+    home = sec.get("home", ("", -1))[0].strip()
+    if not home.startswith("/"):
+        raise StepError("preflight", f"could not read $HOME (got {home!r}): {res.stderr.strip()}",
+                        conn.node)
+    facts = NodeFacts(conn.node, role, NodePaths(home, inv.state_dir, inv.cluster))
+    ps_text, ps_rc = sec.get("ps", ("", -1))
+    ps = docker_ps.parse(ps_text) if ps_rc == 0 else None
+    if ps is None or ps.error:
+        why = ps.error if ps else _first(ps_text)
+        facts.problems.append(f"docker is not usable: {why}")
+    else:
+        facts.containers = ps.containers
+    facts.image_ok = sec.get("image", ("", -1))[1] == 0
+    if not facts.image_ok and ps is not None:
         facts.problems.append(f"image {image} is not on this node: run `dgxcluster build`")
     if role == HEAD:
-        res = conn.run(listening.COMMAND, timeout=containers.QUICK_S)
-        parsed = listening.parse(res.stdout)
-        if not res.ok or parsed.error:
-            facts.problems.append(parsed.error or f"`ss -Hltn` failed: {res.stderr.strip()}")
+        ss_text, ss_rc = sec.get("ss", ("", -1))
+        parsed = listening.parse(ss_text)
+        if ss_rc != 0 or parsed.error:
+            facts.problems.append(parsed.error or f"`ss -Hltn` failed: {_first(ss_text)}")
         facts.busy_ports = parsed.ports & set(ports_to_check(inv))
-    if inv.container.gpus != "none":
-        res = conn.run(nvidia_smi.COMMAND, timeout=containers.QUICK_S)
-        smi = nvidia_smi.parse(res.stdout)
-        if not res.ok:
-            why = (res.stderr or res.stdout).strip().splitlines()
-            facts.problems.append("nvidia-smi failed: " + (why[0] if why else f"exit {res.exit_code}")
-                                  + " (is the NVIDIA driver installed?)")
+    if check_gpu:
+        smi_text, smi_rc = sec.get("smi", ("", -1))
+        smi = nvidia_smi.parse(smi_text)
+        if smi_rc != 0:
+            facts.problems.append(f"nvidia-smi failed: {_first(smi_text)} "
+                                  "(is the NVIDIA driver installed?)")
         elif smi.error:
             facts.problems.append(smi.error)
         elif not smi.gpus:
             facts.problems.append("nvidia-smi lists no GPU")
         facts.gpus = smi.gpus
     return facts
+
+
+def _first(text: str) -> str:
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "(no output)")
 
 
 def describe(facts: NodeFacts, inv: InventoryModel) -> str:

@@ -1,12 +1,14 @@
 """Waiting for Ray: the head's GCS port first (workers need it), then every node counted.
 
 Cheap probes run per node (container state, "Ray runtime started." in its log); the slow
-`ray status` runs in the head container only once every node says it started, and is the
-authority on node and GPU counts. On failure the missing node is named with its log tail.
+`ray status` (seconds of Python in the head container) runs only once every node says it
+started, and is the authority on node and GPU counts. On failure the missing node is named
+with its log tail.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,17 +78,15 @@ def wait_gcs(conn: Connection, container: str, port: int, timeout_s: float,
         sleep(POLL_S)
 
 
-def wait_ray(cluster: Cluster, head: str, names: dict[str, str], gpus_needed: int,
-             timeout_s: float, progress: Progress,
-             sleep: Callable[[float], None] = time.sleep) -> ray_status.RayStatus:
-    """Until `ray status` counts every node and at least `gpus_needed` GPUs.
+def wait_joined(cluster: Cluster, names: dict[str, str], timeout_s: float, progress: Progress,
+                sleep: Callable[[float], None] = time.sleep) -> float:
+    """Until every node's `ray start` says it started (a worker says so once registered).
 
     `names` maps node -> its container. Fails fast when a container exits or a node stops
-    answering; on timeout names the nodes that never joined.
+    answering; on timeout names the nodes that never joined, with their log tails.
     """
     nodes: Sequence[str] = list(names)
     t0 = time.monotonic()
-    last: ray_status.RayStatus | None = None
     live = StatusThrottle(progress)
     while True:
         probes = cluster.map(lambda c: probe(c, names[c.node]), nodes)
@@ -105,26 +105,49 @@ def wait_ray(cluster: Cluster, head: str, names: dict[str, str], gpus_needed: in
                 waiting.append(node)
         elapsed = time.monotonic() - t0
         if not waiting:
-            res = cluster.conn(head).run(["docker", "exec", names[head], *ray_status.COMMAND],
-                                         timeout=60)
-            last = ray_status.parse(res.stdout if res.ok else res.stderr or res.stdout)
-            if not last.error and last.nodes >= len(nodes) and last.gpus >= gpus_needed:
-                return last
-            if not last.error and last.nodes >= len(nodes):
-                raise StepError(
-                    "ray-ready",
-                    f"Ray counts {last.gpus:g} GPU(s) but serving needs {gpus_needed} "
-                    "(serve.tensor_parallel_size x pipeline_parallel_size); check ray.num_gpus "
-                    "and container.gpus / the NVIDIA container toolkit", head)
-            gist = f"ray-ready: Ray counts {last.nodes}/{len(nodes)} nodes"
-            live.status(head, gist, f"{gist} ({elapsed:.0f}s)")
-        else:
-            for node in nodes:
-                gist = "ray-ready: " + ("joining" if node in waiting else "joined")
-                live.status(node, gist, f"{gist} ({elapsed:.0f}s)")
+            return elapsed
+        for node in nodes:
+            gist = "ray-ready: " + ("joining" if node in waiting else "joined")
+            live.status(node, gist, f"{gist} ({elapsed:.0f}s)")
         if elapsed > timeout_s:
-            raise _timeout(cluster, names, waiting, last, timeout_s)
+            raise _timeout(cluster, names, waiting, None, timeout_s)
         sleep(POLL_S)
+
+
+def confirm(cluster: Cluster, head: str, names: dict[str, str], gpus_needed: int,
+            timeout_s: float, progress: Progress, stop: threading.Event | None = None,
+            sleep: Callable[[float], None] = time.sleep) -> ray_status.RayStatus:
+    """Until `ray status` (in the head container) counts every node and enough GPUs."""
+    t0 = time.monotonic()
+    live = StatusThrottle(progress)
+    while True:
+        res = cluster.conn(head).run(["docker", "exec", names[head], *ray_status.COMMAND], timeout=60)
+        last = ray_status.parse(res.stdout if res.ok else res.stderr or res.stdout)
+        if not last.error and last.nodes >= len(names) and last.gpus >= gpus_needed:
+            return last
+        if not last.error and last.nodes >= len(names):
+            raise StepError(
+                "ray-ready",
+                f"Ray counts {last.gpus:g} GPU(s) but serving needs {gpus_needed} "
+                "(serve.tensor_parallel_size x pipeline_parallel_size); check ray.num_gpus "
+                "and container.gpus / the NVIDIA container toolkit", head)
+        elapsed = time.monotonic() - t0
+        gist = f"ray-ready: Ray counts {last.nodes}/{len(names)} nodes"
+        live.status(head, gist, f"{gist} ({elapsed:.0f}s)")
+        if elapsed > timeout_s:
+            raise _timeout(cluster, names, [], last, timeout_s)
+        if stop is not None and stop.is_set():
+            raise StepError("ray-ready", "cancelled", head)
+        sleep(POLL_S)
+
+
+def wait_ray(cluster: Cluster, head: str, names: dict[str, str], gpus_needed: int,
+             timeout_s: float, progress: Progress) -> ray_status.RayStatus:
+    """Every node joined, then `ray status` agrees (node and GPU counts)."""
+    t0 = time.monotonic()
+    wait_joined(cluster, names, timeout_s, progress)
+    return confirm(cluster, head, names, gpus_needed, max(1.0, timeout_s - (time.monotonic() - t0)),
+                   progress)
 
 
 def _timeout(cluster: Cluster, names: dict[str, str], waiting: list[str],

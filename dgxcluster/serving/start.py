@@ -9,12 +9,16 @@ A failure (or Ctrl-C) removes what this run created, on every node, and names th
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from dgxcluster import naming
 from dgxcluster.build.context import image_refs, scan
 from dgxcluster.errors import DgxClusterError, NodesFailed, StepError
+from dgxcluster.facts.ray_status import RayStatus
 from dgxcluster.inventory.load import Inventory
 from dgxcluster.nodepaths import NodePaths
 from dgxcluster.progress import NullProgress, Progress
@@ -23,11 +27,13 @@ from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.secrets import render_env_file
 from dgxcluster.serving import containers, plan, raywait, vllm
-from dgxcluster.serving.lock import ClusterLock
+from dgxcluster.serving.lock import ClusterLock, lock_path
 from dgxcluster.serving.preflight import NodeFacts, describe, foreign_containers, gather, ports_to_check
 from dgxcluster.serving.teardown import Created, Found, rollback, teardown
 from dgxcluster.session import Session
 from dgxcluster.steps import Outcome, Status, outcomes_from
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -96,10 +102,11 @@ def start(session: Session, options: StartOptions | None = None,
         report.dry_run = _dry_run(session, image, config)
         return report
     head = inv.head_name
-    head_paths = NodePaths.resolve(session.cluster.conn(head), inv.state_dir, inv.cluster)
+    path = lock_path(inv.state_dir, inv.cluster)
     prog.status(head, "lock: taking the cluster lock")
-    with ClusterLock(session.cluster.conn(head), head_paths.lock_file, "start"):
-        report.outcomes.append(Outcome(head, "lock", Status.CHANGED, f"holding {head_paths.lock_file}"))
+    with ClusterLock(session.cluster.conn(head), path, "start"):
+        report.outcomes.append(Outcome(head, "lock", Status.CHANGED, f"holding {inv.state_dir}/"
+                                       f"{inv.cluster}/lock"))
         _Run(session, opts, prog, report).run()
     report.elapsed_s = time.monotonic() - t0
     return report
@@ -123,6 +130,40 @@ def _dry_run(session: Session, image: str, config: str) -> list[tuple[str, list[
     return out
 
 
+class _Background(Generic[T]):
+    """A function running in a thread; `poll()` gives its result, None while it runs, or
+    raises what it raised."""
+
+    def __init__(self, fn: Callable[[], T] | None) -> None:
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        if fn is not None:
+            threading.Thread(target=self._run, args=(fn,), daemon=True, name="background").start()
+
+    @classmethod
+    def done(cls, value: T | None) -> _Background[T]:
+        b: _Background[T] = cls(None)
+        b._result = value
+        b._done.set()
+        return b
+
+    def _run(self, fn: Callable[[], T]) -> None:
+        try:
+            self._result = fn()
+        except BaseException as exc:  # handed to poll()
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def poll(self) -> T | None:
+        if not self._done.is_set():
+            return None
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
 class _Run:
     """One locked start: the stages, what they created, and the rollback."""
 
@@ -136,6 +177,11 @@ class _Run:
         self.created = Created()
         self.step = "preflight"
         self.facts: dict[str, NodeFacts] = {}
+        self._cancel = threading.Event()
+        self._confirm: _Background[RayStatus] = _Background.done(None)
+        self._ray_reported = False
+        self._ray_at = 0
+        self._ray_t0 = 0.0
 
     @property
     def head(self) -> str:
@@ -151,6 +197,7 @@ class _Run:
             self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
+        self._cancel.set()
         kept = self.opts.keep_on_failure and bool(self.created.nodes)
         lines: list[str] = []
         if not kept and self.created.nodes:
@@ -315,14 +362,36 @@ class _Run:
         group.raise_for_failures("ray-workers")
 
     def _ray_ready(self) -> None:
+        """Every node joined; then `ray status` confirms the counts while vLLM starts loading
+        (it takes seconds of Python on the head, and vLLM waits for its GPUs anyway)."""
         self.step = "ray-ready"
         names = {n: naming.container_name(self.inv.cluster, plan.role_of(self.inv, n))
                  for n in self.inv.names}
         t = time.monotonic()
-        st = raywait.wait_ray(self.s.cluster, self.head, names, plan.gpus_needed(self.inv),
-                              self.inv.ray.start_timeout_s, self.p)
-        self.out(self.head, "ray-ready", Status.UNCHANGED if not self.created.containers else Status.CHANGED,
-                 f"{st.nodes} nodes, {st.gpus:g} GPUs ({time.monotonic() - t:.1f}s)")
+        raywait.wait_joined(self.s.cluster, names, self.inv.ray.start_timeout_s, self.p)
+        remaining = max(1.0, self.inv.ray.start_timeout_s - (time.monotonic() - t))
+        self._ray_at = len(self.report.outcomes)
+        self._confirm = _Background(lambda: raywait.confirm(
+            self.s.cluster, self.head, names, plan.gpus_needed(self.inv), remaining, self.p,
+            self._cancel))
+        self._ray_t0 = t
+
+    def _ray_confirmed(self) -> bool:
+        """True once `ray status` agreed; raises (as step ray-ready) if it will not."""
+        try:
+            st = self._confirm.poll()
+        except BaseException:
+            self.step = "ray-ready"
+            raise
+        if st is None:
+            return False
+        if not self._ray_reported:
+            self._ray_reported = True
+            status = Status.CHANGED if self.created.containers else Status.UNCHANGED
+            self.report.outcomes.insert(self._ray_at, Outcome(
+                self.head, "ray-ready", status,
+                f"{st.nodes} nodes, {st.gpus:g} GPUs ({time.monotonic() - self._ray_t0:.1f}s)"))
+        return True
 
     # -- vLLM --------------------------------------------------------------------------
 
@@ -344,7 +413,7 @@ class _Run:
                      f"{paths.log_dir}/{plan.VLLM_LOG}")
         self.step = "vllm-ready"
         timeout = self.opts.ready_timeout_s or self.inv.serve.ready_timeout_s
-        took = vllm.wait_ready(conn, self.inv, paths, timeout, self.p)
+        took = vllm.wait_ready(conn, self.inv, paths, timeout, self.p, gate=self._ray_confirmed)
         self.report.ready_after_s = took
         self.out(self.head, "vllm-ready", Status.CHANGED,
                  f"{plan.model_id(self.inv)} ready at {self.report.endpoint} after {took:.1f}s")

@@ -10,9 +10,8 @@ import contextlib
 from dataclasses import dataclass, field
 
 from dgxcluster.errors import ConnectError
-from dgxcluster.nodepaths import NodePaths
 from dgxcluster.progress import NullProgress, Progress
-from dgxcluster.serving.lock import ClusterLock
+from dgxcluster.serving.lock import ClusterLock, lock_path
 from dgxcluster.serving.teardown import Found, discover, teardown
 from dgxcluster.session import Session
 from dgxcluster.steps import Outcome, Status
@@ -34,8 +33,7 @@ def stop(session: Session, keep_containers: bool = False,
     lock: ClusterLock | None = None
     try:
         head = session.cluster.conn(inv.head_name)
-        paths = NodePaths.resolve(head, inv.state_dir, inv.cluster)
-        lock = ClusterLock(head, paths.lock_file, "stop")
+        lock = ClusterLock(head, lock_path(inv.state_dir, inv.cluster), "stop")
         lock.acquire()
     except ConnectError as exc:
         # A start cannot run without the head either; clean what can be reached.

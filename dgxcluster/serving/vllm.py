@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from dgxcluster.nodepaths import NodePaths
 
 TAIL_LINES = 40
-POLL_S = 0.5
+POLL_S = 0.25
 HTTP_TIMEOUT_S = 3.0
 
 _PROBE = (
@@ -144,16 +144,21 @@ def check_ready(client: httpx.Client, inv: InventoryModel) -> tuple[bool, str]:
 
 def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_s: float,
                progress: Progress, client: httpx.Client | None = None,
-               sleep: Callable[[float], None] = time.sleep) -> float:
-    """Seconds until ready. Raises StepError('vllm-ready') with the log tail on failure."""
+               sleep: Callable[[float], None] = time.sleep,
+               gate: Callable[[], bool] | None = None) -> float:
+    """Seconds until ready. Raises StepError('vllm-ready') with the log tail on failure.
+
+    `gate` (called every round; it may raise) must also say True before this returns.
+    """
     own = client is None
     http = client or http_client()
     t0 = time.monotonic()
     live = containers.StatusThrottle(progress)
     try:
         while True:
+            gated = gate() if gate is not None else True
             ready, why = check_ready(http, inv)
-            if ready:
+            if ready and gated:
                 return time.monotonic() - t0
             try:
                 p = probe(conn, inv, paths)

@@ -108,3 +108,25 @@ def test_vllm_probe() -> None:
     # a log line containing "=" or "exit=" does not confuse the parser
     tricky = vllm.parse_probe("state=running 0\nexit=\npid=7\nlast=a=b exit=3\n")
     assert tricky.exit_code is None and tricky.last_line == "a=b exit=3"
+
+
+def test_preflight_sections_split_one_round_trip_into_facts() -> None:
+    from dgxcluster.serving.preflight import split_sections
+
+    text = ("@@home\n/home/nvidia\n@@rc 0\n@@ps\n{\"ID\":\"a\"}\n@@rc 0\n@@image\n"
+            "Error: No such image: x\n@@rc 1\n@@smi\nsh: 1: nvidia-smi: not found\n@@rc 127\n"
+            "@@ss\nLISTEN 0 4096 *:6379 *:*\n")
+    sec = split_sections(text)
+    assert sec["home"] == ("/home/nvidia", 0)
+    assert sec["image"][1] == 1 and sec["smi"][1] == 127
+    assert sec["ss"] == ("LISTEN 0 4096 *:6379 *:*", -1)  # cut short: no exit status seen
+
+
+def test_lock_path_matches_node_paths_without_asking_the_node() -> None:
+    from dgxcluster.nodepaths import NodePaths
+    from dgxcluster.serving.lock import lock_path
+
+    assert lock_path("~/.local/state/dgxcluster", "spark") == ".local/state/dgxcluster/spark/lock"
+    assert lock_path("/var/lib/dgxc", "spark") == "/var/lib/dgxc/spark/lock"
+    home = NodePaths("/home/u", "~/.local/state/dgxcluster", "spark")
+    assert home.lock_file == f"/home/u/{lock_path('~/.local/state/dgxcluster', 'spark')}"
