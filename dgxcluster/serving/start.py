@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
 from dgxcluster import naming
 from dgxcluster.build.context import image_refs, scan
-from dgxcluster.errors import DgxClusterError, NodesFailed, StepError
+from dgxcluster.errors import ConnectError, DgxClusterError, NodesFailed, StepError
 from dgxcluster.facts.ray_status import RayStatus
 from dgxcluster.inventory.load import Inventory
 from dgxcluster.nodepaths import NodePaths
@@ -27,13 +25,12 @@ from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.secrets import render_env_file
 from dgxcluster.serving import containers, plan, raywait, vllm
+from dgxcluster.serving.background import Background
 from dgxcluster.serving.lock import ClusterLock, lock_path
 from dgxcluster.serving.preflight import NodeFacts, describe, foreign_containers, gather, ports_to_check
 from dgxcluster.serving.teardown import Created, Found, rollback, teardown
 from dgxcluster.session import Session
 from dgxcluster.steps import Outcome, Status, outcomes_from
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -130,40 +127,6 @@ def _dry_run(session: Session, image: str, config: str) -> list[tuple[str, list[
     return out
 
 
-class _Background(Generic[T]):
-    """A function running in a thread; `poll()` gives its result, None while it runs, or
-    raises what it raised."""
-
-    def __init__(self, fn: Callable[[], T] | None) -> None:
-        self._result: T | None = None
-        self._error: BaseException | None = None
-        self._done = threading.Event()
-        if fn is not None:
-            threading.Thread(target=self._run, args=(fn,), daemon=True, name="background").start()
-
-    @classmethod
-    def done(cls, value: T | None) -> _Background[T]:
-        b: _Background[T] = cls(None)
-        b._result = value
-        b._done.set()
-        return b
-
-    def _run(self, fn: Callable[[], T]) -> None:
-        try:
-            self._result = fn()
-        except BaseException as exc:  # handed to poll()
-            self._error = exc
-        finally:
-            self._done.set()
-
-    def poll(self) -> T | None:
-        if not self._done.is_set():
-            return None
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-
 class _Run:
     """One locked start: the stages, what they created, and the rollback."""
 
@@ -178,7 +141,7 @@ class _Run:
         self.step = "preflight"
         self.facts: dict[str, NodeFacts] = {}
         self._cancel = threading.Event()
-        self._confirm: _Background[RayStatus] = _Background.done(None)
+        self._confirm: Background[RayStatus] = Background.done(None)
         self._ray_reported = False
         self._ray_at = 0
         self._ray_t0 = 0.0
@@ -213,6 +176,11 @@ class _Run:
         else:
             node = getattr(exc, "node", None) or self.head
             errors = {node: exc}
+        seen = {(o.node, o.step) for o in self.report.outcomes}
+        for node, err in errors.items():
+            if (node, self.step) not in seen:
+                status = Status.UNREACHABLE if isinstance(err, ConnectError) else Status.FAILED
+                self.out(node, self.step, status, str(err).splitlines()[0])
         raise StartFailed(self.step, errors, lines, kept, self.report.outcomes) from exc
 
     def _stages(self) -> None:
@@ -371,7 +339,7 @@ class _Run:
         raywait.wait_joined(self.s.cluster, names, self.inv.ray.start_timeout_s, self.p)
         remaining = max(1.0, self.inv.ray.start_timeout_s - (time.monotonic() - t))
         self._ray_at = len(self.report.outcomes)
-        self._confirm = _Background(lambda: raywait.confirm(
+        self._confirm = Background(lambda: raywait.confirm(
             self.s.cluster, self.head, names, plan.gpus_needed(self.inv), remaining, self.p,
             self._cancel))
         self._ray_t0 = t

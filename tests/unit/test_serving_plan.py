@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dgxcluster.containerenv import container_env
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.nodepaths import NodePaths
@@ -137,3 +139,23 @@ def test_endpoint_and_curl_use_the_management_address() -> None:
     curl = plan.curl_example(i)
     assert curl.startswith("curl -s http://spark1.local:8000/v1/chat/completions")
     assert '"model": "qwen"' in curl
+
+
+def test_the_vllm_standin_accepts_every_argument_start_passes() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "images" / "testbed" / "standin"))
+    try:
+        from vllm_standin.cli import parser
+    finally:
+        sys.path.pop(0)
+    i = inv("nodes:\n  - {name: a, host: a, fabric_ip: 10.0.0.1}\n"
+            "serve: {model: m, served_model_name: s, revision: r, pipeline_parallel_size: 2}\n")
+    argv = plan.serve_command(i)
+    args, unknown = parser().parse_known_args(argv[1:])
+    assert unknown == []
+    assert (args.model, args.tensor_parallel_size, args.pipeline_parallel_size) == ("m", 2, 2)
+    assert args.distributed_executor_backend == "ray" and args.served_model_name == ["s"]
+    # flags it does not emulate (here from serve.extra_args) are accepted and reported, not fatal
+    _, unknown = parser().parse_known_args([*plan.serve_command(inv())[1:]])
+    assert unknown == ["--enforce-eager"]
