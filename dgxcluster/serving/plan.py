@@ -201,11 +201,12 @@ class NodeCommands:
     prepare: list[str] = field(default_factory=list)
 
 
-def prepare_dirs(inv: InventoryModel, paths: NodePaths) -> list[str]:
-    """mkdir the node's state dirs (env-files 0700) and the HF cache before docker -v."""
-    return shell('umask 077 && mkdir -p "$1" "$2" && chmod 700 "$1" && '
-                 'umask 022 && mkdir -p "$3"',
-                 paths.env_dir, paths.log_dir, paths.expand(inv.container.hf_cache))
+def prepare_dirs(inv: InventoryModel, paths: NodePaths, new_head: bool = False) -> list[str]:
+    """mkdir the node's state dirs (env-files 0700) and the HF cache before docker -v; for a
+    new head container, forget the previous vLLM's pid and exit status (new pid namespace)."""
+    script = ('umask 077 && mkdir -p "$1" "$2" && chmod 700 "$1" && umask 022 && mkdir -p "$3"'
+              + (' && rm -f "$2/vllm.pid" "$2/vllm.exit"' if new_head else ""))
+    return shell(script, paths.env_dir, paths.log_dir, paths.expand(inv.container.hf_cache))
 
 
 def node_commands(inv: InventoryModel, node: str, paths: NodePaths, image: str, config: str,
@@ -215,5 +216,5 @@ def node_commands(inv: InventoryModel, node: str, paths: NodePaths, image: str, 
         node=node, role=role, container=naming.container_name(inv.cluster, role),
         env_file=paths.env_file(role), env_values=env_file_values(secrets),
         docker_run=docker_run(inv, node, paths, image, config),
-        prepare=prepare_dirs(inv, paths),
+        prepare=prepare_dirs(inv, paths, role == HEAD),
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from dgxcluster import naming
 from dgxcluster.build.context import image_refs, scan
-from dgxcluster.errors import ConnectError, DgxClusterError, NodesFailed, StepError
+from dgxcluster.errors import ConnectError, DgxClusterError, LockHeld, NodesFailed, StepError
 from dgxcluster.facts.ray_status import RayStatus
 from dgxcluster.inventory.load import Inventory
 from dgxcluster.nodepaths import NodePaths
@@ -98,13 +98,12 @@ def start(session: Session, options: StartOptions | None = None,
     if opts.dry_run:
         report.dry_run = _dry_run(session, image, config)
         return report
-    head = inv.head_name
-    path = lock_path(inv.state_dir, inv.cluster)
-    prog.status(head, "lock: taking the cluster lock")
-    with ClusterLock(session.cluster.conn(head), path, "start"):
-        report.outcomes.append(Outcome(head, "lock", Status.CHANGED, f"holding {inv.state_dir}/"
-                                       f"{inv.cluster}/lock"))
-        _Run(session, opts, prog, report).run()
+    lock = ClusterLock(session.cluster.conn(inv.head_name), lock_path(inv.state_dir, inv.cluster),
+                       "start")
+    try:
+        _Run(session, opts, prog, report, lock).run()
+    finally:
+        lock.release()
     report.elapsed_s = time.monotonic() - t0
     return report
 
@@ -131,7 +130,8 @@ class _Run:
     """One locked start: the stages, what they created, and the rollback."""
 
     def __init__(self, session: Session, opts: StartOptions, progress: Progress,
-                 report: StartReport) -> None:
+                 report: StartReport, lock: ClusterLock) -> None:
+        self.lock = lock
         self.s = session
         self.inv = session.inventory
         self.opts = opts
@@ -161,6 +161,8 @@ class _Run:
 
     def _fail(self, exc: BaseException) -> None:
         self._cancel.set()
+        if isinstance(exc, LockHeld):
+            raise exc  # nothing was read or changed: the holder's name is the whole message
         kept = self.opts.keep_on_failure and bool(self.created.nodes)
         lines: list[str] = []
         if not kept and self.created.nodes:
@@ -203,10 +205,21 @@ class _Run:
     # -- preflight -------------------------------------------------------------------
 
     def _preflight(self) -> None:
+        """The lock is taken on the head while the other nodes are already being read."""
         self.step = "preflight"
-        for n in self.inv.names:
-            self.p.status(n, "preflight")
-        group = self.s.cluster.map(lambda c: gather(c, self.inv, self.report.image))
+
+        def one(conn: Connection) -> NodeFacts:
+            if conn.node == self.head:
+                self.p.status(conn.node, "lock: taking the cluster lock")
+                self.lock.acquire()
+                self.out(conn.node, "lock", Status.CHANGED, f"holding {self.lock.shown}")
+            self.p.status(conn.node, "preflight")
+            return gather(conn, self.inv, self.report.image)
+
+        group = self.s.cluster.map(one)
+        head_err = group.errors.get(self.head)
+        if isinstance(head_err, LockHeld) or (isinstance(head_err, StepError) and head_err.step == "lock"):
+            raise head_err
         for node in group:
             f = group.values.get(node)
             if f is None:
@@ -280,7 +293,8 @@ class _Run:
         paths = self.facts[conn.node].paths
         path = paths.env_file(plan.role_of(self.inv, conn.node))
         self.p.status(conn.node, "env-files")
-        res = conn.run(plan.prepare_dirs(self.inv, paths), timeout=containers.QUICK_S)
+        res = conn.run(plan.prepare_dirs(self.inv, paths, plan.role_of(self.inv, conn.node) == plan.HEAD),
+                       timeout=containers.QUICK_S)
         if not res.ok:
             raise StepError("env-files", f"could not create {paths.root}: {res.stderr.strip()}",
                             conn.node)
@@ -297,8 +311,6 @@ class _Run:
         for c in leftovers:
             containers.remove(conn, c.name)
             replaced = " (replaced a stopped one)"
-        if f.role == plan.HEAD:
-            vllm.clear_state(conn, f.paths)
         self.p.status(conn.node, f"{step}: docker run {name}")
         self.created.containers[conn.node] = name
         argv = plan.docker_run(self.inv, conn.node, f.paths, self.report.image, self.report.config)
