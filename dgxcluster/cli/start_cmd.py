@@ -38,9 +38,10 @@ def register(app: typer.Typer) -> None:
                          help="Seconds to wait for vLLM to be ready (default: serve.ready_timeout_s)."),
         ] = None,
     ) -> None:
-        """Start Ray on every node (head, then workers) and `vllm serve` in the head container;
-        wait until the model answers, then print the endpoint and a curl to try it.
+        """Start Ray on every node and vLLM in the head container; wait until it answers.
 
+        Stages, each reported per node: lock, preflight, env-files, ray-head, ray-workers,
+        ray-ready, vllm, vllm-ready. Then prints the endpoint and a curl to try it.
         Idempotent: the same configuration already running and healthy is left alone. A
         failure (or Ctrl-C) removes what this run created unless --keep-on-failure.
         Exit 0 ready, 1 a step failed, 2 bad inventory/options, 3 a node was unreachable.
@@ -83,9 +84,11 @@ def register(app: typer.Typer) -> None:
         keep_containers: Annotated[bool, typer.Option(
             "--keep-containers", help="Leave the stopped containers for log collection.")] = False,
     ) -> None:
-        """Stop vLLM gracefully, then the Ray workers, then the head; remove the containers and
-        env-files. Reachable nodes are cleaned even when others are not.
-        Exit 0 done (or nothing to stop), 1 a step failed, 3 a node was unreachable.
+        """Stop vLLM, then the Ray workers, then the head; remove containers and env-files.
+
+        vLLM gets SIGTERM and serve.stop_timeout_s to exit. Reachable nodes are cleaned even
+        when others are not. Exit 0 done (or nothing to stop), 1 a step failed, 3 a node was
+        unreachable (named).
         """
         from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
         from dgxcluster.cli.output import LiveNodes, outcome_table

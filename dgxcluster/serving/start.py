@@ -165,8 +165,13 @@ class _Run:
             raise exc  # nothing was read or changed: the holder's name is the whole message
         kept = self.opts.keep_on_failure and bool(self.created.nodes)
         lines: list[str] = []
+        if self._ray_at and not self._ray_reported:
+            self.report.outcomes.insert(self._ray_at, Outcome(
+                self.head, "ray-ready", Status.SKIPPED,
+                "every node joined; `ray status` had not confirmed the counts yet"))
         if not kept and self.created.nodes:
-            self.p.message(f"start failed at step '{self.step}': rolling back")
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            self.p.message(f"start {what} at step '{self.step}': rolling back")
             lines = rollback(self.s, self.created, self.p)
         if not isinstance(exc, DgxClusterError):
             for ln in lines:
