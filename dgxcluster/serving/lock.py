@@ -37,12 +37,16 @@ _SCRIPT = (
 )
 
 
+def home_relative_root(state_dir: str, cluster: str) -> PurePosixPath:
+    """`NodePaths.root` without asking the node for $HOME: under `~` it is given relative to
+    $HOME (scripts using it `cd "$HOME"` first), which saves a round trip."""
+    base = state_dir[2:] if state_dir.startswith("~/") else ("." if state_dir == "~" else state_dir)
+    return PurePosixPath(base) / cluster
+
+
 def lock_path(state_dir: str, cluster: str) -> str:
-    """`NodePaths.lock_file` without asking the node for $HOME: a path under `~` is given
-    relative to it (the lock script runs in $HOME), so taking the lock is one round trip."""
-    root = PurePosixPath(state_dir[2:] if state_dir.startswith("~/") else
-                         ("." if state_dir == "~" else state_dir))
-    return str(root / cluster / "lock")
+    """`NodePaths.lock_file`, relative to $HOME when under `~`."""
+    return str(home_relative_root(state_dir, cluster) / "lock")
 
 
 def holder_text(command: str) -> str:

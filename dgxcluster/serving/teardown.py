@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from dgxcluster import naming
-from dgxcluster.errors import ConnectError, DgxClusterError
+from dgxcluster.errors import ConnectError, DgxClusterError, StepError
+from dgxcluster.facts import docker_ps
 from dgxcluster.facts.docker_ps import ContainerInfo
 from dgxcluster.nodepaths import NodePaths
 from dgxcluster.progress import Progress
@@ -19,7 +20,9 @@ from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.group import Cluster
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.serving import containers, vllm
+from dgxcluster.serving.lock import home_relative_root
 from dgxcluster.serving.plan import HEAD
+from dgxcluster.serving.preflight import split_sections
 from dgxcluster.session import Session
 from dgxcluster.steps import Outcome, Status
 
@@ -41,14 +44,33 @@ class Found:
         return not self.containers and not self.env_files
 
 
+# One round trip: $HOME, this cluster's containers, its env-files (under `~/<state_dir>`).
+_DISCOVER = (
+    'printf "@@home\\n%s\\n@@rc 0\\n" "$HOME"; '
+    'echo @@ps; docker ps -a --no-trunc --filter "label=$1" --format "{{json .}}" 2>&1; echo "@@rc $?"; '
+    'cd "$HOME" 2>/dev/null; echo @@env; for f in "$2"/*.env; do [ -e "$f" ] && echo "$f"; done; '
+    'echo "@@rc 0"'
+)
+
+
 def discover(conn: Connection, session: Session) -> Found:
     inv = session.inventory
-    paths = NodePaths.resolve(conn, inv.state_dir, inv.cluster)
-    found = Found(conn.node, paths, containers.list_cluster(conn, inv.cluster, "stop"))
-    res = conn.run(shell('for f in "$1"/*.env; do [ -e "$f" ] && echo "$f"; done; true',
-                         paths.env_dir), timeout=containers.QUICK_S)
-    found.env_files = [ln for ln in res.stdout.splitlines() if ln.strip()]
-    return found
+    res = conn.run(shell(_DISCOVER, f"{naming.LABEL_CLUSTER}={inv.cluster}",
+                         str(home_relative_root(inv.state_dir, inv.cluster) / "env")),
+                   timeout=containers.QUICK_S)
+    sec = split_sections(res.stdout)
+    home = sec.get("home", ("", -1))[0].strip()
+    if not home.startswith("/"):
+        raise StepError("stop", f"could not read $HOME (got {home!r}): {res.stderr.strip()}", conn.node)
+    ps_text, ps_rc = sec.get("ps", ("", -1))
+    ps = docker_ps.parse(ps_text)
+    if ps_rc != 0 or ps.error:
+        first = next((ln for ln in ps_text.splitlines() if ln.strip()), "(no output)")
+        raise StepError("stop", f"docker is not usable: {ps.error or first}", conn.node)
+    paths = NodePaths(home, inv.state_dir, inv.cluster)
+    env = [ln.strip() for ln in sec.get("env", ("", 0))[0].splitlines() if ln.strip()]
+    return Found(conn.node, paths, ps.containers,
+                 [e if e.startswith("/") else f"{home}/{e}" for e in env])
 
 
 def _outcomes(step: str, group: GroupResult[Outcome | None]) -> list[Outcome]:
