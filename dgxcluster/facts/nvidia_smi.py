@@ -51,3 +51,12 @@ def parse(text: str) -> SmiInfo:
     if info.driver is None:
         raise ParseError(COMMAND, "no 'NVIDIA-SMI ... Driver Version:' banner", text)
     return info
+
+
+def read(text: str) -> SmiInfo:
+    """Like `parse`, but unreadable output becomes `SmiInfo(error=...)` instead of raising
+    (preflight reports it per node rather than stopping)."""
+    try:
+        return parse(text)
+    except ParseError as exc:
+        return SmiInfo(error=str(exc))
