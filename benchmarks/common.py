@@ -25,6 +25,14 @@ def testbed_up(name: str, n: int, docker: bool = False) -> Path:
     return REPO / "inventory" / f"{stem}.yaml"
 
 
+def ensure_image(inventory: Path) -> None:
+    """The inventory's image on every node, through the real `dgxcluster build`."""
+    subprocess.run([str(REPO / "images" / "testbed" / "fetch-wheels")], check=True,
+                   capture_output=True, timeout=900)
+    subprocess.run([PY, "-m", "dgxcluster", "-i", str(inventory), "build", "--all-nodes"],
+                   check=True, capture_output=True, text=True, timeout=1800)
+
+
 def testbed_down(name: str) -> None:
     if not os.environ.get("DGXTB_KEEP"):
         subprocess.run([str(TESTBED), "--name", name, "down"], capture_output=True, check=False)

@@ -75,6 +75,7 @@ COMMANDS = (
     "exec_cmd",
     "build_cmd",
     "verify_cmd",
+    "start_cmd",
     "status_cmd",
     "logs_cmd",
     "smoke_cmd",

@@ -1,8 +1,9 @@
 """Facts: one module per tool, each an argv plus a pure `parse(text)`.
 
 Parsers read the tool's output FORMAT (tabs, states, tables), tested offline on real
-captures in tests/fixtures. Output they cannot read raises `ParseError`, which names the
-command, so callers report "could not parse <command>" instead of crashing or guessing.
+captures in tests/fixtures. Output they cannot read either raises `ParseError` or comes back
+as a result with an `error` ("could not parse <command> ..."), so callers report it instead
+of crashing or guessing.
 """
 
 from __future__ import annotations

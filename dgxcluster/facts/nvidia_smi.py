@@ -104,3 +104,12 @@ def _gpu(first: re.Match[str], stats: list[str]) -> Gpu:
         memory=stats[1] if len(stats) > 1 else "",
         utilization_pct=int(util.group("u")) if util else None,
     )
+
+
+def read(text: str) -> SmiInfo:
+    """Like `parse`, but unreadable output becomes `SmiInfo(error=...)` instead of raising
+    (preflight reports it per node rather than stopping)."""
+    try:
+        return parse(text)
+    except ParseError as exc:
+        return SmiInfo(error=str(exc))

@@ -187,6 +187,9 @@ class ServeSettings(Strict):
     served_model_name: str | None = Field(default=None, min_length=1, max_length=512)
     extra_args: list[str] = Field(default_factory=list)
     ready_timeout_s: Seconds = 1800.0
+    stop_timeout_s: Seconds = Field(
+        default=30.0, description="grace period for vLLM to exit on SIGTERM at stop"
+    )
 
     @field_validator("model", "served_model_name", "revision")
     @classmethod

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 
 from dgxcluster.naming import LABEL_CLUSTER, MOVING_TAG
 from dgxcluster.remote.command import shell
+from dgxcluster.serving.plan import VLLM_EXIT, VLLM_LOG, VLLM_PID
 
 # One `docker inspect` for the cluster's containers and the image's moving tag together:
 # `index` reads fields either kind may lack (a container has no RepoTags, an image no State),
@@ -46,6 +47,7 @@ _INSPECT = "\t".join([
 # $1 image ref (<image>:current)  $2 label filter  $3 inspect format
 # $4 dashboard port ('' on nodes other than the head)  $5 the label filter as API JSON
 # $6 dgxcluster's log folder on the node, may start with ~/ ('' on nodes other than the head)
+# $7 $8 $9 the names `start`'s vLLM launcher gives its pid, exit-status and log files
 STATUS = r"""
 printf '@@ now %s\n' "$(date +%s)"
 sock=/var/run/docker.sock
@@ -85,9 +87,9 @@ if [ -n "$6" ]; then
   L=$6
   case $L in "~") L=$HOME ;; "~/"*) L=$HOME/${L#"~/"} ;; esac
   echo '@@ vllm'
-  [ ! -f "$L/vllm.pid" ] || echo "pid $(cat "$L/vllm.pid")"
-  [ ! -f "$L/vllm.exit" ] || echo "exit $(cat "$L/vllm.exit")"
-  [ ! -f "$L/vllm.log" ] || echo "last $(tail -n 1 "$L/vllm.log")"
+  [ ! -f "$L/$7" ] || echo "pid $(cat "$L/$7")"
+  [ ! -f "$L/$8" ] || echo "exit $(cat "$L/$8")"
+  [ ! -f "$L/$9" ] || echo "last $(tail -n 1 "$L/$9")"
   printf '@@ rc 0\n'
 fi
 """
@@ -104,6 +106,9 @@ def status_argv(image: str, cluster: str, dashboard_port: int | None,
         str(dashboard_port) if dashboard_port else "",
         json.dumps({"label": [f"{LABEL_CLUSTER}={cluster}"]}),
         log_dir,
+        VLLM_PID,
+        VLLM_EXIT,
+        VLLM_LOG,
     )
 
 

@@ -49,8 +49,12 @@ container:
   gpus: none
   devices: []
   shm_size: 1g
+  ulimits: {{}}           # this host cannot raise RLIMIT_MEMLOCK (no CAP_SYS_RESOURCE)
 ray:
   num_gpus: 1
+serve:
+  model: Qwen/Qwen3-0.6B  # served by the vLLM stand-in: nothing is downloaded or loaded
+  max_model_len: 4096
 """
 
 

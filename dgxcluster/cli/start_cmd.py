@@ -1,0 +1,114 @@
+"""`dgxcluster start` and `dgxcluster stop`: the Ray cluster and vLLM, up and down."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from dgxcluster.cli.state import errors_to_exit, state
+
+
+def _interrupt_on_term() -> None:
+    """SIGTERM/SIGHUP (a closed terminal, `kill`) roll a start back, as Ctrl-C does."""
+    import signal
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("start")
+    @errors_to_exit
+    def start(
+        ctx: typer.Context,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Print every node's commands (secrets masked); change nothing.")] = False,
+        restart: Annotated[bool, typer.Option(
+            "--restart", help="If a different configuration is running, stop it and start this one.")
+        ] = False,
+        keep_on_failure: Annotated[bool, typer.Option(
+            "--keep-on-failure", help="On failure leave what was started, for inspection.")] = False,
+        timeout: Annotated[
+            Optional[float],  # noqa: UP045
+            typer.Option("--timeout", min=1.0,
+                         help="Seconds to wait for vLLM to be ready (default: serve.ready_timeout_s)."),
+        ] = None,
+    ) -> None:
+        """Start Ray on every node and vLLM in the head container; wait until it answers.
+
+        Stages, each reported per node: lock, preflight, env-files, ray-head, ray-workers,
+        ray-ready, vllm, vllm-ready. Then prints the endpoint and a curl to try it.
+        Idempotent: the same configuration already running and healthy is left alone. A
+        failure (or Ctrl-C) removes what this run created unless --keep-on-failure.
+        Exit 0 ready, 1 a step failed, 2 bad inventory/options, 3 a node was unreachable.
+        """
+        from dgxcluster.cli.output import LiveNodes, outcome_table
+        from dgxcluster.serving.start import StartFailed, StartOptions
+        from dgxcluster.serving.start import start as run_start
+
+        _interrupt_on_term()
+        st = state(ctx)
+        inv = st.inventory()
+        opts = StartOptions(dry_run=dry_run, restart=restart, keep_on_failure=keep_on_failure,
+                            ready_timeout_s=timeout)
+        with st.session("start") as session:
+            try:
+                with LiveNodes(inv.names, "dgxcluster start") as live:
+                    report = run_start(session, opts, live)
+            except StartFailed as exc:
+                outcome_table("start", exc.outcomes)
+                raise
+        if dry_run:
+            typer.echo(f"# dry run: nothing was changed. image {report.image}, config {report.config}")
+            for title, lines in report.dry_run:
+                typer.echo(f"\n# {title}")
+                for line in lines:
+                    typer.echo(line)
+            return
+        outcome_table("start", report.outcomes)
+        if report.already_running:
+            typer.echo(f"already running (config {report.config}); nothing changed")
+        else:
+            typer.echo(f"ready in {report.elapsed_s:.1f}s (vLLM loaded in {report.ready_after_s or 0:.1f}s)")
+        typer.echo(f"endpoint: {report.endpoint}   model: {report.model}")
+        typer.echo(f"try it:\n  {report.curl}")
+
+    @app.command("stop")
+    @errors_to_exit
+    def stop(
+        ctx: typer.Context,
+        keep_containers: Annotated[bool, typer.Option(
+            "--keep-containers", help="Leave the stopped containers for log collection.")] = False,
+    ) -> None:
+        """Stop vLLM, then the Ray workers, then the head; remove containers and env-files.
+
+        vLLM gets SIGTERM and serve.stop_timeout_s to exit. Reachable nodes are cleaned even
+        when others are not. Exit 0 done (or nothing to stop), 1 a step failed, 3 a node was
+        unreachable (named).
+        """
+        from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+        from dgxcluster.cli.output import LiveNodes, outcome_table
+        from dgxcluster.serving.stop import stop as run_stop
+        from dgxcluster.steps import Status
+
+        st = state(ctx)
+        inv = st.inventory()
+        with st.session("stop") as session, LiveNodes(inv.names, "dgxcluster stop") as live:
+            report = run_stop(session, keep_containers=keep_containers, progress=live)
+        if report.lock_skipped:
+            typer.echo(f"warning: cluster lock not taken: {report.lock_skipped}", err=True)
+        if report.nothing:
+            typer.echo("nothing to stop")
+        else:
+            outcome_table("stop", report.outcomes)
+        if report.unreachable:
+            names = ", ".join(sorted(report.unreachable))
+            typer.echo(f"error: unreachable, not stopped: {names}; run `dgxcluster stop` again "
+                       "once they are back", err=True)
+            raise typer.Exit(EXIT_UNREACHABLE)
+        failed = [o for o in report.outcomes if o.status is Status.FAILED]
+        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)

@@ -1,0 +1,220 @@
+"""What `start` runs on each node, as pure data: docker run argv, env-file values, the
+`vllm serve` command and the config hash recorded in the `dgxcluster.config` label.
+
+Nothing here touches the network, so unit tests check the exact argv, and `--dry-run`
+prints the same commands a real start would run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dgxcluster import naming
+from dgxcluster.containerenv import container_env
+from dgxcluster.errors import UsageError
+from dgxcluster.remote.command import shell
+from dgxcluster.secrets import Secret
+
+if TYPE_CHECKING:
+    from dgxcluster.inventory.model import InventoryModel
+    from dgxcluster.nodepaths import NodePaths
+
+HEAD = "head"
+WORKER = "worker"
+#: Where the node's `NodePaths.log_dir` appears inside the containers.
+CONTAINER_LOG_DIR = "/var/log/dgxcluster"
+CONTAINER_HF_CACHE = "/root/.cache/huggingface"
+#: Files vLLM's launcher keeps in the log dir (on the node and in the container).
+VLLM_LOG = "vllm.log"
+VLLM_PID = "vllm.pid"
+VLLM_EXIT = "vllm.exit"
+CONFIG_HASH_LEN = 16
+
+# Runs inside the head container (docker exec -d): vLLM in the background with its output
+# in the log file, its pid recorded for a graceful stop, its exit status recorded so
+# `start` can fail fast when it dies. Values arrive as $1.., never spliced into the text.
+_LAUNCH = (
+    'd="$1"; shift; rm -f "$d/vllm.exit"; '
+    '"$@" >"$d/vllm.log" 2>&1 </dev/null & pid=$!; '
+    'echo "$pid" >"$d/vllm.pid"; wait "$pid"; echo "$?" >"$d/vllm.exit"'
+)
+
+
+def role_of(inv: InventoryModel, node: str) -> str:
+    return HEAD if node == inv.head_name else WORKER
+
+
+def ray_command(inv: InventoryModel, node: str) -> list[str]:
+    """`ray start --block ...` for the node's container; the fabric address everywhere."""
+    spec = inv.node(node)
+    ray = inv.ray
+    if role_of(inv, node) == HEAD:
+        argv = ["ray", "start", "--head", "--block", f"--node-ip-address={spec.fabric_ip}",
+                f"--port={ray.port}", f"--dashboard-port={ray.dashboard_port}"]
+    else:
+        argv = ["ray", "start", "--block", f"--address={inv.head_node.fabric_ip}:{ray.port}",
+                f"--node-ip-address={spec.fabric_ip}"]
+    if ray.num_gpus is not None:
+        argv.append(f"--num-gpus={ray.num_gpus}")
+    return argv
+
+
+def _volume(spec: str, paths: NodePaths) -> str:
+    host, sep, rest = spec.partition(":")
+    return f"{paths.expand(host)}{sep}{rest}"
+
+
+def docker_run(inv: InventoryModel, node: str, paths: NodePaths, image: str,
+               config: str) -> list[str]:
+    """The whole `docker run` for one node's Ray container (secrets only via --env-file)."""
+    role = role_of(inv, node)
+    c = inv.container
+    argv = ["docker", "run", "-d", "--name", naming.container_name(inv.cluster, role)]
+    labels = {naming.LABEL_CLUSTER: inv.cluster, naming.LABEL_ROLE: role,
+              naming.LABEL_NODE: node, naming.LABEL_CONFIG: config}
+    for key, value in labels.items():
+        argv += ["--label", f"{key}={value}"]
+    argv += ["--network", c.network]
+    if c.ipc:
+        argv += ["--ipc", c.ipc]
+    argv += ["--shm-size", c.shm_size]
+    if c.gpus != "none":
+        argv += ["--gpus", c.gpus]
+    for dev in c.devices:
+        argv += ["--device", dev]
+    for cap in c.cap_add:
+        argv += ["--cap-add", cap]
+    for name, limit in c.ulimits.items():
+        argv += ["--ulimit", f"{name}={limit}"]
+    argv += ["-v", f"{paths.expand(c.hf_cache)}:{CONTAINER_HF_CACHE}",
+             "-v", f"{paths.log_dir}:{CONTAINER_LOG_DIR}"]
+    for vol in c.volumes:
+        argv += ["-v", _volume(vol, paths)]
+    argv += ["--env-file", paths.env_file(role)]
+    for key, value in container_env(inv, node).items():
+        argv += ["-e", f"{key}={value}"]
+    argv += list(c.extra_args)
+    argv.append(image)
+    argv += ray_command(inv, node)
+    return argv
+
+
+def model_id(inv: InventoryModel) -> str:
+    """The name clients use in requests (and /v1/models lists)."""
+    return inv.serve.served_model_name or require_model(inv)
+
+
+def require_model(inv: InventoryModel) -> str:
+    if not inv.serve.model:
+        raise UsageError("no model to serve: set serve.model in the inventory "
+                         "(or DGXCLUSTER_SERVE__MODEL)", "serve.model")
+    return inv.serve.model
+
+
+def serve_command(inv: InventoryModel) -> list[str]:
+    """`vllm serve` with tensor parallelism over Ray, plus the configured flags."""
+    s = inv.serve
+    argv = ["vllm", "serve", require_model(inv), "--tensor-parallel-size", str(s.tensor_parallel_size)]
+    if s.pipeline_parallel_size > 1:
+        argv += ["--pipeline-parallel-size", str(s.pipeline_parallel_size)]
+    argv += ["--distributed-executor-backend", "ray", "--host", s.host, "--port", str(s.port)]
+    if s.revision:
+        argv += ["--revision", s.revision]
+    if s.max_model_len is not None:
+        argv += ["--max-model-len", str(s.max_model_len)]
+    if s.gpu_memory_utilization is not None:
+        argv += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
+    if s.served_model_name:
+        argv += ["--served-model-name", s.served_model_name]
+    argv += list(s.extra_args)
+    return argv
+
+
+def serve_exec(inv: InventoryModel) -> list[str]:
+    """`docker exec -d` that starts vLLM in the head container, detached from this session."""
+    head = naming.container_name(inv.cluster, HEAD)
+    return ["docker", "exec", "-d", head, *shell(_LAUNCH, CONTAINER_LOG_DIR, *serve_command(inv))]
+
+
+def gpus_needed(inv: InventoryModel) -> int:
+    return inv.serve.tensor_parallel_size * inv.serve.pipeline_parallel_size
+
+
+def env_file_values(secrets: Mapping[str, Secret]) -> dict[str, str | Secret]:
+    """What goes in the 0600 env-file: the secrets, and only them (the rest is visible -e)."""
+    return {name: secrets[name] for name in sorted(secrets)}
+
+
+def config_hash(inv: InventoryModel, image: str, secrets: Mapping[str, Secret]) -> str:
+    """Hash of everything that shapes the running cluster; a change means a restart.
+
+    Timeouts are left out (they shape how we wait, not what runs). Secret values enter only
+    through a one-way digest, so a rotated token is noticed without being recorded.
+    """
+    secret_digest = hashlib.sha256()
+    for name in sorted(secrets):
+        secret_digest.update(f"{name}\0{secrets[name].reveal()}\0".encode())
+    doc = {
+        "v": 1,
+        "cluster": inv.cluster,
+        "head": inv.head_name,
+        "image": image,
+        "nodes": [{"name": n.name, "fabric_ip": str(n.fabric_ip), "env": container_env(inv, n.name)}
+                  for n in inv.nodes],
+        "container": inv.container.model_dump(mode="json"),
+        "ray": inv.ray.model_dump(mode="json", exclude={"start_timeout_s"}),
+        "serve": inv.serve.model_dump(mode="json", exclude={"ready_timeout_s", "stop_timeout_s"}),
+        "secrets": secret_digest.hexdigest() if secrets else "",
+    }
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:CONFIG_HASH_LEN]
+
+
+def endpoint(inv: InventoryModel) -> str:
+    """The OpenAI-compatible base URL, on the head's management address."""
+    return f"http://{inv.head_node.host}:{inv.serve.port}/v1"
+
+
+def curl_example(inv: InventoryModel) -> str:
+    body = json.dumps({"model": model_id(inv),
+                       "messages": [{"role": "user", "content": "Hello!"}],
+                       "max_tokens": 64})
+    return shlex.join(["curl", "-s", f"{endpoint(inv)}/chat/completions",
+                       "-H", "Content-Type: application/json", "-d", body])
+
+
+@dataclass(frozen=True)
+class NodeCommands:
+    """Everything start would run on one node, for --dry-run and for the real run."""
+
+    node: str
+    role: str
+    container: str
+    env_file: str
+    env_values: dict[str, str | Secret]
+    docker_run: list[str]
+    prepare: list[str] = field(default_factory=list)
+
+
+def prepare_dirs(inv: InventoryModel, paths: NodePaths, new_head: bool = False) -> list[str]:
+    """mkdir the node's state dirs (env-files 0700) and the HF cache before docker -v; for a
+    new head container, forget the previous vLLM's pid and exit status (new pid namespace)."""
+    script = ('umask 077 && mkdir -p "$1" "$2" && chmod 700 "$1" && umask 022 && mkdir -p "$3"'
+              + (' && rm -f "$2/vllm.pid" "$2/vllm.exit"' if new_head else ""))
+    return shell(script, paths.env_dir, paths.log_dir, paths.expand(inv.container.hf_cache))
+
+
+def node_commands(inv: InventoryModel, node: str, paths: NodePaths, image: str, config: str,
+                  secrets: Mapping[str, Secret]) -> NodeCommands:
+    role = role_of(inv, node)
+    return NodeCommands(
+        node=node, role=role, container=naming.container_name(inv.cluster, role),
+        env_file=paths.env_file(role), env_values=env_file_values(secrets),
+        docker_run=docker_run(inv, node, paths, image, config),
+        prepare=prepare_dirs(inv, paths, role == HEAD),
+    )

@@ -1,0 +1,404 @@
+"""`start`: named stages, each reported per node, compare-then-act, rolled back on failure.
+
+    lock -> preflight -> env-files -> ray-head -> ray-workers -> ray-ready -> vllm -> vllm-ready
+
+Every stage first compares what runs with what the inventory asks for (the config hash in
+the `dgxcluster.config` label), so a second start of a healthy cluster changes nothing.
+A failure (or Ctrl-C) removes what this run created, on every node, and names the stage.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from dgxcluster import naming
+from dgxcluster.build.context import image_refs, scan
+from dgxcluster.errors import ConnectError, DgxClusterError, LockHeld, NodesFailed, StepError
+from dgxcluster.facts.ray_status import RayStatus
+from dgxcluster.inventory.load import Inventory
+from dgxcluster.nodepaths import NodePaths
+from dgxcluster.progress import NullProgress, Progress
+from dgxcluster.remote.command import for_display
+from dgxcluster.remote.connection import Connection
+from dgxcluster.remote.result import GroupResult
+from dgxcluster.secrets import render_env_file
+from dgxcluster.serving import containers, plan, raywait, vllm
+from dgxcluster.serving.background import Background
+from dgxcluster.serving.lock import ClusterLock, lock_path
+from dgxcluster.serving.preflight import NodeFacts, describe, foreign_containers, gather, ports_to_check
+from dgxcluster.serving.teardown import Created, Found, rollback, teardown
+from dgxcluster.session import Session
+from dgxcluster.steps import Outcome, Status, outcomes_from
+
+
+@dataclass
+class StartOptions:
+    dry_run: bool = False
+    restart: bool = False
+    keep_on_failure: bool = False
+    ready_timeout_s: float | None = None
+
+
+@dataclass
+class StartReport:
+    endpoint: str
+    model: str
+    curl: str
+    image: str
+    config: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    already_running: bool = False
+    dry_run: list[tuple[str, list[str]]] = field(default_factory=list)
+    ready_after_s: float | None = None
+    elapsed_s: float = 0.0
+
+
+class StartFailed(NodesFailed):
+    """A stage failed; carries the stage, each node's error and what the rollback did."""
+
+    def __init__(self, step: str, errors: dict[str, BaseException], rollback_lines: list[str],
+                 kept: bool, outcomes: list[Outcome]) -> None:
+        super().__init__(f"start: step '{step}'", errors)
+        self.step = step
+        self.rollback = rollback_lines
+        self.outcomes = outcomes
+        lines = [f"start failed at step '{step}':"]
+        for node, err in self.errors.items():
+            body = str(err)
+            lines += ["  " + ln for ln in (body if body.startswith(node) else f"{node}: {body}").splitlines()]
+        if kept:
+            lines.append("left in place for inspection (--keep-on-failure); "
+                         "`dgxcluster stop` removes it")
+        elif rollback_lines:
+            lines.append("rolled back what this start created:")
+            lines += ["  " + ln for ln in rollback_lines]
+        else:
+            lines.append("nothing was changed")
+        self.args = ("\n".join(lines),)
+
+
+def expected_image(inv: Inventory) -> str:
+    ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.image.build_args)
+    return image_refs(inv.image.name, ctx)[0]
+
+
+def start(session: Session, options: StartOptions | None = None,
+          progress: Progress | None = None) -> StartReport:
+    opts = options or StartOptions()
+    prog = progress or NullProgress()
+    inv = session.inventory
+    t0 = time.monotonic()
+    plan.require_model(inv)
+    image = expected_image(inv)
+    config = plan.config_hash(inv, image, session.secrets)
+    report = StartReport(endpoint=plan.endpoint(inv), model=plan.model_id(inv),
+                         curl=plan.curl_example(inv), image=image, config=config)
+    if opts.dry_run:
+        report.dry_run = _dry_run(session, image, config)
+        return report
+    lock = ClusterLock(session.cluster.conn(inv.head_name), lock_path(inv.state_dir, inv.cluster),
+                       "start")
+    try:
+        _Run(session, opts, prog, report, lock).run()
+    finally:
+        lock.release()
+    report.elapsed_s = time.monotonic() - t0
+    return report
+
+
+def _dry_run(session: Session, image: str, config: str) -> list[tuple[str, list[str]]]:
+    """Every node's commands, secrets masked; reads $HOME on each node and changes nothing."""
+    inv = session.inventory
+    group = session.cluster.map(lambda c: NodePaths.resolve(c, inv.state_dir, inv.cluster))
+    group.raise_for_failures("dry-run (reading $HOME)")
+    out: list[tuple[str, list[str]]] = []
+    for node in inv.names:
+        cmds = plan.node_commands(inv, node, group.values[node], image, config, session.secrets)
+        env_lines = [f"    {k}=******" for k in cmds.env_values] or ["    (no secrets)"]
+        lines = [for_display(cmds.prepare),
+                 f"write {cmds.env_file} (mode 0600, over SFTP):", *env_lines,
+                 for_display(cmds.docker_run)]
+        if cmds.role == plan.HEAD:
+            lines.append(for_display(plan.serve_exec(inv)))
+        out.append((f"{node} ({cmds.role})", [session.redactor(ln) for ln in lines]))
+    return out
+
+
+class _Run:
+    """One locked start: the stages, what they created, and the rollback."""
+
+    def __init__(self, session: Session, opts: StartOptions, progress: Progress,
+                 report: StartReport, lock: ClusterLock) -> None:
+        self.lock = lock
+        self.s = session
+        self.inv = session.inventory
+        self.opts = opts
+        self.p = progress
+        self.report = report
+        self.created = Created()
+        self.step = "preflight"
+        self.facts: dict[str, NodeFacts] = {}
+        self._cancel = threading.Event()
+        self._confirm: Background[RayStatus] = Background.done(None)
+        self._ray_reported = False
+        self._ray_at = 0
+        self._ray_t0 = 0.0
+
+    @property
+    def head(self) -> str:
+        return self.inv.head_name
+
+    def out(self, node: str, step: str, status: Status, detail: str = "") -> None:
+        self.report.outcomes.append(Outcome(node, step, status, detail))
+
+    def run(self) -> None:
+        try:
+            self._stages()
+        except BaseException as exc:  # any failure, Ctrl-C included, rolls back first
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._cancel.set()
+        if isinstance(exc, LockHeld):
+            raise exc  # nothing was read or changed: the holder's name is the whole message
+        kept = self.opts.keep_on_failure and bool(self.created.nodes)
+        lines: list[str] = []
+        if self._ray_at and not self._ray_reported:
+            self.report.outcomes.insert(self._ray_at, Outcome(
+                self.head, "ray-ready", Status.SKIPPED,
+                "every node joined; `ray status` had not confirmed the counts yet"))
+        if not kept and self.created.nodes:
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            self.p.message(f"start {what} at step '{self.step}': rolling back")
+            lines = rollback(self.s, self.created, self.p)
+        if not isinstance(exc, DgxClusterError):
+            for ln in lines:
+                self.p.message(f"rolled back {ln}")
+            raise exc
+        errors: dict[str, BaseException]
+        if isinstance(exc, NodesFailed):
+            errors = dict(exc.errors)
+        else:
+            node = getattr(exc, "node", None) or self.head
+            errors = {node: exc}
+        seen = {(o.node, o.step) for o in self.report.outcomes}
+        for node, err in errors.items():
+            if (node, self.step) not in seen:
+                status = Status.UNREACHABLE if isinstance(err, ConnectError) else Status.FAILED
+                self.out(node, self.step, status, str(err).splitlines()[0])
+        raise StartFailed(self.step, errors, lines, kept, self.report.outcomes) from exc
+
+    def _stages(self) -> None:
+        self._preflight()
+        head_new, workers_new = self._decide()
+        if not head_new and not workers_new and self._ready_now():
+            self.report.already_running = True
+            for node in self.inv.names:
+                self.out(node, "start", Status.UNCHANGED,
+                         f"already running (config {self.report.config})")
+            return
+        for n in self.inv.names:
+            if n not in workers_new and not (head_new and n == self.head):
+                self.out(n, "env-files", Status.UNCHANGED, "container already running")
+        self._ray_head(head_new)
+        self._ray_workers(workers_new)
+        self._ray_ready()
+        self._vllm(head_new)
+
+    # -- preflight -------------------------------------------------------------------
+
+    def _preflight(self) -> None:
+        """The lock is taken on the head while the other nodes are already being read."""
+        self.step = "preflight"
+
+        def one(conn: Connection) -> NodeFacts:
+            if conn.node == self.head:
+                self.p.status(conn.node, "lock: taking the cluster lock")
+                self.lock.acquire()
+                self.out(conn.node, "lock", Status.CHANGED, f"holding {self.lock.shown}")
+            self.p.status(conn.node, "preflight")
+            return gather(conn, self.inv, self.report.image)
+
+        group = self.s.cluster.map(one)
+        head_err = group.errors.get(self.head)
+        if isinstance(head_err, LockHeld) or (isinstance(head_err, StepError) and head_err.step == "lock"):
+            raise head_err
+        for node in group:
+            f = group.values.get(node)
+            if f is None:
+                self.report.outcomes += outcomes_from("preflight", GroupResult(
+                    errors={node: group.errors[node]}, order=[node]))
+            else:
+                self.out(node, "preflight", Status.FAILED if f.problems else Status.UNCHANGED,
+                         "; ".join(f.problems) or describe(f, self.inv))
+        errors: dict[str, BaseException] = dict(group.errors)
+        for node, f in group.values.items():
+            if f.problems:
+                errors[node] = StepError("preflight", "; ".join(f.problems), node)
+        if errors:
+            raise NodesFailed("preflight", errors)
+        self.facts = dict(group.values)
+
+    def _decide(self) -> tuple[bool, list[str]]:
+        """(recreate the head?, workers to create) after comparing with what runs."""
+        config = self.report.config
+        different: list[str] = []
+        for node, f in self.facts.items():
+            mine = f.container(naming.container_name(self.inv.cluster, f.role))
+            if mine and mine.running and mine.labels.get(naming.LABEL_CONFIG) != config:
+                different.append(f"{node}: {mine.name} runs config "
+                                 f"{mine.labels.get(naming.LABEL_CONFIG, '?')}")
+            different += [f"{node}: {c.name} ({c.state})" for c in foreign_containers(f, self.inv)
+                          if c.running]
+        if different and not self.opts.restart:
+            raise StepError("preflight", f"a different configuration is running (this one is "
+                            f"{config}):\n  " + "\n  ".join(different) +
+                            "\nuse `dgxcluster start --restart` to replace it, or `dgxcluster stop`")
+        if different:
+            self._restart()
+        def same(node: str) -> bool:
+            f = self.facts[node]
+            c = f.container(naming.container_name(self.inv.cluster, f.role))
+            return c is not None and c.running and c.labels.get(naming.LABEL_CONFIG) == config
+        head_new = not same(self.head)
+        workers = [n for n in self.inv.names if n != self.head and (head_new or not same(n))]
+        if head_new:
+            busy = self.facts[self.head].busy_ports
+            if busy:
+                raise StepError("preflight", f"port(s) {', '.join(map(str, sorted(busy)))} already "
+                                f"in use (Ray needs {ports_to_check(self.inv)[0]} and "
+                                f"{ports_to_check(self.inv)[1]}, vLLM {self.inv.serve.port})", self.head)
+        return head_new, workers
+
+    def _restart(self) -> None:
+        self.step = "restart"
+        self.p.message("--restart: stopping the running cluster first")
+        found = {n: Found(n, f.paths, list(f.containers)) for n, f in self.facts.items() if f.containers}
+        for o in teardown(self.s, found, self.p):
+            self.report.outcomes.append(Outcome(o.node, f"restart:{o.step}", o.status, o.detail))
+            if o.status in (Status.FAILED, Status.UNREACHABLE):
+                raise StepError("restart", f"could not stop the running cluster: {o.detail}", o.node)
+        for f in self.facts.values():
+            f.containers = []
+            f.busy_ports = set()
+
+    def _ready_now(self) -> bool:
+        with vllm.http_client() as client:
+            ok, _ = vllm.check_ready(client, self.inv)
+        return ok
+
+    # -- env-files, Ray ----------------------------------------------------------------
+
+    def _env_file(self, conn: Connection) -> None:
+        """The node's 0600 env-file (its secrets), written just before its container starts."""
+        values = plan.env_file_values(self.s.secrets)
+        data = render_env_file(values) if values else b"# no secrets\n"
+        paths = self.facts[conn.node].paths
+        path = paths.env_file(plan.role_of(self.inv, conn.node))
+        self.p.status(conn.node, "env-files")
+        res = conn.run(plan.prepare_dirs(self.inv, paths, plan.role_of(self.inv, conn.node) == plan.HEAD),
+                       timeout=containers.QUICK_S)
+        if not res.ok:
+            raise StepError("env-files", f"could not create {paths.root}: {res.stderr.strip()}",
+                            conn.node)
+        containers.put_file(conn, data, path, 0o600)
+        self.created.env_files[conn.node] = path
+        self.out(conn.node, "env-files", Status.CHANGED, f"wrote {path} (0600, {len(values)} secret(s))")
+
+    def _create(self, conn: Connection, step: str) -> Outcome:
+        f = self.facts[conn.node]
+        name = naming.container_name(self.inv.cluster, f.role)
+        self._env_file(conn)
+        replaced = ""
+        leftovers = [c for c in f.containers if c.name == name] + foreign_containers(f, self.inv)
+        for c in leftovers:
+            containers.remove(conn, c.name)
+            replaced = " (replaced a stopped one)"
+        self.p.status(conn.node, f"{step}: docker run {name}")
+        self.created.containers[conn.node] = name
+        argv = plan.docker_run(self.inv, conn.node, f.paths, self.report.image, self.report.config)
+        res = conn.run(argv, timeout=120)
+        if not res.ok:
+            raise StepError(step, f"docker run failed: {(res.stderr or res.stdout).strip()}", conn.node)
+        return Outcome(conn.node, step, Status.CHANGED, f"started {name}{replaced}")
+
+    def _ray_head(self, new: bool) -> None:
+        self.step = "ray-head"
+        if not new:
+            self.out(self.head, "ray-head", Status.UNCHANGED, "running, same config")
+            return
+        conn = self.s.cluster.conn(self.head)
+        o = self._create(conn, "ray-head")
+        self.p.status(self.head, "ray-head: waiting for Ray's GCS")
+        waited = raywait.wait_gcs(conn, naming.container_name(self.inv.cluster, plan.HEAD),
+                                  self.inv.ray.port, self.inv.ray.start_timeout_s)
+        self.report.outcomes.append(Outcome(o.node, o.step, o.status,
+                                            f"{o.detail}; GCS up after {waited:.1f}s"))
+
+    def _ray_workers(self, nodes: list[str]) -> None:
+        self.step = "ray-workers"
+        group = self.s.cluster.map(lambda c: self._create(c, "ray-workers"), nodes)
+        self.report.outcomes += outcomes_from("ray-workers", group)
+        for n in self.inv.names:
+            if n != self.head and n not in nodes:
+                self.out(n, "ray-workers", Status.UNCHANGED, "running, same config")
+        group.raise_for_failures("ray-workers")
+
+    def _ray_ready(self) -> None:
+        """Every node joined; then `ray status` confirms the counts while vLLM starts loading
+        (it takes seconds of Python on the head, and vLLM waits for its GPUs anyway)."""
+        self.step = "ray-ready"
+        names = {n: naming.container_name(self.inv.cluster, plan.role_of(self.inv, n))
+                 for n in self.inv.names}
+        t = time.monotonic()
+        raywait.wait_joined(self.s.cluster, names, self.inv.ray.start_timeout_s, self.p)
+        remaining = max(1.0, self.inv.ray.start_timeout_s - (time.monotonic() - t))
+        self._ray_at = len(self.report.outcomes)
+        self._confirm = Background(lambda: raywait.confirm(
+            self.s.cluster, self.head, names, plan.gpus_needed(self.inv), remaining, self.p,
+            self._cancel))
+        self._ray_t0 = t
+
+    def _ray_confirmed(self) -> bool:
+        """True once `ray status` agreed; raises (as step ray-ready) if it will not."""
+        try:
+            st = self._confirm.poll()
+        except BaseException:
+            self.step = "ray-ready"
+            raise
+        if st is None:
+            return False
+        if not self._ray_reported:
+            self._ray_reported = True
+            status = Status.CHANGED if self.created.containers else Status.UNCHANGED
+            self.report.outcomes.insert(self._ray_at, Outcome(
+                self.head, "ray-ready", status,
+                f"{st.nodes} nodes, {st.gpus:g} GPUs ({time.monotonic() - self._ray_t0:.1f}s)"))
+        return True
+
+    # -- vLLM --------------------------------------------------------------------------
+
+    def _vllm(self, head_new: bool) -> None:
+        self.step = "vllm"
+        conn = self.s.cluster.conn(self.head)
+        paths = self.facts[self.head].paths
+        alive = not head_new and vllm.probe(conn, self.inv, paths).process_alive
+        if alive:
+            self.out(self.head, "vllm", Status.UNCHANGED, "already running (still loading)")
+        else:
+            self.p.status(self.head, "vllm: launching vllm serve")
+            if not head_new:
+                vllm.clear_state(conn, paths)
+                self.created.vllm_on = self.head
+            vllm.launch(conn, self.inv)
+            self.out(self.head, "vllm", Status.CHANGED,
+                     f"launched `vllm serve {plan.require_model(self.inv)}`, log "
+                     f"{paths.log_dir}/{plan.VLLM_LOG}")
+        self.step = "vllm-ready"
+        timeout = self.opts.ready_timeout_s or self.inv.serve.ready_timeout_s
+        took = vllm.wait_ready(conn, self.inv, paths, timeout, self.p, gate=self._ray_confirmed)
+        self.report.ready_after_s = took
+        self.out(self.head, "vllm-ready", Status.CHANGED,
+                 f"{plan.model_id(self.inv)} ready at {self.report.endpoint} after {took:.1f}s")

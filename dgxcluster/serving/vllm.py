@@ -1,0 +1,200 @@
+"""vLLM in the head container: launch it detached, wait until it serves, stop it gently.
+
+Readiness is what a client sees: `GET /health` answers 200, then `GET /v1/models` lists the
+model, both over HTTP from this machine to the head's management address. Meanwhile the
+launcher's exit-status file and the container state are read on the node, so a vLLM that
+dies while loading fails `start` at once, with its last log lines, instead of a 30-minute wait.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dgxcluster import naming
+from dgxcluster.errors import CommandTimeout, ConnectError, StepError
+from dgxcluster.progress import Progress
+from dgxcluster.remote.command import shell
+from dgxcluster.remote.connection import Connection
+from dgxcluster.serving import containers
+from dgxcluster.serving.containers import indent, parse_state
+from dgxcluster.serving.plan import (
+    CONTAINER_LOG_DIR,
+    HEAD,
+    VLLM_LOG,
+    model_id,
+    serve_exec,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from dgxcluster.inventory.model import InventoryModel
+    from dgxcluster.nodepaths import NodePaths
+
+TAIL_LINES = 40
+POLL_S = 0.25
+HTTP_TIMEOUT_S = 3.0
+
+_PROBE = (
+    'printf "state=%s\\n" "$(docker inspect -f "{{.State.Status}} {{.State.ExitCode}}" "$1" '
+    '2>/dev/null || echo absent)"; '
+    'printf "exit=%s\\n" "$(cat "$2/vllm.exit" 2>/dev/null)"; '
+    'printf "pid=%s\\n" "$(cat "$2/vllm.pid" 2>/dev/null)"; '
+    'printf "last=%s\\n" "$(tail -n 1 "$2/vllm.log" 2>/dev/null)"'
+)
+
+# Inside the head container: SIGTERM to vLLM (only if that pid really is vLLM), wait, SIGKILL.
+_STOP = (
+    'p=$(cat "$1/vllm.pid" 2>/dev/null) || { echo absent; exit 0; }; '
+    'grep -q vllm "/proc/$p/cmdline" 2>/dev/null || { echo absent; exit 0; }; '
+    'kill -TERM "$p"; n=0; '
+    'while kill -0 "$p" 2>/dev/null; do n=$((n+1)); '
+    'if [ "$n" -gt "$2" ]; then kill -KILL "$p"; echo killed; exit 0; fi; sleep 0.2; done; '
+    'echo stopped'
+)
+
+
+@dataclass(frozen=True)
+class ServeProbe:
+    container: containers.ContainerState
+    exit_code: int | None
+    pid: str
+    last_line: str
+
+    @property
+    def process_alive(self) -> bool:
+        return self.container.running and bool(self.pid) and self.exit_code is None
+
+
+def parse_probe(text: str) -> ServeProbe:
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key in ("state", "exit", "pid", "last") and key not in fields:
+            fields[key] = value
+    code = fields.get("exit", "").strip()
+    return ServeProbe(
+        container=parse_state(fields.get("state", "absent")),
+        exit_code=int(code) if code.lstrip("-").isdigit() else None,
+        pid=fields.get("pid", "").strip(),
+        last_line=fields.get("last", "").strip(),
+    )
+
+
+def probe(conn: Connection, inv: InventoryModel, paths: NodePaths) -> ServeProbe:
+    head = naming.container_name(inv.cluster, HEAD)
+    res = conn.run(shell(_PROBE, head, paths.log_dir), timeout=containers.QUICK_S)
+    return parse_probe(res.stdout)
+
+
+def clear_state(conn: Connection, paths: NodePaths) -> None:
+    """Forget the previous vLLM's pid and exit status (a new head container has new pids)."""
+    conn.run(shell('rm -f "$1/vllm.pid" "$1/vllm.exit"', paths.log_dir),
+             timeout=containers.QUICK_S).check()
+
+
+def launch(conn: Connection, inv: InventoryModel) -> None:
+    res = conn.run(serve_exec(inv), timeout=60)
+    if not res.ok:
+        raise StepError("vllm", f"docker exec failed: {(res.stderr or res.stdout).strip()}", conn.node)
+
+
+def log_tail(conn: Connection, paths: NodePaths, lines: int = TAIL_LINES) -> str:
+    res = conn.run(["tail", "-n", str(lines), f"{paths.log_dir}/{VLLM_LOG}"],
+                   timeout=containers.QUICK_S)
+    return res.stdout.rstrip() if res.ok else f"(no log at {paths.log_dir}/{VLLM_LOG})"
+
+
+def base_url(inv: InventoryModel) -> str:
+    return f"http://{inv.head_node.host}:{inv.serve.port}"
+
+
+def http_client() -> httpx.Client:
+    import httpx
+
+    # trust_env=False: a corporate HTTP(S)_PROXY must not swallow requests to the nodes.
+    return httpx.Client(timeout=HTTP_TIMEOUT_S, trust_env=False)
+
+
+def check_ready(client: httpx.Client, inv: InventoryModel) -> tuple[bool, str]:
+    """(ready, why not): /health 200, then /v1/models lists the served model."""
+    import httpx
+
+    url = base_url(inv)
+    try:
+        health = client.get(f"{url}/health")
+    except httpx.HTTPError as exc:
+        return False, f"/health: {type(exc).__name__}"
+    if health.status_code != 200:
+        return False, f"/health answered {health.status_code}"
+    try:
+        models = client.get(f"{url}/v1/models")
+        data: Any = models.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return False, f"/v1/models: {type(exc).__name__}"
+    ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)] \
+        if isinstance(data, dict) else []
+    if model_id(inv) in ids:
+        return True, "ready"
+    return False, f"/v1/models lists {ids}, not {model_id(inv)}"
+
+
+def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_s: float,
+               progress: Progress, client: httpx.Client | None = None,
+               sleep: Callable[[float], None] = time.sleep,
+               gate: Callable[[], bool] | None = None) -> float:
+    """Seconds until ready. Raises StepError('vllm-ready') with the log tail on failure.
+
+    `gate` (called every round; it may raise) must also say True before this returns.
+    """
+    own = client is None
+    http = client or http_client()
+    t0 = time.monotonic()
+    live = containers.StatusThrottle(progress)
+    try:
+        while True:
+            gated = gate() if gate is not None else True
+            ready, why = check_ready(http, inv)
+            if ready and gated:
+                return time.monotonic() - t0
+            try:
+                p = probe(conn, inv, paths)
+            except CommandTimeout as exc:
+                raise ConnectError(conn.node, f"stopped answering while vLLM loaded: {exc}") from None
+            elapsed = time.monotonic() - t0
+            if not p.container.running:
+                tail = containers.log_tail(conn, naming.container_name(inv.cluster, HEAD))
+                raise StepError("vllm-ready", f"the head container stopped "
+                                f"({p.container.status}); its last lines:\n{indent(tail)}", conn.node)
+            if p.exit_code is not None:
+                raise StepError("vllm-ready", f"vLLM exited with status {p.exit_code} after "
+                                f"{elapsed:.0f}s; last {TAIL_LINES} lines of "
+                                f"{paths.log_dir}/{VLLM_LOG}:\n{indent(log_tail(conn, paths))}",
+                                conn.node)
+            if elapsed > timeout_s:
+                raise StepError("vllm-ready", f"vLLM not ready within {timeout_s:g}s ({why}); "
+                                f"last {TAIL_LINES} lines of {paths.log_dir}/{VLLM_LOG}:\n"
+                                f"{indent(log_tail(conn, paths))}", conn.node)
+            live.status(conn.node, p.last_line, f"vllm-ready: {elapsed:.0f}s: {p.last_line[:110]}")
+            sleep(POLL_S)
+    finally:
+        if own:
+            http.close()
+
+
+def stop(conn: Connection, inv: InventoryModel) -> str:
+    """Stop vLLM gracefully; returns 'stopped', 'killed' or 'absent' (was not running)."""
+    head = naming.container_name(inv.cluster, HEAD)
+    ticks = int(inv.serve.stop_timeout_s / 0.2)
+    res = conn.run(["docker", "exec", head, *shell(_STOP, CONTAINER_LOG_DIR, str(ticks))],
+                   timeout=inv.serve.stop_timeout_s + 60)
+    if not res.ok:
+        if "is not running" in res.stderr or "No such container" in res.stderr:
+            return "absent"
+        raise StepError("vllm-stop", f"could not signal vLLM: {res.stderr.strip()}", conn.node)
+    out = res.stdout.strip().splitlines()
+    return out[-1] if out else "absent"
+
