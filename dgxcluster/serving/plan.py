@@ -150,15 +150,13 @@ def env_file_values(secrets: Mapping[str, Secret]) -> dict[str, str | Secret]:
     return {name: secrets[name] for name in sorted(secrets)}
 
 
-def config_hash(inv: InventoryModel, image: str, secrets: Mapping[str, Secret]) -> str:
+def config_hash(inv: InventoryModel, image: str) -> str:
     """Hash of everything that shapes the running cluster; a change means a restart.
 
-    Timeouts are left out (they shape how we wait, not what runs). Secret values enter only
-    through a one-way digest, so a rotated token is noticed without being recorded.
+    Timeouts are left out (they shape how we wait, not what runs). Secrets enter only as the
+    names the inventory configures: whether this shell happens to export HF_TOKEN must not
+    turn a healthy cluster into a "different config" (a rotated token needs `--restart`).
     """
-    secret_digest = hashlib.sha256()
-    for name in sorted(secrets):
-        secret_digest.update(f"{name}\0{secrets[name].reveal()}\0".encode())
     doc = {
         "v": 1,
         "cluster": inv.cluster,
@@ -169,7 +167,7 @@ def config_hash(inv: InventoryModel, image: str, secrets: Mapping[str, Secret]) 
         "container": inv.container.model_dump(mode="json"),
         "ray": inv.ray.model_dump(mode="json", exclude={"start_timeout_s"}),
         "serve": inv.serve.model_dump(mode="json", exclude={"ready_timeout_s", "stop_timeout_s"}),
-        "secrets": secret_digest.hexdigest() if secrets else "",
+        "secrets": sorted(inv.secrets.env),
     }
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:CONFIG_HASH_LEN]

@@ -92,7 +92,7 @@ def start(session: Session, options: StartOptions | None = None,
     t0 = time.monotonic()
     plan.require_model(inv)
     image = expected_image(inv)
-    config = plan.config_hash(inv, image, session.secrets)
+    config = plan.config_hash(inv, image)
     report = StartReport(endpoint=plan.endpoint(inv), model=plan.model_id(inv),
                          curl=plan.curl_example(inv), image=image, config=config)
     if opts.dry_run:

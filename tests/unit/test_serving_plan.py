@@ -121,15 +121,15 @@ def test_missing_model_is_a_usage_error() -> None:
 
 
 def test_config_hash_tracks_what_shapes_the_cluster_only() -> None:
-    base = plan.config_hash(inv(), IMAGE, {"HF_TOKEN": TOKEN})
+    base = plan.config_hash(inv(), IMAGE)
     assert len(base) == plan.CONFIG_HASH_LEN
-    assert base == plan.config_hash(inv(), IMAGE, {"HF_TOKEN": TOKEN})
+    assert base == plan.config_hash(inv(), IMAGE)
     assert base == plan.config_hash(inv(SERVE__READY_TIMEOUT_S="60", RAY__START_TIMEOUT_S="5"),
-                                    IMAGE, {"HF_TOKEN": TOKEN})
-    assert base != plan.config_hash(inv(SERVE__MAX_MODEL_LEN="4096"), IMAGE, {"HF_TOKEN": TOKEN})
-    assert base != plan.config_hash(inv(), IMAGE.replace("0123", "9999"), {"HF_TOKEN": TOKEN})
-    assert base != plan.config_hash(inv(), IMAGE, {"HF_TOKEN": Secret("hf_rotated_token_0000")})
-    assert base != plan.config_hash(inv(), IMAGE, {})
+                                    IMAGE)
+    assert base != plan.config_hash(inv(SERVE__MAX_MODEL_LEN="4096"), IMAGE)
+    assert base != plan.config_hash(inv(), IMAGE.replace("0123", "9999"))
+    # whether this shell exports the token does not change the config; the names configured do
+    assert base != plan.config_hash(inv(SECRETS__ENV='["HF_TOKEN","OTHER_TOKEN"]'), IMAGE)
     assert TOKEN.reveal() not in base
 
 
