@@ -33,6 +33,14 @@ def ensure_image(inventory: Path) -> None:
                    check=True, capture_output=True, text=True, timeout=1800)
 
 
+def ensure_model(name: str, inventory: Path, repo: str = "Qwen/Qwen3-0.6B") -> None:
+    """The served model on every node: a synthetic one made on node1, then `model sync`."""
+    subprocess.run([str(TESTBED), "--name", name, "seed-model", "node1", repo], check=True,
+                   capture_output=True, timeout=300)
+    subprocess.run([PY, "-m", "dgxcluster", "-i", str(inventory), "model", "sync", repo],
+                   check=True, capture_output=True, text=True, timeout=600)
+
+
 def testbed_down(name: str) -> None:
     if not os.environ.get("DGXTB_KEEP"):
         subprocess.run([str(TESTBED), "--name", name, "down"], capture_output=True, check=False)

@@ -72,6 +72,16 @@ class Testbed:
         if p.returncode != 0:
             pytest.fail(f"dgxcluster build failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
 
+    def ensure_model(self, repo: str = "Qwen/Qwen3-0.6B") -> None:
+        """The model `start` serves, complete on every node: a synthetic one (the testbed has
+        no internet) made on node1, then copied by the real `dgxcluster model sync`."""
+        if self.node_exec("node1", "test", "-d", "/root/.cache/huggingface/hub/models--"
+                          + repo.replace("/", "--"), check=False).returncode != 0:
+            self.tb("seed-model", "node1", repo)
+        p = self.dgx("model", "sync", repo, "--from", "node1", timeout=600)
+        if p.returncode != 0:
+            pytest.fail(f"dgxcluster model sync failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+
     def dgx(self, *args: str, env: dict[str, str] | None = None, timeout: float = 900,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run the real CLI against this testbed."""

@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from common import PY, ensure_image, testbed_down, testbed_up
+from common import PY, ensure_image, ensure_model, testbed_down, testbed_up
 
 from dgxcluster.inventory import load_inventory
 from dgxcluster.session import Session
@@ -82,6 +82,7 @@ def main() -> None:
     inv = testbed_up(a.name, 2, docker=True)
     try:
         ensure_image(inv)
+        ensure_model(a.name, inv)
         rows: list[dict[str, float]] = []
         with Session.open(load_inventory(inv), command="bench") as s:
             cli(inv, "stop")

@@ -37,11 +37,17 @@ def register(app: typer.Typer) -> None:
             typer.Option("--timeout", min=1.0,
                          help="Seconds to wait for vLLM to be ready (default: serve.ready_timeout_s)."),
         ] = None,
+        skip_model_check: Annotated[bool, typer.Option(
+            "--skip-model-check",
+            help="Start even if serve.model is not complete in every node's HF cache "
+                 "(vLLM would then download it on each node, or fail offline).")] = False,
     ) -> None:
         """Start Ray on every node and vLLM in the head container; wait until it answers.
 
         Stages, each reported per node: lock, preflight, env-files, ray-head, ray-workers,
         ray-ready, vllm, vllm-ready. Then prints the endpoint and a curl to try it.
+        Preflight also checks that serve.model (at serve.revision) is complete in every
+        node's HF cache (`dgxcluster model pull|sync` put it there).
         Idempotent: the same configuration already running and healthy is left alone. A
         failure (or Ctrl-C) removes what this run created unless --keep-on-failure.
         Exit 0 ready, 1 a step failed, 2 bad inventory/options, 3 a node was unreachable.
@@ -54,7 +60,7 @@ def register(app: typer.Typer) -> None:
         st = state(ctx)
         inv = st.inventory()
         opts = StartOptions(dry_run=dry_run, restart=restart, keep_on_failure=keep_on_failure,
-                            ready_timeout_s=timeout)
+                            ready_timeout_s=timeout, skip_model_check=skip_model_check)
         with st.session("start") as session:
             try:
                 with LiveNodes(inv.names, "dgxcluster start") as live:

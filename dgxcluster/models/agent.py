@@ -57,9 +57,14 @@ class NodeModels:
     def open(cls, session: Session, node: str) -> NodeModels:
         inv = session.inventory
         conn = session.cluster.conn(node)
-        paths = NodePaths.resolve(conn, inv.state_dir, inv.cluster)
-        return cls(conn, paths, hub_dir(paths, inv.container.hf_cache),
-                   paths.sub("records", "models"), agent_path(paths))
+        return cls.at(conn, NodePaths.resolve(conn, inv.state_dir, inv.cluster),
+                      inv.container.hf_cache)
+
+    @classmethod
+    def at(cls, conn: Connection, paths: NodePaths, hf_cache: str) -> NodeModels:
+        """When the node's paths are known already (no round trip for $HOME)."""
+        return cls(conn, paths, hub_dir(paths, hf_cache), paths.sub("records", "models"),
+                   agent_path(paths))
 
     def argv(self, mode: str, *args: str) -> list[str]:
         return ["python3", self.agent, mode, "--hub", self.hub, "--records", self.records, *args]

@@ -7,7 +7,9 @@ serve, is it complete on every node? Each node's answer has `.complete` and a `.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from dgxcluster.errors import StepError
 from dgxcluster.models.agent import NodeModels
 from dgxcluster.models.layout import CacheEntry, NodeCache
 from dgxcluster.models.presence import NodeEntry, Presence, evaluate, revision_presence
@@ -46,6 +48,42 @@ def model_presence(session: Session, model: str | RepoId, revision: str | None =
         for n, s in scans.items()
     }
     return revision_presence(repo.id, entries, rev, session.inventory.head_name)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What `start`'s preflight looks for: a hub id and revision, or why it cannot look."""
+
+    repo: RepoId | None
+    revision: str
+    skip_reason: str = ""
+
+
+def served_model(model: str, revision: str | None) -> ServedModel:
+    """A local path (vLLM also serves those) is not looked for; anything else must be an id."""
+    rev = check_revision(revision, "serve.revision") or "main"
+    if model.startswith(("/", "./", "../", "~")):
+        return ServedModel(None, rev, f"{model} is a local path, not a hub id: not checked")
+    return ServedModel(RepoId.parse(model, "serve.model"), rev)
+
+
+def scan_one(models: NodeModels, repo: RepoId) -> NodeEntry:
+    """One node's cache entry for `repo` (None when absent); a failed scan is returned."""
+    try:
+        return models.scan([repo.folder]).entries.get(repo.folder)
+    except StepError as exc:
+        return exc
+
+
+def missing_lines(served: ServedModel, presence: dict[str, Presence]) -> dict[str, str]:
+    """{node: problem} for each node where the served revision is not complete."""
+    assert served.repo is not None
+    return {
+        node: (f"model {served.repo.id} ({served.revision}) is not complete here: {p.reason}; "
+               f"run `dgxcluster model sync {served.repo.id}` (or `model pull`), or start with "
+               "--skip-model-check")
+        for node, p in presence.items() if not p.complete
+    }
 
 
 def list_models(session: Session) -> list[Presence]:

@@ -35,6 +35,7 @@ class NodeFacts:
     busy_ports: set[int] = field(default_factory=set)
     gpus: list[nvidia_smi.Gpu] | None = None
     problems: list[str] = field(default_factory=list)
+    model: str = ""  # what the model check found here, for the outcome table
 
     def container(self, name: str) -> ContainerInfo | None:
         return next((c for c in self.containers if c.name == name), None)
@@ -137,6 +138,8 @@ def describe(facts: NodeFacts, inv: InventoryModel) -> str:
         bits.append("GPU check off (container.gpus: none)")
     else:
         bits.append(f"GPU: {', '.join(g.name for g in facts.gpus) or 'none'}")
+    if facts.model:
+        bits.append(facts.model)
     names = [f"{c.name} ({c.state})" for c in facts.containers]
     if names:
         bits.append("found " + ", ".join(names))

@@ -18,6 +18,9 @@ from dgxcluster.build.context import image_refs, scan
 from dgxcluster.errors import ConnectError, DgxClusterError, LockHeld, NodesFailed, StepError
 from dgxcluster.facts.ray_status import RayStatus
 from dgxcluster.inventory.load import Inventory
+from dgxcluster.models.agent import NodeModels
+from dgxcluster.models.check import ServedModel, missing_lines, scan_one, served_model
+from dgxcluster.models.presence import NodeEntry, revision_presence
 from dgxcluster.nodepaths import NodePaths
 from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.remote.command import for_display
@@ -39,6 +42,7 @@ class StartOptions:
     restart: bool = False
     keep_on_failure: bool = False
     ready_timeout_s: float | None = None
+    skip_model_check: bool = False
 
 
 @dataclass
@@ -90,7 +94,7 @@ def start(session: Session, options: StartOptions | None = None,
     prog = progress or NullProgress()
     inv = session.inventory
     t0 = time.monotonic()
-    plan.require_model(inv)
+    served = served_model(plan.require_model(inv), inv.serve.revision)
     image = expected_image(inv)
     config = plan.config_hash(inv, image)
     report = StartReport(endpoint=plan.endpoint(inv), model=plan.model_id(inv),
@@ -101,7 +105,7 @@ def start(session: Session, options: StartOptions | None = None,
     lock = ClusterLock(session.cluster.conn(inv.head_name), lock_path(inv.state_dir, inv.cluster),
                        "start")
     try:
-        _Run(session, opts, prog, report, lock).run()
+        _Run(session, opts, prog, report, lock, served).run()
     finally:
         lock.release()
     report.elapsed_s = time.monotonic() - t0
@@ -130,8 +134,9 @@ class _Run:
     """One locked start: the stages, what they created, and the rollback."""
 
     def __init__(self, session: Session, opts: StartOptions, progress: Progress,
-                 report: StartReport, lock: ClusterLock) -> None:
+                 report: StartReport, lock: ClusterLock, served: ServedModel) -> None:
         self.lock = lock
+        self.served = served
         self.s = session
         self.inv = session.inventory
         self.opts = opts
@@ -219,9 +224,17 @@ class _Run:
                 self.lock.acquire()
                 self.out(conn.node, "lock", Status.CHANGED, f"holding {self.lock.shown}")
             self.p.status(conn.node, "preflight")
-            return gather(conn, self.inv, self.report.image)
+            facts = gather(conn, self.inv, self.report.image)
+            if self._model_checked():
+                assert self.served.repo is not None
+                self.p.status(conn.node, f"preflight: looking for {self.served.repo.id}")
+                entries[conn.node] = scan_one(
+                    NodeModels.at(conn, facts.paths, self.inv.container.hf_cache), self.served.repo)
+            return facts
 
+        entries: dict[str, NodeEntry] = {}
         group = self.s.cluster.map(one)
+        self._check_model(group.values, entries)
         head_err = group.errors.get(self.head)
         if isinstance(head_err, LockHeld) or (isinstance(head_err, StepError) and head_err.step == "lock"):
             raise head_err
@@ -240,6 +253,31 @@ class _Run:
         if errors:
             raise NodesFailed("preflight", errors)
         self.facts = dict(group.values)
+
+    def _model_checked(self) -> bool:
+        return not self.opts.skip_model_check and self.served.repo is not None
+
+    def _check_model(self, facts: dict[str, NodeFacts], entries: dict[str, NodeEntry]) -> None:
+        """Every node must hold the served revision complete (each node's vLLM reads its own
+        cache); a node lacking it becomes a preflight problem naming the fix."""
+        if not self._model_checked():
+            why = ("--skip-model-check" if self.opts.skip_model_check
+                   else self.served.skip_reason)
+            for f in facts.values():
+                f.model = f"model check off ({why})"
+            return
+        assert self.served.repo is not None
+        scanned = {n: e for n, e in entries.items() if n in facts}
+        presence = revision_presence(self.served.repo.id, scanned, self.served.revision,
+                                     self.head)
+        missing = missing_lines(self.served, presence)
+        for node, f in facts.items():
+            if node in missing:
+                f.problems.append(missing[node])
+            else:
+                p = presence[node]
+                f.model = (f"model {self.served.repo.id} complete "
+                           f"({(p.commit or '?')[:12]}, {p.files} files)")
 
     def _decide(self) -> tuple[bool, list[str]]:
         """(recreate the head?, workers to create) after comparing with what runs."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from testbed_lib import baseimage, daemons, net, simhw
+from testbed_lib import baseimage, daemons, hfcache, net, simhw
 from testbed_lib.inventory import paths as inventory_paths
 from testbed_lib.inventory import write as write_inventory
 from testbed_lib.layout import STATE, Instance, Node, allocate, instances
@@ -244,6 +245,21 @@ def cmd_exec(a: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def cmd_seed_model(a: argparse.Namespace) -> int:
+    """A small synthetic model in NODE's Hugging Face cache, as `hf download` leaves it."""
+    node = node_of(need(a.name), a.node)
+    commit = hashlib.sha1(a.repo.encode()).hexdigest()
+    files: dict[str, int | str] = {
+        "config.json": json.dumps({"model_type": "standin", "repo": a.repo}),
+        "tokenizer_config.json": "{}",
+        "model.safetensors": a.size,
+    }
+    argv = hfcache.build_argv(a.hub, hfcache.spec(a.repo, files, commit=commit))
+    run([*node.nsenter(), *argv])
+    print(f"{a.node}: synthetic {a.repo} (commit {commit[:12]}, {a.size} B of weights) in {a.hub}")
+    return 0
+
+
 def cmd_ps(a: argparse.Namespace) -> int:
     """Processes living in NODE's network namespace (nodes share the host's PID namespace)."""
     node = node_of(need(a.name), a.node)
@@ -329,6 +345,16 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("node")
     ex.add_argument("command", nargs=argparse.REMAINDER)
     ex.set_defaults(fn=cmd_exec)
+    sm = sub.add_parser(
+        "seed-model", help="put a small synthetic model into NODE's Hugging Face cache",
+        description="Lay out REPO in NODE's HF cache exactly as `hf download` does (blobs, "
+        "snapshots/<commit>, refs/main), with made-up weights: the testbed has no internet, and "
+        "its vLLM stand-in loads nothing. `dgxcluster model sync REPO` then copies it.")
+    sm.add_argument("node")
+    sm.add_argument("repo")
+    sm.add_argument("--hub", default="/root/.cache/huggingface/hub")
+    sm.add_argument("--size", type=int, default=1 << 20, help="bytes of weights (default 1 MiB)")
+    sm.set_defaults(fn=cmd_seed_model)
     ps = sub.add_parser("ps", help="list the processes in NODE's network namespace")
     ps.add_argument("node")
     ps.set_defaults(fn=cmd_ps)

@@ -42,6 +42,7 @@ def tb(testbed_docker: Testbed) -> Iterator[Testbed]:
     testbed_docker.dgx("stop", env=ENV)
     remove_cluster_containers(testbed_docker, testbed_docker.name)  # hand-made ones, if any
     testbed_docker.ensure_image()
+    testbed_docker.ensure_model()
     yield testbed_docker
     testbed_docker.dgx("stop", env=ENV)
 

@@ -31,6 +31,7 @@ STATE = "/root/.local/state/dgxcluster"
 @pytest.fixture(scope="module")
 def tb(testbed_docker: Testbed) -> Iterator[Testbed]:
     testbed_docker.ensure_image()
+    testbed_docker.ensure_model()
     yield testbed_docker
     testbed_docker.dgx("stop", env=ENV)
 
@@ -262,3 +263,29 @@ def test_lock_refuses_a_second_run_naming_the_holder_and_dies_with_it(clean: Tes
     r = tb.dgx("stop", env=ENV)
     assert r.returncode == 0, r.stderr
     assert "nothing to stop" in r.stdout
+
+
+def test_model_missing_on_a_worker_refuses_naming_it_until_synced(clean: Testbed) -> None:
+    """Preflight looks in every node's HF cache: a worker without the model stops start
+    before anything runs; --skip-model-check overrides; `model sync` fixes it."""
+    tb = clean
+    folder = "/root/.cache/huggingface/hub/models--Qwen--Qwen3-0.6B"
+    tb.node_exec("node2", "rm", "-rf", folder)
+    try:
+        r = tb.dgx("start", env=ENV)
+        assert r.returncode == 1, r.stderr
+        assert "start failed at step 'preflight'" in r.stderr
+        assert "node2: model Qwen/Qwen3-0.6B (main) is not complete here: " in r.stderr
+        assert "dgxcluster model sync Qwen/Qwen3-0.6B" in r.stderr
+        assert "node1: model" not in r.stderr and "Traceback" not in r.stderr
+        assert "nothing was changed" in r.stderr
+        assert leftovers(tb) == {"node1": [], "node2": []}
+        skipped = tb.dgx("start", "--skip-model-check", env=ENV)
+        assert skipped.returncode == 0, skipped.stderr
+        assert "model check off (--skip-model-check)" in skipped.stdout
+        assert tb.dgx("stop", env=ENV).returncode == 0
+    finally:
+        tb.ensure_model()
+    r = tb.dgx("start", env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"model Qwen/Qwen3-0\.6B complete \([0-9a-f]{12}, 3 files\)", r.stdout), r.stdout
