@@ -7,6 +7,7 @@ Python refuses to convert.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -34,9 +35,9 @@ def load_yaml(text: str) -> tuple[Any, dict[Path_, int]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        raise YamlProblem(f"not valid YAML: {exc.problem or exc}", line) from None
-    except yaml.YAMLError as exc:
-        raise YamlProblem(f"not valid YAML: {exc}") from None
+        raise YamlProblem(f"not valid YAML: {_one_line(str(exc.problem or exc))}", line) from None
+    except yaml.YAMLError as exc:  # e.g. a control character (ReaderError)
+        raise YamlProblem(f"not valid YAML: {_one_line(str(exc))}") from None
     except RecursionError:
         raise YamlProblem(f"nested deeper than {MAX_DEPTH} levels") from None
     if root is None:
@@ -48,13 +49,19 @@ def load_yaml(text: str) -> tuple[Any, dict[Path_, int]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        raise YamlProblem(f"not a valid value: {exc.problem or exc}", line) from None
+        raise YamlProblem(f"not a valid value: {_one_line(str(exc.problem or exc))}", line) from None
     except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as exc:
         why = str(exc)
         if "Exceeds the limit" in why:  # Python's int_max_str_digits
             why = "a number has thousands of digits"
-        raise YamlProblem(f"not a valid value: {why[:200]}") from None
+        raise YamlProblem(f"not a valid value: {_one_line(why)[:200]}") from None
     return data, lines
+
+
+def _one_line(text: str) -> str:
+    """PyYAML's messages span lines and name "<unicode string>"; one line reads better."""
+    text = text.replace('in "<unicode string>", ', "at ")
+    return " ".join(text.split())
 
 
 def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], count: list[int]) -> None:
@@ -89,11 +96,22 @@ def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], count: list[int
 
 
 def format_path(path: Path_) -> str:
-    """('nodes', 1, 'port') -> 'nodes[1].port'."""
+    """('nodes', 1, 'port') -> 'nodes[1].port'; a key that is not a plain word is quoted
+    (`container.env['A B']`), so a newline or ': ' in a key cannot garble the message."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif _PLAIN_KEY.fullmatch(str(part)):
             out += ("." if out else "") + str(part)
+        else:
+            out += f"[{_shown_key(str(part))}]"
     return out
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+
+
+def _shown_key(key: str) -> str:
+    text = repr(key)
+    return text if len(text) <= 40 else text[:36] + "...'"
