@@ -206,7 +206,12 @@ def _problems(
         ctx_err = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_err, CrossCheckError):
             for path, msg in ctx_err.errors:
-                out.append((format_path(path), msg, _line(path, lines)))
+                env_key = _env_key_for(path, overrides)
+                if env_key:  # the file's line would point at a value that is not in force
+                    out.append((format_path(path), f"{msg} (from environment variable {env_key})",
+                                None))
+                else:
+                    out.append((format_path(path), msg, _line(path, lines)))
             continue
         path = tuple(err["loc"])
         msg = _message(err)
