@@ -178,6 +178,7 @@ def test_dockerd_stopped_on_one_node(tb: Testbed) -> None:
         assert r.returncode == 1, r.stderr
         text = flat(r.stdout + r.stderr)
         assert re.search(r"node2 discover failed .*docker is not usable", text), text
+        assert "error: node2: not stopped (step 'stop' failed: docker is not usable" in r.stderr
         assert node_leaks(tb, "node1") == []  # the reachable node was cleaned all the same
         refused = dgx(tb, "start")
         assert refused.returncode == 1, refused.stderr
