@@ -79,6 +79,9 @@ COMMANDS = (
     "build_cmd",
     "verify_cmd",
     "start_cmd",
+    "status_cmd",
+    "logs_cmd",
+    "smoke_cmd",
     "model_cmd",
 )
 

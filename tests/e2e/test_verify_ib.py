@@ -50,6 +50,7 @@ def inventory(tb: Testbed, tmp_path: Path, edit: Any = None) -> Path:
     data = yaml.safe_load(tb.inventory.read_text())
     data["ssh"]["known_hosts"] = str(tb.known_hosts)
     data["container"]["devices"] = ["/dev/infiniband"]
+    data["container"]["ulimits"] = {"memlock": "-1"}  # the testbed's own inventory leaves it out
     if edit:
         edit(data)
     out = tmp_path / "inv.yaml"

@@ -23,6 +23,7 @@ from dgxcluster.facts import (
     nccl_tests,
     nvidia_smi,
     ping,
+    ray_status,
 )
 
 REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real"
@@ -400,6 +401,133 @@ def test_nvidia_smi_garbage(text: str) -> None:
     with pytest.raises(ParseError, match="could not parse nvidia-smi output"):
         nvidia_smi.parse(text)
 
+
+def test_nvidia_smi_gb10_row_details_and_processes() -> None:
+    info = nvidia_smi.parse(body(REAL / "nvidia-smi_gb10_with_processes_obrienlabs.txt"))
+    (gpu,) = info.gpus
+    assert (gpu.temperature_c, gpu.power, gpu.memory, gpu.utilization_pct) == (
+        45, "11W / N/A", "Not Supported", 10)
+    assert [p.pid for p in info.processes] == [4174, 4399, 4761]
+    assert info.processes[2].name == ".../7182/usr/lib/firefox/firefox"
+    assert (info.processes[2].type, info.processes[2].memory) == ("G", "273MiB")
+
+
+def test_nvidia_smi_datacenter_gpus_with_memory_and_no_processes() -> None:
+    text = """+-----------------------------------------------------------------------------------------+
+| NVIDIA-SMI 570.86.15              Driver Version: 570.86.15      CUDA Version: 12.8     |
+|-----------------------------------------+------------------------+----------------------+
+| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |
+| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |
+|=========================================+========================+======================|
+|   0  NVIDIA H200                    On  |   00000000:18:00.0 Off |                    0 |
+| N/A   31C    P0             76W /  700W |       1MiB / 143771MiB |      0%      Default |
++-----------------------------------------+------------------------+----------------------+
+|   1  NVIDIA H200                    On  |   00000000:2A:00.0 Off |                    0 |
+| N/A   29C    P0             75W /  700W |       1MiB / 143771MiB |     97%      Default |
++-----------------------------------------+------------------------+----------------------+
+
++-----------------------------------------------------------------------------------------+
+| Processes:                                                                              |
+|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |
+|=========================================================================================|
+|  No running processes found                                                             |
++-----------------------------------------------------------------------------------------+
+"""
+    info = nvidia_smi.parse(text)
+    assert [(g.index, g.bus_id, g.utilization_pct, g.memory) for g in info.gpus] == [
+        (0, "00000000:18:00.0", 0, "1MiB / 143771MiB"), (1, "00000000:2A:00.0", 97,
+                                                         "1MiB / 143771MiB")]
+    assert info.gpus[0].power == "76W / 700W"
+    assert info.processes == []
+
+
+# -- ray status (and the dashboard's /api/cluster_status?format=1) ------------------------------
+
+def test_ray_status_two_sparks() -> None:
+    rs = ray_status.parse(body(REAL / "ray_status_2x_dgx_spark_head_container_oshlabs.txt"))
+    assert rs.error is None
+    assert rs.nodes == 2 and rs.gpus == 2.0
+    assert rs.pending == [] and rs.failures == [] and rs.idle == []
+    assert rs.gpu_usage == ray_status.Usage(0.0, 2.0, "", None)
+    assert rs.totals["CPU"] == 40.0
+    assert rs.usage["memory"] == ray_status.Usage(0.0, 221.76, "GiB", None)
+
+
+def test_ray_dashboard_answer_from_ray_2_60() -> None:
+    rs = ray_status.parse_dashboard(
+        body(CAPTURED / "ray_cluster_status_format1_testbed_1node.txt"))
+    assert rs.error is None and rs.nodes == 1
+    assert rs.gpu_usage == ray_status.Usage(0.0, 1.0, "", None)
+
+
+def test_placement_group_reservation_is_kept() -> None:
+    rs = ray_status.parse_dashboard(
+        body(CAPTURED / "ray_cluster_status_format1_testbed_placement_group.txt"))
+    assert rs.gpu_usage == ray_status.Usage(0.0, 1.0, "", 1.0)
+    assert rs.usage["CPU"].reserved == 1.0
+
+
+def test_ray_status_newer_layout_with_idle_pending_failures_and_node_blocks() -> None:
+    text = """======== Autoscaler status: 2026-01-01 00:00:00 ========
+Node status
+---------------------------------------------------------------
+Active:
+ 1 node_aaaa
+Idle:
+ 2 node_bbbb
+Pending:
+ 10.0.0.3: worker, setting up
+Recent failures:
+ worker: NodeTerminated (ip: 10.0.0.4)
+
+Resources
+---------------------------------------------------------------
+Total Usage:
+ 2.0/3.0 GPU (2.0 used of 2.0 reserved in placement groups)
+ 1.0/60.0 CPU
+Total Constraints:
+ (no request_resources() constraints)
+Total Demands:
+ (no resource demands)
+
+Node: aaaa (node_aaaa)
+ Usage:
+  1.0/1.0 GPU (1.0 used of 1.0 reserved in placement groups)
+  1.0/20.0 CPU
+"""
+    rs = ray_status.parse(text)
+    assert rs.nodes == 3 and rs.active == ["node_aaaa"] and rs.idle == ["node_bbbb"] * 2
+    assert rs.pending == ["10.0.0.3: worker, setting up"]
+    assert rs.failures == ["worker: NodeTerminated (ip: 10.0.0.4)"]
+    assert rs.gpu_usage == ray_status.Usage(2.0, 3.0, "", 2.0)
+    assert rs.totals == {"GPU": 3.0, "CPU": 60.0}  # per-node blocks are not added
+
+
+def test_older_ray_healthy_and_usage_sections() -> None:
+    rs = ray_status.parse("Node status\n----\nHealthy:\n 1 node_x\n\nResources\n----\nUsage:\n"
+                          " 0.0/1.0 GPU\n")
+    assert rs.nodes == 1 and rs.gpu_usage == ray_status.Usage(0.0, 1.0)
+
+
+def test_ray_not_ready_yet() -> None:
+    rs = ray_status.parse("No cluster status. It may take a few seconds for the Ray internal "
+                          "services to start up.\n")
+    assert rs.error is not None and "No cluster status" in rs.error and rs.nodes == 0
+
+
+@pytest.mark.parametrize("text", [*GARBAGE, "ConnectionError: could not connect to GCS", "{}",
+                                  "Node status\n-----\n"])
+def test_ray_garbage_is_reported_not_raised(text: str) -> None:
+    rs = ray_status.parse(text)
+    assert rs.error is not None and rs.error.startswith("could not parse `ray status`")
+
+
+@pytest.mark.parametrize("text", ["<html>502</html>", '{"data": {}}',
+                                  '{"result": true, "data": {"clusterStatus": "No cluster status."}}'])
+def test_dashboard_garbage_is_reported_not_raised(text: str) -> None:
+    rs = ray_status.parse_dashboard(text)
+    assert rs.error is not None
+    assert rs.error.startswith("could not parse `GET /api/cluster_status?format=1`")
 
 def test_every_fixture_is_read_by_some_test() -> None:
     tests_dir = Path(__file__).resolve().parents[1]

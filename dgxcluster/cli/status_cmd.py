@@ -1,0 +1,87 @@
+"""`dgxcluster status`: what runs where, at a glance (one SSH round per node)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from dgxcluster.cli.state import errors_to_exit, state
+
+if TYPE_CHECKING:
+    from dgxcluster.status.report import ClusterStatus
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("status")
+    @errors_to_exit
+    def status(
+        ctx: typer.Context,
+        json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    ) -> None:
+        """Per node: reachable, Docker, image tag and ID, dgxcluster containers (role, state,
+        uptime), GPU. Cluster-wide: image the same everywhere and as built from the
+        inventory's context, Ray nodes and GPUs, vLLM health, models and endpoint.
+
+        Exit 0 when every node answered (whatever is or is not running), 3 if a node was
+        unreachable (the report still covers the others).
+        """
+        import json
+
+        from dgxcluster.cli.exitcodes import EXIT_OK, EXIT_UNREACHABLE
+        from dgxcluster.status.gather import gather
+
+        with state(ctx).session("status") as session:
+            report = gather(session)
+        if json_out:
+            typer.echo(json.dumps(report.to_json(), indent=2))
+        else:
+            _print(report)
+        raise typer.Exit(EXIT_UNREACHABLE if report.unreachable else EXIT_OK)
+
+
+def _print(report: ClusterStatus) -> None:
+    from rich.table import Table
+
+    from dgxcluster.cli.reportout import report_console
+    from dgxcluster.status.report import NO_SMI
+
+    t = Table(title=f"cluster {report.cluster}", title_justify="left")
+    for col in ("node", "role", "ssh", "docker", "image", "containers", "gpu"):
+        t.add_column(col)
+    for n in report.nodes:
+        if not n.reachable:
+            t.add_row(n.node, n.role, f"[bold red]unreachable[/bold red]: {n.error}", "", "", "",
+                      "")
+            continue
+        if n.error:
+            t.add_row(n.node, n.role, "ok", f"[bold red]{n.error}[/bold red]", "", "", "")
+            continue
+        docker = "[green]running[/green]" if n.docker else f"[bold red]down[/bold red]: {n.docker_error}"
+        image = "-"
+        if n.image is not None:
+            image = n.image.content_tag or "[yellow]none[/yellow]"
+            if n.image.image_id:
+                image += f" {n.image.image_id.removeprefix('sha256:')[:12]}"
+        containers = "\n".join(c.describe() for c in n.containers) or "-"
+        gpu = n.gpu or ("-" if n.gpu_error == NO_SMI else f"[dim]{n.gpu_error or '-'}[/dim]")
+        t.add_row(n.node, n.role, "ok", docker, image, containers, gpu)
+    out = report_console()
+    out.print(t)
+    img = report.image
+    style = "green" if img.consistent and img.matches_expected is not False else "yellow"
+    expected = f" (build context gives {img.expected_tag})" if img.expected_tag else (
+        f" (expected tag unknown: {img.expected_error})" if img.expected_error else "")
+    out.print(f"[bold]image[/bold]  [{style}]{img.detail}[/{style}]{expected}", highlight=False)
+    ray_style = "green" if report.ray.state == "up" else "yellow"
+    out.print(f"[bold]ray[/bold]    [{ray_style}]{report.ray.describe()}[/{ray_style}]",
+              highlight=False)
+    v = report.vllm
+    if v.ready:
+        line = f"[green]ready[/green] at {v.url}/v1, serving: {', '.join(v.models)}"
+    else:
+        line = f"[yellow]{v.state}[/yellow]: {v.error} (endpoint {v.url}/v1)"
+    out.print(f"[bold]vllm[/bold]   {line}", highlight=False, soft_wrap=True)
+    proc = report.vllm_process
+    if proc is not None and not v.ready and proc.state != "absent":
+        out.print(f"       on {report.head}: {proc.describe()}", highlight=False, soft_wrap=True)

@@ -1,0 +1,1 @@
+"""Cluster status (`dgxcluster status`): one SSH round per node, plus the endpoint."""

@@ -1,0 +1,114 @@
+"""`dgxcluster status`: one SSH round per node, in parallel with the vLLM endpoint check.
+
+While the nodes answer, the operator also hashes the build context (the image tag the
+inventory expects) and asks the vLLM endpoint over HTTP; none waits for another.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from dgxcluster.endpoint import EndpointProbe, base_url, probe
+from dgxcluster.errors import ConnectError, DgxClusterError
+from dgxcluster.logs.redact import CollectedRedactor
+from dgxcluster.nodepaths import NodePaths
+from dgxcluster.remote.connection import Connection
+from dgxcluster.session import Session
+from dgxcluster.status.probe import NodeProbe, parse, status_argv
+from dgxcluster.status.report import (
+    ClusterStatus,
+    NodeStatus,
+    image_summary,
+    node_status,
+    ray_summary,
+    vllm_process,
+)
+
+ROUND_TIMEOUT_S = 30.0
+
+
+class _Background(threading.Thread):
+    """Runs one function in a thread and keeps its value or its error."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self._fn = fn
+        self.value: object = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.value = self._fn()
+        except Exception as exc:
+            self.error = exc
+
+
+def expected_tag(session: Session) -> str:
+    """The content tag the inventory's build context gives today (raises if it cannot)."""
+    from dgxcluster.status.expected import content_tag
+
+    inv = session.inventory
+    return content_tag(inv.local_path(inv.image.context), inv.image.dockerfile,
+                       inv.image.build_args)
+
+
+def endpoint(session: Session) -> EndpointProbe:
+    return probe(base_url(session.inventory), timeout=3.0)
+
+
+def gather(
+    session: Session,
+    *,
+    expected: Callable[[Session], str] = expected_tag,
+    check_endpoint: Callable[[Session], EndpointProbe] = endpoint,
+) -> ClusterStatus:
+    inv = session.inventory
+    head = inv.head_name
+    tag_job = _Background(lambda: expected(session))
+    vllm_job = _Background(lambda: check_endpoint(session))
+    tag_job.start()
+    vllm_job.start()
+
+    log_dir = NodePaths("~", inv.state_dir, inv.cluster).log_dir
+
+    def one(conn: Connection) -> NodeProbe:
+        on_head = conn.node == head
+        argv = status_argv(inv.image.name, inv.cluster, inv.ray.dashboard_port if on_head else None,
+                           log_dir if on_head else "")
+        res = conn.run(argv, timeout=ROUND_TIMEOUT_S)
+        return parse(res.stdout)
+
+    group = session.cluster.map(one)
+    tag_job.join()
+    vllm_job.join()
+    tag = tag_job.value if isinstance(tag_job.value, str) else None
+    tag_error = None
+    if tag_job.error is not None:
+        tag_error = str(tag_job.error) if isinstance(tag_job.error, DgxClusterError) \
+            else f"{type(tag_job.error).__name__}: {tag_job.error}"
+    nodes: list[NodeStatus] = []
+    probes: dict[str, NodeProbe] = {}
+    for name in group:
+        role = "head" if name == head else "worker"
+        value = group[name]
+        if isinstance(value, NodeProbe):
+            probes[name] = value
+            nodes.append(node_status(name, role, value))
+        elif isinstance(value, ConnectError):
+            nodes.append(NodeStatus(name, role, reachable=False, error=value.reason))
+        else:
+            nodes.append(NodeStatus(name, role, reachable=True, error=str(value)))
+    vllm = vllm_job.value if isinstance(vllm_job.value, EndpointProbe) else EndpointProbe(
+        base_url(inv), "unreachable", error=str(vllm_job.error))
+    return ClusterStatus(
+        cluster=inv.cluster,
+        head=head,
+        nodes=nodes,
+        image=image_summary(inv.image.name, nodes, tag, tag_error),
+        ray=ray_summary(head, probes.get(head), len(inv.nodes)),
+        vllm=vllm,
+        vllm_process=vllm_process(
+            probes.get(head), next((n for n in nodes if n.node == head), None),
+            CollectedRedactor(inv.secrets.env, session.redactor).text),
+    )
