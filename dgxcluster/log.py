@@ -30,9 +30,9 @@ def _redacting(redactor: Redactor) -> structlog.types.Processor:
     ) -> MutableMapping[str, Any]:
         for key, value in list(event.items()):
             if isinstance(value, str):
-                event[key] = redactor(value)
+                event[key] = redactor.display(value)
             elif value is not None and not isinstance(value, (int, float, bool)):
-                event[key] = redactor(str(value))
+                event[key] = redactor.display(str(value))
         return event
 
     return processor
@@ -110,7 +110,7 @@ class NodeStepLog:
         os.chmod(path, 0o600)
 
     def line(self, text: str) -> None:
-        self._fh.write(self._redact(text.rstrip("\n")) + "\n")
+        self._fh.write(self._redact.display(text.rstrip("\n")) + "\n")
 
     def close(self) -> None:
         self._fh.close()

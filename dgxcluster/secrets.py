@@ -7,6 +7,7 @@ The remote layer refuses a Secret in argv, so the only way to a node is an 0600 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,15 @@ MASK = "******"
 
 #: Environment variables that are always treated as secrets when present.
 DEFAULT_SECRET_NAMES: tuple[str, ...] = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+#: What a Hugging Face access token looks like. Masked in everything dgxcluster prints or
+#: logs even when this shell does not know the value (a token read back from a node, from
+#: `docker inspect`, from a program that prints its own environment).
+HF_TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{20,}")
+
+
+def mask_token_shapes(text: str) -> str:
+    """Replace anything shaped like a Hugging Face token with the mask."""
+    return HF_TOKEN_SHAPE.sub(MASK, text) if "hf_" in text else text
 
 
 class Secret:
@@ -70,6 +80,12 @@ class Redactor:
             if raw in text:
                 text = text.replace(raw, MASK)
         return text
+
+    def display(self, text: str) -> str:
+        """For what people read (terminal, log files): known values and token shapes. Data
+        read back from nodes keeps `__call__` (known values only), so a file that merely
+        looks like a token is not altered."""
+        return mask_token_shapes(self(text))
 
     def redact_bytes(self, data: bytes) -> bytes:
         for raw in sorted(self.values, key=len, reverse=True):

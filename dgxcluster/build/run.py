@@ -26,7 +26,14 @@ from dgxcluster.build import dockercmd, probe, sync
 from dgxcluster.build.context import BuildContext, image_refs, scan
 from dgxcluster.build.plan import Action, BuildPlan, NodePlan, make_plan
 from dgxcluster.build.records import ImageRecord, now, record_path, slug
-from dgxcluster.errors import CommandTimeout, ConnectError, DgxClusterError, UsageError
+from dgxcluster.errors import (
+    CommandTimeout,
+    ConnectError,
+    DgxClusterError,
+    HostKeyError,
+    NodesFailed,
+    UsageError,
+)
 from dgxcluster.inventory.model import ImageSettings
 from dgxcluster.naming import LABEL_CONTENT_TAG, LABEL_IMAGE
 from dgxcluster.nodepaths import NodePaths
@@ -148,6 +155,9 @@ def build(
             probes[node] = probe.parse(res.stdout, ref, moving)
         else:
             probes[node] = DgxClusterError(f"probe exited {res.exit_code}: {res.stderr.strip()}")
+    keys = {n: e for n, e in probes.items() if isinstance(e, HostKeyError)}
+    if keys:  # an unknown or changed host key is a security question, not a node down
+        raise NodesFailed("build refused before changing anything: host key check", keys)
     plan = make_plan(ctx, image=name, ref=ref, moving=moving, strategy=strat, targets=targets,
                      builder=builder, probes=probes, no_cache=no_cache)
     for note in plan.notes:

@@ -30,11 +30,17 @@ MANIFEST_VERSION = 1
 #: ("" = none), $4 the image ref being built, then the paths to delete, then the docker
 #: build argv. stdin: the tar. Ends by printing the built image's ID as `docker image
 #: inspect` reports it (the same ID the probe and the finalize step compare).
-SCRIPT = r"""dir=$1 ndel=$2 sdir=$3 ref=$4
+#: While docker builds, a watchdog writes an empty line to stderr every 2 s: once the
+#: client is gone (Ctrl-C, a killed sshd) that write fails, and the build is stopped rather
+#: than left running for the rest of its step, holding the context lock and the secrets.
+SCRIPT = r"""dir=$1 ndel=$2 sdir=$3 ref=$4 bpid=
 shift 4
-cleanup() { [ -z "$sdir" ] || rm -rf -- "$sdir"; }
+cleanup() {
+  [ -z "$bpid" ] || kill -TERM "$bpid" 2>/dev/null
+  [ -z "$sdir" ] || rm -rf -- "$sdir"
+}
 trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
+trap 'exit 130' INT TERM HUP PIPE
 mkdir -p "$dir/context" || exit 70
 exec 9>"$dir/lock" || exit 70
 if ! flock -n 9; then echo "dgxcluster: another build is using $dir on this node" >&2; exit 75; fi
@@ -46,8 +52,14 @@ if ! tar -x -U -p --no-same-owner -f - -C "$dir"; then
 fi
 cd "$dir" || exit 70
 echo "dgxcluster: context ready"
-"$@"
+"$@" </dev/null &
+bpid=$!
+(trap '' PIPE; while sleep 2; do printf '\n' >&2 || { kill -TERM "$bpid"; exit 0; }; done) 9>&- &
+wpid=$!
+wait "$bpid"
 rc=$?
+bpid=
+kill "$wpid" 2>/dev/null
 [ "$rc" -ne 0 ] || printf 'dgxcluster-image-id %s\n' "$(docker image inspect --format '{{.Id}}' "$ref")"
 exit "$rc"
 """

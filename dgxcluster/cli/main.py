@@ -64,6 +64,9 @@ def main(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
+    from dgxcluster.cli.output import mask_output
+
+    mask_output()
     if log_format not in ("console", "json"):
         raise typer.BadParameter("must be 'console' or 'json'", param_hint="--log-format")
     ctx.obj = CliState(inventory_path=inventory, verbose=verbose, log_format=log_format)

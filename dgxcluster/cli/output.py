@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -26,6 +26,32 @@ STATUS_STYLE = {
     "WARN": "yellow",
     "FAIL": "bold red",
 }
+
+
+class MaskedStream:
+    """stdout/stderr with anything shaped like a Hugging Face token masked on the way out:
+    the one choke point for every line the CLI prints (tables, live lines, errors, JSON,
+    log lines), whatever produced it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from dgxcluster.secrets import mask_token_shapes
+
+        self._stream.write(mask_token_shapes(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def mask_output() -> None:
+    """Wrap sys.stdout and sys.stderr in `MaskedStream` (once)."""
+    if not isinstance(sys.stdout, MaskedStream):
+        sys.stdout = MaskedStream(sys.stdout)
+    if not isinstance(sys.stderr, MaskedStream):
+        sys.stderr = MaskedStream(sys.stderr)
 
 
 def console(stderr: bool = False) -> Console:

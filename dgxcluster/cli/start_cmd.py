@@ -117,4 +117,9 @@ def register(app: typer.Typer) -> None:
                        "once they are back", err=True)
             raise typer.Exit(EXIT_UNREACHABLE)
         failed = [o for o in report.outcomes if o.status is Status.FAILED]
+        for node in dict.fromkeys(o.node for o in failed):
+            why = next(o.detail for o in failed if o.node == node).splitlines()[0]
+            why = why.removeprefix(f"{node}: ")
+            typer.echo(f"error: {node}: not stopped ({why}); fix it and run `dgxcluster stop` "
+                       "again", err=True)
         raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from dgxcluster.errors import InventoryError
 from dgxcluster.inventory.model import CrossCheckError, InventoryModel
@@ -24,6 +24,9 @@ ENV_PATH = "DGXCLUSTER_INVENTORY"
 ENV_PREFIX = "DGXCLUSTER_"
 #: Variables with our prefix that are not inventory settings.
 NOT_SETTINGS = frozenset({ENV_PATH, "DGXCLUSTER_LOG_DIR", "DGXCLUSTER_LOG_FORMAT"})
+#: An inventory is a few kB; anything far larger is the wrong file (or /dev/zero).
+MAX_BYTES = 1 << 20
+_TOO_LARGE = f"larger than {MAX_BYTES >> 20} MiB: not an inventory file (an inventory is a few kB)"
 
 
 class Inventory(InventoryModel, BaseSettings):
@@ -81,16 +84,24 @@ def load_inventory(
     """Load and validate the inventory. Raises InventoryError; never touches the network."""
     env = dict(os.environ if environ is None else environ)
     file = resolve_path(path, env)
-    shown = str(file)
-    if not file.exists():
+    shown = str(file) if str(file).isprintable() else repr(str(file))
+    try:
+        exists, is_dir = file.exists(), file.is_dir()
+    except OSError as exc:  # e.g. a name longer than the filesystem allows
+        raise InventoryError(_short(shown), [("", f"cannot read: {exc.strerror or exc}")]) from None
+    if not exists:
         hint = ""
         if path is None and ENV_PATH not in env:
             hint = " (pass -i PATH, set DGXCLUSTER_INVENTORY, or copy inventory/example.yaml)"
-        raise InventoryError(shown, [("", f"inventory file not found{hint}")])
-    if file.is_dir():
+        raise InventoryError(_short(shown), [("", f"inventory file not found{hint}")])
+    if is_dir:
         raise InventoryError(shown, [("", "is a directory, not an inventory file")])
     try:
-        text = file.read_text(encoding="utf-8")
+        with open(file, "rb") as fh:  # a pipe (-i <(...)) works too; /dev/zero does not hang
+            raw = fh.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise InventoryError(shown, [("", _TOO_LARGE)])
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InventoryError(shown, [("", f"cannot read: {exc}")]) from None
     return parse_inventory(text, shown, env, source=file)
@@ -104,6 +115,8 @@ def parse_inventory(
 ) -> Inventory:
     """Validate inventory text (the pure half of `load_inventory`)."""
     env = dict(os.environ if environ is None else environ)
+    if len(text) > MAX_BYTES:
+        raise InventoryError(shown, [("", _TOO_LARGE)])
     try:
         data, lines = load_yaml(text)
     except YamlProblem as exc:
@@ -120,6 +133,8 @@ def parse_inventory(
         inv = _build(data, overrides)
     except ValidationError as exc:
         raise InventoryError(shown, _problems(exc, lines, overrides)) from None
+    except SettingsError as exc:  # a DGXCLUSTER_* value that is not valid JSON for its section
+        raise InventoryError(shown, [_settings_problem(exc, overrides)]) from None
     except _UnknownEnv as exc:
         raise InventoryError(
             shown,
@@ -128,6 +143,22 @@ def parse_inventory(
         ) from None
     object.__setattr__(inv, "_source", source.resolve() if source else None)
     return inv
+
+
+def _short(shown: str, limit: int = 200) -> str:
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _settings_problem(exc: SettingsError, overrides: Mapping[str, str]) -> tuple[str, str]:
+    """pydantic-settings says only which top-level field failed to parse: name the variable."""
+    text = str(exc)
+    field = text.split('field "', 1)[1].split('"', 1)[0] if 'field "' in text else ""
+    keys = sorted(k for k in overrides if k.upper() == ENV_PREFIX + field.upper()
+                  or k.upper().startswith(ENV_PREFIX + field.upper() + "__"))
+    cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+    var = keys[0] if keys else "a DGXCLUSTER_* variable"
+    return field, (f"environment variable {var} is not a valid value for this setting: "
+                   f"sections and lists are given as JSON{cause}")
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, str]:
@@ -175,7 +206,12 @@ def _problems(
         ctx_err = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_err, CrossCheckError):
             for path, msg in ctx_err.errors:
-                out.append((format_path(path), msg, _line(path, lines)))
+                env_key = _env_key_for(path, overrides)
+                if env_key:  # the file's line would point at a value that is not in force
+                    out.append((format_path(path), f"{msg} (from environment variable {env_key})",
+                                None))
+                else:
+                    out.append((format_path(path), msg, _line(path, lines)))
             continue
         path = tuple(err["loc"])
         msg = _message(err)
@@ -216,5 +252,10 @@ def _env_key_for(path: tuple[str | int, ...], overrides: Mapping[str, str]) -> s
         key = ENV_PREFIX + "__".join(str(p) for p in path[:n]).upper()
         for k in overrides:
             if k.upper() == key:
+                return k
+    if path:
+        key = ENV_PREFIX + "__".join(str(p) for p in path).upper() + "__"
+        for k in overrides:
+            if k.upper().startswith(key):
                 return k
     return None

@@ -38,6 +38,59 @@ def _no_control_chars(value: str, what: str) -> str:
     return value
 
 
+def _argv_items(values: list[str]) -> list[str]:
+    """Each item becomes one argv element as written (spaces, quotes, `;` and all); only a NUL
+    byte cannot be carried by a command line."""
+    for i, v in enumerate(values):
+        if "\0" in v:
+            raise ValueError(f"item {i} contains a NUL byte, which no command line can carry")
+    return values
+
+
+def _not_an_option(value: str | None, what: str) -> str | None:
+    """A value passed as a positional argument or an option's value must not read as an option."""
+    if value is None:
+        return None
+    _no_control_chars(value, what)
+    if value.startswith("-"):
+        raise ValueError(f"{what} must not start with '-' (vllm serve would read it as an option)")
+    return value
+
+
+def _node_path(value: str, what: str) -> str:
+    """A directory on every node: absolute or under `~`, and usable in `docker -v HOST:CONTAINER`."""
+    _no_control_chars(value, what)
+    if "\0" in value:
+        raise ValueError(f"{what} must not contain a NUL byte")
+    if not (value.startswith("/") or value == "~" or value.startswith("~/")):
+        raise ValueError(f"{what} must be an absolute path or start with ~/ (got {value!r})")
+    if ":" in value:
+        raise ValueError(f"{what} must not contain ':' (docker -v separates HOST:CONTAINER with it)")
+    return value
+
+
+#: Variable names that hold secrets (matched as words of the upper-case name).
+SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "ACCESS_KEY", "PRIVATE_KEY")
+#: Values that are switches, not secrets (HF_HUB_DISABLE_IMPLICIT_TOKEN=1).
+_FLAG_VALUES = frozenset({"", "0", "1", "true", "false", "yes", "no", "on", "off"})
+HF_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{20,}")
+
+
+def secret_in_inventory(key: str, value: str) -> str | None:
+    """Why `key: value` looks like a secret value written into the inventory, or None."""
+    if HF_TOKEN_RE.search(value):
+        return "its value is a Hugging Face token"
+    upper = key.upper()
+    if value.strip().lower() not in _FLAG_VALUES and any(w in upper for w in SECRET_NAME_WORDS):
+        return "its name says it is a secret"
+    return None
+
+
+def _secret_hint(key: str) -> str:
+    return (f"the inventory holds no secret values: put {key}=... in the file named by "
+            f"secrets.file (mode 0600) or export it, and list {key} in secrets.env")
+
+
 class NodeSpec(Strict):
     """One machine: how to reach it over SSH and its address on the ConnectX-7 fabric."""
 
@@ -122,6 +175,9 @@ def _check_env(v: dict[str, str]) -> dict[str, str]:
             raise ValueError(f"{key!r} is not a valid environment variable name")
         if "\n" in val or "\r" in val or "\0" in val:
             raise ValueError(f"value of {key} must not contain a newline or NUL")
+        why = secret_in_inventory(key, val)
+        if why:
+            raise ValueError(f"{key} looks like a secret ({why}); {_secret_hint(key)}")
     return v
 
 
@@ -152,7 +208,7 @@ class ContainerSettings(Strict):
     devices: list[str] = Field(default_factory=lambda: ["/dev/infiniband"])
     cap_add: list[str] = Field(default_factory=lambda: ["IPC_LOCK"])
     ulimits: dict[str, str] = Field(default_factory=lambda: {"memlock": "-1"})
-    hf_cache: str = Field(default="~/.cache/huggingface", min_length=1)
+    hf_cache: str = Field(default="~/.cache/huggingface", min_length=1, max_length=1024)
     volumes: list[str] = Field(default_factory=list, description="extra HOST:CONTAINER[:ro]")
     env: dict[str, str] = Field(default_factory=dict, description="extra env set at docker run")
     extra_args: list[str] = Field(default_factory=list, description="extra docker run options")
@@ -161,6 +217,16 @@ class ContainerSettings(Strict):
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         return _check_env(v)
+
+    @field_validator("hf_cache")
+    @classmethod
+    def _cache(cls, v: str) -> str:
+        return _node_path(v, "hf_cache")
+
+    @field_validator("extra_args", "devices", "cap_add", "volumes")
+    @classmethod
+    def _items(cls, v: list[str]) -> list[str]:
+        return _argv_items(v)
 
 
 class RaySettings(Strict):
@@ -194,7 +260,12 @@ class ServeSettings(Strict):
     @field_validator("model", "served_model_name", "revision")
     @classmethod
     def _plain(cls, v: str | None) -> str | None:
-        return None if v is None else _no_control_chars(v, "value")
+        return _not_an_option(v, "value")
+
+    @field_validator("extra_args")
+    @classmethod
+    def _items(cls, v: list[str]) -> list[str]:
+        return _argv_items(v)
 
 
 class ModelSettings(Strict):
@@ -233,8 +304,14 @@ class InventoryModel(Strict):
     state_dir: str = Field(
         default="~/.local/state/dgxcluster",
         min_length=1,
+        max_length=1024,
         description="per-node directory for env-files, logs and records (on each node)",
     )
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, v: str) -> str:
+        return _node_path(v, "state_dir")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> InventoryModel:
@@ -277,6 +354,14 @@ class InventoryModel(Strict):
             errors.append((("head",), f"names no node: {self.head!r} (nodes: {', '.join(seen_names)})"))
         if self.image.build_node is not None and self.image.build_node not in seen_names:
             errors.append((("image", "build_node"), f"names no node: {self.image.build_node!r}"))
+        secret_names = set(self.secrets.env)
+        for section, mapping in ((("container", "env"), self.container.env),
+                                 (("fabric", "nccl_env"), self.fabric.nccl_env),
+                                 (("image", "build_args"), self.image.build_args)):
+            for key in mapping:
+                if key in secret_names:
+                    errors.append(((*section, key), f"{key} is listed in secrets.env, so its value "
+                                   f"must not be here: {_secret_hint(key)}"))
         if errors:
             raise CrossCheckError(errors)
         return self

@@ -96,6 +96,13 @@ class Cluster:
                 self._conns[name] = c
             return c
 
+    def dedicated(self, name: str) -> Connection:
+        """A connection to `name` of its own, outside the pool: `close()` (which `map` calls
+        when interrupted, to unblock its threads) does not touch it. The caller closes it.
+        For what must outlive an interrupted fan-out, such as the cluster lock held while
+        the rollback runs."""
+        return self._factory(self.inventory.node(name))
+
     def map(
         self,
         fn: Callable[[Connection], T],

@@ -226,7 +226,9 @@ class SshConnection:
         duration = time.monotonic() - start
         if exit_code is None:
             self.close()
-            raise ConnectError(self.node, f"connection lost while running `{shown}`")
+            first = shown.splitlines()[0] if shown else shown
+            brief = first if len(first) <= 60 and first == shown else first[:57] + "..."
+            raise ConnectError(self.node, f"connection lost while running `{brief}`")
         result = Result(
             node=self.node,
             argv=shown,
@@ -382,4 +384,21 @@ def _pump(chan: paramiko.Channel, out: _Collector, err: _Collector, deadline: fl
         err.feed(chan.recv_stderr(CHUNK))
     out.finish()
     err.finish()
-    return chan.recv_exit_status()
+    code = chan.recv_exit_status()
+    if code == -1 and _connection_gone(chan):
+        return None  # the server sent no exit status: sshd died or the network went away
+    return code
+
+
+def _connection_gone(chan: paramiko.Channel, grace_s: float = 1.0) -> bool:
+    """paramiko says -1 when no exit status came: the connection ended (paramiko closes the
+    channels a moment before it marks the transport inactive), or the process died of a
+    signal (OpenSSH then sends exit-signal, which paramiko does not read)."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        transport = chan.get_transport()
+        if transport is None or not transport.is_active():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)

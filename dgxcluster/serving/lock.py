@@ -56,10 +56,17 @@ def holder_text(command: str) -> str:
 
 
 class ClusterLock:
-    """Context manager: `with ClusterLock(conn, paths.lock_file, "start"): ...`."""
+    """Context manager: `with ClusterLock(conn, paths.lock_file, "start"): ...`.
 
-    def __init__(self, conn: Connection, path: str, command: str, acquire_timeout: float = 60.0):
+    With `own_connection`, the lock closes `conn` at release. `start` and `stop` hold the
+    lock on a connection of its own (`Cluster.dedicated`): an interrupted fan-out closes the
+    pooled connections, and the lock must stay held until the rollback after it is done.
+    """
+
+    def __init__(self, conn: Connection, path: str, command: str, acquire_timeout: float = 60.0,
+                 own_connection: bool = False):
         self.conn = conn
+        self.own_connection = own_connection
         self.path = path
         self.shown = path if path.startswith("/") else f"~/{path}"
         self.holder = holder_text(command)
@@ -133,6 +140,9 @@ class ClusterLock:
             with contextlib.suppress(OSError):
                 self._gate.close()
             self._gate = None
+        if self.own_connection:
+            with contextlib.suppress(Exception):  # closing is best effort
+                self.conn.close()
 
     def __enter__(self) -> ClusterLock:
         self.acquire()

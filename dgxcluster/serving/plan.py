@@ -119,7 +119,10 @@ def require_model(inv: InventoryModel) -> str:
 def serve_command(inv: InventoryModel) -> list[str]:
     """`vllm serve` with tensor parallelism over Ray, plus the configured flags."""
     s = inv.serve
-    argv = ["vllm", "serve", require_model(inv), "--tensor-parallel-size", str(s.tensor_parallel_size)]
+    argv = ["vllm", "serve", require_model(inv)]
+    if s.served_model_name:  # early: its nargs="+" must end at the next option, not eat extra_args
+        argv += ["--served-model-name", s.served_model_name]
+    argv += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
     if s.pipeline_parallel_size > 1:
         argv += ["--pipeline-parallel-size", str(s.pipeline_parallel_size)]
     argv += ["--distributed-executor-backend", "ray", "--host", s.host, "--port", str(s.port)]
@@ -129,8 +132,6 @@ def serve_command(inv: InventoryModel) -> list[str]:
         argv += ["--max-model-len", str(s.max_model_len)]
     if s.gpu_memory_utilization is not None:
         argv += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
-    if s.served_model_name:
-        argv += ["--served-model-name", s.served_model_name]
     argv += list(s.extra_args)
     return argv
 

@@ -102,8 +102,8 @@ def start(session: Session, options: StartOptions | None = None,
     if opts.dry_run:
         report.dry_run = _dry_run(session, image, config)
         return report
-    lock = ClusterLock(session.cluster.conn(inv.head_name), lock_path(inv.state_dir, inv.cluster),
-                       "start")
+    lock = ClusterLock(session.cluster.dedicated(inv.head_name),
+                       lock_path(inv.state_dir, inv.cluster), "start", own_connection=True)
     try:
         _Run(session, opts, prog, report, lock, served).run()
     finally:

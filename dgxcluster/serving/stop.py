@@ -32,8 +32,8 @@ def stop(session: Session, keep_containers: bool = False,
     report = StopReport()
     lock: ClusterLock | None = None
     try:
-        head = session.cluster.conn(inv.head_name)
-        lock = ClusterLock(head, lock_path(inv.state_dir, inv.cluster), "stop")
+        lock = ClusterLock(session.cluster.dedicated(inv.head_name),
+                           lock_path(inv.state_dir, inv.cluster), "stop", own_connection=True)
         lock.acquire()
     except ConnectError as exc:
         # A start cannot run without the head either; clean what can be reached.

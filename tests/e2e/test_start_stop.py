@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, Testbed
+from tests.leaks import assert_no_leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -183,6 +184,7 @@ def test_worker_cut_off_during_start_fails_naming_it_and_leaves_nothing(clean: T
     assert "ray-workers" in out
     tb.tb("heal", "node2")
     assert leftovers(tb) == {"node1": [], "node2": []}
+    assert_no_leaks(tb, wait_s=90)  # sshd sessions of the cut connection end on their own
 
 
 def test_standin_killed_while_loading_fails_fast_with_its_log(clean: Testbed) -> None:
@@ -211,6 +213,7 @@ def test_standin_killed_while_loading_fails_fast_with_its_log(clean: Testbed) ->
     assert "vLLM exited with status 137" in err  # seen by the launcher, not a timeout
     assert "vLLM stand-in" in err and "Starting to load model" in err  # its log tail
     assert leftovers(tb) == {"node1": [], "node2": []}
+    assert_no_leaks(tb)
 
 
 def test_restart_replaces_a_different_config_and_stop_cleans_reachable_nodes(clean: Testbed) -> None:

@@ -152,3 +152,18 @@ def test_unforeseen_error_on_one_node_fails_that_node_only(ctx: Path) -> None:
     by_node = {n.node: n for n in report.nodes}
     assert by_node["n1"].status is Status.CHANGED and by_node["n1"].image_id == image_id
     assert by_node["n2"].status is Status.FAILED and "boom" in by_node["n2"].detail
+
+
+def test_a_changed_host_key_refuses_the_whole_build_before_anything_runs(ctx: Path) -> None:
+    """Unlike a node that is down, a host key that does not match is a security question:
+    the build stops before sending or building anything on any node."""
+    from dgxcluster.errors import HostKeyError, NodesFailed
+
+    fakes = {"n1": FakeConnection("n1").on("probe|sh -c", _probe_reply(None)),
+             "n2": FakeConnection("n2").on("", Reply(raises=HostKeyError("n2", "HOST KEY CHANGED")))}
+    with pytest.raises(NodesFailed) as info:
+        build(_session(ctx, fakes))
+    assert isinstance(info.value.errors["n2"], HostKeyError)
+    assert "HOST KEY CHANGED" in str(info.value) and info.value.unreachable == ["n2"]
+    assert len(fakes["n1"].calls) == 1  # the read-only probe; nothing sent, nothing built
+    assert fakes["n1"].files == {} and fakes["n1"].stdins == [None]

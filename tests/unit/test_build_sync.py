@@ -119,3 +119,41 @@ def test_argv_carries_deletions_then_docker_argv(ctx: BuildContext) -> None:
     argv = sync.argv("/st/build/x", plan, "", "x:ctx-1", ["docker", "build", "."])
     assert argv[3:] == ["sh", "/st/build/x", "2", "", "x:ctx-1", "a b", "-rf", "docker", "build",
                         "."]
+
+
+def test_build_stops_and_secrets_go_when_the_client_is_gone(tmp_path: Path) -> None:
+    """The node-side build script, run here with sh: once nobody reads its stderr (Ctrl-C,
+    a killed sshd), its watchdog stops the build within seconds and the secrets dir goes,
+    instead of the build running on to the end of its step."""
+    import io
+    import subprocess
+    import sys
+    import tarfile
+    import time
+
+    secrets = tmp_path / "env" / "build-1"
+    secrets.mkdir(parents=True)
+    (secrets / "HF_TOKEN").write_text("hf_x")
+    empty = io.BytesIO()
+    tarfile.open(fileobj=empty, mode="w").close()
+    marker = tmp_path / "still-building"
+    build = [sys.executable, "-c", "import time; print('building', flush=True); time.sleep(30); "
+             f"open({str(marker)!r}, 'w')"]  # one process, as `docker build` is
+    argv = sync.argv(str(tmp_path / "build"), sync.SyncPlan((), (), {}, 0), str(secrets),
+                     "x:ctx-1", build)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(empty.getvalue())
+    proc.stdin.close()
+    assert proc.stdout.readline() == b"dgxcluster: context ready\n"
+    assert proc.stdout.readline() == b"building\n"
+    t = time.monotonic()
+    proc.stderr.close()  # the client went away
+    proc.wait(timeout=20)
+    assert time.monotonic() - t < 10
+    assert not secrets.exists()
+    flock = subprocess.run(["flock", "-n", str(tmp_path / "build" / "lock"), "true"])
+    assert flock.returncode == 0  # the context lock is free for the next build
+    time.sleep(0.5)
+    assert not marker.exists()

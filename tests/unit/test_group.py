@@ -119,3 +119,32 @@ def test_every_connection_has_the_interface_methods() -> None:
         want = list(inspect.signature(getattr(Connection, name)).parameters)
         assert list(inspect.signature(getattr(SshConnection, name)).parameters) == want
         assert list(inspect.signature(getattr(FakeConnection, name)).parameters) == want
+
+
+def test_interrupted_fanout_closes_the_pool_but_not_a_dedicated_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in a fan-out closes the pooled connections (to unblock its threads); the
+    cluster lock sits on a dedicated one, so it stays held while the rollback runs."""
+    from dgxcluster.remote import group
+
+    inv = parse_inventory(INV, environ={})
+    made: list[FakeConnection] = []
+
+    def factory(spec: object) -> FakeConnection:
+        made.append(FakeConnection(spec.name).on("", Reply(delay_s=0.5)))  # type: ignore[attr-defined]
+        return made[-1]
+
+    c = Cluster(inv, factory=factory)  # type: ignore[arg-type]
+    pooled = c.conn("n1")
+    lock_conn = c.dedicated("n1")
+    assert lock_conn is not pooled and c.conn("n1") is pooled
+
+    def interrupted(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(group, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        c.map(lambda conn: conn.run(["sleep", "1"]))
+    assert pooled.closed  # type: ignore[attr-defined]
+    assert not lock_conn.closed  # type: ignore[attr-defined]
+

@@ -115,3 +115,10 @@ def test_line_numbers_are_reported() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InventoryError, match="not found"):
         load_inventory(tmp_path / "nope.yaml", environ={})
+
+
+def test_cross_check_on_an_overridden_value_names_the_variable_not_a_file_line() -> None:
+    with pytest.raises(InventoryError) as info:
+        parse_inventory(GOOD, "inv.yaml", environ={"DGXCLUSTER_HEAD": "spark9"})
+    assert str(info.value) == ("inv.yaml: head: names no node: 'spark9' (nodes: spark1, spark2) "
+                               "(from environment variable DGXCLUSTER_HEAD)")

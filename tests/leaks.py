@@ -1,0 +1,87 @@
+"""One checker for what a fault may leave behind on a testbed's nodes.
+
+After a fault and whatever dgxcluster does about it, each node must hold none of:
+- dgxcluster containers (by the `dgxcluster.cluster` label, or named `dgxc-*`), any state;
+- processes beyond the node's own daemons (sshd's listener, dockerd, containerd, and the
+  fault switch `hang` itself): a leftover `docker build`, relay or model agent, lock shell,
+  Ray or vLLM shows up here (`scripts/testbed ps`: nodes share the host's PID namespace);
+- env-files: anything in `<state_dir>/<cluster>/env` (start's 0600 env-files, build's
+  BuildKit secret files, model pull's token file);
+- temporary files: `*.tmp-*` from atomic SFTP puts, anything in `<state_dir>/<cluster>/tmp`;
+- a held cluster lock (`flock -n` on `<state_dir>/<cluster>/lock` fails).
+
+Processes that are ending (a `docker build` that notices its client is gone at its next
+write) get `wait_s` to go; anything still there then is a leak.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.conftest import Testbed
+
+STATE = "/root/.local/state/dgxcluster"
+
+#: The node's own processes, always there on a testbed node.
+_BASELINE = re.compile(
+    r"^\d+ (sshd: /usr/sbin/sshd -f \S+ .*\[listener\]"
+    r"|/usr/sbin/sshd -f "
+    r"|dockerd --data-root "
+    r"|containerd --config "
+    r"|/usr/bin/python3 -c import socket,time)"  # `scripts/testbed hang`
+)
+
+_FILES = r"""
+root="$1"
+if command -v docker >/dev/null 2>&1 && [ -S /run/docker.sock ]; then
+  docker ps -a --filter label=dgxcluster.cluster --format 'container {{.Names}} ({{.Status}})' 2>/dev/null
+  docker ps -a --format '{{.Names}} {{.Status}}' 2>/dev/null | grep '^dgxc-' | sed 's/^/container /'
+fi
+for f in "$root"/env/* "$root"/env/.[!.]*; do [ -e "$f" ] && echo "env-file $f"; done
+for f in "$root"/tmp/* "$root"/tmp/.[!.]*; do [ -e "$f" ] && echo "temp-file $f"; done
+find "$root" /root /tmp -xdev -name '*.tmp-*' 2>/dev/null | sed 's/^/temp-file /'
+if [ -e "$root/lock" ] && ! flock -n "$root/lock" true; then echo "lock held: $root/lock"; fi
+true
+"""
+
+
+def node_leaks(tb: Testbed, node: str, cluster: str | None = None, state: str = STATE) -> list[str]:
+    root = f"{state}/{cluster or tb.name}"
+    found = sorted(set(tb.node_exec(node, "sh", "-c", _FILES, "sh", root).stdout.splitlines()))
+    for proc in _processes(tb.tb("ps", node).stdout):
+        if not _BASELINE.match(proc):
+            found.append("process " + proc[:300])
+    return found
+
+
+def _processes(ps: str) -> list[str]:
+    """`scripts/testbed ps` prints `PID CMDLINE`; a command line may span lines (sh -c 'script')."""
+    out: list[str] = []
+    for line in ps.splitlines():
+        if re.match(r"^\d+ ", line) or not out:
+            out.append(line)
+        else:
+            out[-1] += " " + line.strip()
+    return [p for p in out if p.strip()]
+
+
+def leaks(tb: Testbed, cluster: str | None = None, state: str = STATE,
+          wait_s: float = 30.0) -> dict[str, list[str]]:
+    """Every node's leftovers ({} when clean), after giving ending processes `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = {n: node_leaks(tb, n, cluster, state) for n in tb.nodes}
+        found = {n: v for n, v in found.items() if v}
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(1.0)
+
+
+def assert_no_leaks(tb: Testbed, cluster: str | None = None, state: str = STATE,
+                    wait_s: float = 30.0) -> None:
+    found = leaks(tb, cluster, state, wait_s)
+    assert found == {}, "left behind on the nodes:\n" + "\n".join(
+        f"  {n}: {item}" for n, items in found.items() for item in items)
