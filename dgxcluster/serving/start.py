@@ -94,7 +94,9 @@ def start(session: Session, options: StartOptions | None = None,
     prog = progress or NullProgress()
     inv = session.inventory
     t0 = time.monotonic()
-    served = served_model(plan.require_model(inv), inv.serve.revision)
+    model = plan.require_model(inv)
+    served = (ServedModel(None, "", "--skip-model-check") if opts.skip_model_check
+              else served_model(model, inv.serve.revision))
     image = expected_image(inv)
     config = plan.config_hash(inv, image)
     report = StartReport(endpoint=plan.endpoint(inv), model=plan.model_id(inv),

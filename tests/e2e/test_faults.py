@@ -53,6 +53,7 @@ def _timed(name: str, seconds: float) -> None:
 @pytest.fixture(scope="module")
 def tb(testbed_docker: Testbed) -> Iterator[Testbed]:
     testbed_docker.ensure_image()
+    testbed_docker.ensure_model()
     testbed_docker.dgx("stop", env=ENV)
     yield testbed_docker
     testbed_docker.dgx("stop", env=ENV)
@@ -162,6 +163,11 @@ def test_head_container_killed_while_serving_then_stop_cleans_up(tb: Testbed) ->
     head = f"dgxc-{tb.name}-head"
     tb.node_exec("node1", "docker", "kill", head)
     assert containers(tb, "node1") == [f"{head} exited"]
+    status = dgx(tb, "status")
+    assert status.returncode == 0, status.stderr
+    shown = flat(status.stdout)
+    assert "head exited (exit 137)" in shown and "worker running" in shown, shown
+    assert "not serving" in shown, shown
     r = stop_ok(tb)
     text = flat(r.stdout)
     assert f"removed {head}" in text and f"removed dgxc-{tb.name}-worker" in text

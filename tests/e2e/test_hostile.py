@@ -94,7 +94,12 @@ def test_hostile_inventory_values_reach_the_standin_and_its_container_literally(
     tb.dgx("stop")
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}  # the token: secrets.file only
     try:
-        r = run_cli("-i", str(hostile_inventory), "start", env=env, timeout=600)
+        refused = run_cli("-i", str(hostile_inventory), "start", env=env)
+        assert refused.returncode == 2 and "not a Hugging Face model id" in refused.stderr
+        assert "serve.model" in refused.stderr and "Traceback" not in refused.stderr
+        # not an id the model check could look for: served anyway, as written
+        r = run_cli("-i", str(hostile_inventory), "start", "--skip-model-check", env=env,
+                    timeout=600)
         assert r.returncode == 0, r.stderr[-4000:]
         assert TOKEN not in r.stdout + r.stderr
         head, worker = f"dgxc-{tb.name}-head", f"dgxc-{tb.name}-worker"

@@ -31,6 +31,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from dgxcluster.cli.main import app
+from dgxcluster.durations import parse_duration
 from dgxcluster.errors import UsageError
 from dgxcluster.inventory.model import ImageSettings
 from dgxcluster.models.repoid import RepoId, check_revision
@@ -116,6 +117,9 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "build --node": node_names,
     "verify-ib --node": node_names,
     "model sync --from": node_names,
+    "logs --node": node_names,
+    "logs --since": texts.filter(_rejected(parse_duration)),
+    "smoke --prompt": st.text(alphabet=" \t\n", max_size=5),
     "build --image": texts.filter(_rejected(lambda s: ImageSettings(name=s))),
     "build --strategy": texts.filter(lambda s: s not in ("each", "distribute")),
     "model pull --revision": texts.filter(_rejected(check_revision)),
@@ -123,7 +127,7 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "model pull model": texts.filter(_rejected(RepoId.parse)),
 }
 #: Parameters for which no rejected value exists (anything is a valid command, count or flag).
-NO_BAD_VALUE = {"exec command"}
+NO_BAD_VALUE = {"exec command", "logs --output"}  # any folder name can be made
 
 
 def bad_number(p: Param) -> st.SearchStrategy[str]:
