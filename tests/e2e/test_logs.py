@@ -41,6 +41,8 @@ def planted(testbed_docker: Testbed) -> Iterator[Testbed]:
     start_labelled(tb, "node1", cluster, "head")
     start_labelled(tb, "node2", cluster, "worker")
     plant_server_log(tb, "node1", cluster)
+    # node2 has no dgxcluster log folder (earlier tests' runs may have left one)
+    tb.node_exec("node2", "rm", "-rf", f"/root/.local/state/dgxcluster/{cluster}/logs")
     yield tb
     remove_cluster_containers(tb, cluster)
 

@@ -15,6 +15,8 @@ from tests.conftest import Testbed
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
 TOKEN = "hf_dgxcTestTokenNeverPrinted0123456789"
+# in no node's cache: offline, `hf download` would answer from a cached snapshot
+MODEL = "dgxc/never-downloaded"
 
 
 def test_pull_with_the_hub_unreachable_fails_clearly_and_leaks_no_token(
@@ -25,7 +27,7 @@ def test_pull_with_the_hub_unreachable_fails_clearly_and_leaks_no_token(
     env["HF_TOKEN"] = TOKEN
     proc = subprocess.Popen(
         [sys.executable, "-m", "dgxcluster", "-v", "-i", str(tb.inventory), "model", "pull",
-         "Qwen/Qwen3-0.6B"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+         MODEL], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     seen: list[str] = []
 
     def watch() -> None:  # every process on the head while the pull runs, with full argv
@@ -40,12 +42,12 @@ def test_pull_with_the_hub_unreachable_fails_clearly_and_leaks_no_token(
     assert "Traceback" not in err
     final = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert final and "cannot reach the Hugging Face hub" in final[0], err
-    assert "dgxcluster model sync Qwen/Qwen3-0.6B" in err
+    assert f"dgxcluster model sync {MODEL}" in err
     runs = [ln for ln in err.splitlines() if "remote.run" in ln and "docker run" in ln]
-    assert runs and "--env-file" in runs[0] and "download Qwen/Qwen3-0.6B" in runs[0]
+    assert runs and "--env-file" in runs[0] and f"download {MODEL}" in runs[0]
     assert TOKEN not in out + err
     assert "******" not in "\n".join(ln for ln in err.splitlines() if "remote.run" in ln)
-    assert any("download Qwen/Qwen3-0.6B" in snapshot for snapshot in seen), "watched the pull"
+    assert any(f"download {MODEL}" in snapshot for snapshot in seen), "watched the pull"
     assert not any(TOKEN in snapshot for snapshot in seen)
     left = tb.node_exec("node1", "sh", "-c",
                         "ls /root/.local/state/dgxcluster/*/env/ 2>/dev/null; "

@@ -268,6 +268,13 @@ def test_lock_refuses_a_second_run_naming_the_holder_and_dies_with_it(clean: Tes
     assert "nothing to stop" in r.stdout
 
 
+WIDE = {**ENV, "COLUMNS": "300"}  # one table row per line
+
+
+def words(table: str) -> str:
+    return " ".join(re.sub(r"[│┃┏┓┗┛┡┩└┘━─╇╈┳┻]", " ", table).split())
+
+
 def test_model_missing_on_a_worker_refuses_naming_it_until_synced(clean: Testbed) -> None:
     """Preflight looks in every node's HF cache: a worker without the model stops start
     before anything runs; --skip-model-check overrides; `model sync` fixes it."""
@@ -278,17 +285,19 @@ def test_model_missing_on_a_worker_refuses_naming_it_until_synced(clean: Testbed
         r = tb.dgx("start", env=ENV)
         assert r.returncode == 1, r.stderr
         assert "start failed at step 'preflight'" in r.stderr
-        assert "node2: model Qwen/Qwen3-0.6B (main) is not complete here: " in r.stderr
+        assert ("node2: step 'preflight' failed: model Qwen/Qwen3-0.6B (main) is not complete "
+                "here: not in this node's cache") in r.stderr
         assert "dgxcluster model sync Qwen/Qwen3-0.6B" in r.stderr
         assert "node1: model" not in r.stderr and "Traceback" not in r.stderr
         assert "nothing was changed" in r.stderr
         assert leftovers(tb) == {"node1": [], "node2": []}
-        skipped = tb.dgx("start", "--skip-model-check", env=ENV)
+        skipped = tb.dgx("start", "--skip-model-check", env=WIDE)
         assert skipped.returncode == 0, skipped.stderr
-        assert "model check off (--skip-model-check)" in skipped.stdout
+        assert "model check off (--skip-model-check)" in words(skipped.stdout)
         assert tb.dgx("stop", env=ENV).returncode == 0
     finally:
         tb.ensure_model()
-    r = tb.dgx("start", env=ENV)
+    r = tb.dgx("start", env=WIDE)
     assert r.returncode == 0, r.stderr
-    assert re.search(r"model Qwen/Qwen3-0\.6B complete \([0-9a-f]{12}, 3 files\)", r.stdout), r.stdout
+    assert re.search(r"model Qwen/Qwen3-0\.6B complete \([0-9a-f]{12}, 3 files\)", words(r.stdout)), \
+        r.stdout
