@@ -186,6 +186,14 @@ def write(workdir: Path, doc: Any) -> Path:
     return f
 
 
+def _round_trips(key: str) -> bool:
+    """PyYAML's dumper writes some keys it cannot read back as written (NEL, U+0085, is
+    folded to a space inside a quoted key), so a mutated key is only useful when it survives
+    the writer: otherwise the loader rightly names a different key than the one drawn."""
+    text = yaml.safe_dump({key: 1}, allow_unicode=True, width=10**6)
+    return bool(yaml.safe_load(text) == {key: 1})
+
+
 def _set(doc: Any, path: tuple[str | int, ...], value: Any) -> None:
     _get(doc, path[:-1])[path[-1]] = value
 
@@ -211,7 +219,7 @@ def test_mutated_inventory_is_loaded_or_refused_naming_the_key(workdir: Path, da
             target = _get(doc, path)
             taken = set(target) | set(InventoryModel.model_fields)
             key = data.draw(st.text(min_size=1, max_size=20).filter(
-                lambda k, taken=taken: k not in taken), label="key")
+                lambda k, taken=taken: k not in taken and _round_trips(k)), label="key")
             # free-form maps (env, build_args, ulimits) take any key; their values are checked
             free = path[-1:] in (("env",), ("nccl_env",), ("build_args",), ("ulimits",))
             target[key] = data.draw(junk, label="value")
