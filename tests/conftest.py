@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -86,6 +87,11 @@ class Testbed:
             input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run the real CLI against this testbed."""
         return run_cli("-i", str(self.inventory), *args, env=env, timeout=timeout, input=input)
+
+
+def flat(text: str) -> str:
+    """The CLI's rich tables wrap cells: compare words, not lines."""
+    return " ".join(re.sub(r"[│┃┏┓┗┛┡┩└┘━─╇╈┳┻]", " ", text).split())
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 900,

@@ -34,7 +34,7 @@ import yaml
 from dgxcluster.build.context import scan
 from tests import hfcache
 from tests.clirun import Background, CmdlineSampler
-from tests.conftest import REPO, Testbed
+from tests.conftest import REPO, Testbed, flat
 from tests.leaks import STATE, assert_no_leaks, node_leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -92,11 +92,6 @@ def containers(tb: Testbed, node: str) -> list[str]:
     out = tb.node_exec(node, "docker", "ps", "-a", "--filter", "label=dgxcluster.cluster",
                        "--format", "{{.Names}} {{.State}}").stdout
     return sorted(out.split("\n")[:-1])
-
-
-def flat(text: str) -> str:
-    """Table cells wrap: compare words, not lines."""
-    return " ".join(re.sub(r"[│┃┏┓┗┛┡┩└┘━─╇╈┳┻]", " ", text).split())
 
 
 # -- a node that hangs ----------------------------------------------------------------------

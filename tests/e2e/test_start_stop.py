@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, Testbed
+from tests.conftest import REPO, Testbed, flat
 from tests.leaks import assert_no_leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -271,10 +271,6 @@ def test_lock_refuses_a_second_run_naming_the_holder_and_dies_with_it(clean: Tes
 WIDE = {**ENV, "COLUMNS": "300"}  # one table row per line
 
 
-def words(table: str) -> str:
-    return " ".join(re.sub(r"[│┃┏┓┗┛┡┩└┘━─╇╈┳┻]", " ", table).split())
-
-
 def test_model_missing_on_a_worker_refuses_naming_it_until_synced(clean: Testbed) -> None:
     """Preflight looks in every node's HF cache: a worker without the model stops start
     before anything runs; --skip-model-check overrides; `model sync` fixes it."""
@@ -293,11 +289,11 @@ def test_model_missing_on_a_worker_refuses_naming_it_until_synced(clean: Testbed
         assert leftovers(tb) == {"node1": [], "node2": []}
         skipped = tb.dgx("start", "--skip-model-check", env=WIDE)
         assert skipped.returncode == 0, skipped.stderr
-        assert "model check off (--skip-model-check)" in words(skipped.stdout)
+        assert "model check off (--skip-model-check)" in flat(skipped.stdout)
         assert tb.dgx("stop", env=ENV).returncode == 0
     finally:
         tb.ensure_model()
     r = tb.dgx("start", env=WIDE)
     assert r.returncode == 0, r.stderr
-    assert re.search(r"model Qwen/Qwen3-0\.6B complete \([0-9a-f]{12}, 3 files\)", words(r.stdout)), \
+    assert re.search(r"model Qwen/Qwen3-0\.6B complete \([0-9a-f]{12}, 3 files\)", flat(r.stdout)), \
         r.stdout
