@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
                          "(prefixed by node) until Ctrl-C, instead of collecting."),
         ] = False,
     ) -> None:
-        """Collect every node's logs at once into DIR/<cluster>-<UTC time>/<node>/ and a .tar.gz.
+        """Collect every node's logs at once into `DIR/<cluster>-<UTC time>/<node>/` and a .tar.gz.
 
         Per node: each dgxcluster container's logs, `docker inspect`, Ray's session logs,
         dgxcluster's log folder (the vLLM server log), and host facts (nvidia-smi -q,
