@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dgxcluster.inventory.model import InventoryModel
+    from dgxcluster.inventory.schema import InventoryModel
 
 #: The variables that carry the fabric interface name (NCCL bootstrap/sockets, Gloo, the
 #: TensorPipe RPC agent, UCX, Open MPI's TCP transport).

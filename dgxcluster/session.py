@@ -15,8 +15,8 @@ from dgxcluster.secrets import DEFAULT_SECRET_NAMES, Redactor, Secret, load_secr
 
 if TYPE_CHECKING:
     from dgxcluster.inventory.load import Inventory
-    from dgxcluster.log import RunLogs
     from dgxcluster.remote.group import Cluster, ConnectionFactory
+    from dgxcluster.runlog import RunLogs
 
 
 @dataclass
@@ -39,8 +39,8 @@ class Session:
         log_dir: Path | None = None,
         redactor: Redactor | None = None,
     ) -> Session:
-        from dgxcluster.log import RunLogs
         from dgxcluster.remote.group import Cluster
+        from dgxcluster.runlog import RunLogs
 
         red = redactor or Redactor()
         secrets_file = (

@@ -76,8 +76,8 @@ def relay_file(inv: Path, src: str, dst: str, path: str) -> float:
 
 def distribute_full(inv: Path, ref: str) -> float:
     """The whole image node1 -> node2 (`docker save | relay | docker load`), no layer trimming."""
-    from dgxcluster.build import probe
-    from dgxcluster.build.distribute import send_image
+    from dgxcluster.image import probe
+    from dgxcluster.image.distribute import send_image
     from dgxcluster.inventory import load_inventory
     from dgxcluster.nodepaths import NodePaths
     from dgxcluster.session import Session

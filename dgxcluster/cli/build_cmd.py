@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"must be 'each' or 'distribute', not {strategy!r}", "--strategy")
         st = state(ctx)
         inv = st.inventory()
-        from dgxcluster.build.run import build
+        from dgxcluster.image.run import build
 
         shown = inv.names if not node else [n for n in inv.names if n in node] or list(node)
         builder = inv.image.build_node or inv.head_name

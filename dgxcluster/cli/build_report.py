@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dgxcluster.build.run import BuildReport
+    from dgxcluster.image.run import BuildReport
 
 
 def print_report(report: BuildReport, *, json_out: bool = False) -> None:

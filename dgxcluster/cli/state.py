@@ -36,7 +36,7 @@ class CliState:
         return self._inventory
 
     def session(self, command: str) -> Session:
-        from dgxcluster.log import configure
+        from dgxcluster.runlog import configure
         from dgxcluster.secrets import Redactor
         from dgxcluster.session import Session
 

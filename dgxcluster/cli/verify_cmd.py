@@ -9,7 +9,7 @@ import typer
 from dgxcluster.cli.state import errors_to_exit, state
 
 if TYPE_CHECKING:
-    from dgxcluster.verify.model import Report
+    from dgxcluster.verify.results import Report
 
 
 def register(app: typer.Typer) -> None:

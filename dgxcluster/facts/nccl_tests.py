@@ -1,5 +1,5 @@
 """nccl-tests result tables (`all_gather_perf`, `all_reduce_perf`, ...) and the same table
-printed by dgxcluster's torch probe (`dgxcluster/verify/nccl_probe.py`).
+printed by dgxcluster's torch probe (`dgxcluster/nodeside/nccl_probe.py`).
 
 The columns are named by the `#  size  count  type  redop  root  time  algbw  busbw  #wrong
 ...` header, so versions with or without `root`, or with `error` instead of `#wrong`, read

@@ -1,7 +1,7 @@
 """The inventory: pure models plus loading. Imports nothing that touches the network."""
 
 from dgxcluster.inventory.load import Inventory, load_inventory, parse_inventory, resolve_path
-from dgxcluster.inventory.model import (
+from dgxcluster.inventory.schema import (
     ContainerSettings,
     FabricSettings,
     ImageSettings,

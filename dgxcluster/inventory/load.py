@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from dgxcluster.errors import InventoryError
-from dgxcluster.inventory.model import CrossCheckError, InventoryModel
+from dgxcluster.inventory.schema import CrossCheckError, InventoryModel
 from dgxcluster.inventory.yamlfile import YamlProblem, format_path, load_yaml
 
 DEFAULT_PATH = Path("inventory/cluster.yaml")

@@ -2,5 +2,5 @@
 
 Pure parts: `repoid` (hub id rules), `layout` (a node's cache entry and blob states),
 `plan` (what a peer lacks), `presence` (complete/verified across nodes). Node-side:
-`nodeagent` (shipped to nodes). Orchestration: `sync`, `copy`, `pull`, `check`.
+`dgxcluster.nodeside.hfcache` (shipped to nodes). Orchestration: `sync`, `copy`, `pull`, `check`.
 """

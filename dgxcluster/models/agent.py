@@ -1,4 +1,4 @@
-"""The model agent (`nodeagent.py`) on one node: where it and the HF cache live, how to call it.
+"""The model agent (`nodeside/hfcache.py`) on one node: where it and the HF cache live, how to call it.
 
 The agent is put on a node on first use, at a content-addressed path, so a changed agent
 never meets an old copy. Commands are argv; lists of names travel on stdin or in a file.
@@ -23,7 +23,7 @@ from dgxcluster.session import Session
 
 
 def agent_source() -> bytes:
-    return resources.files("dgxcluster.models").joinpath("nodeagent.py").read_bytes()
+    return resources.files("dgxcluster.nodeside").joinpath("hfcache.py").read_bytes()
 
 
 def agent_path(paths: NodePaths) -> str:

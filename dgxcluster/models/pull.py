@@ -42,7 +42,7 @@ class PullReport:
 
 def image_ref(session: Session) -> str:
     """The image `build` makes for this inventory (content-addressed tag)."""
-    from dgxcluster.build.context import image_refs, scan
+    from dgxcluster.image.context import image_refs, scan
 
     inv = session.inventory
     ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.image.build_args)

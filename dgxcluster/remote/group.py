@@ -21,7 +21,7 @@ from dgxcluster.secrets import Redactor
 
 if TYPE_CHECKING:
     from dgxcluster.inventory.load import Inventory
-    from dgxcluster.inventory.model import NodeSpec
+    from dgxcluster.inventory.schema import NodeSpec
 
 T = TypeVar("T")
 ConnectionFactory = Callable[["NodeSpec"], Connection]

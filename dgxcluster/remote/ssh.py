@@ -23,12 +23,12 @@ from fabric import Connection as FabricConnection
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from dgxcluster.errors import CommandTimeout, ConnectError, HostKeyError
-from dgxcluster.inventory.model import NodeSpec, SshSettings
-from dgxcluster.log import get_logger
+from dgxcluster.inventory.schema import NodeSpec, SshSettings
 from dgxcluster.remote.command import Argv, for_display, to_command_line
 from dgxcluster.remote.connection import ChunkCallback, LineCallback
 from dgxcluster.remote.hostkeys import changed_key_error, load_known_hosts, policy_for
 from dgxcluster.remote.result import Result
+from dgxcluster.runlog import get_logger
 from dgxcluster.secrets import Redactor
 
 CHUNK = 256 * 1024

@@ -21,7 +21,7 @@ from dgxcluster.remote.command import shell
 from dgxcluster.secrets import Secret
 
 if TYPE_CHECKING:
-    from dgxcluster.inventory.model import InventoryModel
+    from dgxcluster.inventory.schema import InventoryModel
     from dgxcluster.nodepaths import NodePaths
 
 HEAD = "head"

@@ -22,7 +22,7 @@ from dgxcluster.serving import containers
 from dgxcluster.serving.plan import HEAD, role_of
 
 if TYPE_CHECKING:
-    from dgxcluster.inventory.model import InventoryModel
+    from dgxcluster.inventory.schema import InventoryModel
 
 
 @dataclass

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 
 from dgxcluster import naming
-from dgxcluster.build.context import image_refs, scan
 from dgxcluster.errors import ConnectError, DgxClusterError, LockHeld, NodesFailed, StepError
 from dgxcluster.facts.ray_status import RayStatus
+from dgxcluster.image.context import image_refs, scan
 from dgxcluster.inventory.load import Inventory
 from dgxcluster.models.agent import NodeModels
 from dgxcluster.models.check import ServedModel, missing_lines, scan_one, served_model

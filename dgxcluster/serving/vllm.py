@@ -31,7 +31,7 @@ from dgxcluster.serving.plan import (
 if TYPE_CHECKING:
     import httpx
 
-    from dgxcluster.inventory.model import InventoryModel
+    from dgxcluster.inventory.schema import InventoryModel
     from dgxcluster.nodepaths import NodePaths
 
 TAIL_LINES = 40

@@ -24,7 +24,7 @@ def cache_dir() -> Path:
 
 
 def fingerprint(root: Path, dockerfile: str, build_args: Mapping[str, str]) -> str:
-    from dgxcluster.build import context, dockerignore
+    from dgxcluster.image import context, dockerignore
 
     h = hashlib.sha256()
     for module in (context, dockerignore):  # the tag's own recipe
@@ -46,7 +46,7 @@ def fingerprint(root: Path, dockerfile: str, build_args: Mapping[str, str]) -> s
 def content_tag(root: Path, dockerfile: str, build_args: Mapping[str, str],
                 cache: Path | None = None) -> str:
     """scan(root, ...).content_tag, from the cache when nothing it depends on changed."""
-    from dgxcluster.build.context import scan
+    from dgxcluster.image.context import scan
 
     if not root.is_dir():
         return scan(root, dockerfile, build_args).content_tag  # raises the usual error

@@ -288,7 +288,7 @@ def image_summary(name: str, nodes: list[NodeStatus], expected_tag: str | None,
     """Same content tag on every node (the verdict `start` applies, from `build.check`), the
     same image ID too (true after `distribute`; `each` gives equal content, other IDs), and
     whether it is the tag the build context gives today."""
-    from dgxcluster.build.check import NodeImage, compare
+    from dgxcluster.image.check import NodeImage, compare
 
     states: dict[str, NodeImage] = {}
     for n in nodes:

@@ -27,7 +27,7 @@ from dgxcluster.session import Session
 
 
 def agent_source() -> bytes:
-    return resources.files("dgxcluster.transfer").joinpath("agent.py").read_bytes()
+    return resources.files("dgxcluster.nodeside").joinpath("relay.py").read_bytes()
 
 
 def agent_path(paths: NodePaths) -> str:

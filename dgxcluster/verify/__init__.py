@@ -6,7 +6,7 @@ the container environment checked is `dgxcluster.containerenv.container_env`, th
 `start` gives the containers.
 """
 
-from dgxcluster.verify.model import CLUSTER, CheckResult, Level, Report
+from dgxcluster.verify.results import CLUSTER, CheckResult, Level, Report
 from dgxcluster.verify.runner import verify_ib
 
 __all__ = ["CLUSTER", "CheckResult", "Level", "Report", "verify_ib"]

@@ -24,9 +24,9 @@ from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import Result
 from dgxcluster.session import Session
 from dgxcluster.verify import containers
-from dgxcluster.verify.model import CLUSTER, CheckResult, Checks, Level
+from dgxcluster.verify.results import CLUSTER, CheckResult, Checks, Level
 
-PROBE = Path(__file__).with_name("nccl_probe.py")
+PROBE = Path(__file__).parent.parent / "nodeside" / "nccl_probe.py"
 PROBE_IN_CONTAINER = "/opt/dgxcluster/nccl_probe.py"
 PROBE_PORT = 29511
 IB_PORT = 18515

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
 
-from dgxcluster.inventory.model import InventoryModel, NodeSpec
+from dgxcluster.inventory.schema import InventoryModel, NodeSpec
 from dgxcluster.verify.gather import NodeFacts
-from dgxcluster.verify.model import CLUSTER, CheckResult, Checks
 from dgxcluster.verify.rdma import cabled_ports, port_key, rdma_view
+from dgxcluster.verify.results import CLUSTER, CheckResult, Checks
 
 DEFAULT_PREFIX = 24
 

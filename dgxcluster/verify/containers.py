@@ -8,7 +8,7 @@ the real containers will see: a missing /dev/infiniband shows up here as a socke
 from __future__ import annotations
 
 from dgxcluster.containerenv import container_env
-from dgxcluster.inventory.model import InventoryModel
+from dgxcluster.inventory.schema import InventoryModel
 from dgxcluster.naming import LABEL_CLUSTER, LABEL_ROLE, MOVING_TAG
 from dgxcluster.remote.command import shell
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from dgxcluster.facts.ipaddr import Interface
-from dgxcluster.inventory.model import InventoryModel, NodeSpec
+from dgxcluster.inventory.schema import InventoryModel, NodeSpec
 from dgxcluster.verify.gather import NodeFacts
-from dgxcluster.verify.model import CLUSTER, CheckResult, Checks
 from dgxcluster.verify.node_checks import FIX_NO_RDMA
 from dgxcluster.verify.rdma import RdmaDev, rdma_view
+from dgxcluster.verify.results import CLUSTER, CheckResult, Checks
 
 ENV_FIX = ("correct fabric.rails (dgxcluster derives these variables from it), or the override "
            "in fabric.nccl_env / container.env")

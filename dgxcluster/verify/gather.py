@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 from dgxcluster.facts import ParseError, ethtool, ibdev2netdev, ibv_devinfo, ipaddr, nvidia_smi
 from dgxcluster.facts import ping as ping_fact
-from dgxcluster.inventory.model import InventoryModel
+from dgxcluster.inventory.schema import InventoryModel
 from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection

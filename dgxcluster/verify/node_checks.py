@@ -4,10 +4,10 @@ MTU, link speed, GPU and jumbo pings. Pure: facts in, `CheckResult`s out.
 
 from __future__ import annotations
 
-from dgxcluster.inventory.model import InventoryModel, NodeSpec
+from dgxcluster.inventory.schema import InventoryModel, NodeSpec
 from dgxcluster.verify.gather import NodeFacts
-from dgxcluster.verify.model import CheckResult, Checks, Level, worst
 from dgxcluster.verify.rdma import RdmaDev, by_port, cabled_ports, rdma_view
+from dgxcluster.verify.results import CheckResult, Checks, Level, worst
 
 FIX_NO_RDMA = (
     "install and load the ConnectX-7 stack (DGX OS ships mlx5_core, ib_uverbs, rdma-core, "

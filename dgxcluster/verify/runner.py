@@ -16,8 +16,8 @@ from dgxcluster.session import Session
 from dgxcluster.verify.cluster_checks import cluster_checks
 from dgxcluster.verify.env_checks import container_checks, env_checks
 from dgxcluster.verify.gather import NodeFacts, gather_node, ping_peers
-from dgxcluster.verify.model import SIMULATED, CheckResult, Level, Report
 from dgxcluster.verify.node_checks import node_checks
+from dgxcluster.verify.results import SIMULATED, CheckResult, Level, Report
 
 
 def verify_ib(session: Session, nodes: Sequence[str] | None = None, *, bandwidth: bool = False,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from dgxcluster.build.check import compare, expected_tag, image_state
-from dgxcluster.build.context import scan
+from dgxcluster.image.check import compare, expected_tag, image_state
+from dgxcluster.image.context import scan
 from dgxcluster.inventory import load_inventory
 from dgxcluster.session import Session
 from tests.conftest import REPO, Testbed

@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 from dgxcluster.cli.main import app
 from dgxcluster.durations import parse_duration
 from dgxcluster.errors import UsageError
-from dgxcluster.inventory.model import ImageSettings
+from dgxcluster.inventory.schema import ImageSettings
 from dgxcluster.models.repoid import RepoId, check_revision
 from tests.hostile import HOSTILE
 

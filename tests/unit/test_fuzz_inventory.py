@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from dgxcluster.cli.main import app
-from dgxcluster.inventory.model import InventoryModel
+from dgxcluster.inventory.schema import InventoryModel
 from dgxcluster.inventory.yamlfile import format_path
 from tests.hostile import HOSTILE
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from dgxcluster.build import dockercmd
 from dgxcluster.errors import InventoryError, UsageError
+from dgxcluster.image import dockercmd
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.inventory.load import Inventory
 from dgxcluster.models.repoid import RepoId, check_revision

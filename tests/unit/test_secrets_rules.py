@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from dgxcluster.cli.main import app
 from dgxcluster.errors import InventoryError
 from dgxcluster.inventory import parse_inventory
-from dgxcluster.log import RunLogs, configure, get_logger
+from dgxcluster.runlog import RunLogs, configure, get_logger
 from dgxcluster.secrets import MASK, Redactor, load_secrets, mask_token_shapes
 
 TOKEN = "hf_" + "Ab1" * 10

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dgxcluster.build.context import scan
 from dgxcluster.errors import UsageError
+from dgxcluster.image.context import scan
 from dgxcluster.status import expected
 
 
@@ -29,7 +29,7 @@ def test_same_tag_as_scan_then_from_the_cache(tmp_path: Path, monkeypatch: pytes
     def no_scan(*_a: object, **_k: object) -> object:
         raise AssertionError("scanned again although nothing changed")
 
-    monkeypatch.setattr("dgxcluster.build.context.scan", no_scan)
+    monkeypatch.setattr("dgxcluster.image.context.scan", no_scan)
     assert expected.content_tag(ctx, "Dockerfile", {"A": "1"}, cache) == want
 
 

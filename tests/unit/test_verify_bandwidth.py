@@ -16,12 +16,12 @@ import pytest
 
 from dgxcluster.facts import nccl_tests
 from dgxcluster.inventory import parse_inventory
+from dgxcluster.nodeside.nccl_probe import HEADER, bus_factor, fmt_row, parse_size, sizes
 from dgxcluster.remote.group import Cluster
 from dgxcluster.secrets import Redactor
 from dgxcluster.session import Session
 from dgxcluster.verify.bandwidth import PROBE_IN_CONTAINER, judge_nccl, run_bandwidth
-from dgxcluster.verify.model import CheckResult, Level
-from dgxcluster.verify.nccl_probe import HEADER, bus_factor, fmt_row, parse_size, sizes
+from dgxcluster.verify.results import CheckResult, Level
 from tests.fakes import FakeConnection, Reply
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"

@@ -19,8 +19,8 @@ from dgxcluster.inventory.load import Inventory
 from dgxcluster.verify.cluster_checks import cluster_checks
 from dgxcluster.verify.env_checks import container_checks, env_checks, nccl_matches
 from dgxcluster.verify.gather import Fact, NodeFacts
-from dgxcluster.verify.model import CheckResult, Level
 from dgxcluster.verify.node_checks import node_checks
+from dgxcluster.verify.results import CheckResult, Level
 
 REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real"
 PORT1 = "ibv_devinfo_dgx_spark_port1_up_port0_down_mtu9000_invocarem_spark1.txt"

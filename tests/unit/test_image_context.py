@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dgxcluster.build import dockerignore
-from dgxcluster.build.context import image_refs, scan
 from dgxcluster.errors import UsageError
+from dgxcluster.image import dockerignore
+from dgxcluster.image.context import image_refs, scan
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dgxcluster.build import probe
+from dgxcluster.image import probe
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "build"
 TAG = "ctx-0f41c9080e07"

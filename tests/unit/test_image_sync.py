@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dgxcluster.build import sync
-from dgxcluster.build.context import BuildContext, scan
-from dgxcluster.build.probe import RemoteFile
+from dgxcluster.image import sync
+from dgxcluster.image.context import BuildContext, scan
+from dgxcluster.image.probe import RemoteFile
 
 
 @pytest.fixture

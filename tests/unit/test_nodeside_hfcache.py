@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dgxcluster.models import nodeagent
 from dgxcluster.models.layout import BlobState, parse_scan
+from dgxcluster.nodeside import hfcache as nodeagent
 from tests.hfcache import build_argv, spec
 
 AGENT = str(Path(nodeagent.__file__))

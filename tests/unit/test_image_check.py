@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from dgxcluster.build.check import NodeImage, compare, image_state
+from dgxcluster.image.check import NodeImage, compare, image_state
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.session import Session
 from tests.fakes import FakeConnection, Reply

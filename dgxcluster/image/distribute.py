@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from dgxcluster.build import dockercmd, layers
 from dgxcluster.errors import ConnectError, DgxClusterError
+from dgxcluster.image import dockercmd, layers
 from dgxcluster.nodepaths import NodePaths
 from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.session import Session

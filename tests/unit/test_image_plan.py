@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dgxcluster.build.context import BuildContext, scan
-from dgxcluster.build.plan import Action, make_plan
-from dgxcluster.build.probe import ImageInfo, Probe
 from dgxcluster.errors import ConnectError
+from dgxcluster.image.context import BuildContext, scan
+from dgxcluster.image.plan import Action, make_plan
+from dgxcluster.image.probe import ImageInfo, Probe
 from dgxcluster.naming import LABEL_CONTENT_TAG
 
 

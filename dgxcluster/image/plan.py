@@ -13,10 +13,10 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from dgxcluster.build import sync
-from dgxcluster.build.context import BuildContext
-from dgxcluster.build.probe import Probe
 from dgxcluster.errors import ConnectError
+from dgxcluster.image import sync
+from dgxcluster.image.context import BuildContext
+from dgxcluster.image.probe import Probe
 
 
 class Action(str, enum.Enum):

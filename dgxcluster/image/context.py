@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dgxcluster.build import dockerignore
 from dgxcluster.errors import UsageError
+from dgxcluster.image import dockerignore
 from dgxcluster.naming import CONTENT_TAG_PREFIX, MOVING_TAG
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dgxcluster.build import dockercmd
-from dgxcluster.build.context import scan
-from dgxcluster.build.run import build
+from dgxcluster.image import dockercmd
+from dgxcluster.image.context import scan
+from dgxcluster.image.run import build
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.progress import RecordingProgress
 from dgxcluster.session import Session

@@ -81,7 +81,7 @@ def skippable(source_layers: Sequence[str], held_by_each: Iterable[set[str]]) ->
 
 
 def filter_source() -> bytes:
-    return resources.files("dgxcluster.build").joinpath("layerfilter.py").read_bytes()
+    return resources.files("dgxcluster.nodeside").joinpath("layerfilter.py").read_bytes()
 
 
 def filter_name() -> str:

@@ -8,7 +8,8 @@ import json
 import tarfile
 from pathlib import Path
 
-from dgxcluster.build import layerfilter, layers
+from dgxcluster.image import layers
+from dgxcluster.nodeside import layerfilter
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "build"
 

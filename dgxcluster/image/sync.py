@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dgxcluster.build.context import BuildContext, ContextFile
-from dgxcluster.build.probe import RemoteFile
+from dgxcluster.image.context import BuildContext, ContextFile
+from dgxcluster.image.probe import RemoteFile
 from dgxcluster.remote.command import shell
 
 MANIFEST_VERSION = 1

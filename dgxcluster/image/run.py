@@ -22,10 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from dgxcluster.build import dockercmd, probe, sync
-from dgxcluster.build.context import BuildContext, image_refs, scan
-from dgxcluster.build.plan import Action, BuildPlan, NodePlan, make_plan
-from dgxcluster.build.records import ImageRecord, now, record_path, slug
 from dgxcluster.errors import (
     CommandTimeout,
     ConnectError,
@@ -34,7 +30,11 @@ from dgxcluster.errors import (
     NodesFailed,
     UsageError,
 )
-from dgxcluster.inventory.model import ImageSettings
+from dgxcluster.image import dockercmd, probe, sync
+from dgxcluster.image.context import BuildContext, image_refs, scan
+from dgxcluster.image.plan import Action, BuildPlan, NodePlan, make_plan
+from dgxcluster.image.records import ImageRecord, now, record_path, slug
+from dgxcluster.inventory.schema import ImageSettings
 from dgxcluster.naming import LABEL_CONTENT_TAG, LABEL_IMAGE
 from dgxcluster.nodepaths import NodePaths
 from dgxcluster.progress import NullProgress, Progress
@@ -269,7 +269,7 @@ class _Runner:
                 for node in receivers:
                     self._fail(node, f"not received: the build on {source} failed")
             else:
-                from dgxcluster.build.distribute import send_image
+                from dgxcluster.image.distribute import send_image
 
                 paths = {n: self._paths(plan.nodes[n]) for n in [source, *receivers]}
                 outcomes = send_image(self.session, source, plan.ref, receivers, paths=paths,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from dgxcluster.build import probe
 from dgxcluster.errors import ConnectError, DgxClusterError
+from dgxcluster.image import probe
 from dgxcluster.naming import MOVING_TAG
 from dgxcluster.session import Session
 
@@ -51,7 +51,7 @@ class Verdict:
 
 def expected_tag(session: Session) -> str | None:
     """The content tag the local build context gives now (None if the context is missing)."""
-    from dgxcluster.build.context import scan
+    from dgxcluster.image.context import scan
 
     inv = session.inventory
     try:
