@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dgxcluster.core.session import Session
 from dgxcluster.remote.group import NodeLineCallback
 from dgxcluster.remote.result import GroupResult, Result
-from dgxcluster.session import Session
 
 
 def run_everywhere(

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dgxcluster.endpoint import EndpointProbe, Getter, base_url, httpx_get, probe
+from dgxcluster.core.endpoint import EndpointProbe, Getter, base_url, httpx_get, probe
 
 if TYPE_CHECKING:
     import httpx

@@ -60,9 +60,9 @@ def piped(a: list[str], b: list[str]) -> float:
 
 def relay_file(inv: Path, src: str, dst: str, path: str) -> float:
     """dgxcluster's node-to-node stream of a file into /dev/null (transport only), wall."""
+    from dgxcluster.core.relay import relay
+    from dgxcluster.core.session import Session
     from dgxcluster.inventory import load_inventory
-    from dgxcluster.session import Session
-    from dgxcluster.transfer import relay
 
     with Session.open(load_inventory(inv), command="bench") as s:
         s.cluster.run(["true"])  # connections open, as in a dgxcluster command
@@ -76,11 +76,11 @@ def relay_file(inv: Path, src: str, dst: str, path: str) -> float:
 
 def distribute_full(inv: Path, ref: str) -> float:
     """The whole image node1 -> node2 (`docker save | relay | docker load`), no layer trimming."""
+    from dgxcluster.core.nodepaths import NodePaths
+    from dgxcluster.core.session import Session
     from dgxcluster.image import probe
     from dgxcluster.image.distribute import send_image
     from dgxcluster.inventory import load_inventory
-    from dgxcluster.nodepaths import NodePaths
-    from dgxcluster.session import Session
 
     inv_ = load_inventory(inv)
     with Session.open(inv_, command="bench") as s:

@@ -18,7 +18,7 @@ from common import PY, median, report, testbed_down, testbed_up, timed
 FIVE = """
 import sys
 from dgxcluster.inventory import load_inventory
-from dgxcluster.session import Session
+from dgxcluster.core.session import Session
 inv = load_inventory(sys.argv[1])
 with Session.open(inv, command="bench") as s:
     for cmd in (["hostname"], ["uname", "-r"], ["id", "-u"], ["true"], ["date", "+%s"]):

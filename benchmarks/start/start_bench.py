@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common import PY, ensure_image, ensure_model, testbed_down, testbed_up
 
+from dgxcluster.core.session import Session
 from dgxcluster.inventory import load_inventory
-from dgxcluster.session import Session
 
 STANDIN_START = re.compile(r"process started at \S+ \(epoch ([0-9.]+)\)")
 STANDIN_READY = re.compile(r"ready after [0-9.]+ s \(started at epoch ([0-9.]+), ready at epoch ([0-9.]+)\)")

@@ -20,7 +20,7 @@ from observe_setup import node_names, populate
 NODE_SCRIPT = """
 import sys, time
 from dgxcluster.inventory import load_inventory
-from dgxcluster.session import Session
+from dgxcluster.core.session import Session
 from dgxcluster.status.probe import status_argv
 inv = load_inventory(sys.argv[1])
 with Session.open(inv, command="bench") as s:

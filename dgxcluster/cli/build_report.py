@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 def print_report(report: BuildReport, *, json_out: bool = False) -> None:
     from dgxcluster.cli.output import outcome_table
-    from dgxcluster.steps import Outcome
+    from dgxcluster.core.steps import Outcome
 
     if json_out:
         import json

@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         durations. Exit 0 when every node was collected, 3 if a node was unreachable,
         1 if a node's collection failed (the bundle is written in every case).
         """
-        from dgxcluster.durations import parse_duration
+        from dgxcluster.core.durations import parse_duration
         from dgxcluster.errors import UsageError
 
         since_s = 0
@@ -67,8 +67,8 @@ def _collect(session: object, node: list[str] | None, since_s: int, output: Path
     from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
     from dgxcluster.cli.output import LiveNodes
     from dgxcluster.cli.reportout import report_console
+    from dgxcluster.core.session import Session
     from dgxcluster.logs.collect import collect
-    from dgxcluster.session import Session
 
     assert isinstance(session, Session)
     with session:
@@ -103,8 +103,8 @@ def _follow(session: object, node: list[str] | None, since_s: int) -> None:
     import threading
 
     from dgxcluster.cli.exitcodes import EXIT_OK, EXIT_UNREACHABLE
+    from dgxcluster.core.session import Session
     from dgxcluster.logs.follow import follow
-    from dgxcluster.session import Session
 
     assert isinstance(session, Session)
     lock = threading.Lock()

@@ -9,9 +9,9 @@ import typer
 from dgxcluster.cli.state import errors_to_exit, state
 
 if TYPE_CHECKING:
+    from dgxcluster.core.steps import Outcome
     from dgxcluster.models.presence import Presence
     from dgxcluster.models.sync import SyncReport
-    from dgxcluster.steps import Outcome
 
 MODEL_HELP = "Hugging Face model id, e.g. Qwen/Qwen3-8B."
 
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
 
 def _exit_for(outcomes: list[Outcome]) -> int:
     from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
-    from dgxcluster.steps import Status
+    from dgxcluster.core.steps import Status
 
     statuses = {o.status for o in outcomes}
     if Status.UNREACHABLE in statuses:
@@ -41,7 +41,7 @@ def _print_sync(report: SyncReport, json_out: bool) -> None:
     import sys
 
     from dgxcluster.cli.output import outcome_table
-    from dgxcluster.steps import Status
+    from dgxcluster.core.steps import Status
 
     if json_out:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")

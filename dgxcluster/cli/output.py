@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from rich.live import Live
     from rich.table import Table
 
-    from dgxcluster.steps import Outcome
+    from dgxcluster.core.steps import Outcome
 
 STATUS_STYLE = {
     "changed": "yellow",

@@ -98,8 +98,8 @@ def register(app: typer.Typer) -> None:
         """
         from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
         from dgxcluster.cli.output import LiveNodes, outcome_table
+        from dgxcluster.core.steps import Status
         from dgxcluster.serving.stop import stop as run_stop
-        from dgxcluster.steps import Status
 
         st = state(ctx)
         inv = st.inventory()

@@ -14,8 +14,8 @@ import typer
 from dgxcluster.cli.exitcodes import exit_code_for
 
 if TYPE_CHECKING:
+    from dgxcluster.core.session import Session
     from dgxcluster.inventory.load import Inventory
-    from dgxcluster.session import Session
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,9 +36,9 @@ class CliState:
         return self._inventory
 
     def session(self, command: str) -> Session:
+        from dgxcluster.core.session import Session
         from dgxcluster.runlog import configure
         from dgxcluster.secrets import Redactor
-        from dgxcluster.session import Session
 
         inv = self.inventory()
         red = Redactor()

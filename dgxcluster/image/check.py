@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from dgxcluster.core.naming import MOVING_TAG
+from dgxcluster.core.session import Session
 from dgxcluster.errors import ConnectError, DgxClusterError
 from dgxcluster.image import probe
-from dgxcluster.naming import MOVING_TAG
-from dgxcluster.session import Session
 
 TIMEOUT_S = 60.0
 

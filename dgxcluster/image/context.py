@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from dgxcluster.core.naming import CONTENT_TAG_PREFIX, MOVING_TAG
 from dgxcluster.errors import UsageError
 from dgxcluster.image import dockerignore
-from dgxcluster.naming import CONTENT_TAG_PREFIX, MOVING_TAG
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.progress import NullProgress, Progress
+from dgxcluster.core.session import Session
 from dgxcluster.errors import ConnectError, DgxClusterError
 from dgxcluster.image import dockercmd, layers
-from dgxcluster.nodepaths import NodePaths
-from dgxcluster.progress import NullProgress, Progress
-from dgxcluster.session import Session
 
 LIST_TIMEOUT_S = 120.0
 
@@ -82,7 +82,7 @@ def _skippable(session: Session, source: str, ref: str, receivers: Sequence[str]
 def _relay(session: Session, source: str, ref: str, receivers: Sequence[str],
            paths: Mapping[str, NodePaths], skip: Sequence[str], timeout: float,
            prog: Progress) -> dict[str, Delivery]:
-    from dgxcluster.transfer import relay
+    from dgxcluster.core.relay import relay
 
     if skip:
         spool = paths[source].sub("tmp")

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from dgxcluster.naming import LABEL_CONTENT_TAG
+from dgxcluster.core.naming import LABEL_CONTENT_TAG
 from dgxcluster.remote.command import shell
 
 #: $1 content ref, $2 moving ref, $3 state root (may start with ~), $4 build dir below it

@@ -12,7 +12,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from dgxcluster import __version__
-from dgxcluster.nodepaths import NodePaths
+from dgxcluster.core.nodepaths import NodePaths
 
 
 def slug(image: str) -> str:

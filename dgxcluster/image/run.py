@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_IMAGE
+from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.progress import NullProgress, Progress
+from dgxcluster.core.session import Session
+from dgxcluster.core.steps import Status
 from dgxcluster.errors import (
     CommandTimeout,
     ConnectError,
@@ -35,13 +40,8 @@ from dgxcluster.image.context import BuildContext, image_refs, scan
 from dgxcluster.image.plan import Action, BuildPlan, NodePlan, make_plan
 from dgxcluster.image.records import ImageRecord, now, record_path, slug
 from dgxcluster.inventory.schema import ImageSettings
-from dgxcluster.naming import LABEL_CONTENT_TAG, LABEL_IMAGE
-from dgxcluster.nodepaths import NodePaths
-from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
-from dgxcluster.session import Session
-from dgxcluster.steps import Status
 
 STEP = "build"
 TAIL_LINES = 30

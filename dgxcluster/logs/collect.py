@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.progress import NullProgress, Progress
+from dgxcluster.core.session import Session
 from dgxcluster.errors import CommandTimeout, ConnectError, UsageError
 from dgxcluster.logs.items import ItemRecord, NodeFolder
 from dgxcluster.logs.redact import SECRET_WORDS, CollectedRedactor
 from dgxcluster.logs.script import collect_argv, new_boundary
 from dgxcluster.logs.stream import Demux, Inflater, StreamError
-from dgxcluster.nodepaths import NodePaths
-from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.remote.connection import Connection
 from dgxcluster.secrets import DEFAULT_SECRET_NAMES
-from dgxcluster.session import Session
 
 #: A whole node's collection may take long (big logs over a slow link); the transport's
 #: default command timeout is for ordinary commands.

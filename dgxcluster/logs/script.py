@@ -19,7 +19,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from dgxcluster.naming import LABEL_CLUSTER
+from dgxcluster.core.naming import LABEL_CLUSTER
 from dgxcluster.remote.command import shell
 
 #: Where Ray keeps the current session's logs inside every container.

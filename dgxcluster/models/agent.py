@@ -14,12 +14,12 @@ from importlib import resources
 from pathlib import PurePosixPath
 from typing import Any
 
+from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.session import Session
 from dgxcluster.errors import StepError
 from dgxcluster.models.layout import NodeCache, ScanError, parse_scan
-from dgxcluster.nodepaths import NodePaths
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import Result
-from dgxcluster.session import Session
 
 
 def agent_source() -> bytes:

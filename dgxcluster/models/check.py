@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dgxcluster.core.session import Session
 from dgxcluster.errors import StepError
 from dgxcluster.models.agent import NodeModels
 from dgxcluster.models.layout import CacheEntry, NodeCache
 from dgxcluster.models.presence import NodeEntry, Presence, evaluate, revision_presence
 from dgxcluster.models.repoid import RepoId, check_revision
-from dgxcluster.session import Session
 
 
 def _scan(session: Session, folders: Sequence[str],

@@ -13,11 +13,11 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from dgxcluster.core.progress import Progress
+from dgxcluster.core.relay import TargetOutcome, relay
+from dgxcluster.core.session import Session
 from dgxcluster.errors import DgxClusterError
 from dgxcluster.models.agent import NodeModels
-from dgxcluster.progress import Progress
-from dgxcluster.session import Session
-from dgxcluster.transfer import TargetOutcome, relay
 
 
 @dataclass

@@ -16,14 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from dgxcluster.core.progress import NullProgress, Progress
+from dgxcluster.core.session import Session
 from dgxcluster.errors import StepError
 from dgxcluster.models.agent import NodeModels
 from dgxcluster.models.repoid import COMMIT_RE, RepoId
 from dgxcluster.models.sync import SyncReport, sync
-from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.remote.connection import Connection
 from dgxcluster.secrets import Secret, render_env_file
-from dgxcluster.session import Session
 
 STEP = "model-pull"
 CONTAINER_HF_HOME = "/root/.cache/huggingface"

@@ -17,16 +17,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from dgxcluster.core.progress import NullProgress, Progress
+from dgxcluster.core.session import Session
+from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.errors import ConnectError, StepError, UsageError
 from dgxcluster.models.agent import NodeModels
 from dgxcluster.models.copy import Delivery, copy_round
 from dgxcluster.models.layout import BlobState, CacheEntry, NodeCache
 from dgxcluster.models.plan import bytes_of, group_by_need, needs, source_problems, to_verify
 from dgxcluster.models.repoid import RepoId
-from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.remote.result import GroupResult
-from dgxcluster.session import Session
-from dgxcluster.steps import Outcome, Status
 
 STEP = "model-sync"
 ROUNDS = 2

@@ -10,10 +10,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from dgxcluster import naming
+from dgxcluster.core import naming
+from dgxcluster.core.progress import Progress
 from dgxcluster.errors import ConnectError, StepError
 from dgxcluster.facts import docker_ps
-from dgxcluster.progress import Progress
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 

@@ -14,15 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dgxcluster import naming
-from dgxcluster.containerenv import container_env
+from dgxcluster.core import naming
+from dgxcluster.core.containerenv import container_env
 from dgxcluster.errors import UsageError
 from dgxcluster.remote.command import shell
 from dgxcluster.secrets import Secret
 
 if TYPE_CHECKING:
+    from dgxcluster.core.nodepaths import NodePaths
     from dgxcluster.inventory.schema import InventoryModel
-    from dgxcluster.nodepaths import NodePaths
 
 HEAD = "head"
 WORKER = "worker"

@@ -11,11 +11,11 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dgxcluster import naming
+from dgxcluster.core import naming
+from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.errors import StepError
 from dgxcluster.facts import docker_ps, listening, nvidia_smi
 from dgxcluster.facts.docker_ps import ContainerInfo
-from dgxcluster.nodepaths import NodePaths
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.serving import containers

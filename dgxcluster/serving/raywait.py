@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from dgxcluster.core.progress import Progress
 from dgxcluster.errors import CommandTimeout, ConnectError, StepError
 from dgxcluster.facts import listening, ray_status
-from dgxcluster.progress import Progress
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.group import Cluster

@@ -13,7 +13,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from dgxcluster import naming
+from dgxcluster.core import naming
+from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.progress import NullProgress, Progress
+from dgxcluster.core.session import Session
+from dgxcluster.core.steps import Outcome, Status, outcomes_from
 from dgxcluster.errors import ConnectError, DgxClusterError, LockHeld, NodesFailed, StepError
 from dgxcluster.facts.ray_status import RayStatus
 from dgxcluster.image.context import image_refs, scan
@@ -21,8 +25,6 @@ from dgxcluster.inventory.load import Inventory
 from dgxcluster.models.agent import NodeModels
 from dgxcluster.models.check import ServedModel, missing_lines, scan_one, served_model
 from dgxcluster.models.presence import NodeEntry, revision_presence
-from dgxcluster.nodepaths import NodePaths
-from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.remote.command import for_display
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
@@ -32,8 +34,6 @@ from dgxcluster.serving.background import Background
 from dgxcluster.serving.lock import ClusterLock, lock_path
 from dgxcluster.serving.preflight import NodeFacts, describe, foreign_containers, gather, ports_to_check
 from dgxcluster.serving.teardown import Created, Found, rollback, teardown
-from dgxcluster.session import Session
-from dgxcluster.steps import Outcome, Status, outcomes_from
 
 
 @dataclass

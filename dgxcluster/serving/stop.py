@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
+from dgxcluster.core.progress import NullProgress, Progress
+from dgxcluster.core.session import Session
+from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.errors import ConnectError
-from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.serving.lock import ClusterLock, lock_path
 from dgxcluster.serving.teardown import Found, discover, teardown
-from dgxcluster.session import Session
-from dgxcluster.steps import Outcome, Status
 
 
 @dataclass

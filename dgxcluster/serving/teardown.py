@@ -9,12 +9,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from dgxcluster import naming
+from dgxcluster.core import naming
+from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.progress import Progress
+from dgxcluster.core.session import Session
+from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.errors import ConnectError, DgxClusterError, StepError
 from dgxcluster.facts import docker_ps
 from dgxcluster.facts.docker_ps import ContainerInfo
-from dgxcluster.nodepaths import NodePaths
-from dgxcluster.progress import Progress
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.group import Cluster
@@ -23,8 +25,6 @@ from dgxcluster.serving import containers, vllm
 from dgxcluster.serving.lock import home_relative_root
 from dgxcluster.serving.plan import HEAD
 from dgxcluster.serving.preflight import split_sections
-from dgxcluster.session import Session
-from dgxcluster.steps import Outcome, Status
 
 T = TypeVar("T")
 RAY_STOP_GRACE_S = 10

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dgxcluster import naming
+from dgxcluster.core import naming
+from dgxcluster.core.progress import Progress
 from dgxcluster.errors import CommandTimeout, ConnectError, StepError
-from dgxcluster.progress import Progress
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.serving import containers
@@ -31,8 +31,8 @@ from dgxcluster.serving.plan import (
 if TYPE_CHECKING:
     import httpx
 
+    from dgxcluster.core.nodepaths import NodePaths
     from dgxcluster.inventory.schema import InventoryModel
-    from dgxcluster.nodepaths import NodePaths
 
 TAIL_LINES = 40
 POLL_S = 0.25

@@ -9,12 +9,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from dgxcluster.endpoint import EndpointProbe, base_url, probe
+from dgxcluster.core.endpoint import EndpointProbe, base_url, probe
+from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.session import Session
 from dgxcluster.errors import ConnectError, DgxClusterError
 from dgxcluster.logs.redact import CollectedRedactor
-from dgxcluster.nodepaths import NodePaths
 from dgxcluster.remote.connection import Connection
-from dgxcluster.session import Session
 from dgxcluster.status.probe import NodeProbe, parse, status_argv
 from dgxcluster.status.report import (
     ClusterStatus,

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from dgxcluster.naming import LABEL_CLUSTER, MOVING_TAG
+from dgxcluster.core.naming import LABEL_CLUSTER, MOVING_TAG
 from dgxcluster.remote.command import shell
 from dgxcluster.serving.plan import VLLM_EXIT, VLLM_LOG, VLLM_PID
 

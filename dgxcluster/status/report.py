@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from dgxcluster.endpoint import EndpointProbe
+from dgxcluster.core.endpoint import EndpointProbe
+from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_ROLE
 from dgxcluster.facts import ParseError, nvidia_smi, ray_status
-from dgxcluster.naming import LABEL_CONTENT_TAG, LABEL_ROLE
 from dgxcluster.status.probe import Container, Image, NodeProbe, parse_api, parse_docker
 
 

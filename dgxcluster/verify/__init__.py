@@ -2,7 +2,7 @@
 
 `verify_ib(session, nodes, bandwidth=...)` returns a `Report` of `CheckResult`s
 (node, check, PASS/WARN/FAIL, evidence, one-line fix). Facts come from `dgxcluster.facts`;
-the container environment checked is `dgxcluster.containerenv.container_env`, the one
+the container environment checked is `dgxcluster.core.containerenv.container_env`, the one
 `start` gives the containers.
 """
 

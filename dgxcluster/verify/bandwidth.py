@@ -15,14 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.progress import NullProgress, Progress
+from dgxcluster.core.session import Session
 from dgxcluster.errors import DgxClusterError
 from dgxcluster.facts import ParseError, ib_write_bw, nccl_log, nccl_tests
-from dgxcluster.nodepaths import NodePaths
-from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import Result
-from dgxcluster.session import Session
 from dgxcluster.verify import containers
 from dgxcluster.verify.results import CLUSTER, CheckResult, Checks, Level
 

@@ -7,9 +7,9 @@ the real containers will see: a missing /dev/infiniband shows up here as a socke
 
 from __future__ import annotations
 
-from dgxcluster.containerenv import container_env
+from dgxcluster.core.containerenv import container_env
+from dgxcluster.core.naming import LABEL_CLUSTER, LABEL_ROLE, MOVING_TAG
 from dgxcluster.inventory.schema import InventoryModel
-from dgxcluster.naming import LABEL_CLUSTER, LABEL_ROLE, MOVING_TAG
 from dgxcluster.remote.command import shell
 
 ROLE = "verify"

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.facts import ParseError, ethtool, ibdev2netdev, ibv_devinfo, ipaddr, nvidia_smi
 from dgxcluster.facts import ping as ping_fact
 from dgxcluster.inventory.schema import InventoryModel
-from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import Result

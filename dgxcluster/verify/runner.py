@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dgxcluster.containerenv import container_env
+from dgxcluster.core.containerenv import container_env
+from dgxcluster.core.progress import NullProgress, Progress
+from dgxcluster.core.session import Session
 from dgxcluster.errors import ConnectError
-from dgxcluster.progress import NullProgress, Progress
-from dgxcluster.session import Session
 from dgxcluster.verify.cluster_checks import cluster_checks
 from dgxcluster.verify.env_checks import container_checks, env_checks
 from dgxcluster.verify.gather import NodeFacts, gather_node, ping_peers

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from dgxcluster.core.session import Session
 from dgxcluster.image.check import compare, expected_tag, image_state
 from dgxcluster.image.context import scan
 from dgxcluster.inventory import load_inventory
-from dgxcluster.session import Session
 from tests.conftest import REPO, Testbed
 from tests.leaks import assert_no_leaks
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from dgxcluster.core.session import Session
 from dgxcluster.inventory import load_inventory
 from dgxcluster.models.check import model_presence
-from dgxcluster.session import Session
 from tests.conftest import PREFIX, Testbed, _down, _up
 from tests.hfcache import BUILD_SCRIPT, spec
 

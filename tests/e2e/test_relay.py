@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from dgxcluster.core.relay import relay
+from dgxcluster.core.session import Session
 from dgxcluster.errors import StepError
 from dgxcluster.inventory import load_inventory
-from dgxcluster.session import Session
-from dgxcluster.transfer import relay
 from tests.conftest import Testbed
 
 pytestmark = pytest.mark.e2e

@@ -240,7 +240,7 @@ HOLD = """
 import sys, time
 from dgxcluster.inventory import load_inventory
 from dgxcluster.serving.lock import ClusterLock, lock_path
-from dgxcluster.session import Session
+from dgxcluster.core.session import Session
 inv = load_inventory(sys.argv[1])
 with Session.open(inv, command="test") as s:
     conn = s.cluster.conn(inv.head_name)

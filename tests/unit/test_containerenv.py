@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-from dgxcluster.containerenv import container_env
+from dgxcluster.core.containerenv import container_env
 from dgxcluster.inventory import parse_inventory
 
 TWO = """\

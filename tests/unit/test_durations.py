@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dgxcluster.durations import parse_duration
+from dgxcluster.core.durations import parse_duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("10m", 600), ("1h30m", 5400),

@@ -31,7 +31,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from dgxcluster.cli.main import app
-from dgxcluster.durations import parse_duration
+from dgxcluster.core.durations import parse_duration
 from dgxcluster.errors import UsageError
 from dgxcluster.inventory.schema import ImageSettings
 from dgxcluster.models.repoid import RepoId, check_revision

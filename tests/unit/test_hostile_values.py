@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
+from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.errors import InventoryError, UsageError
 from dgxcluster.image import dockercmd
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.inventory.load import Inventory
 from dgxcluster.models.repoid import RepoId, check_revision
-from dgxcluster.nodepaths import NodePaths
 from dgxcluster.remote.command import to_command_line
 from dgxcluster.serving import plan
 from tests.hostile import HOSTILE

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+from dgxcluster.core.session import Session
 from dgxcluster.image.check import NodeImage, compare, image_state
 from dgxcluster.inventory import parse_inventory
-from dgxcluster.session import Session
 from tests.fakes import FakeConnection, Reply
 
 INV = ("cluster: c\nnodes:\n"

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from dgxcluster.core.progress import RecordingProgress
+from dgxcluster.core.session import Session
+from dgxcluster.core.steps import Status
 from dgxcluster.image import dockercmd
 from dgxcluster.image.context import scan
 from dgxcluster.image.run import build
 from dgxcluster.inventory import parse_inventory
-from dgxcluster.progress import RecordingProgress
-from dgxcluster.session import Session
-from dgxcluster.steps import Status
 from tests.fakes import FakeConnection, Reply, Responder
 
 TOKEN = "hf_NotARealTokenButSecret42"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from dgxcluster.core.progress import RecordingProgress
+from dgxcluster.core.session import Session
 from dgxcluster.errors import CommandError, UsageError
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.logs.collect import collect, prepare_output
-from dgxcluster.progress import RecordingProgress
 from dgxcluster.secrets import Redactor
-from dgxcluster.session import Session
 from tests.fakes import FakeConnection, Reply
 
 TOKEN = "hf_" + "Zq9" * 10

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 
+from dgxcluster.core.session import Session
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.logs.follow import FOLLOW, follow, follow_argv, list_argv
 from dgxcluster.secrets import Redactor
-from dgxcluster.session import Session
 from tests.fakes import FakeConnection, Reply
 
 TOKEN = "hf_" + "Fo11ow" * 5

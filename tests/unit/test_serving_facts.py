@@ -123,7 +123,7 @@ def test_preflight_sections_split_one_round_trip_into_facts() -> None:
 
 
 def test_lock_path_matches_node_paths_without_asking_the_node() -> None:
-    from dgxcluster.nodepaths import NodePaths
+    from dgxcluster.core.nodepaths import NodePaths
     from dgxcluster.serving.lock import lock_path
 
     assert lock_path("~/.local/state/dgxcluster", "spark") == ".local/state/dgxcluster/spark/lock"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dgxcluster.containerenv import container_env
+from dgxcluster.core.containerenv import container_env
+from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.inventory import parse_inventory
-from dgxcluster.nodepaths import NodePaths
 from dgxcluster.remote.command import to_command_line
 from dgxcluster.secrets import Secret, render_env_file
 from dgxcluster.serving import plan

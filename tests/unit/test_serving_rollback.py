@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.progress import RecordingProgress
+from dgxcluster.core.session import Session
 from dgxcluster.errors import ConnectError, StepError
 from dgxcluster.facts.docker_ps import ContainerInfo
 from dgxcluster.inventory import parse_inventory
-from dgxcluster.nodepaths import NodePaths
-from dgxcluster.progress import RecordingProgress
 from dgxcluster.serving.start import StartFailed
 from dgxcluster.serving.teardown import Created, Found, rollback, teardown
-from dgxcluster.session import Session
 from tests.fakes import FakeConnection, Reply
 
 INV = """\

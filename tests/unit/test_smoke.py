@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from dgxcluster.endpoint import NOT_SERVING, READY, UNHEALTHY, UNREACHABLE, httpx_get, probe, stdlib_get
+from dgxcluster.core.endpoint import NOT_SERVING, READY, UNHEALTHY, UNREACHABLE, httpx_get, probe, stdlib_get
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.smoke import run_smoke
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dgxcluster.endpoint import EndpointProbe
+from dgxcluster.core.endpoint import EndpointProbe
+from dgxcluster.core.session import Session
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.logs.redact import CollectedRedactor
 from dgxcluster.secrets import Redactor
-from dgxcluster.session import Session
 from dgxcluster.status.gather import gather
 from dgxcluster.status.probe import STATUS, parse, parse_docker, parse_time, status_argv
 from dgxcluster.status.report import (

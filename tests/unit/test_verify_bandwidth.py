@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from dgxcluster.core.session import Session
 from dgxcluster.facts import nccl_tests
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.nodeside.nccl_probe import HEADER, bus_factor, fmt_row, parse_size, sizes
 from dgxcluster.remote.group import Cluster
 from dgxcluster.secrets import Redactor
-from dgxcluster.session import Session
 from dgxcluster.verify.bandwidth import PROBE_IN_CONTAINER, judge_nccl, run_bandwidth
 from dgxcluster.verify.results import CheckResult, Level
 from tests.fakes import FakeConnection, Reply

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dgxcluster.containerenv import container_env
+from dgxcluster.core.containerenv import container_env
 from dgxcluster.facts import ethtool, ibdev2netdev, ibv_devinfo, nvidia_smi
 from dgxcluster.facts import ping as ping_fact
 from dgxcluster.facts.ipaddr import Interface

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, BinaryIO, cast
 
+from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.progress import NullProgress, Progress
+from dgxcluster.core.session import Session
 from dgxcluster.errors import DgxClusterError, StepError
-from dgxcluster.nodepaths import NodePaths
-from dgxcluster.progress import NullProgress, Progress
 from dgxcluster.remote.command import Argv
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import Result
-from dgxcluster.session import Session
 
 
 def agent_source() -> bytes:
