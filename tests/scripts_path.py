@@ -11,4 +11,4 @@ if str(SCRIPTS) not in sys.path:
 
 import base_packages  # noqa: E402
 
-__all__ = ["base_packages"]
+__all__ = ["SCRIPTS", "base_packages"]
