@@ -19,6 +19,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TESTBED = REPO / "scripts" / "testbed"
+#: The build args a testbed inventory's `build` passes (ray.version as RAY_VERSION): content
+#: tags computed by tests must include them to match what build made.
+BUILD_ARGS = {"RAY_VERSION": next(
+    ln.split("=", 1)[1] for ln in (REPO / "images" / "testbed" / "Dockerfile").read_text().splitlines()
+    if ln.startswith("ARG RAY_VERSION="))}
 FIXTURES = REPO / "tests" / "fixtures"
 PREFIX = os.environ.get("DGXTB_TEST_PREFIX", "t")
 

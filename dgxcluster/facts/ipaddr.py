@@ -2,6 +2,9 @@
 
 JSON (`-j`) is what we run: iproute2 has had it since 4.14, so every DGX OS has it. The text
 form (`ip addr show`) is parsed too, for captures and for old iproute2 that lacks `-j`.
+An IPv4 address line that cannot be read is kept as a problem of its interface, never
+dropped: dropping it would make the rail look unaddressed ("no IPv4 address") instead of
+saying the address could not be read.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class Interface:
     operstate: str = "UNKNOWN"  # UP, DOWN, UNKNOWN, LOWERLAYERDOWN, ...
     flags: list[str] = field(default_factory=list)
     ipv4: list[IPv4Interface] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # address lines that could not be read
 
     @property
     def up(self) -> bool:
@@ -43,6 +47,15 @@ class Interface:
 
 def _by_name(ifaces: list[Interface]) -> dict[str, Interface]:
     return {i.name: i for i in ifaces}
+
+
+def _add(iface: Interface, addr: object, plen: object, shown: str) -> None:
+    try:
+        if not isinstance(addr, str) or isinstance(plen, bool) or not isinstance(plen, (int, str)):
+            raise ValueError(addr)
+        iface.ipv4.append(IPv4Interface(f"{addr}/{plen}"))
+    except ValueError:
+        iface.problems.append(f"unreadable IPv4 address {shown[:120]!r}")
 
 
 def parse(text: str) -> dict[str, Interface]:
@@ -63,11 +76,8 @@ def parse(text: str) -> dict[str, Interface]:
             flags=[str(f) for f in item.get("flags", []) if isinstance(f, str)],
         )
         for a in item.get("addr_info", []) or []:
-            if isinstance(a, dict) and a.get("family") == "inet" and "local" in a:
-                try:
-                    iface.ipv4.append(IPv4Interface(f"{a['local']}/{a.get('prefixlen', 32)}"))
-                except ValueError:
-                    raise ParseError(COMMAND, f"bad address {a.get('local')!r}", text) from None
+            if isinstance(a, dict) and a.get("family") == "inet":
+                _add(iface, a.get("local"), a.get("prefixlen", 32), json.dumps(a))
         out.append(iface)
     return _by_name(out)
 
@@ -75,7 +85,8 @@ def parse(text: str) -> dict[str, Interface]:
 _HEAD = re.compile(
     r"^\s*\d+:\s+(?P<name>[^:@\s]+)(?:@\S+)?:\s+<(?P<flags>[^>]*)>(?P<rest>.*)$"
 )
-_INET = re.compile(r"^\s*inet\s+(?P<addr>\d+\.\d+\.\d+\.\d+)(?:/(?P<plen>\d+))?\b")
+_INET = re.compile(r"^\s*inet\s+(?P<addr>\d+\.\d+\.\d+\.\d+)(?:/(?P<plen>\d+))?(?:\s|$)")
+_INET_ANY = re.compile(r"^\s*inet\s")
 
 
 def parse_text(text: str) -> dict[str, Interface]:
@@ -92,9 +103,16 @@ def parse_text(text: str) -> dict[str, Interface]:
                             flags=[f for f in m.group("flags").split(",") if f])
             out.append(cur)
             continue
+        if not _INET_ANY.match(line):
+            continue
+        if cur is None:
+            raise ParseError(TEXT_COMMAND, f"address line before any interface: {line.strip()!r}",
+                             text)
         i = _INET.match(line)
-        if i and cur is not None:
-            cur.ipv4.append(IPv4Interface(f"{i.group('addr')}/{i.group('plen') or 32}"))
+        if i is None:
+            cur.problems.append(f"unreadable IPv4 address line {line.strip()[:120]!r}")
+        else:
+            _add(cur, i.group("addr"), i.group("plen") or 32, line.strip())
     if not out:
         raise ParseError(TEXT_COMMAND, "no '<n>: <ifname>: <FLAGS>' line", text)
     return _by_name(out)

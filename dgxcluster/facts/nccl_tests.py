@@ -6,6 +6,11 @@ The columns are named by the `#  size  count  type  redop  root  time  algbw  bu
 alike: the first time/algbw/busbw group is out-of-place, the second in-place. A cell may be
 `N/A`. NCCL's own log lines can sit anywhere in between (ranks share stdout) and are skipped.
 `# Avg bus bandwidth` is nccl-tests' mean busbw over every row, both placements.
+
+A log tail (`tail -n 20`) may lack the header: rows are then read with the columns
+nccl-tests 2.x prints (src/util.cu writeResultHeader: size count type redop root, then
+time algbw busbw #wrong twice; 12 columns without `root` in old versions), and the table
+takes its name from `# Collective test concluded: NAME` when that line is there.
 """
 
 from __future__ import annotations
@@ -22,6 +27,12 @@ _AVG = re.compile(r"^#\s*Avg bus bandwidth\s*:\s*(?P<v>[-+0-9.eE]+|nan|inf)", re
 _OOB = re.compile(r"^#\s*Out of bounds values\s*:\s*(?P<n>\d+)")
 _RANK = re.compile(r"^#\s*Rank\s+(?P<rank>\d+)\s.*?\bon\s+(?P<host>\S+)\s+device\s+(?P<dev>\d+)"
                    r"(?:\s+\[[^\]]*\])?\s*(?P<name>.*)$")
+_END = re.compile(r"^#\s*Collective test concluded:\s*(?P<name>\S+)")
+#: The columns nccl-tests 2.x prints (util.cu), and those of versions before `root` existed.
+DEFAULT_COLUMNS = ["size", "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong",
+                   "time", "algbw", "busbw", "#wrong"]
+OLD_COLUMNS = ["size", "count", "type", "redop", "time", "algbw", "busbw", "error",
+               "time", "algbw", "busbw", "error"]
 _TOOL = re.compile(r"^#\s*(?P<tool>nccl-tests version \S+|dgxcluster nccl_probe \S+)")
 
 
@@ -57,6 +68,7 @@ class Table:
     rows: list[Row] = field(default_factory=list)
     avg_busbw: float | None = None
     out_of_bounds: int | None = None
+    header: bool = True  # False: columns inferred (a log tail without the header line)
 
     @property
     def op(self) -> str | None:
@@ -127,45 +139,86 @@ def _row(line: str, cols: list[str]) -> Row | None:
         return None
 
 
+def _headerless_columns(line: str) -> list[str] | None:
+    """nccl-tests' own columns for a row seen without a header, if its shape fits."""
+    toks = line.split()
+    if not toks[0].isdigit() or len(toks) < 2 or not toks[1].isdigit():
+        return None
+    if len(toks) == len(DEFAULT_COLUMNS) and toks[4].lstrip("-").isdigit():
+        return DEFAULT_COLUMNS
+    if len(toks) == len(OLD_COLUMNS) and not toks[4].lstrip("-").isdigit():
+        return OLD_COLUMNS
+    return None
+
+
+class _Reader:
+    """Walks the text once; `tables` in order, each with its rows."""
+
+    def __init__(self) -> None:
+        self.tables: list[Table] = []
+        self.cur: Table | None = None
+        self.pending_tool: str | None = None
+        self.bad_rows = 0
+
+    def new(self, name: str | None = None, header: bool = True) -> Table:
+        t = Table(name=name, tool=self.pending_tool, header=header)
+        self.tables.append(t)
+        self.cur = t
+        return t
+
+    def comment(self, s: str) -> None:
+        cur = self.cur
+        if cols := _header(s):
+            if cur is None or cur.rows or not cur.header:
+                cur = self.new()
+            cur.columns = cols
+            cur.header = True
+        elif m := _END.match(s):
+            if cur is not None and cur.name is None:
+                cur.name = m.group("name")
+        elif cur is not None and (m := _RANK.match(s)):
+            cur.ranks.append((int(m.group("rank")), m.group("host"), m.group("name").strip()))
+        elif m := _AVG.match(s):
+            (cur or self.new(header=False)).avg_busbw = float(m.group("v"))
+        elif m := _OOB.match(s):
+            (cur or self.new(header=False)).out_of_bounds = int(m.group("n"))
+
+    def row(self, s: str) -> None:
+        cur = self.cur
+        if cur is None or not cur.columns:
+            cols = _headerless_columns(s)
+            if cols is None:
+                self.bad_rows += 1
+                return
+            if cur is None:
+                cur = self.new(header=False)
+            cur.columns, cur.header = cols, False
+        row = _row(s, cur.columns)
+        if row is None:
+            self.bad_rows += 1
+        else:
+            cur.rows.append(row)
+
+
 def parse(text: str) -> list[Table]:
     """Every result table in the text, in order. Raises ParseError if there is none."""
-    tables: list[Table] = []
-    cur: Table | None = None
-    pending_tool: str | None = None
-    bad_rows = 0
+    r = _Reader()
     for line in content_lines(text):
         s = line.strip()
         if not s:
             continue
         if m := _TOOL.match(s):
-            pending_tool = m.group("tool")
-            continue
-        if m := _START.match(s):
-            cur = Table(name=m.group("name"), tool=pending_tool)
-            tables.append(cur)
-            continue
-        if s.startswith("#"):
-            if cols := _header(s):
-                if cur is None or cur.rows:
-                    cur = Table(tool=pending_tool)
-                    tables.append(cur)
-                cur.columns = cols
-            elif cur is not None and (m := _RANK.match(s)):
-                cur.ranks.append((int(m.group("rank")), m.group("host"), m.group("name").strip()))
-            elif cur is not None and (m := _AVG.match(s)):
-                cur.avg_busbw = float(m.group("v"))
-            elif cur is not None and (m := _OOB.match(s)):
-                cur.out_of_bounds = int(m.group("n"))
-            continue
-        if cur is not None and cur.columns and s.split()[0].isdigit():
-            row = _row(s, cur.columns)
-            if row is None:
-                bad_rows += 1
-            else:
-                cur.rows.append(row)
-    found = [t for t in tables if t.columns]
+            r.pending_tool = m.group("tool")
+        elif m := _START.match(s):
+            r.new(name=m.group("name"))
+        elif s.startswith("#"):
+            r.comment(s)
+        elif s.split()[0].isdigit():
+            r.row(s)
+    found = [t for t in r.tables if t.columns or t.avg_busbw is not None]
     if not found:
-        raise ParseError(COMMAND, "no result table ('#  size  count ... busbw' header)", text)
-    if not any(t.rows for t in found) and bad_rows:
-        raise ParseError(COMMAND, f"{bad_rows} result row(s) do not match the header", text)
+        raise ParseError(COMMAND, "no result table (no '#  size  count ... busbw' header, "
+                         "no result row, no '# Avg bus bandwidth' line)", text)
+    if not any(t.rows for t in found) and r.bad_rows:
+        raise ParseError(COMMAND, f"{r.bad_rows} result row(s) do not match the header", text)
     return found

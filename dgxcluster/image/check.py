@@ -56,7 +56,7 @@ def expected_tag(session: Session) -> str | None:
     inv = session.inventory
     try:
         return scan(inv.local_path(inv.image.context), inv.image.dockerfile,
-                    inv.image.build_args).content_tag
+                    inv.build_args).content_tag
     except DgxClusterError:
         return None
 

@@ -139,7 +139,7 @@ def build(
     warm = threading.Thread(target=_connect_all, args=(session, probed, down), daemon=True)
     warm.start()
     try:
-        ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.image.build_args)
+        ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.build_args)
     finally:
         warm.join()
     ref, moving = image_refs(name, ctx)

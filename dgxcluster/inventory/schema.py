@@ -229,6 +229,10 @@ class ContainerSettings(Strict):
         return _argv_items(v)
 
 
+#: The build argument that carries ray.version into the image (images/*/Dockerfile).
+RAY_VERSION_ARG = "RAY_VERSION"
+
+
 class RaySettings(Strict):
     """The Ray cluster inside the containers (the engine vLLM distributes through)."""
 
@@ -236,7 +240,7 @@ class RaySettings(Strict):
     dashboard_port: Port = 8265
     num_gpus: int | None = Field(default=None, ge=0, description="GPUs declared per node")
     start_timeout_s: Seconds = 180.0
-    version: str = Field(default="2.60.0", pattern=r"^[0-9][0-9a-z.+-]*$")
+    version: str = Field(default="2.57.1", pattern=r"^[0-9][0-9a-z.+-]*$")
 
 
 class ServeSettings(Strict):
@@ -362,9 +366,20 @@ class InventoryModel(Strict):
                 if key in secret_names:
                     errors.append(((*section, key), f"{key} is listed in secrets.env, so its value "
                                    f"must not be here: {_secret_hint(key)}"))
+        ray_arg = self.image.build_args.get(RAY_VERSION_ARG)
+        if ray_arg is not None and ray_arg != self.ray.version:
+            errors.append((("image", "build_args", RAY_VERSION_ARG),
+                           f"{ray_arg} differs from ray.version {self.ray.version}: set ray.version "
+                           f"only (build passes it as {RAY_VERSION_ARG})"))
         if errors:
             raise CrossCheckError(errors)
         return self
+
+    @property
+    def build_args(self) -> dict[str, str]:
+        """What `build` passes to the image build: RAY_VERSION from ray.version (so the Ray the
+        containers run is the one the inventory names), then image.build_args."""
+        return {RAY_VERSION_ARG: self.ray.version, **self.image.build_args}
 
     @property
     def head_name(self) -> str:

@@ -45,7 +45,7 @@ def image_ref(session: Session) -> str:
     from dgxcluster.image.context import image_refs, scan
 
     inv = session.inventory
-    ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.image.build_args)
+    ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.build_args)
     return image_refs(inv.image.name, ctx)[0]
 
 

@@ -84,7 +84,7 @@ class StartFailed(NodesFailed):
 
 
 def expected_image(inv: Inventory) -> str:
-    ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.image.build_args)
+    ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.build_args)
     return image_refs(inv.image.name, ctx)[0]
 
 

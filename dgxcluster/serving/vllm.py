@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from dgxcluster.core import naming
 from dgxcluster.core.progress import Progress
 from dgxcluster.errors import CommandTimeout, ConnectError, StepError
+from dgxcluster.facts import vllm_log
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.serving import containers
@@ -178,7 +179,9 @@ def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_
                 raise StepError("vllm-ready", f"vLLM not ready within {timeout_s:g}s ({why}); "
                                 f"last {TAIL_LINES} lines of {paths.log_dir}/{VLLM_LOG}:\n"
                                 f"{indent(log_tail(conn, paths))}", conn.node)
-            live.status(conn.node, p.last_line, f"vllm-ready: {elapsed:.0f}s: {p.last_line[:110]}")
+            phase = vllm_log.read_line(p.last_line)
+            shown = f"{phase.detail}: {p.last_line[:80]}" if phase else p.last_line[:110]
+            live.status(conn.node, p.last_line, f"vllm-ready: {elapsed:.0f}s: {shown}")
             sleep(POLL_S)
     finally:
         if own:

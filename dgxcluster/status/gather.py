@@ -50,7 +50,7 @@ def expected_tag(session: Session) -> str:
 
     inv = session.inventory
     return content_tag(inv.local_path(inv.image.context), inv.image.dockerfile,
-                       inv.image.build_args)
+                       inv.build_args)
 
 
 def endpoint(session: Session) -> EndpointProbe:

@@ -19,14 +19,17 @@ from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.errors import DgxClusterError
-from dgxcluster.facts import ParseError, ib_write_bw, nccl_log, nccl_tests
+from dgxcluster.facts import ParseError, ib_write_bw, nccl_libs, nccl_log, nccl_tests
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import Result
-from dgxcluster.verify import containers
+from dgxcluster.verify import containers, nccl_library
 from dgxcluster.verify.results import CLUSTER, CheckResult, Checks, Level
 
 PROBE = Path(__file__).parent.parent / "nodeside" / "nccl_probe.py"
+LIBS_PROBE = Path(__file__).parent.parent / "nodeside" / "nccl_libs.py"
+#: Appended to the tools script: the NCCL-library probe's source arrives as $1.
+LIBS_SCRIPT = '; python3 -c "$1" 2>&1 || true'
 PROBE_IN_CONTAINER = "/opt/dgxcluster/nccl_probe.py"
 PROBE_PORT = 29511
 IB_PORT = 18515
@@ -44,6 +47,7 @@ class Bench:
 
     image_ids: dict[str, str] = field(default_factory=dict)
     tools: set[str] = field(default_factory=set)
+    tools_output: str = ""  # also carries the NCCL-library probe's report
 
 
 def run_bandwidth(session: Session, nodes: list[str], min_busbw: float,
@@ -71,8 +75,18 @@ def run_bandwidth(session: Session, nodes: list[str], min_busbw: float,
                                    f"{containers.image_ref(inv)} has no torch.distributed: cannot "
                                    "run the NCCL probe", "use a vLLM image (it carries torch)"))
         return results
+    results += _nccl_library(bench, containers.image_ref(inv))
     results += _nccl(session, nodes, min_busbw, bench, prog)
     return results
+
+
+def _nccl_library(bench: Bench, image: str) -> list[CheckResult]:
+    try:
+        libs = nccl_libs.parse(bench.tools_output)
+    except ParseError as exc:
+        return [CheckResult(CLUSTER, nccl_library.CHECK, Level.WARN, str(exc),
+                            "run the image with python3 and look at its libnccl")]
+    return nccl_library.judge(libs, image)
 
 
 def _preflight(session: Session, nodes: list[str], c: Checks, prog: Progress) -> Bench | None:
@@ -104,8 +118,10 @@ def _preflight(session: Session, nodes: list[str], c: Checks, prog: Progress) ->
     head = nodes[0]
     out = session.cluster.conn(head).run(
         containers.docker_run(inv, head, containers.container_name(inv, "tools"), "sh",
-                              ["-c", containers.TOOLS_SCRIPT]), timeout=300)
+                              ["-c", containers.TOOLS_SCRIPT + LIBS_SCRIPT, "sh",
+                               LIBS_PROBE.read_text()]), timeout=300)
     bench.tools = {ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("have ")}
+    bench.tools_output = out.stdout
     if not out.ok:
         c.fail("bandwidth", f"the image did not start on {head}: "
                + (out.stderr.strip().splitlines() or ["?"])[-1], FIX_IMAGE)
@@ -255,11 +271,10 @@ def judge_nccl(head_output: str, all_output: str, errors: dict[str, str], min_bu
         size = t.largest.size if t.largest else 0
         bw = t.busbw_at_largest
         how = transport.detail if transport else "transport unknown (no NCCL INFO lines)"
-        devs = f" over {', '.join(log.ib_devices)}" if log and log.ib_devices else ""
-        gdr = "; GPU Direct RDMA disabled (expected on GB10)" if log and log.gdr_disabled else ""
         avg = f", avg {t.avg_busbw:g}" if t.avg_busbw is not None else ""
         text = (f"busbw {bw:.2f} GB/s at {size / 2**30:g} GiB{avg} (floor {min_busbw:g}); "
-                f"{how}{devs}{gdr}")
+                f"{how}{_log_evidence(log)}")
+        rails = _rails_used(log, n_rails) if log and transport and transport.rdma else None
         if transport is not None and transport.sockets:
             c.fail(check, f"NCCL used TCP sockets: {text}", FIX_SOCKETS)
         elif t.wrong:
@@ -267,9 +282,37 @@ def judge_nccl(head_output: str, all_output: str, errors: dict[str, str], min_bu
         elif bw < min_busbw:
             c.fail(check, text, "check link speed, MTU, both twins in NCCL_IB_HCA, and that "
                    "NCCL uses NET/IB (verify-ib without --bandwidth)")
-        elif log and transport and transport.rdma and 0 < len(log.ib_devices) < n_rails:
-            c.warn(check, f"NCCL used only {', '.join(log.ib_devices)} of {n_rails} rails: {text}",
+        elif rails:
+            c.warn(check, f"NCCL used only {rails} of {n_rails} rails: {text}",
                    "list both twins in NCCL_IB_HCA")
         else:
             c.ok(check, text)
     return c.results
+
+
+def _log_evidence(log: nccl_log.NcclLog | None) -> str:
+    """The devices NCCL opened and what it said about GPU Direct RDMA."""
+    if log is None:
+        return ""
+    devs = f" over {', '.join(log.ib_devices)}" if log.ib_devices else ""
+    if log.ring_gdr is False:
+        gdr = "; GPU Direct RDMA off ('use ring PXN ... GDR 0', expected on GB10)"
+    elif log.gdr_disabled:
+        gdr = "; GPU Direct RDMA disabled (expected on GB10)"
+    else:
+        gdr = "; GPU Direct RDMA on" if log.gdr_used else ""
+    return devs + gdr
+
+
+def _rails_used(log: nccl_log.NcclLog, n_rails: int) -> str | None:
+    """Which rails NCCL used when that is fewer than `n_rails`, else None.
+
+    `NET/IB : Using [0]dev [1]dev` lists the devices NCCL opened; the channel lines'
+    `NET/<net>/<dev>` say which of them carry data (both count: one twin caps ~12 GB/s)."""
+    if 0 < len(log.ib_devices) < n_rails:
+        return ", ".join(log.ib_devices)
+    used = log.net_devices
+    if 0 < len(used) < n_rails:
+        names = [log.ib_devices[i] if i < len(log.ib_devices) else f"device {i}" for i in used]
+        return ", ".join(names) + " (channel lines)"
+    return None

@@ -53,6 +53,7 @@ def env_checks(inv: InventoryModel, spec: NodeSpec, facts: NodeFacts,
     c = Checks(spec.name)
     _ifnames(c, inv, facts, env)
     _ib_hca(c, facts, env)
+    _gid(c, facts, env)
     _host_ip(c, inv, spec, facts, env)
     return c.results
 
@@ -151,6 +152,42 @@ def _ib_hca(c: Checks, facts: NodeFacts, env: dict[str, str]) -> None:
                f" ({ENV_FIX})")
         return
     c.ok("nccl-ib-hca", f"NCCL_IB_HCA={hca} selects {', '.join(chosen)} (ACTIVE){gid_text}")
+
+
+#: GID index 3 is, on mlx5 RoCE ports, the RoCE v2 GID made from the net device's IPv4
+#: address (0/1: RoCE v1/v2 link-local, 2/3: RoCE v1/v2 IPv4-mapped); it exists only while
+#: that interface holds an IPv4 address.
+ROCE_V2_IPV4_GID = "3"
+
+
+def _gid(c: Checks, facts: NodeFacts, env: dict[str, str]) -> None:
+    """NCCL_IB_GID_INDEX=3 on a twin without an IPv4 address names a GID that does not exist."""
+    gid = env.get("NCCL_IB_GID_INDEX", "").strip()
+    devs = rdma_view(facts)
+    if gid != ROCE_V2_IPV4_GID or not devs or not facts.ifaces.ok:
+        return
+    ifaces = facts.ifaces.value or {}
+    active = [d.name for d in devs.values() if d.active]
+    hca = env.get("NCCL_IB_HCA")
+    chosen = nccl_matches(hca, active) if hca is not None else active
+    bare, good = [], []
+    for name in chosen:
+        d = devs[name]
+        i = ifaces.get(d.netdev or "")
+        if i is None:
+            continue
+        if i.ipv4:
+            good.append(f"{d.name} ({i.name} {i.ipv4[0].ip})")
+        else:
+            why = f"; {'; '.join(i.problems)}" if i.problems else ""
+            bare.append(f"{d.name} ({i.name} has no IPv4 address{why})")
+    if bare:
+        c.fail("nccl-gid", f"NCCL_IB_GID_INDEX={gid} is the RoCE v2 IPv4 GID, which a twin without "
+               f"an IPv4 address does not have: {', '.join(bare)}; NCCL cannot use it",
+               "give every twin an address on its own subnet (fabric.rails' interfaces; "
+               "permanently in /etc/netplan/40-cx7.yaml) and list it in nodes[].rail_ips")
+    elif good:
+        c.ok("nccl-gid", f"NCCL_IB_GID_INDEX={gid} (RoCE v2, IPv4): {', '.join(good)}")
 
 
 def _missed_twins(chosen: list[str], active: list[RdmaDev]) -> list[str]:

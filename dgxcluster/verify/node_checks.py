@@ -125,9 +125,10 @@ def _twins(c: Checks, inv: InventoryModel, devs: dict[str, RdmaDev] | None) -> N
     for port, ds in sorted(groups.items()):
         if not any(d.name in listed for d in ds):
             continue
-        seen.append(f"{port}: {', '.join(d.name for d in ds)}")
+        seen.append(f"{port}: " + ", ".join(f"{d.name} {d.state}" for d in ds))
         missing += [f"{d.name} ({d.netdev or '?'}, {port})" for d in ds
                     if d.active and d.name not in listed]
+    listed_active = [d for d in devs.values() if d.name in listed and d.active]
     if missing:
         c.fail("twins", f"active twin(s) not in fabric.rails: {', '.join(missing)}; NCCL would use "
                "only part of the port (about 12-13.5 GB/s instead of ~22)",
@@ -135,6 +136,13 @@ def _twins(c: Checks, inv: InventoryModel, devs: dict[str, RdmaDev] | None) -> N
     elif not seen:
         c.fail("twins", "no port of fabric.rails' RDMA devices found on this node",
                "set fabric.rails to the twins of the cabled port (see ibdev2netdev)")
+    elif not listed_active:
+        other = [p for p in cabled_ports(devs) if not any(d.name in listed for d in groups[p])]
+        where = (f"; the cable is in {other[0]} (" + ", ".join(
+            f"{d.netdev or '?'}/{d.name}" for d in groups[other[0]] if d.active) + ")") if other else ""
+        c.fail("twins", "no twin of fabric.rails is active (" + "; ".join(seen) + f"){where}",
+               "move the cable to the port fabric.rails names, or set fabric.rails to the active "
+               "twins" if other else "check the QSFP cable and the peer node")
     else:
         c.ok("twins", "fabric.rails covers every active twin (" + "; ".join(seen) + ")")
 
@@ -185,6 +193,8 @@ def _addresses(c: Checks, inv: InventoryModel, spec: NodeSpec, facts: NodeFacts)
             continue
         elsewhere = next((n for n, x in ifaces.items() if x.has(want)), None)
         have = ", ".join(str(a) for a in i.ipv4) if i and i.ipv4 else "no IPv4 address"
+        if i is not None and i.problems:
+            have += "; and " + "; ".join(i.problems) + " (a parse problem: report the line)"
         text = f"{what} {want} is not on {rail.interface} ({rail.interface} has {have})"
         if elsewhere:
             text += f"; {want} is on {elsewhere}"
@@ -207,10 +217,10 @@ def _mtu(c: Checks, inv: InventoryModel, facts: NodeFacts, devs: dict[str, RdmaD
         i = ifaces.get(rail.interface)
         if i is None:
             bad.append(f"{rail.interface} missing")
-        elif i.mtu != want:
-            bad.append(f"{rail.interface} mtu {i.mtu}, expected {want}")
+        elif i.mtu is None or i.mtu < want:
+            bad.append(f"{rail.interface} mtu {i.mtu}, expected at least {want}")
         else:
-            good.append(f"{rail.interface} mtu {i.mtu}")
+            good.append(f"{rail.interface} mtu {i.mtu}" + (f" (>= {want})" if i.mtu > want else ""))
         d = (devs or {}).get(rail.rdma_device or "")
         if d and d.active and d.active_mtu and want >= 4200 and d.active_mtu < 4096:
             warn.append(f"{d.name} RoCE active_mtu {d.active_mtu} (interface MTU below 4200 "

@@ -337,7 +337,9 @@ def parser() -> argparse.ArgumentParser:
         description="Put ibv_devinfo, ibdev2netdev, ethtool and nvidia-smi into NODE's "
         "/usr/local/sbin, printing real DGX Spark captures (tests/fixtures/real) and saying "
         "'simulated hardware' on stderr. Interfaces, MTU and pings stay real. Profiles: "
-        + "; ".join(f"{p.name}: {p.help}" for p in simhw.PROFILES.values()) + "; off: remove.")
+        + "; ".join(f"{p.name}: {p.help}" for p in simhw.PROFILES.values()) + "; off: remove. "
+        + "NCCL log profiles (container.env DGXCLUSTER_STANDIN_NCCL, replayed by the image's NCCL "
+        + "stand-in): " + "; ".join(f"{k}: {v}" for k, v in simhw.NCCL_PROFILES.items()) + ".")
     sh.add_argument("node")
     sh.add_argument("profile", choices=[*simhw.PROFILES, "off"])
     sh.set_defaults(fn=cmd_simhw)

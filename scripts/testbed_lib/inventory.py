@@ -7,6 +7,16 @@ from pathlib import Path
 from testbed_lib.layout import RAIL_IFS, RAIL_RDMA, Instance
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+TESTBED_DOCKERFILE = REPO_ROOT / "images" / "testbed" / "Dockerfile"
+
+
+def testbed_ray_version() -> str:
+    """The Ray the testbed image installs (its Dockerfile's RAY_VERSION; fetch-wheels fetches
+    exactly that): the inventory's ray.version, which build passes as RAY_VERSION, must match."""
+    for line in TESTBED_DOCKERFILE.read_text().splitlines():
+        if line.startswith("ARG RAY_VERSION="):
+            return line.split("=", 1)[1].strip()
+    raise RuntimeError(f"{TESTBED_DOCKERFILE}: no 'ARG RAY_VERSION=' line")
 
 
 def paths(inst: Instance, directory: Path | None = None) -> tuple[Path, Path]:
@@ -52,6 +62,7 @@ container:
   ulimits: {{}}           # this host cannot raise RLIMIT_MEMLOCK (no CAP_SYS_RESOURCE)
 ray:
   num_gpus: 1
+  version: {testbed_ray_version()}   # the testbed image's Ray (x86_64, Python 3.11)
 serve:
   model: Qwen/Qwen3-0.6B  # served by the vLLM stand-in: nothing is downloaded or loaded
   max_model_len: 4096

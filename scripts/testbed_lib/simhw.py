@@ -6,6 +6,12 @@ on sshd's PATH). Each prints output recorded on a real DGX Spark (tests/fixtures
 source line and shell prompts dropped; faults are edits of those captures) and says
 "simulated hardware" on stderr, so dgxcluster can label what it read. Interfaces, addresses,
 MTU and pings stay real. `simhw NODE off` removes them.
+
+NCCL has no tool on the node: it runs inside verify-ib --bandwidth's containers, which cannot
+see a node's /usr/local/sbin. The testbed image carries an NCCL stand-in instead
+(images/testbed/standin/nccl_standin.py) that replays the NCCL log of one of NCCL_PROFILES,
+chosen with the inventory's container.env DGXCLUSTER_STANDIN_NCCL (like the vLLM stand-in's
+tunables); it follows the container's NCCL_IB_HCA as NCCL does.
 """
 
 from __future__ import annotations
@@ -34,6 +40,12 @@ F_IBDEV_PORT1 = "ibdev2netdev_dgx_spark_port1_up_playbook.txt"
 F_IBDEV_ALL = "ibdev2netdev_dgx_spark_all_up_two_cables_playbook.txt"
 F_ETHTOOL = "ethtool_speed_dgx_spark_multi_sparks_playbook.txt"
 F_SMI = "nvidia-smi_gb10_with_processes_obrienlabs.txt"
+#: NCCL log profiles the testbed image's NCCL stand-in replays (DGXCLUSTER_STANDIN_NCCL).
+NCCL_PROFILES = {
+    "ngc-ibext": "an NGC vLLM image's NCCL: external IB plugin IBext_v11, channels over the "
+                 "twins NCCL_IB_HCA names (both: both rails)",
+    "socket": "the TCP socket fallback (the default: no /dev/infiniband in a testbed container)",
+}
 
 
 def capture(name: str) -> str:

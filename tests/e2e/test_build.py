@@ -22,7 +22,7 @@ from dgxcluster.core.session import Session
 from dgxcluster.image.check import compare, expected_tag, image_state
 from dgxcluster.image.context import scan
 from dgxcluster.inventory import load_inventory
-from tests.conftest import REPO, Testbed
+from tests.conftest import BUILD_ARGS, REPO, Testbed
 from tests.leaks import assert_no_leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -49,7 +49,7 @@ def first(tb: Testbed, tmp_path_factory: pytest.TempPathFactory) -> subprocess.C
 
     Other modules may have built it already (they share the session testbed): untag it
     first, so this is a real first build (BuildKit's cache survives, so it stays cheap)."""
-    tag = scan(REPO / "images" / "testbed").content_tag
+    tag = scan(REPO / "images" / "testbed", build_args=BUILD_ARGS).content_tag
     for node in tb.nodes:
         tb.node_exec(node, "docker", "rmi", "-f", f"{IMAGE}:{tag}", f"{IMAGE}:current",
                      check=False)
@@ -77,7 +77,7 @@ def copy(tb: Testbed, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 def _change(ctx: Path, text: str) -> str:
     with open(ctx / "entrypoint.sh", "a") as fh:
         fh.write(f"# {text}\n")
-    return scan(ctx).content_tag
+    return scan(ctx, build_args=BUILD_ARGS).content_tag
 
 
 def _run(inv: Path, args: tuple[str, ...], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -108,7 +108,7 @@ def test_distribute_builds_once_and_every_node_holds_the_same_image(
     rows = _rows(first)
     assert rows["node1"].startswith("build changed built in")
     assert rows["node2"].startswith("receive changed received from node1")
-    tag = scan(REPO / "images" / "testbed").content_tag
+    tag = scan(REPO / "images" / "testbed", build_args=BUILD_ARGS).content_tag
     ids = {}
     for node in tb.nodes:
         img = _inspect(tb, node, f"{IMAGE}:{tag}")
@@ -272,7 +272,7 @@ def test_hf_token_reaches_the_build_only_as_a_buildkit_secret(
     for f in logs.rglob("*"):
         if f.is_file():
             assert token not in f.read_text(errors="replace"), f
-    ref = f"btest/secret:{scan(ctx).content_tag}"
+    ref = f"btest/secret:{scan(ctx, build_args=BUILD_ARGS).content_tag}"
     digest = tb.node_exec("node1", "docker", "run", "--rm", ref, "cat", "/token.sha256").stdout
     assert digest.strip() == hashlib.sha256(token.encode()).hexdigest()
     history = tb.node_exec("node1", "docker", "history", "--no-trunc", ref).stdout
@@ -289,7 +289,7 @@ def test_building_the_repo_context_again_only_moves_current(
     assert p.returncode == 0, p.stderr[-3000:]
     rows = _rows(p)
     assert rows == {n: "tag changed image was here; moved `current` to it" for n in tb.nodes}
-    tag = scan(REPO / "images" / "testbed").content_tag
+    tag = scan(REPO / "images" / "testbed", build_args=BUILD_ARGS).content_tag
     for node in tb.nodes:
         cur = _inspect(tb, node, f"{IMAGE}:current")
         assert cur is not None

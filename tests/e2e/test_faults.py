@@ -34,7 +34,7 @@ import yaml
 from dgxcluster.image.context import scan
 from tests import hfcache
 from tests.clirun import Background, CmdlineSampler
-from tests.conftest import REPO, Testbed, flat
+from tests.conftest import BUILD_ARGS, REPO, Testbed, flat
 from tests.leaks import STATE, assert_no_leaks, node_leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -343,7 +343,7 @@ def slow_build(tb: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def _new_slow_step(ctx: Path) -> str:
     base = (ctx.parent / "Dockerfile.base").read_text()
     (ctx / "Dockerfile").write_text(base + SLOW_STEP.format(nonce=uuid.uuid4().hex))
-    return scan(ctx).content_tag
+    return scan(ctx, build_args=BUILD_ARGS).content_tag
 
 
 def _has_tag(tb: Testbed, node: str, tag: str) -> bool:

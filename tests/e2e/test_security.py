@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from dgxcluster.image.context import scan
-from tests.conftest import REPO, Testbed, run_cli
+from tests.conftest import BUILD_ARGS, REPO, Testbed, run_cli
 from tests.leaks import STATE, assert_no_leaks, node_leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -51,7 +51,7 @@ def changed_context(tb: Testbed, tmp_path: Path) -> tuple[Path, str]:
     inv["ssh"]["known_hosts"] = str(tb.known_hosts)
     path = tmp_path / "inv.yaml"
     path.write_text(yaml.safe_dump(inv))
-    return path, scan(ctx).content_tag
+    return path, scan(ctx, build_args=BUILD_ARGS).content_tag
 
 
 def test_changed_host_key_start_and_build_refuse_before_changing_anything(

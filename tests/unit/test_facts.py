@@ -100,6 +100,16 @@ def test_ibdev2netdev_two_cables() -> None:
     assert ibdev2netdev.netdev_of(links, "roceP2p1s0f0") == "enP2p1s0f0np0"
 
 
+@pytest.mark.parametrize(("name", "up"), [
+    ("ibdev2netdev_dgx_spark_switch_port1_up_multi_sparks_playbook.txt", {"rocep1s0f1", "roceP2p1s0f1"}),
+    ("ibdev2netdev_dgx_spark_port0_up_perf_guide_playbook.txt", {"rocep1s0f0", "roceP2p1s0f0"}),
+])
+def test_ibdev2netdev_switch_and_port0_captures(name: str, up: set[str]) -> None:
+    links = ibdev2netdev.parse(body(REAL / name))
+    assert len(links) == 4 and {ln.device for ln in links if ln.state == "Up"} == up
+    assert ibdev2netdev.netdev_of(links, "roceP2p1s0f0") == "enP2p1s0f0np0"
+
+
 def test_ibdev2netdev_verbose_and_no_netdev() -> None:
     text = ("0000:01:00.0 mlx5_0 (MT4129 - MCX75310AAS-NEAT) ConnectX-7 fw 28.39.1002 port 1 "
             "(ACTIVE) ==> ens1f0np0 (Up)\nmlx5_1 port 1 ==> (none) (Down)\n")
@@ -148,6 +158,27 @@ def test_ip_text_forms() -> None:
     real = body(REAL / "ip_addr_show_enp1s0f1np1_static_connect_two_sparks_playbook.txt")
     one = ipaddr.parse_text(real.replace("**", ""))["enp1s0f1np1"]
     assert one.mtu == 1500 and one.operstate == "UP" and str(one.ipv4[0]) == "192.168.100.10/24"
+
+
+def test_ip_text_unreadable_address_is_a_problem_not_dropped() -> None:
+    verbatim = body(REAL / "ip_addr_show_enp1s0f1np1_three_sparks_playbook.txt")
+    rail = ipaddr.parse_text(verbatim)["enp1s0f1np1"]
+    assert rail.ipv4 == [] and len(rail.problems) == 1
+    assert "inet **192.168.1.1**/24" in rail.problems[0]
+    clean = ipaddr.parse_text(verbatim.replace("**", ""))["enp1s0f1np1"]
+    assert str(clean.ipv4[0]) == "192.168.1.1/24" and clean.problems == []
+    bad = ipaddr.parse_text("4: x: <UP> mtu 9000 state UP\n    inet 10.0.0.300/24 scope global x\n")
+    assert bad["x"].ipv4 == [] and "10.0.0.300/24" in bad["x"].problems[0]
+    with pytest.raises(ParseError, match="address line before any interface"):
+        ipaddr.parse_text("    inet 10.0.0.1/24 scope global x\n4: x: <UP> mtu 9000\n")
+
+
+def test_ip_json_unreadable_address_is_a_problem() -> None:
+    text = ('[{"ifname":"x","flags":["UP"],"mtu":9000,"operstate":"UP","addr_info":'
+            '[{"family":"inet","local":"10.0.0.300","prefixlen":24},{"family":"inet"},'
+            '{"family":"inet","local":"10.0.0.1","prefixlen":24}]}]')
+    x = ipaddr.parse(text)["x"]
+    assert [str(a) for a in x.ipv4] == ["10.0.0.1/24"] and len(x.problems) == 2
 
 
 def test_ip_down_interface() -> None:
@@ -274,6 +305,50 @@ def test_nccl_log_gdr_and_shm() -> None:
     assert warn.warnings == ["NET/IB : Got async event : port error"]
 
 
+IBEXT = "nccl_debug_IBext_v11_both_twins_ngc_vllm_26.03_dgx_spark_oshlabs.txt"
+
+
+def test_nccl_log_ngc_ibext_plugin_is_rdma_over_both_twins() -> None:
+    log = nccl_log.parse(body(REAL / IBEXT))
+    t = log.transport
+    assert t.kind == "NET/IB" and t.rdma and t.net == "IBext_v11" and t.evidence == "channels"
+    assert "NCCL's external IB plugin IBext_v11" in t.detail  # the plugin name stays in the detail
+    assert log.ib_devices == ["rocep1s0f0", "roceP2p1s0f0"]
+    assert log.net_devices == [0, 1]  # channels alternate over both twins
+    assert log.lines == 5  # the author stripped 'NCCL INFO': the lines are read all the same
+
+
+def test_nccl_log_ibext_with_prefixes_and_one_rail() -> None:
+    # Format of NCCL's net.cc channel lines with the plugin name nccl-rdma-sharp-plugins
+    # registers (src/ib_plugin.c: .name = "IBext_v11"); only device 0 carries channels.
+    text = ("spark1:10:20 [0] NCCL INFO NET/IB : Using [0]rocep1s0f1:1/RoCE [RO]; "
+            "OOB enp1s0f1np1:10.0.0.1<0>\n"
+            "spark1:10:20 [0] NCCL INFO Using network IBext_v11\n"
+            "spark1:10:30 [0] NCCL INFO Channel 00/0 : 0[0] -> 1[0] [send] via NET/IBext_v11/0\n"
+            "spark1:10:30 [0] NCCL INFO Channel 01/0 : 0[0] -> 1[0] [send] via NET/IBext_v11/0\n")
+    log = nccl_log.parse(text)
+    assert log.transport.rdma and log.networks == ["IBext_v11"]
+    assert log.ib_devices == ["rocep1s0f1"] and log.net_devices == [0]
+    plugin_only = nccl_log.parse("h:1:1 [0] NCCL INFO Using network IBext_v8\n").transport
+    assert plugin_only.rdma and plugin_only.evidence == "plugin" and "IBext_v8" in plugin_only.detail
+    assert nccl_log.net_kind("IBext") == "NET/IB" and nccl_log.net_kind("UCX") == "NET/UCX"
+
+
+def test_nccl_log_ring_summary_says_gdr_off() -> None:
+    log = nccl_log.parse(body(REAL / "nccl_debug_ring_GDR0_dgx_spark_pair_nccl2.30.7.txt"))
+    assert log.ring_gdr is False and log.ring_pxn is False
+    assert log.gdr_disabled and not log.gdr_used
+    assert log.version == "2.30.7+cuda13.3"
+    assert log.ib_devices == ["rocep1s0f1", "roceP2p1s0f1"]
+    on = nccl_log.parse("h:1:1 [0] NCCL INFO Connected all rings, use ring PXN 1 GDR 1\n")
+    assert on.ring_gdr and on.ring_pxn and on.gdr_used and not on.gdr_disabled
+
+
+def test_nccl_log_bare_lines_must_look_like_nccl() -> None:
+    with pytest.raises(ParseError):
+        nccl_log.parse("Using the network as configured\nChannel 5 is blue\n")
+
+
 @pytest.mark.parametrize("text", GARBAGE)
 def test_nccl_log_garbage(text: str) -> None:
     with pytest.raises(ParseError, match="could not parse NCCL debug log output"):
@@ -339,6 +414,40 @@ def test_nccl_tests_two_tables_without_start_lines() -> None:
     assert tables[0].rows[0].oop is not None and tables[0].rows[0].oop.wrong is None
 
 
+TAIL = (
+    "  2147483648     268435456     float    none      -1  50573.4   42.46   21.23       0"
+    "  48690.4   44.10   22.05       0\n"
+    "  4294967296     536870912     float    none      -1  96986.7   44.28   22.14       0"
+    "  95610.9   44.92   22.46       0\n"
+    "# Out of bounds values : 0 OK\n"
+    "# Avg bus bandwidth    : 21.4033 \n"
+    "#\n"
+    "# Collective test concluded: all_gather_perf\n")
+
+
+def test_nccl_tests_log_tail_without_header() -> None:
+    # `tail -n 6` of the healthy capture: rows and summary, no column header.
+    full = body(REAL / "nccl-tests_all_gather_perf_2x_dgx_spark_healthy_21.4GBs_jp_notebook.txt")
+    assert TAIL in full
+    (t,) = nccl_tests.parse(TAIL)
+    assert not t.header and t.columns == nccl_tests.DEFAULT_COLUMNS
+    assert [r.size for r in t.rows] == [2147483648, 4294967296]
+    assert t.busbw_at_largest == 22.46 and t.avg_busbw == 21.4033 and t.out_of_bounds == 0
+    assert t.name == "all_gather_perf"  # from 'Collective test concluded'
+
+
+def test_nccl_tests_only_the_average_line() -> None:
+    (t,) = nccl_tests.parse("# Avg bus bandwidth    : 2.82151 \n")
+    assert t.avg_busbw == 2.82151 and t.rows == [] and t.busbw_at_largest is None
+
+
+def test_nccl_tests_headerless_old_format_rows() -> None:
+    row = ("     8388608       2097152   float     sum    812.3   10.33   10.33  0e+00    810.1"
+           "   10.36   10.36  0e+00\n")
+    (t,) = nccl_tests.parse(row)
+    assert t.columns == nccl_tests.OLD_COLUMNS and t.rows[0].best_busbw == 10.36
+
+
 @pytest.mark.parametrize("text", GARBAGE + [
     "test.cu:896 NCCL failure common.cu:1116 'unhandled system error'\n",
     "#  size count type redop root time algbw busbw #wrong\n 1024 x y\n",
@@ -386,6 +495,14 @@ def test_nvidia_smi_gb10() -> None:
     info = nvidia_smi.parse(body(REAL / "nvidia-smi_gb10_with_processes_obrienlabs.txt"))
     assert (info.driver, info.cuda) == ("580.95.05", "13.0")
     assert [(g.index, g.name, g.bus_id) for g in info.gpus] == [(0, "NVIDIA GB10", "0000000F:01:00.0")]
+
+
+def test_nvidia_smi_gb10_driver_580_173_with_two_engine_cores() -> None:
+    info = nvidia_smi.parse(body(REAL / "nvidia-smi_gb10_580.173.02_two_vllm_enginecores.txt"))
+    assert info.driver == "580.173.02" and info.cuda == "13.0" and info.error is None
+    (gpu,) = info.gpus
+    assert gpu.name == "NVIDIA GB10" and gpu.memory == "Not Supported" and gpu.temperature_c == 54
+    assert [p.name for p in info.processes if p.type == "C"] == ["VLLM::EngineCore"] * 2
 
 
 def test_nvidia_smi_failures() -> None:

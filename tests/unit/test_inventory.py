@@ -122,3 +122,15 @@ def test_cross_check_on_an_overridden_value_names_the_variable_not_a_file_line()
         parse_inventory(GOOD, "inv.yaml", environ={"DGXCLUSTER_HEAD": "spark9"})
     assert str(info.value) == ("inv.yaml: head: names no node: 'spark9' (nodes: spark1, spark2) "
                                "(from environment variable DGXCLUSTER_HEAD)")
+
+
+def test_ray_version_reaches_the_build_as_ray_version_arg() -> None:
+    inv = parse_inventory(GOOD + "ray: {version: 2.58.1}\nimage: {build_args: {X: '1'}}\n",
+                          environ={})
+    assert inv.build_args == {"RAY_VERSION": "2.58.1", "X": "1"}
+    assert parse_inventory(GOOD, environ={}).build_args == {"RAY_VERSION": "2.57.1"}
+    same = parse_inventory(GOOD + "image: {build_args: {RAY_VERSION: 2.57.1}}\n", environ={})
+    assert same.build_args == {"RAY_VERSION": "2.57.1"}
+    with pytest.raises(InventoryError) as e:
+        parse_inventory(GOOD + "image: {build_args: {RAY_VERSION: 2.60.0}}\n", "inv.yaml", environ={})
+    assert "image.build_args.RAY_VERSION" in str(e.value) and "set ray.version only" in str(e.value)

@@ -50,8 +50,18 @@ def as_all_reduce(table: str) -> str:
     return table.replace("all_gather_perf", "all_reduce_perf").replace("    none ", "     sum ")
 
 
+#: What the image's NCCL-library probe prints when torch uses the system libnccl (the probe's
+#: own format; library paths as in the NGC image layout reported in vllm#41725).
+SYSTEM_NCCL = ('dgxcluster-nccl-libs {"loaded": [{"path": "/usr/lib/aarch64-linux-gnu/libnccl.so.2", '
+               '"real": "/usr/lib/aarch64-linux-gnu/libnccl.so.2.28.9", "version": "2.28.9+cuda13.0", '
+               '"sha256": "' + "c0" * 32 + '"}], '
+               '"system": [{"path": "/usr/lib/aarch64-linux-gnu/libnccl.so.2", '
+               '"real": "/usr/lib/aarch64-linux-gnu/libnccl.so.2.28.9", "version": "2.28.9+cuda13.0", '
+               '"sha256": "' + "c0" * 32 + '"}], "torch": "2.28.9", "wheel": []}\n')
+
+
 def spark_pair(table: str, log: str, *, image: bool = True, tools: str = "have ib_write_bw\n"
-               "have torch\n") -> tuple[Session, dict[str, FakeConnection]]:
+               "have torch\n" + SYSTEM_NCCL) -> tuple[Session, dict[str, FakeConnection]]:
     fakes = {}
     for name in ("spark1", "spark2"):
         f = FakeConnection(name)
@@ -87,6 +97,47 @@ def test_healthy_pair_passes_with_evidence() -> None:
     assert "busbw 22.46 GB/s at 4 GiB, avg 21.4033 (floor 21.875)" in ag.detail
     assert "over rocep1s0f1, roceP2p1s0f1" in ag.detail and "GPU Direct RDMA disabled" in ag.detail
     assert res[("cluster", "nccl-all_reduce")].status == Level.PASS
+    lib = res[("cluster", "nccl-library")]
+    assert lib.status == Level.PASS and "system NCCL 2.28.9+cuda13.0" in lib.detail
+
+
+def test_wheel_nccl_differing_from_the_system_one_warns() -> None:
+    wheel = "/usr/local/lib/python3.12/dist-packages/nvidia/nccl/lib/libnccl.so.2"
+    tools = "have torch\n" + SYSTEM_NCCL.replace(
+        '"loaded": [{"path": "/usr/lib/aarch64-linux-gnu/libnccl.so.2", "real": '
+        '"/usr/lib/aarch64-linux-gnu/libnccl.so.2.28.9"',
+        f'"loaded": [{{"path": "{wheel}", "real": "{wheel}"', 1).replace("c0" * 32, "a7" * 32, 1)
+    session, fakes = spark_pair(HEALTHY, IB_LOG, tools=tools)
+    res = by_check(run_bandwidth(session, ["spark1", "spark2"], 21.875))
+    lib = res[("cluster", "nccl-library")]
+    assert lib.status == Level.WARN and wheel in lib.detail and "41725" in lib.detail
+    assert res[("cluster", "nccl-all_gather")].status == Level.PASS  # bandwidth judged apart
+    tools_run = next(c for c in fakes["spark1"].calls if "command -v" in " ".join(c))
+    assert "dgxcluster-nccl-libs" in " ".join(tools_run)  # the probe's source, as $1
+
+
+def test_ngc_ibext_log_passes_as_rdma_and_one_rail_warns() -> None:
+    ibext = body("real/nccl_debug_IBext_v11_both_twins_ngc_vllm_26.03_dgx_spark_oshlabs.txt")
+    res = by_check(judge_nccl(HEALTHY + as_all_reduce(HEALTHY), ibext, {}, 21.875, 2))
+    ag = res[("cluster", "nccl-all_gather")]
+    assert ag.status == Level.PASS
+    assert "RDMA through NCCL's external IB plugin IBext_v11" in ag.detail
+    one = "\n".join(ln for ln in ibext.splitlines() if not ln.endswith("/1")).replace(
+        " [1]roceP2p1s0f0:1/RoCE", "")
+    warn = by_check(judge_nccl(HEALTHY + as_all_reduce(HEALTHY), one, {}, 21.875, 2))
+    w = warn[("cluster", "nccl-all_gather")]
+    assert w.status == Level.WARN and w.detail.startswith("NCCL used only rocep1s0f0 of 2 rails")
+    chans = "\n".join(ln for ln in ibext.splitlines() if not ln.endswith("/1"))  # both opened
+    c = by_check(judge_nccl(HEALTHY + as_all_reduce(HEALTHY), chans, {}, 21.875, 2))
+    assert c[("cluster", "nccl-all_gather")].detail.startswith(
+        "NCCL used only rocep1s0f0 (channel lines) of 2 rails")
+
+
+def test_ring_summary_reports_gdr_off() -> None:
+    gdr = body("real/nccl_debug_ring_GDR0_dgx_spark_pair_nccl2.30.7.txt")
+    res = by_check(judge_nccl(HEALTHY + as_all_reduce(HEALTHY), gdr, {}, 21.875, 2))
+    assert "GPU Direct RDMA off ('use ring PXN ... GDR 0', expected on GB10)" in res[
+        ("cluster", "nccl-all_gather")].detail
 
 
 def test_probe_launch_lines() -> None:

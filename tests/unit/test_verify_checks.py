@@ -89,7 +89,8 @@ def test_healthy_spark_passes_everything() -> None:
     res = run(inv(), spark())
     assert not_passing(res) == {}
     assert list(res) == ["rdma-devices", "rdma-ports", "twins", "interfaces", "addresses", "mtu",
-                         "link-speed", "gpu", "ping", "nccl-ifname", "nccl-ib-hca", "host-ip"]
+                         "link-speed", "gpu", "ping", "nccl-ifname", "nccl-ib-hca", "nccl-gid",
+                         "host-ip"]
     assert "rocep1s0f1 (enp1s0f1np1) ACTIVE mtu 4096" in res["rdma-devices"].detail
     assert "firmware 28.45.4028" in res["rdma-devices"].detail
     assert res["gpu"].detail == "NVIDIA GB10; driver 580.95.05, CUDA 13.0"
@@ -178,7 +179,7 @@ def test_link_speed_100g_unknown_and_missing_ethtool() -> None:
 def test_mtu_and_roce_active_mtu() -> None:
     res = run(inv(), spark(mtu=1500))
     assert res["mtu"].status == Level.FAIL
-    assert "enp1s0f1np1 mtu 1500, expected 9000" in res["mtu"].detail
+    assert "enp1s0f1np1 mtu 1500, expected at least 9000" in res["mtu"].detail
     low = run(inv(), spark(devinfo=ALL4))  # all ports up with RoCE MTU 1024
     assert low["mtu"].status == Level.WARN and "active_mtu 1024" in low["mtu"].detail
 
@@ -320,3 +321,84 @@ def test_duplicate_rail_ips() -> None:
     res = _cluster(inv(base=dup), spark(0), spark(1))
     assert res["fabric-ips-unique"].status == Level.FAIL
     assert "192.168.101.10 (spark1 rail 1 and spark2 rail 1)" in res["fabric-ips-unique"].detail
+
+
+# -- checks an expert judges differently (issue 13) ---------------------------------------------
+
+PORT0_CABLED = {"rocep1s0f0": True, "roceP2p1s0f0": True, "rocep1s0f1": False,
+                "roceP2p1s0f1": False}
+
+
+def test_twins_do_not_pass_when_the_configured_twins_are_down() -> None:
+    res = run(inv(), spark(states=PORT0_CABLED))
+    twins = res["twins"]
+    assert twins.status == Level.FAIL, twins
+    assert "rocep1s0f1 DOWN, roceP2p1s0f1 DOWN" in twins.detail
+    assert "the cable is in port 0 (enp1s0f0np0/rocep1s0f0, enP2p1s0f0np0/roceP2p1s0f0)" \
+        in twins.detail
+    assert "move the cable" in twins.fix
+    healthy = run(inv(), spark())["twins"]
+    assert healthy.status == Level.PASS and "rocep1s0f1 ACTIVE, roceP2p1s0f1 ACTIVE" in healthy.detail
+
+
+def test_twins_down_with_no_cable_anywhere() -> None:
+    down = dict.fromkeys(PORT0_CABLED, False)
+    twins = run(inv(), spark(states=down))["twins"]
+    assert twins.status == Level.FAIL and "no twin of fabric.rails is active" in twins.detail
+    assert "cable is in" not in twins.detail and "QSFP cable" in twins.fix
+
+
+def test_jumbo_mtu_above_the_expected_passes_and_below_fails() -> None:
+    res = run(inv(), spark(mtu=9216))  # a common switch/jumbo setting over fabric.mtu 9000
+    assert res["mtu"].status == Level.PASS
+    assert "enp1s0f1np1 mtu 9216 (>= 9000)" in res["mtu"].detail
+    low = run(inv(), spark(mtu=8999))
+    assert low["mtu"].status == Level.FAIL and "mtu 8999, expected at least 9000" in low["mtu"].detail
+
+
+def test_cluster_mtu_differing_but_all_jumbo_only_warns() -> None:
+    res = _cluster(inv(), spark(0, mtu=9216), spark(1, mtu=9000))
+    assert res["mtu-match"].status == Level.WARN
+    assert "spark1 9216" in res["mtu-match"].detail and "spark2 9000" in res["mtu-match"].detail
+
+
+def _no_ipv4_on_second_twin(f: NodeFacts, problem: str | None = None) -> NodeFacts:
+    ifaces = dict(f.ifaces.value or {})
+    ifaces["enP2p1s0f1np1"] = replace(ifaces["enP2p1s0f1np1"], ipv4=[],
+                                      problems=[problem] if problem else [])
+    f.ifaces = Fact(ifaces)
+    return f
+
+
+ONE_ADDRESS = TWO.replace(", rail_ips: [192.168.100.10, 192.168.101.10]", "").replace(
+    ", rail_ips: [192.168.100.11, 192.168.101.11]", "")
+
+
+def test_twin_without_ipv4_fails_with_gid_index_3() -> None:
+    # rail_ips not given: the addresses check has nothing to compare on rail 1 and passes,
+    # but NCCL_IB_GID_INDEX=3 (RoCE v2 IPv4 GID) does not exist on an unaddressed twin.
+    res = run(inv(base=ONE_ADDRESS), _no_ipv4_on_second_twin(spark()))
+    assert res["addresses"].status == Level.PASS
+    gid = res["nccl-gid"]
+    assert gid.status == Level.FAIL, gid
+    assert "NCCL_IB_GID_INDEX=3 is the RoCE v2 IPv4 GID" in gid.detail
+    assert "roceP2p1s0f1 (enP2p1s0f1np1 has no IPv4 address)" in gid.detail
+    assert "netplan" in gid.fix
+    ok = run(inv(base=ONE_ADDRESS), spark())["nccl-gid"]
+    assert ok.status == Level.PASS and "roceP2p1s0f1 (enP2p1s0f1np1 192.168.101.10)" in ok.detail
+
+
+def test_gid_check_follows_the_gid_index() -> None:
+    other = inv("fabric: {nccl_ib_gid_index: 1}\n", base=ONE_ADDRESS)
+    assert "nccl-gid" not in run(other, _no_ipv4_on_second_twin(spark()))
+    unset = inv("fabric: {nccl_ib_gid_index: null}\n", base=ONE_ADDRESS)
+    assert "nccl-gid" not in run(unset, _no_ipv4_on_second_twin(spark()))
+
+
+def test_unreadable_address_line_is_reported_as_a_parse_problem() -> None:
+    problem = "unreadable IPv4 address line 'inet 192.168.101.300/24 scope global'"
+    res = run(inv(), _no_ipv4_on_second_twin(spark(), problem))
+    addr = res["addresses"]
+    assert addr.status == Level.FAIL
+    assert problem in addr.detail and "parse problem" in addr.detail
+    assert problem in res["nccl-gid"].detail

@@ -1,0 +1,1 @@
+"""torch.distributed stand-in (testbed only): importable, nothing more; see nccl_standin."""

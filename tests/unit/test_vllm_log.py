@@ -1,0 +1,68 @@
+"""vLLM's start-up log read on real excerpts from public issues and NVIDIA's playbooks (the
+lines are vLLM's and uvicorn's format strings; see dgxcluster/facts/vllm_log.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dgxcluster.facts import ParseError, vllm_log
+
+REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real"
+
+
+def body(name: str) -> str:
+    first, _, rest = (REAL / name).read_text().partition("\n")
+    assert first.startswith("# source:")
+    return rest
+
+
+@pytest.mark.parametrize(("name", "phase", "detail", "url"), [
+    ("vllm_log_loading_shards_amd_strix_pr5.txt", "loading", "loading weights (2/3 shards)", None),
+    ("vllm_log_kv_cache_cuda_graphs_init_engine_glm-v_issue204.txt", "engine-ready",
+     "engine initialised in 25.99 s", None),
+    ("vllm_log_api_server_up_gb10_eugr_pr200.txt", "api-starting",
+     "API server starting on http://0.0.0.0:8355", "http://0.0.0.0:8355"),
+    ("vllm_log_api_server_0_ansi_vllm_pr33756.txt", "api-starting",
+     "API server starting on http://0.0.0.0:8000", "http://0.0.0.0:8000"),
+    ("uvicorn_application_startup_complete_speculative_decoding_playbook.txt", "ready",
+     "API server up (Application startup complete)", None),
+])
+def test_every_capture_reads_as_its_phase(name: str, phase: str, detail: str, url: str | None) -> None:
+    p = vllm_log.parse(body(name))
+    assert (p.phase, p.detail, p.url) == (phase, detail, url)
+    assert p.ready == (phase == "ready")
+
+
+def test_each_line_of_the_start_up_in_order() -> None:
+    lines = body("vllm_log_kv_cache_cuda_graphs_init_engine_glm-v_issue204.txt").splitlines()
+    phases = [p.phase for p in map(vllm_log.read_line, lines) if p is not None]
+    assert phases == ["compiling", "kv-cache", "kv-cache", "cuda-graphs", "cuda-graphs",
+                      "cuda-graphs", "engine-ready"]
+    graphs = vllm_log.read_line(lines[5])
+    assert graphs is not None
+    assert graphs.detail == "capturing CUDA graphs (mixed prefill-decode, PIECEWISE, 100%)"
+
+
+def test_whole_start_up_ends_ready_and_keeps_the_url() -> None:
+    text = "".join(body(n) for n in ("vllm_log_loading_shards_amd_strix_pr5.txt",
+                                     "vllm_log_api_server_up_gb10_eugr_pr200.txt",
+                                     "uvicorn_application_startup_complete_speculative_decoding_playbook.txt"))
+    p = vllm_log.parse(text)
+    assert p.ready and p.url == "http://0.0.0.0:8355"
+
+
+def test_a_failure_is_final() -> None:
+    text = (body("vllm_log_loading_shards_amd_strix_pr5.txt")
+            + "Traceback (most recent call last):\n"
+            + "RuntimeError: Engine core initialization failed. See root cause above.\n"
+            + "INFO:     Application startup complete.\n")
+    p = vllm_log.parse(text)
+    assert p.phase == "failed" and not p.ready and "Traceback" in p.detail
+
+
+@pytest.mark.parametrize("text", ["", "hello\n", "INFO 01-01 [x.py:1] something else\n"])
+def test_not_vllm(text: str) -> None:
+    with pytest.raises(ParseError, match="could not parse vLLM log output"):
+        vllm_log.parse(text)
