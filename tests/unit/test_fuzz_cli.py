@@ -37,6 +37,9 @@ from dgxcluster.inventory.schema import ImageSettings
 from dgxcluster.models.repoid import RepoId, check_revision
 from tests.hostile import HOSTILE
 
+#: Hundreds of generated examples: minutes on a loaded 2-core machine, not seconds.
+pytestmark = pytest.mark.timeout(900)
+
 NODES = ("spark1", "spark2")
 INVENTORY = """\
 cluster: fz
