@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dgxcluster.cli.state import errors_to_exit, state
+from dgxcluster.cli.state import errors_to_exit, finish, state
 
 
 def _interrupt_on_term() -> None:
@@ -82,6 +82,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"ready in {report.elapsed_s:.1f}s (vLLM loaded in {report.ready_after_s or 0:.1f}s)")
         typer.echo(f"endpoint: {report.endpoint}   model: {report.model}")
         typer.echo(f"try it:\n  {report.curl}")
+        finish(report.outcomes)
 
     @app.command("stop")
     @errors_to_exit
@@ -96,7 +97,6 @@ def register(app: typer.Typer) -> None:
         when others are not. Exit 0 done (or nothing to stop), 1 a step failed, 3 a node was
         unreachable (named).
         """
-        from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
         from dgxcluster.cli.output import LiveNodes, outcome_table
         from dgxcluster.core.steps import Status
         from dgxcluster.serving.stop import stop as run_stop
@@ -115,11 +115,11 @@ def register(app: typer.Typer) -> None:
             names = ", ".join(sorted(report.unreachable))
             typer.echo(f"error: unreachable, not stopped: {names}; run `dgxcluster stop` again "
                        "once they are back", err=True)
-            raise typer.Exit(EXIT_UNREACHABLE)
+            finish(report.outcomes)
         failed = [o for o in report.outcomes if o.status is Status.FAILED]
         for node in dict.fromkeys(o.node for o in failed):
             why = next(o.detail for o in failed if o.node == node).splitlines()[0]
             why = why.removeprefix(f"{node}: ")
             typer.echo(f"error: {node}: not stopped ({why}); fix it and run `dgxcluster stop` "
                        "again", err=True)
-        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+        finish(report.outcomes)

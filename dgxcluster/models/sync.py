@@ -22,7 +22,7 @@ from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.errors import ConnectError, StepError, UsageError
 from dgxcluster.models.agent import NodeModels
-from dgxcluster.models.copy import Delivery, copy_round
+from dgxcluster.models.copy import copy_round
 from dgxcluster.models.layout import BlobState, CacheEntry, NodeCache
 from dgxcluster.models.plan import bytes_of, group_by_need, needs, source_problems, to_verify
 from dgxcluster.models.repoid import RepoId
@@ -70,7 +70,7 @@ class _Run:
         self.dead: dict[str, Outcome] = {}
         self.notes: dict[str, list[str]] = {}
         self.found_corrupt: dict[str, list[str]] = {}
-        self.deliveries: dict[str, list[Delivery]] = {}
+        self.deliveries: dict[str, list[Outcome]] = {}
         self.streams = 0
 
     @property
@@ -146,7 +146,7 @@ def sync(session: Session, model: RepoId, source: str | None = None, *,
             break
     _verify_source(run)
     report = SyncReport(str(model), source, _outcomes(run, nodes), streams=run.streams)
-    report.bytes_received = sum(d.bytes for ds in run.deliveries.values() for d in ds)
+    report.bytes_received = sum(d.count("bytes") for ds in run.deliveries.values() for d in ds)
     report.seconds = time.monotonic() - t0
     return report
 
@@ -254,9 +254,9 @@ def _peer_outcome(run: _Run, n: str, corrupt: Sequence[str]) -> Outcome:
     ds = run.deliveries.get(n, [])
     notes = list(run.notes.get(n, []))
     bad = run.found_corrupt.get(n, [])
-    got = sum(d.bytes for d in ds)
+    got = sum(d.count("bytes") for d in ds)
     if ds:
-        secs = sum(d.seconds for d in ds)
+        secs = sum(d.duration_s for d in ds)
         rate = f" ({got / secs / 1e9:.2f} GB/s)" if secs > 0 and got else ""
         notes.insert(0, f"received {gb(got)} in {secs:.1f}s{rate}"
                      + (f" over {len(ds)} copies" if len(ds) > 1 else ""))
@@ -276,7 +276,7 @@ def _peer_outcome(run: _Run, n: str, corrupt: Sequence[str]) -> Outcome:
 
 
 def _why_left(run: _Run, n: str, entry: CacheEntry | None, left: Sequence[str],
-              ds: Sequence[Delivery]) -> list[str]:
+              ds: Sequence[Outcome]) -> list[str]:
     if not left:
         return []
     blobs = [p[6:] for p in left if p.startswith("blobs/")]

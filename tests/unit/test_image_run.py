@@ -150,7 +150,7 @@ def test_unforeseen_error_on_one_node_fails_that_node_only(ctx: Path) -> None:
     with _session(ctx, fakes) as s:
         report = build(s)
     by_node = {n.node: n for n in report.nodes}
-    assert by_node["n1"].status is Status.CHANGED and by_node["n1"].image_id == image_id
+    assert by_node["n1"].status is Status.CHANGED and by_node["n1"].data["image_id"] == image_id
     assert by_node["n2"].status is Status.FAILED and "boom" in by_node["n2"].detail
 
 
