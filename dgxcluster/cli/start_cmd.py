@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from dgxcluster.cli.state import errors_to_exit, finish, state
+
+if TYPE_CHECKING:
+    from dgxcluster.inventory.load import Inventory
+    from dgxcluster.models.check import StartModelCheck
 
 
 def _interrupt_on_term() -> None:
@@ -18,6 +22,16 @@ def _interrupt_on_term() -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
+
+
+def _model_check(inv: Inventory) -> StartModelCheck | None:
+    """`start`'s preflight looks for serve.model in every node's HF cache: the check lives in
+    `models`, and the CLI hands it to serving (capabilities do not import each other)."""
+    from dgxcluster.models.check import start_check
+
+    if inv.serve.model is None:
+        return None  # start itself says serve.model is missing
+    return start_check(inv.serve.model, inv.serve.revision, inv.container.hf_cache, inv.head_name)
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +74,8 @@ def register(app: typer.Typer) -> None:
         st = state(ctx)
         inv = st.inventory()
         opts = StartOptions(dry_run=dry_run, restart=restart, keep_on_failure=keep_on_failure,
-                            ready_timeout_s=timeout, skip_model_check=skip_model_check)
+                            ready_timeout_s=timeout, skip_model_check=skip_model_check,
+                            model_check=None if skip_model_check else _model_check(inv))
         with st.session("start") as session:
             try:
                 with LiveNodes(inv.names, "dgxcluster start") as live:

@@ -22,9 +22,6 @@ from dgxcluster.errors import ConnectError, DgxClusterError, LockHeld, NodesFail
 from dgxcluster.facts.ray_status import RayStatus
 from dgxcluster.image.context import image_refs, scan
 from dgxcluster.inventory.load import Inventory
-from dgxcluster.models.agent import NodeModels
-from dgxcluster.models.check import ServedModel, missing_lines, scan_one, served_model
-from dgxcluster.models.presence import NodeEntry, revision_presence
 from dgxcluster.remote.command import for_display
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
@@ -32,7 +29,14 @@ from dgxcluster.secrets import render_env_file
 from dgxcluster.serving import containers, plan, raywait, vllm
 from dgxcluster.serving.background import Background
 from dgxcluster.serving.lock import ClusterLock, lock_path
-from dgxcluster.serving.preflight import NodeFacts, describe, foreign_containers, gather, ports_to_check
+from dgxcluster.serving.preflight import (
+    NodeCheck,
+    NodeFacts,
+    describe,
+    foreign_containers,
+    gather,
+    ports_to_check,
+)
 from dgxcluster.serving.teardown import Created, Found, rollback, teardown
 
 
@@ -43,6 +47,8 @@ class StartOptions:
     keep_on_failure: bool = False
     ready_timeout_s: float | None = None
     skip_model_check: bool = False
+    #: is serve.model complete on every node? (`models.check.start_check`, from the CLI)
+    model_check: NodeCheck | None = None
 
 
 @dataclass
@@ -94,9 +100,7 @@ def start(session: Session, options: StartOptions | None = None,
     prog = progress or NullProgress()
     inv = session.inventory
     t0 = time.monotonic()
-    model = plan.require_model(inv)
-    served = (ServedModel(None, "", "--skip-model-check") if opts.skip_model_check
-              else served_model(model, inv.serve.revision))
+    plan.require_model(inv)
     image = expected_image(inv)
     config = plan.config_hash(inv, image)
     report = StartReport(endpoint=plan.endpoint(inv), model=plan.model_id(inv),
@@ -107,7 +111,7 @@ def start(session: Session, options: StartOptions | None = None,
     lock = ClusterLock(session.cluster.dedicated(inv.head_name),
                        lock_path(inv.state_dir, inv.cluster), "start", own_connection=True)
     try:
-        _Run(session, opts, prog, report, lock, served).run()
+        _Run(session, opts, prog, report, lock).run()
     finally:
         lock.release()
     report.elapsed_s = time.monotonic() - t0
@@ -136,9 +140,8 @@ class _Run:
     """One locked start: the stages, what they created, and the rollback."""
 
     def __init__(self, session: Session, opts: StartOptions, progress: Progress,
-                 report: StartReport, lock: ClusterLock, served: ServedModel) -> None:
+                 report: StartReport, lock: ClusterLock) -> None:
         self.lock = lock
-        self.served = served
         self.s = session
         self.inv = session.inventory
         self.opts = opts
@@ -227,14 +230,13 @@ class _Run:
                 self.out(conn.node, "lock", Status.CHANGED, f"holding {self.lock.shown}")
             self.p.status(conn.node, "preflight")
             facts = gather(conn, self.inv, self.report.image)
-            if self._model_checked():
-                assert self.served.repo is not None
-                self.p.status(conn.node, f"preflight: looking for {self.served.repo.id}")
-                entries[conn.node] = scan_one(
-                    NodeModels.at(conn, facts.paths, self.inv.container.hf_cache), self.served.repo)
+            check = self._model_check()
+            if check is not None:
+                self.p.status(conn.node, f"preflight: looking for {check.label}")
+                entries[conn.node] = check.read(conn, facts.paths)
             return facts
 
-        entries: dict[str, NodeEntry] = {}
+        entries: dict[str, object] = {}
         group = self.s.cluster.map(one)
         self._check_model(group.values, entries)
         head_err = group.errors.get(self.head)
@@ -256,30 +258,29 @@ class _Run:
             raise NodesFailed("preflight", errors)
         self.facts = dict(group.values)
 
-    def _model_checked(self) -> bool:
-        return not self.opts.skip_model_check and self.served.repo is not None
+    def _model_check(self) -> NodeCheck | None:
+        check = self.opts.model_check
+        if self.opts.skip_model_check or check is None or check.skip_reason:
+            return None
+        return check
 
-    def _check_model(self, facts: dict[str, NodeFacts], entries: dict[str, NodeEntry]) -> None:
+    def _check_model(self, facts: dict[str, NodeFacts], entries: dict[str, object]) -> None:
         """Every node must hold the served revision complete (each node's vLLM reads its own
         cache); a node lacking it becomes a preflight problem naming the fix."""
-        if not self._model_checked():
-            why = ("--skip-model-check" if self.opts.skip_model_check
-                   else self.served.skip_reason)
+        check = self._model_check()
+        if check is None:
+            why = ("--skip-model-check" if self.opts.skip_model_check else
+                   self.opts.model_check.skip_reason if self.opts.model_check else "none given")
             for f in facts.values():
                 f.model = f"model check off ({why})"
             return
-        assert self.served.repo is not None
-        scanned = {n: e for n, e in entries.items() if n in facts}
-        presence = revision_presence(self.served.repo.id, scanned, self.served.revision,
-                                     self.head)
-        missing = missing_lines(self.served, presence)
+        judged = check.judge({n: e for n, e in entries.items() if n in facts})
         for node, f in facts.items():
-            if node in missing:
-                f.problems.append(missing[node])
+            fine, text = judged[node]
+            if fine:
+                f.model = text
             else:
-                p = presence[node]
-                f.model = (f"model {self.served.repo.id} complete "
-                           f"({(p.commit or '?')[:12]}, {p.files} files)")
+                f.problems.append(text)
 
     def _decide(self) -> tuple[bool, list[str]]:
         """(recreate the head?, workers to create) after comparing with what runs."""
