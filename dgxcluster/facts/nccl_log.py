@@ -103,6 +103,30 @@ def _dev_names(listing: str) -> list[str]:
     return [m.group("name") for m in _DEV.finditer(listing)]
 
 
+def _read(log: NcclLog, level: str, msg: str) -> None:
+    """What one `NCCL INFO`/`WARN` message says, added to `log`."""
+    if level == "WARN":
+        log.warnings.append(msg)
+    for v in _VIA.finditer(msg):
+        t = v.group("t")
+        log.via[t] = log.via.get(t, 0) + 1
+    if (n := _NETWORK.match(msg)) and n.group("net") not in log.networks:
+        log.networks.append(n.group("net"))
+    elif ib := _IB_USING.match(msg):
+        log.ib_devices += [d for d in _dev_names(ib.group("list")) if d not in log.ib_devices]
+    elif s := _SOCK_USING.match(msg):
+        log.socket_ifaces += [d for d in _dev_names(s.group("list")) if d not in log.socket_ifaces]
+    elif e := _ENV.match(msg):
+        log.env[e.group("key")] = e.group("val")
+    elif v2 := _VERSION.match(msg):
+        log.version = v2.group("v")
+    log.gdr_disabled |= "GPU Direct RDMA Disabled" in msg
+    log.ib_no_device |= msg.startswith("NET/IB : No device found")
+    log.ib_init_failed |= msg.startswith("Failed to initialize NET plugin IB")
+    if (nn := _NNODES.search(msg)) and log.nnodes is None:
+        log.nnodes = int(nn.group("n"))
+
+
 def parse(text: str) -> NcclLog:
     log = NcclLog()
     for raw in text.splitlines():
@@ -110,34 +134,7 @@ def parse(text: str) -> NcclLog:
         if not m:
             continue
         log.lines += 1
-        msg = m.group("msg").strip()
-        if m.group("level") == "WARN":
-            log.warnings.append(msg)
-        for v in _VIA.finditer(msg):
-            t = v.group("t")
-            log.via[t] = log.via.get(t, 0) + 1
-        if (n := _NETWORK.match(msg)) and n.group("net") not in log.networks:
-            log.networks.append(n.group("net"))
-        elif ib := _IB_USING.match(msg):
-            for d in _dev_names(ib.group("list")):
-                if d not in log.ib_devices:
-                    log.ib_devices.append(d)
-        elif s := _SOCK_USING.match(msg):
-            for d in _dev_names(s.group("list")):
-                if d not in log.socket_ifaces:
-                    log.socket_ifaces.append(d)
-        elif e := _ENV.match(msg):
-            log.env[e.group("key")] = e.group("val")
-        elif v2 := _VERSION.match(msg):
-            log.version = v2.group("v")
-        if "GPU Direct RDMA Disabled" in msg:
-            log.gdr_disabled = True
-        if msg.startswith("NET/IB : No device found"):
-            log.ib_no_device = True
-        if msg.startswith("Failed to initialize NET plugin IB"):
-            log.ib_init_failed = True
-        if (nn := _NNODES.search(msg)) and log.nnodes is None:
-            log.nnodes = int(nn.group("n"))
+        _read(log, m.group("level"), m.group("msg").strip())
     if log.lines == 0:
         raise ParseError(COMMAND, "no 'NCCL INFO' line (was NCCL_DEBUG=INFO set?)", text)
     return log

@@ -127,6 +127,23 @@ def _row(line: str, cols: list[str]) -> Row | None:
         return None
 
 
+def _comment(s: str, cur: Table | None, tables: list[Table], tool: str | None) -> Table | None:
+    """A `#` line: a table header (a new table unless the current one has no rows yet), a
+    rank line, the average bus bandwidth or the out-of-bounds count. The current table."""
+    if cols := _header(s):
+        if cur is None or cur.rows:
+            cur = Table(tool=tool)
+            tables.append(cur)
+        cur.columns = cols
+    elif cur is not None and (m := _RANK.match(s)):
+        cur.ranks.append((int(m.group("rank")), m.group("host"), m.group("name").strip()))
+    elif cur is not None and (m := _AVG.match(s)):
+        cur.avg_busbw = float(m.group("v"))
+    elif cur is not None and (m := _OOB.match(s)):
+        cur.out_of_bounds = int(m.group("n"))
+    return cur
+
+
 def parse(text: str) -> list[Table]:
     """Every result table in the text, in order. Raises ParseError if there is none."""
     tables: list[Table] = []
@@ -145,17 +162,7 @@ def parse(text: str) -> list[Table]:
             tables.append(cur)
             continue
         if s.startswith("#"):
-            if cols := _header(s):
-                if cur is None or cur.rows:
-                    cur = Table(tool=pending_tool)
-                    tables.append(cur)
-                cur.columns = cols
-            elif cur is not None and (m := _RANK.match(s)):
-                cur.ranks.append((int(m.group("rank")), m.group("host"), m.group("name").strip()))
-            elif cur is not None and (m := _AVG.match(s)):
-                cur.avg_busbw = float(m.group("v"))
-            elif cur is not None and (m := _OOB.match(s)):
-                cur.out_of_bounds = int(m.group("n"))
+            cur = _comment(s, cur, tables, pending_tool)
             continue
         if cur is not None and cur.columns and s.split()[0].isdigit():
             row = _row(s, cur.columns)
