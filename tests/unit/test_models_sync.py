@@ -15,6 +15,7 @@ from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Status
 from dgxcluster.errors import ConnectError, StepError
 from dgxcluster.inventory import parse_inventory
+from dgxcluster.models import copy as copy_mod
 from dgxcluster.models import sync as sync_mod
 from dgxcluster.models.repoid import RepoId
 from dgxcluster.models.sync import STAGES, sync
@@ -49,7 +50,7 @@ def nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, LocalCon
 @pytest.fixture
 def relay(nodes: dict[str, LocalConnection], monkeypatch: pytest.MonkeyPatch) -> LocalRelay:
     fake = LocalRelay(nodes)
-    monkeypatch.setattr("dgxcluster.models.copy.relay", fake)
+    monkeypatch.setattr(copy_mod, "relay", fake)
     return fake
 
 

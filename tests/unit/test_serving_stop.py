@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -29,8 +30,8 @@ serve: {model: m}
 class FakeLock:
     """Stands for `ClusterLock` (its own tests use the real one on the testbed)."""
 
-    taken: list[str] = []
-    refuse: str | None = None
+    taken: ClassVar[list[str]] = []
+    refuse: ClassVar[str | None] = None
 
     def __init__(self, conn: object, path: str, command: str, **_kw: object) -> None:
         self.command = command
