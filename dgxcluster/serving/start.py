@@ -2,6 +2,9 @@
 
     lock -> preflight -> env-files -> ray-head -> ray-workers -> ray-ready -> vllm -> vllm-ready
 
+declared in `STAGES` and walked by `core.stages` (which names the stage in any failure and
+calls the rollback once).
+
 Every stage first compares what runs with what the inventory asks for (the config hash in
 the `dgxcluster.config` label), so a second start of a healthy cluster changes nothing.
 A failure (or Ctrl-C) removes what this run created, on every node, and names the stage.
@@ -17,6 +20,7 @@ from dgxcluster.core import naming
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
+from dgxcluster.core.stages import DONE, Ledger, Next, Stage, walk
 from dgxcluster.core.steps import Outcome, Status, outcomes_from
 from dgxcluster.errors import ConnectError, DgxClusterError, LockHeld, NodesFailed, StepError
 from dgxcluster.facts.ray_status import RayStatus
@@ -148,8 +152,10 @@ class _Run:
         self.p = progress
         self.report = report
         self.created = Created()
-        self.step = "preflight"
+        self.ledger = Ledger(self.inv.names, progress)
         self.facts: dict[str, NodeFacts] = {}
+        self.head_new = True
+        self.workers_new: list[str] = []
         self._cancel = threading.Event()
         self._confirm: Background[RayStatus] = Background.done(None)
         self._ray_reported = False
@@ -160,14 +166,21 @@ class _Run:
     def head(self) -> str:
         return self.inv.head_name
 
+    @property
+    def step(self) -> str:
+        """The stage now running (a stage may name a part of itself: restart, vllm-ready)."""
+        return self.ledger.stage
+
+    @step.setter
+    def step(self, name: str) -> None:
+        self.ledger.stage = name
+
     def out(self, node: str, step: str, status: Status, detail: str = "") -> None:
         self.report.outcomes.append(Outcome(node, step, status, detail))
 
     def run(self) -> None:
-        try:
-            self._stages()
-        except BaseException as exc:  # any failure, Ctrl-C included, rolls back first
-            self._fail(exc)
+        # any failure, Ctrl-C included, rolls back first (_fail raises what the CLI shows)
+        walk(STAGES, self, self.ledger, rollback=self._fail)
 
     def _fail(self, exc: BaseException) -> None:
         self._cancel.set()
@@ -200,22 +213,29 @@ class _Run:
                 self.out(node, self.step, status, str(err).splitlines()[0])
         raise StartFailed(self.step, errors, lines, kept, self.report.outcomes) from exc
 
-    def _stages(self) -> None:
+    def preflight(self) -> Next | None:
+        """Lock, read every node, compare with what runs; DONE if it already runs, healthy."""
         self._preflight()
-        head_new, workers_new = self._decide()
-        if not head_new and not workers_new and self._ready_now():
+        self.head_new, self.workers_new = self._decide()
+        if not self.head_new and not self.workers_new and self._ready_now():
             self.report.already_running = True
             for node in self.inv.names:
                 self.out(node, "start", Status.UNCHANGED,
                          f"already running (config {self.report.config})")
-            return
+            return DONE
         for n in self.inv.names:
-            if n not in workers_new and not (head_new and n == self.head):
+            if n not in self.workers_new and not (self.head_new and n == self.head):
                 self.out(n, "env-files", Status.UNCHANGED, "container already running")
-        self._ray_head(head_new)
-        self._ray_workers(workers_new)
-        self._ray_ready()
-        self._vllm(head_new)
+        return None
+
+    def ray_head(self) -> None:
+        self._ray_head(self.head_new)
+
+    def ray_workers(self) -> None:
+        self._ray_workers(self.workers_new)
+
+    def vllm(self) -> None:
+        self._vllm(self.head_new)
 
     # -- preflight -------------------------------------------------------------------
 
@@ -443,3 +463,12 @@ class _Run:
         self.report.ready_after_s = took
         self.out(self.head, "vllm-ready", Status.CHANGED,
                  f"{plan.model_id(self.inv)} ready at {self.report.endpoint} after {took:.1f}s")
+
+
+STAGES: tuple[Stage[_Run], ...] = (
+    Stage("preflight", _Run.preflight),
+    Stage("ray-head", _Run.ray_head),
+    Stage("ray-workers", _Run.ray_workers),
+    Stage("ray-ready", _Run._ray_ready),
+    Stage("vllm", _Run.vllm),
+)
