@@ -159,7 +159,13 @@ def workdir() -> Iterator[Path]:
         (root / "ctx" / "Dockerfile").write_text("FROM scratch\n")
         (root / "kh").write_text("")
         (root / "inv.yaml").write_text(INVENTORY)
-        yield root
+        # `logs` checks its default ./dgxcluster-logs first: run where anyone may write
+        old = os.getcwd()
+        os.chdir(root)
+        try:
+            yield root
+        finally:
+            os.chdir(old)
     structlog.reset_defaults()
 
 
