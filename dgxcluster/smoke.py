@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -146,6 +147,37 @@ def run_smoke(
             http.close()
 
 
+def _read_stream(lines: Iterable[str], res: RequestResult, t0: float, pieces: list[str]) -> int:
+    """Server-sent events of one completion into `res` and `pieces`; the number of chunks
+    that carried text. Raises ValueError for an error event or bad JSON."""
+    chunks = 0
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        event = json.loads(data)
+        if "error" in event:
+            raise ValueError(f"server error in stream: {event['error']}")
+        for choice in event.get("choices") or []:
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or delta.get("reasoning_content") or ""
+            if text:
+                if res.ttft_s is None:
+                    res.ttft_s = time.perf_counter() - t0
+                pieces.append(text)
+                chunks += 1
+            if choice.get("finish_reason"):
+                res.finish_reason = choice["finish_reason"]
+        usage = event.get("usage")
+        if usage:
+            res.usage_reported = True
+            res.prompt_tokens = usage.get("prompt_tokens")
+            res.completion_tokens = usage.get("completion_tokens")
+    return chunks
+
+
 def chat(client: httpx.Client, url: str, model: str, prompt: str, max_tokens: int,
          index: int = 1) -> RequestResult:
     """One streaming chat completion, timed; never raises for HTTP or server trouble."""
@@ -170,30 +202,7 @@ def chat(client: httpx.Client, url: str, model: str, prompt: str, max_tokens: in
                 res.error = f"HTTP {resp.status_code}: {resp.text.strip()[:300]}"
                 res.total_s = time.perf_counter() - t0
                 return res
-            for line in resp.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                event = json.loads(data)
-                if "error" in event:
-                    raise ValueError(f"server error in stream: {event['error']}")
-                for choice in event.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    text = delta.get("content") or delta.get("reasoning_content") or ""
-                    if text:
-                        if res.ttft_s is None:
-                            res.ttft_s = time.perf_counter() - t0
-                        pieces.append(text)
-                        chunks += 1
-                    if choice.get("finish_reason"):
-                        res.finish_reason = choice["finish_reason"]
-                usage = event.get("usage")
-                if usage:
-                    res.usage_reported = True
-                    res.prompt_tokens = usage.get("prompt_tokens")
-                    res.completion_tokens = usage.get("completion_tokens")
+            chunks = _read_stream(resp.iter_lines(), res, t0, pieces)
     except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
         res.error = f"{type(exc).__name__}: {exc}"[:300]
         res.total_s = time.perf_counter() - t0

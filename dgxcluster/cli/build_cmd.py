@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dgxcluster.cli.state import errors_to_exit, state
+from dgxcluster.cli.state import errors_to_exit, finish, state
 
 
 def register(app: typer.Typer) -> None:
@@ -50,7 +50,6 @@ def register(app: typer.Typer) -> None:
         Exit 0 if every node holds the image, 1 if one failed, 3 if unreachable.
         """
         from dgxcluster.cli.build_report import print_report
-        from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
         from dgxcluster.cli.output import LiveNodes
         from dgxcluster.errors import UsageError
 
@@ -71,6 +70,4 @@ def register(app: typer.Typer) -> None:
             report = build(session, nodes=node, image=image, strategy=strategy,
                            no_cache=no_cache, dry_run=dry_run, progress=live)
         print_report(report, json_out=json_out)
-        if report.unreachable:
-            raise typer.Exit(EXIT_UNREACHABLE)
-        raise typer.Exit(EXIT_FAILED if report.failed else EXIT_OK)
+        finish(report.nodes)

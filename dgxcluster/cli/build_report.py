@@ -11,7 +11,6 @@ if TYPE_CHECKING:
 
 def print_report(report: BuildReport, *, json_out: bool = False) -> None:
     from dgxcluster.cli.output import outcome_table
-    from dgxcluster.core.steps import Outcome
 
     if json_out:
         import json
@@ -19,8 +18,7 @@ def print_report(report: BuildReport, *, json_out: bool = False) -> None:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:
         title = f"{report.ref} ({report.strategy}{', dry run' if report.dry_run else ''})"
-        outcome_table(title, [Outcome(n.node, n.action, n.status, n.detail, n.duration_s)
-                              for n in report.nodes])
+        outcome_table(title, report.nodes)
     for n in report.nodes:
         if not n.tail:
             continue

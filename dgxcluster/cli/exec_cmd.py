@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dgxcluster.cli.state import errors_to_exit, state
+from dgxcluster.cli.state import errors_to_exit, finish, state
 
 
 def register(app: typer.Typer) -> None:
@@ -40,8 +40,7 @@ def register(app: typer.Typer) -> None:
         import sys
         import threading
 
-        from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
-        from dgxcluster.execute import run_everywhere
+        from dgxcluster.execute import outcomes, run_everywhere
 
         lock = threading.Lock()
 
@@ -72,6 +71,4 @@ def register(app: typer.Typer) -> None:
         if not json_out:
             for name in failed:
                 sys.stderr.write(f"{name}: exited {results.values[name].exit_code}\n")
-        if results.unreachable:
-            raise typer.Exit(EXIT_UNREACHABLE)
-        raise typer.Exit(EXIT_FAILED if failed or results.errors else EXIT_OK)
+        finish(outcomes(results))

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dgxcluster.cli.state import errors_to_exit, state
+from dgxcluster.cli.state import errors_to_exit, finish, state
 
 
 def register(app: typer.Typer) -> None:
@@ -64,7 +64,6 @@ def register(app: typer.Typer) -> None:
 def _collect(session: object, node: list[str] | None, since_s: int, output: Path) -> None:
     from rich.table import Table
 
-    from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
     from dgxcluster.cli.output import LiveNodes
     from dgxcluster.cli.reportout import report_console
     from dgxcluster.core.session import Session
@@ -93,17 +92,15 @@ def _collect(session: object, node: list[str] | None, since_s: int, output: Path
     out.print(table)
     out.print(f"bundle:   {bundle.folder}\nmanifest: {bundle.manifest}\narchive:  {bundle.archive}",
               highlight=False, soft_wrap=True)
-    if bundle.unreachable:
-        raise typer.Exit(EXIT_UNREACHABLE)
-    raise typer.Exit(EXIT_FAILED if bundle.failed else EXIT_OK)
+    finish(bundle.outcomes)
 
 
 def _follow(session: object, node: list[str] | None, since_s: int) -> None:
     import sys
     import threading
 
-    from dgxcluster.cli.exitcodes import EXIT_OK, EXIT_UNREACHABLE
     from dgxcluster.core.session import Session
+    from dgxcluster.core.steps import Outcome, Status
     from dgxcluster.logs.follow import follow
 
     assert isinstance(session, Session)
@@ -122,7 +119,7 @@ def _follow(session: object, node: list[str] | None, since_s: int) -> None:
     _interrupt_on_signals()
     with session:
         result = follow(session, node, since_s=since_s, on_line=emit, on_note=note)
-    raise typer.Exit(EXIT_UNREACHABLE if result.unreachable else EXIT_OK)
+    finish(Outcome(n, "follow", Status.UNREACHABLE, why) for n, why in result.unreachable.items())
 
 
 def _interrupt_on_signals() -> None:

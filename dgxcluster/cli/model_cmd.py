@@ -6,10 +6,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from dgxcluster.cli.state import errors_to_exit, state
+from dgxcluster.cli.state import errors_to_exit, finish, state
 
 if TYPE_CHECKING:
-    from dgxcluster.core.steps import Outcome
     from dgxcluster.models.presence import Presence
     from dgxcluster.models.sync import SyncReport
 
@@ -24,16 +23,6 @@ model_app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(model_app, name="model")
-
-
-def _exit_for(outcomes: list[Outcome]) -> int:
-    from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
-    from dgxcluster.core.steps import Status
-
-    statuses = {o.status for o in outcomes}
-    if Status.UNREACHABLE in statuses:
-        return EXIT_UNREACHABLE
-    return EXIT_FAILED if Status.FAILED in statuses else EXIT_OK
 
 
 def _print_sync(report: SyncReport, json_out: bool) -> None:
@@ -85,7 +74,7 @@ def sync_cmd(
             LiveNodes(inv.names, f"model sync {repo}", show_lines=False) as live:
         report = sync(session, repo, source, progress=live)
     _print_sync(report, json_out)
-    raise typer.Exit(_exit_for(report.outcomes))
+    finish(report.outcomes)
 
 
 @model_app.command("pull", no_args_is_help=True)
@@ -121,9 +110,9 @@ def pull_cmd(
     at = f" @ {report.commit}" if report.commit else ""
     print(f"{report.model}{at}: downloaded on {report.node} in {report.seconds:.1f}s")
     if report.sync is None:
-        raise typer.Exit(0)
+        return
     _print_sync(report.sync, False)
-    raise typer.Exit(_exit_for(report.sync.outcomes))
+    finish(report.sync.outcomes)
 
 
 @model_app.command("ls")
@@ -141,7 +130,7 @@ def ls_cmd(
     import json
     import sys
 
-    from dgxcluster.cli.exitcodes import EXIT_OK, EXIT_UNREACHABLE
+    from dgxcluster.core.steps import Outcome, Status
     from dgxcluster.models.check import list_models
 
     with state(ctx).session("model-ls") as session:
@@ -150,7 +139,8 @@ def ls_cmd(
         sys.stdout.write(json.dumps([r.to_json() for r in rows], indent=2) + "\n")
     else:
         _ls_table(rows)
-    raise typer.Exit(EXIT_UNREACHABLE if any(r.unreachable for r in rows) else EXIT_OK)
+    finish(Outcome(r.node, "model-ls", Status.UNREACHABLE, r.reason)
+           for r in rows if r.unreachable)
 
 
 def _ls_table(rows: list[Presence]) -> None:

@@ -39,8 +39,7 @@ def register(app: typer.Typer) -> None:
         """
         import json
 
-        from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK
-        from dgxcluster.errors import UsageError
+        from dgxcluster.errors import DgxClusterError, UsageError
         from dgxcluster.smoke import DEFAULT_PROMPT, run_smoke
 
         if max_tokens < 1 or max_tokens > 1_000_000:
@@ -58,11 +57,7 @@ def register(app: typer.Typer) -> None:
         else:
             _print(report)
         if not report.ok:
-            import sys
-
-            sys.stderr.write(f"error: smoke test failed: {report.failure}\n")
-            raise typer.Exit(EXIT_FAILED)
-        raise typer.Exit(EXIT_OK)
+            raise DgxClusterError(f"smoke test failed: {report.failure}")
 
 
 def _fmt(x: float | None, unit: str = "s", digits: int = 3) -> str:

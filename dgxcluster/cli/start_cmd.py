@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from dgxcluster.cli.state import errors_to_exit, state
+from dgxcluster.cli.state import errors_to_exit, finish, state
+
+if TYPE_CHECKING:
+    from dgxcluster.inventory.load import Inventory
+    from dgxcluster.models.check import StartModelCheck
 
 
 def _interrupt_on_term() -> None:
@@ -18,6 +22,16 @@ def _interrupt_on_term() -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
+
+
+def _model_check(inv: Inventory) -> StartModelCheck | None:
+    """`start`'s preflight looks for serve.model in every node's HF cache: the check lives in
+    `models`, and the CLI hands it to serving (capabilities do not import each other)."""
+    from dgxcluster.models.check import start_check
+
+    if inv.serve.model is None:
+        return None  # start itself says serve.model is missing
+    return start_check(inv.serve.model, inv.serve.revision, inv.container.hf_cache, inv.head_name)
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +74,8 @@ def register(app: typer.Typer) -> None:
         st = state(ctx)
         inv = st.inventory()
         opts = StartOptions(dry_run=dry_run, restart=restart, keep_on_failure=keep_on_failure,
-                            ready_timeout_s=timeout, skip_model_check=skip_model_check)
+                            ready_timeout_s=timeout, skip_model_check=skip_model_check,
+                            model_check=None if skip_model_check else _model_check(inv))
         with st.session("start") as session:
             try:
                 with LiveNodes(inv.names, "dgxcluster start") as live:
@@ -82,6 +97,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"ready in {report.elapsed_s:.1f}s (vLLM loaded in {report.ready_after_s or 0:.1f}s)")
         typer.echo(f"endpoint: {report.endpoint}   model: {report.model}")
         typer.echo(f"try it:\n  {report.curl}")
+        finish(report.outcomes)
 
     @app.command("stop")
     @errors_to_exit
@@ -96,7 +112,6 @@ def register(app: typer.Typer) -> None:
         when others are not. Exit 0 done (or nothing to stop), 1 a step failed, 3 a node was
         unreachable (named).
         """
-        from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
         from dgxcluster.cli.output import LiveNodes, outcome_table
         from dgxcluster.core.steps import Status
         from dgxcluster.serving.stop import stop as run_stop
@@ -115,11 +130,11 @@ def register(app: typer.Typer) -> None:
             names = ", ".join(sorted(report.unreachable))
             typer.echo(f"error: unreachable, not stopped: {names}; run `dgxcluster stop` again "
                        "once they are back", err=True)
-            raise typer.Exit(EXIT_UNREACHABLE)
+            finish(report.outcomes)
         failed = [o for o in report.outcomes if o.status is Status.FAILED]
         for node in dict.fromkeys(o.node for o in failed):
             why = next(o.detail for o in failed if o.node == node).splitlines()[0]
             why = why.removeprefix(f"{node}: ")
             typer.echo(f"error: {node}: not stopped ({why}); fix it and run `dgxcluster stop` "
                        "again", err=True)
-        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+        finish(report.outcomes)

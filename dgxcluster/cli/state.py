@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
-from dgxcluster.cli.exitcodes import exit_code_for
+from dgxcluster.cli.exitcodes import exit_code_for, exit_code_of
 
 if TYPE_CHECKING:
     from dgxcluster.core.session import Session
+    from dgxcluster.core.steps import Outcome
     from dgxcluster.inventory.load import Inventory
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,6 +53,11 @@ def state(ctx: typer.Context) -> CliState:
         obj = CliState()
         ctx.find_root().obj = obj
     return obj
+
+
+def finish(outcomes: Iterable[Outcome]) -> NoReturn:
+    """End the command with the exit code its per-node outcomes call for (`exitcodes`)."""
+    raise typer.Exit(exit_code_of(outcomes))
 
 
 def errors_to_exit(fn: F) -> F:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dgxcluster.cli.state import errors_to_exit, state
+from dgxcluster.cli.state import errors_to_exit, finish, state
 
 if TYPE_CHECKING:
     from dgxcluster.status.report import ClusterStatus
@@ -28,7 +28,6 @@ def register(app: typer.Typer) -> None:
         """
         import json
 
-        from dgxcluster.cli.exitcodes import EXIT_OK, EXIT_UNREACHABLE
         from dgxcluster.status.gather import gather
 
         with state(ctx).session("status") as session:
@@ -37,7 +36,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(report.to_json(), indent=2))
         else:
             _print(report)
-        raise typer.Exit(EXIT_UNREACHABLE if report.unreachable else EXIT_OK)
+        finish(report.outcomes)
 
 
 def _print(report: ClusterStatus) -> None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from dgxcluster.cli.state import errors_to_exit, state
+from dgxcluster.cli.state import errors_to_exit, finish, state
 
 if TYPE_CHECKING:
     from dgxcluster.verify.results import Report
@@ -45,7 +45,6 @@ def register(app: typer.Typer) -> None:
         import json
         import sys
 
-        from dgxcluster.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
         from dgxcluster.cli.output import LiveNodes
         from dgxcluster.verify import verify_ib as run
 
@@ -59,9 +58,7 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
         else:
             _print(report)
-        if report.unreachable:
-            raise typer.Exit(EXIT_UNREACHABLE)
-        raise typer.Exit(EXIT_FAILED if report.failed else EXIT_OK)
+        finish(report.outcomes)
 
 
 def _print(report: Report) -> None:

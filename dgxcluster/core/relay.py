@@ -20,7 +20,8 @@ from typing import Any, BinaryIO, cast
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
-from dgxcluster.errors import DgxClusterError, StepError
+from dgxcluster.core.steps import Outcome, Status, failed
+from dgxcluster.errors import ConnectError, DgxClusterError, StepError
 from dgxcluster.remote.command import Argv
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import Result
@@ -63,21 +64,12 @@ class HeldOpen:
 
 
 @dataclass
-class TargetOutcome:
-    node: str
-    ok: bool
-    detail: str
-    bytes: int = 0
-    seconds: float = 0.0
-
-
-@dataclass
 class RelayResult:
     source: str
     bytes: int = 0
     sha256: str = ""
     seconds: float = 0.0
-    targets: dict[str, TargetOutcome] = field(default_factory=dict)
+    targets: dict[str, Outcome] = field(default_factory=dict)  # data: {"bytes": n}
 
     @property
     def ok(self) -> bool:
@@ -143,7 +135,8 @@ def relay(
     if source in agents.errors:
         raise StepError(step, f"cannot prepare the source: {agents.errors[source]}", node=source)
     for node, err in agents.errors.items():
-        result.targets[node] = TargetOutcome(node, False, f"cannot prepare: {err}")
+        result.targets[node] = Outcome(node, step, Status.UNREACHABLE if isinstance(
+            err, ConnectError) else Status.FAILED, f"cannot prepare: {err}")
     receivers: dict[str, _Receiver] = {}
     try:
         for node, argv in targets.items():
@@ -196,7 +189,7 @@ def relay(
             if r.thread is not None:
                 dropped = str(sender_view.get(r.node, "")).startswith("error")
                 r.thread.join(min(timeout, dropped_wait) if dropped else timeout)
-            result.targets[r.node] = _receiver_outcome(r, summary)
+            result.targets[r.node] = _receiver_outcome(r, summary, step)
     finally:
         for r in receivers.values():
             r.stdin.released.set()
@@ -233,19 +226,20 @@ def _start_receiver(conn: Connection, agent: str, bind: str, argv: Argv, timeout
     return r
 
 
-def _receiver_outcome(r: _Receiver, summary: Mapping[str, Any]) -> TargetOutcome:
+def _receiver_outcome(r: _Receiver, summary: Mapping[str, Any], step: str) -> Outcome:
     sender_view = cast(Mapping[str, str], summary.get("targets", {})).get(r.node, "")
     if r.error is not None:
-        return TargetOutcome(r.node, False, str(r.error))
+        return failed(r.node, step, r.error)
     if r.result is None:
-        return TargetOutcome(r.node, False, "receiver did not finish")
+        return Outcome(r.node, step, Status.FAILED, "receiver did not finish")
     info = _last_json(r.result.stdout)
+    got = {"bytes": int(info.get("bytes", 0))}
     if r.result.exit_code == 0 and info.get("complete"):
-        return TargetOutcome(r.node, True, "received", int(info.get("bytes", 0)),
-                             float(info.get("seconds", 0.0)))
+        return Outcome(r.node, step, Status.CHANGED, "received",
+                       float(info.get("seconds", 0.0)), data=got)
     why = _tail(r.result.stderr) or sender_view or f"exit {r.result.exit_code}"
-    return TargetOutcome(r.node, False, f"receive failed (exit {r.result.exit_code}): {why}",
-                         int(info.get("bytes", 0)))
+    return Outcome(r.node, step, Status.FAILED,
+                   f"receive failed (exit {r.result.exit_code}): {why}", data=got)
 
 
 def _is_summary(stream: str, line: str, key: str) -> bool:

@@ -9,6 +9,7 @@ devices list" when the kernel has no RDMA support): that is an empty list, not a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dgxcluster.facts import ParseError, content_lines
@@ -80,9 +81,19 @@ def _mtu(value: str) -> int | None:
     return int(m.group("bytes")) if m else None
 
 
+#: `key: value` lines of a port block, and how each value is read.
+_PORT_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "state": ("state", _state),
+    "max_mtu": ("max_mtu", _mtu),
+    "active_mtu": ("active_mtu", _mtu),
+    "link_layer": ("link_layer", str),
+}
+#: `key: value` lines of a device block, kept as text.
+_DEVICE_FIELDS = ("transport", "fw_ver", "node_guid", "vendor_part_id", "board_id")
+
+
 def parse(text: str) -> DevInfo:
     lines = content_lines(text)
-    lowered = text.lower()
     devices: list[Device] = []
     dev: Device | None = None
     port: Port | None = None
@@ -110,30 +121,22 @@ def parse(text: str) -> DevInfo:
             dev.ports.append(port)
             continue
         if port is not None:
-            if key == "state":
-                port.state = _state(value)
-            elif key == "max_mtu":
-                port.max_mtu = _mtu(value)
-            elif key == "active_mtu":
-                port.active_mtu = _mtu(value)
-            elif key == "link_layer":
-                port.link_layer = value
-            continue
-        if key == "transport":
-            dev.transport = value
-        elif key == "fw_ver":
-            dev.fw_ver = value
-        elif key == "node_guid":
-            dev.node_guid = value
-        elif key == "vendor_part_id":
-            dev.vendor_part_id = value
-        elif key == "board_id":
-            dev.board_id = value
+            if key in _PORT_FIELDS:
+                attr, convert = _PORT_FIELDS[key]
+                setattr(port, attr, convert(value))
+        elif key in _DEVICE_FIELDS:
+            setattr(dev, key, value)
+    return _result(devices, lines, text)
+
+
+def _result(devices: list[Device], lines: list[str], text: str) -> DevInfo:
+    """The devices read; or none, when the tool said so; anything else is not understood."""
     if devices:
         for d in devices:
             if not d.ports:
                 raise ParseError(COMMAND, f"device {d.name} lists no port", text)
         return DevInfo(devices)
+    lowered = text.lower()
     for needle in _NO_DEVICES:
         if needle in lowered:
             msg = next(ln.strip() for ln in lines if needle in ln.lower())

@@ -161,6 +161,7 @@ def _message(raw: str) -> tuple[str, str] | None:
 
 
 def _read(log: NcclLog, level: str, msg: str) -> None:
+    """What one `NCCL INFO`/`WARN` message says, added to `log`."""
     if level == "WARN":
         log.warnings.append(msg)
     for v in _VIA.finditer(msg):
@@ -169,13 +170,9 @@ def _read(log: NcclLog, level: str, msg: str) -> None:
     if (n := _NETWORK.match(msg)) and n.group("net") not in log.networks:
         log.networks.append(n.group("net"))
     elif ib := _IB_USING.match(msg):
-        for d in _dev_names(ib.group("list")):
-            if d not in log.ib_devices:
-                log.ib_devices.append(d)
+        log.ib_devices += [d for d in _dev_names(ib.group("list")) if d not in log.ib_devices]
     elif s := _SOCK_USING.match(msg):
-        for d in _dev_names(s.group("list")):
-            if d not in log.socket_ifaces:
-                log.socket_ifaces.append(d)
+        log.socket_ifaces += [d for d in _dev_names(s.group("list")) if d not in log.socket_ifaces]
     elif e := _ENV.match(msg):
         log.env[e.group("key")] = e.group("val")
     elif v2 := _VERSION.match(msg):
@@ -183,14 +180,15 @@ def _read(log: NcclLog, level: str, msg: str) -> None:
     elif r := _RING.match(msg):
         log.ring_pxn = r.group("pxn") != "0"
         log.ring_gdr = r.group("gdr") != "0"
-        if not log.ring_gdr:
-            log.gdr_disabled = True
-    if "GPU Direct RDMA Disabled" in msg:
-        log.gdr_disabled = True
-    if msg.startswith("NET/IB : No device found"):
-        log.ib_no_device = True
-    if msg.startswith("Failed to initialize NET plugin IB"):
-        log.ib_init_failed = True
+        log.gdr_disabled |= not log.ring_gdr
+    _flags(log, msg)
+
+
+def _flags(log: NcclLog, msg: str) -> None:
+    """Lines that only switch a flag (or set the node count once)."""
+    log.gdr_disabled |= "GPU Direct RDMA Disabled" in msg
+    log.ib_no_device |= msg.startswith("NET/IB : No device found")
+    log.ib_init_failed |= msg.startswith("Failed to initialize NET plugin IB")
     if (nn := _NNODES.search(msg)) and log.nnodes is None:
         log.nnodes = int(nn.group("n"))
 

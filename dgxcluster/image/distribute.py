@@ -10,30 +10,23 @@ The caller then checks that every peer's image ID equals the source's.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
+from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.errors import ConnectError, DgxClusterError
 from dgxcluster.image import dockercmd, layers
 
 LIST_TIMEOUT_S = 120.0
-
-
-@dataclass(frozen=True)
-class Delivery:
-    node: str
-    ok: bool
-    detail: str
-    unreachable: bool = False
-    bytes: int = 0
+STEP = "receive"
 
 
 def send_image(session: Session, source: str, ref: str, receivers: Sequence[str], *,
                paths: Mapping[str, NodePaths], timeout: float,
-               progress: Progress | None = None, trim: bool = True) -> dict[str, Delivery]:
-    """Per receiver, what happened. Never raises for a node's failure."""
+               progress: Progress | None = None, trim: bool = True) -> dict[str, Outcome]:
+    """Per receiver, what happened (`data["bytes"]`: what it received). Never raises for a
+    node's failure."""
     prog = progress or NullProgress()
     for node in receivers:
         prog.status(node, f"waiting for {source}")
@@ -41,7 +34,7 @@ def send_image(session: Session, source: str, ref: str, receivers: Sequence[str]
     if trim:
         skip = _skippable(session, source, ref, receivers, paths)
     out = _relay(session, source, ref, receivers, paths, skip, timeout, prog)
-    retry = [n for n, d in out.items() if skip and not d.ok and _missing_layer(d.detail)]
+    retry = [n for n, o in out.items() if skip and not o.ok and _missing_layer(o.detail)]
     if retry:
         prog.message(f"{', '.join(retry)}: the trimmed stream was refused; sending the whole image")
         out.update(_relay(session, source, ref, retry, paths, [], timeout, prog))
@@ -81,7 +74,7 @@ def _skippable(session: Session, source: str, ref: str, receivers: Sequence[str]
 
 def _relay(session: Session, source: str, ref: str, receivers: Sequence[str],
            paths: Mapping[str, NodePaths], skip: Sequence[str], timeout: float,
-           prog: Progress) -> dict[str, Delivery]:
+           prog: Progress) -> dict[str, Outcome]:
     from dgxcluster.core.relay import relay
 
     if skip:
@@ -96,22 +89,24 @@ def _relay(session: Session, source: str, ref: str, receivers: Sequence[str],
         res = relay(session, source, source_argv, dict.fromkeys(receivers, dockercmd.load_argv()),
                     timeout=timeout, progress=prog, step="distribute", paths=paths)
     except ConnectError as exc:
-        return {n: Delivery(n, False, f"not received: {source} unreachable: {exc.reason}")
-                for n in receivers}
+        return {n: Outcome(n, STEP, Status.FAILED,
+                           f"not received: {source} unreachable: {exc.reason}") for n in receivers}
     except DgxClusterError as exc:
-        return {n: Delivery(n, False, f"not received: {exc}") for n in receivers}
-    out: dict[str, Delivery] = {}
+        return {n: Outcome(n, STEP, Status.FAILED, f"not received: {exc}") for n in receivers}
+    out: dict[str, Outcome] = {}
     for node in receivers:
         t = res.targets.get(node)
         if t is None:
-            out[node] = Delivery(node, False, "not received: no outcome")
+            out[node] = Outcome(node, STEP, Status.FAILED, "not received: no outcome")
         elif t.ok:
-            rate = f", {t.bytes / t.seconds / 1e6:.0f} MB/s" if t.bytes > 10e6 and t.seconds else ""
+            got = t.count("bytes")
+            secs = t.duration_s
+            rate = f", {got / secs / 1e6:.0f} MB/s" if got > 10e6 and secs else ""
             trimmed = f", {len(skip)} layer(s) already there" if skip else ""
-            out[node] = Delivery(node, True, f"received from {source} ({_mb(t.bytes)} in "
-                                             f"{t.seconds:.1f}s{rate}{trimmed})", bytes=t.bytes)
+            out[node] = Outcome(node, STEP, Status.CHANGED, f"received from {source} ("
+                                f"{_mb(got)} in {secs:.1f}s{rate}{trimmed})", data={"bytes": got})
         else:
-            out[node] = Delivery(node, False, t.detail, unreachable=": unreachable: " in t.detail)
+            out[node] = t.with_(step=STEP)
     return out
 
 

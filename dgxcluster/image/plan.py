@@ -114,17 +114,23 @@ def make_plan(
             out.nodes[node] = _build(node, p, ctx)
         else:
             out.nodes[node] = NodePlan(node, Action.RECEIVE, probe=p)
-    if strategy == "each":
-        return out
+    if strategy == "distribute":
+        _add_source(out, ctx, builder, targets, probes, no_cache)
+    return out
+
+
+def _add_source(out: BuildPlan, ctx: BuildContext, builder: str, targets: Sequence[str],
+                probes: Mapping[str, Probe | BaseException], no_cache: bool) -> None:
+    """distribute: the one node the receivers get the image from (built there if need be)."""
     needing = out.with_action(Action.RECEIVE)
     if not needing:
-        return out
+        return
     source = _pick_source(out, builder, targets, probes, no_cache)
     if source is None:
         for node in needing:
             out.nodes[node].action = Action.FAILED
             out.nodes[node].error = "no node can build the image (build node unreachable)"
-        return out
+        return
     out.source = source
     sp = _usable(probes.get(source))
     assert sp is not None
@@ -137,7 +143,6 @@ def make_plan(
     for node in needing:
         if node != source:
             out.nodes[node].source = source
-    return out
 
 
 def _pick_source(plan: BuildPlan, builder: str, targets: Sequence[str],

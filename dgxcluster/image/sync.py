@@ -203,6 +203,11 @@ class ContextStream:
             self._reader.close()
         self._thread.join(timeout=5)
 
+    @property
+    def producing(self) -> bool:
+        """Whether the producer thread still runs (after `close`, it must not)."""
+        return self._thread.is_alive()
+
 
 class _Bytes:
     def __init__(self, data: bytes) -> None:

@@ -319,44 +319,12 @@ class InventoryModel(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> InventoryModel:
-        errors: list[tuple[tuple[str | int, ...], str]] = []
-        seen_names: dict[str, int] = {}
-        seen_addr: dict[tuple[str, int], int] = {}
-        seen_fabric: dict[IPv4Address, int] = {}
-        for i, node in enumerate(self.nodes):
-            if node.name in seen_names:
-                errors.append(
-                    (("nodes", i, "name"),
-                     f"duplicate node name {node.name!r} (also nodes[{seen_names[node.name]}])")
-                )
-            seen_names.setdefault(node.name, i)
-            addr = (node.host, node.port)
-            if addr in seen_addr:
-                errors.append(
-                    (("nodes", i, "host"),
-                     f"duplicate address {node.host}:{node.port} (also nodes[{seen_addr[addr]}])")
-                )
-            seen_addr.setdefault(addr, i)
-            if node.fabric_ip in seen_fabric:
-                errors.append(
-                    (("nodes", i, "fabric_ip"),
-                     f"duplicate fabric_ip {node.fabric_ip} (also nodes[{seen_fabric[node.fabric_ip]}])")
-                )
-            seen_fabric.setdefault(node.fabric_ip, i)
-            if node.rail_ips is not None:
-                if len(node.rail_ips) != len(self.fabric.rails):
-                    errors.append(
-                        (("nodes", i, "rail_ips"),
-                         f"has {len(node.rail_ips)} address(es) but fabric.rails has "
-                         f"{len(self.fabric.rails)}")
-                    )
-                elif node.rail_ips[0] != node.fabric_ip:
-                    errors.append(
-                        (("nodes", i, "rail_ips"), "first rail address must equal fabric_ip")
-                    )
-        if self.head is not None and self.head not in seen_names:
-            errors.append((("head",), f"names no node: {self.head!r} (nodes: {', '.join(seen_names)})"))
-        if self.image.build_node is not None and self.image.build_node not in seen_names:
+        errors = self._node_problems()
+        names = {n.name for n in self.nodes}
+        if self.head is not None and self.head not in names:
+            errors.append((("head",), f"names no node: {self.head!r} "
+                           f"(nodes: {', '.join(dict.fromkeys(n.name for n in self.nodes))})"))
+        if self.image.build_node is not None and self.image.build_node not in names:
             errors.append((("image", "build_node"), f"names no node: {self.image.build_node!r}"))
         secret_names = set(self.secrets.env)
         for section, mapping in ((("container", "env"), self.container.env),
@@ -374,6 +342,29 @@ class InventoryModel(Strict):
         if errors:
             raise CrossCheckError(errors)
         return self
+
+    def _node_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Duplicate names, addresses and fabric IPs; rail_ips that do not fit fabric.rails."""
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        seen: dict[str, dict[object, int]] = {"name": {}, "host": {}, "fabric_ip": {}}
+        for i, node in enumerate(self.nodes):
+            for key, value, shown in (("name", node.name, f"node name {node.name!r}"),
+                                      ("host", (node.host, node.port),
+                                       f"address {node.host}:{node.port}"),
+                                      ("fabric_ip", node.fabric_ip, f"fabric_ip {node.fabric_ip}")):
+                if value in seen[key]:
+                    errors.append((("nodes", i, key),
+                                   f"duplicate {shown} (also nodes[{seen[key][value]}])"))
+                seen[key].setdefault(value, i)
+            if node.rail_ips is None:
+                continue
+            if len(node.rail_ips) != len(self.fabric.rails):
+                errors.append((("nodes", i, "rail_ips"),
+                               f"has {len(node.rail_ips)} address(es) but fabric.rails has "
+                               f"{len(self.fabric.rails)}"))
+            elif node.rail_ips[0] != node.fabric_ip:
+                errors.append((("nodes", i, "rail_ips"), "first rail address must equal fabric_ip"))
+        return errors
 
     @property
     def build_args(self) -> dict[str, str]:

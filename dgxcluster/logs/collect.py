@@ -21,6 +21,7 @@ from pathlib import Path
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
+from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.errors import CommandTimeout, ConnectError, UsageError
 from dgxcluster.logs.items import ItemRecord, NodeFolder
 from dgxcluster.logs.redact import SECRET_WORDS, CollectedRedactor
@@ -37,7 +38,11 @@ ARCHIVE_LEVEL = 1
 
 
 @dataclass
-class NodeReport:
+class NodeCollection:
+    """One node's entry in the manifest: what was collected (files, items, the node's clock)
+    and whether it worked. The per-node step outcome is `.outcome`; the rest is the
+    bundle's data, written to manifest.json as it always was."""
+
     node: str
     reachable: bool = True
     complete: bool = False
@@ -47,6 +52,16 @@ class NodeReport:
     node_clock: int | None = None
     items: list[ItemRecord] = field(default_factory=list)
     files: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> Outcome:
+        if not self.reachable:
+            status = Status.UNREACHABLE
+        elif self.error:
+            status = Status.FAILED
+        else:
+            status = Status.CHANGED  # a new bundle entry, every time
+        return Outcome(self.node, "logs", status, self.error or "collected", self.duration_s)
 
     @property
     def item_errors(self) -> list[tuple[str, str]]:
@@ -71,7 +86,7 @@ class Bundle:
     folder: Path
     archive: Path
     manifest: Path
-    nodes: dict[str, NodeReport]
+    nodes: dict[str, NodeCollection]
     duration_s: float
 
     @property
@@ -81,6 +96,10 @@ class Bundle:
     @property
     def failed(self) -> list[str]:
         return [n for n, r in self.nodes.items() if r.reachable and r.error]
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        return [r.outcome for r in self.nodes.values()]
 
 
 def prepare_output(out_dir: Path) -> Path:
@@ -130,7 +149,7 @@ def collect(
 
     archive = _Archive(folder)
 
-    def one(conn: Connection) -> NodeReport:
+    def one(conn: Connection) -> NodeCollection:
         rep = collect_node(conn, folder / conn.node, argv, boundary, redactor, prog, timeout)
         rep.files = _files(folder, folder / conn.node)
         archive.add(folder / conn.node)  # while slower nodes are still collecting
@@ -138,13 +157,13 @@ def collect(
 
     try:
         group = session.cluster.map(one, targets)
-        reports: dict[str, NodeReport] = {}
+        reports: dict[str, NodeCollection] = {}
         for name in group:
             value = group[name]
-            if isinstance(value, NodeReport):
+            if isinstance(value, NodeCollection):
                 reports[name] = value
             else:  # collect_node records its own errors; this is a bug or an interrupt
-                reports[name] = NodeReport(name, error=f"{type(value).__name__}: {value}")
+                reports[name] = NodeCollection(name, error=f"{type(value).__name__}: {value}")
                 reports[name].files = _files(folder, folder / name)
                 archive.add(folder / name)
         manifest = folder / "manifest.json"
@@ -177,11 +196,11 @@ def collect_node(
     redactor: CollectedRedactor,
     progress: Progress,
     timeout: float,
-) -> NodeReport:
+) -> NodeCollection:
     """One node: run the script, write what it streams back, record what happened."""
     node = conn.node
     node_dir.mkdir(parents=True, exist_ok=True)
-    rep = NodeReport(node)
+    rep = NodeCollection(node)
     progress.status(node, "collecting")
 
     last = [time.monotonic()]
@@ -222,6 +241,14 @@ def collect_node(
         sink.close()
     rep.duration_s = time.monotonic() - t0
     rep.received_bytes = inflater.compressed_bytes
+    _record(rep, sink, broken, redactor)
+    progress.status(node, _summary(rep))
+    return rep
+
+
+def _record(rep: NodeCollection, sink: NodeFolder, broken: list[str],
+            redactor: CollectedRedactor) -> None:
+    """What the node's stream left: its items, its clock, and the error if it fell short."""
     rep.complete = sink.complete and not broken
     rep.items = list(sink.items.values())
     now = sink.node_facts.get("now")
@@ -230,15 +257,16 @@ def collect_node(
         rep.error = redactor.text("; ".join(broken))
     elif not sink.complete:
         rep.error = "the node's stream ended early (connection lost?)"
+
+
+def _summary(rep: NodeCollection) -> str:
     if not rep.reachable:
-        progress.status(node, f"unreachable: {rep.error}")
-    elif rep.error:
-        progress.status(node, f"failed: {rep.error}")
-    else:
-        errs = len(rep.item_errors)
-        note = f", {errs} item(s) with errors (see manifest)" if errs else ""
-        progress.status(node, f"done in {rep.duration_s:.1f}s{note}")
-    return rep
+        return f"unreachable: {rep.error}"
+    if rep.error:
+        return f"failed: {rep.error}"
+    errs = len(rep.item_errors)
+    note = f", {errs} item(s) with errors (see manifest)" if errs else ""
+    return f"done in {rep.duration_s:.1f}s{note}"
 
 
 def _files(folder: Path, node_dir: Path) -> list[tuple[str, int]]:

@@ -1,20 +1,22 @@
 """`model ls` and the model check `start` runs before serving: read-only, nothing is hashed.
 
-`model_presence` is the one function `start` calls: for the model (and revision) it will
-serve, is it complete on every node? Each node's answer has `.complete` and a `.reason`.
+`StartModelCheck` is what `start`'s preflight runs (the CLI hands it in; serving does not
+import models): for the model (and revision) it will serve, is it complete on every node?
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.session import Session
 from dgxcluster.errors import StepError
 from dgxcluster.models.agent import NodeModels
 from dgxcluster.models.layout import CacheEntry, NodeCache
 from dgxcluster.models.presence import NodeEntry, Presence, evaluate, revision_presence
 from dgxcluster.models.repoid import RepoId, check_revision
+from dgxcluster.remote.connection import Connection
 
 
 def _scan(session: Session, folders: Sequence[str],
@@ -84,6 +86,44 @@ def missing_lines(served: ServedModel, presence: dict[str, Presence]) -> dict[st
                "--skip-model-check")
         for node, p in presence.items() if not p.complete
     }
+
+
+@dataclass(frozen=True)
+class StartModelCheck:
+    """The model check of `start`'s preflight (`serving.preflight.NodeCheck`): is the served
+    revision complete in every node's HF cache? Handed to `start` by the CLI."""
+
+    served: ServedModel
+    hf_cache: str
+    head: str
+
+    @property
+    def label(self) -> str:
+        return self.served.repo.id if self.served.repo else ""
+
+    @property
+    def skip_reason(self) -> str:
+        return "" if self.served.repo is not None else self.served.skip_reason
+
+    def read(self, conn: Connection, paths: NodePaths) -> NodeEntry:
+        assert self.served.repo is not None
+        return scan_one(NodeModels.at(conn, paths, self.hf_cache), self.served.repo)
+
+    def judge(self, answers: Mapping[str, object]) -> dict[str, tuple[bool, str]]:
+        repo = self.served.repo
+        assert repo is not None
+        entries = {n: e for n, e in answers.items()
+                   if e is None or isinstance(e, (CacheEntry, BaseException))}
+        presence = revision_presence(repo.id, entries, self.served.revision, self.head)
+        missing = missing_lines(self.served, presence)
+        return {node: (False, missing[node]) if node in missing else
+                (True, f"model {repo.id} complete ({(p.commit or '?')[:12]}, {p.files} files)")
+                for node, p in presence.items()}
+
+
+def start_check(model: str, revision: str | None, hf_cache: str, head: str) -> StartModelCheck:
+    """The check for serving `model` at `revision` (UsageError for a malformed id)."""
+    return StartModelCheck(served_model(model, revision), hf_cache, head)
 
 
 def list_models(session: Session) -> list[Presence]:

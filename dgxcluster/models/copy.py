@@ -11,32 +11,24 @@ import json
 import secrets
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from dgxcluster.core.progress import Progress
-from dgxcluster.core.relay import TargetOutcome, relay
+from dgxcluster.core.relay import relay
 from dgxcluster.core.session import Session
+from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.errors import DgxClusterError
 from dgxcluster.models.agent import NodeModels
 
-
-@dataclass
-class Delivery:
-    """What one peer got in one round (the data itself is judged by rescanning it)."""
-
-    node: str
-    ok: bool
-    detail: str
-    bytes: int = 0
-    seconds: float = 0.0
+STEP = "model-copy"
 
 
 def copy_round(session: Session, src: NodeModels, peers: Mapping[str, NodeModels], folder: str,
-               groups: list[tuple[list[str], list[str]]], progress: Progress) -> dict[str, Delivery]:
-    """Run every group's stream in parallel; one Delivery per peer. The agent is already on
+               groups: list[tuple[list[str], list[str]]], progress: Progress) -> dict[str, Outcome]:
+    """Run every group's stream in parallel; one Outcome per peer (`data["bytes"]`: what it
+    received; whether the files are right is judged by rescanning). The agent is already on
     every node (the scan before this put it there)."""
     settings = session.inventory.model
-    out: dict[str, Delivery] = {}
+    out: dict[str, Outcome] = {}
     lock = threading.Lock()
 
     def one(nodes: list[str], paths: list[str]) -> None:
@@ -49,9 +41,10 @@ def copy_round(session: Session, src: NodeModels, peers: Mapping[str, NodeModels
                 timeout=settings.sync_timeout_s, progress=progress, step="model-sync",
                 idle_timeout=settings.idle_timeout_s, finish_timeout=settings.idle_timeout_s,
             )
-            got = {n: _delivery(res.targets.get(n), n) for n in nodes}
+            got = {n: res.targets.get(n) or Outcome(n, STEP, Status.FAILED,
+                                                     "no result from the copy") for n in nodes}
         except (DgxClusterError, OSError) as exc:
-            got = {n: Delivery(n, False, f"copy failed: {exc}") for n in nodes}
+            got = {n: Outcome(n, STEP, Status.FAILED, f"copy failed: {exc}") for n in nodes}
         with lock:
             out.update(got)
 
@@ -61,9 +54,3 @@ def copy_round(session: Session, src: NodeModels, peers: Mapping[str, NodeModels
     for t in threads:
         t.join()
     return out
-
-
-def _delivery(t: TargetOutcome | None, node: str) -> Delivery:
-    if t is None:
-        return Delivery(node, False, "no result from the copy")
-    return Delivery(node, t.ok, t.detail, t.bytes, t.seconds)

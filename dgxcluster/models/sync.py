@@ -8,7 +8,8 @@ Stages, each comparing before it acts:
   4. rescan; anything that did not land (a hash mismatch, a broken stream) is copied once
      more, then reported as failed with the reason;
   5. hash any source blob no receiver has vouched for, so `ls` can call it verified.
-A sync with nothing to do sends nothing and reports every node unchanged.
+A sync with nothing to do sends nothing and reports every node unchanged. The stages are
+declared in `STAGES` and walked by `core.stages`; a node that fails leaves the run there.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from dataclasses import dataclass, field
 
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
+from dgxcluster.core.stages import Ledger, Stage, walk
 from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.errors import ConnectError, StepError, UsageError
 from dgxcluster.models.agent import NodeModels
-from dgxcluster.models.copy import Delivery, copy_round
+from dgxcluster.models.copy import copy_round
 from dgxcluster.models.layout import BlobState, CacheEntry, NodeCache
 from dgxcluster.models.plan import bytes_of, group_by_need, needs, source_problems, to_verify
 from dgxcluster.models.repoid import RepoId
@@ -64,13 +66,14 @@ class _Run:
         self.folder = model.folder
         self.source = source
         self.prog = prog
+        self.nodes = [source] + [n for n in session.inventory.names if n != source]
+        self.ledger = Ledger(self.nodes, prog)
         self.nm: dict[str, NodeModels] = {}
         self.entries: dict[str, CacheEntry | None] = {}
         self.free: dict[str, int] = {}
-        self.dead: dict[str, Outcome] = {}
         self.notes: dict[str, list[str]] = {}
         self.found_corrupt: dict[str, list[str]] = {}
-        self.deliveries: dict[str, list[Delivery]] = {}
+        self.deliveries: dict[str, list[Outcome]] = {}
         self.streams = 0
 
     @property
@@ -81,17 +84,16 @@ class _Run:
 
     @property
     def live_peers(self) -> list[str]:
-        return [n for n in self.entries if n != self.source and n not in self.dead]
+        return self.ledger.live(n for n in self.entries if n != self.source)
 
-    def fail(self, node: str, err: BaseException) -> None:
+    def fail(self, node: str, err: BaseException | str) -> None:
         broke = [d.detail.splitlines()[0] for d in self.deliveries.get(node, []) if not d.ok]
         before = f"copy broke off ({broke[-1]}); then " if broke else ""
         if isinstance(err, ConnectError):
-            self.dead[node] = Outcome(node, STEP, Status.UNREACHABLE, before + err.reason)
+            o = Outcome(node, STEP, Status.UNREACHABLE, before + err.reason)
         else:
-            self.dead[node] = Outcome(node, STEP, Status.FAILED,
-                                      before + str(err).splitlines()[0])
-        self.prog.status(node, self.dead[node].status.value)
+            o = Outcome(node, STEP, Status.FAILED, before + str(err).splitlines()[0])
+        self.ledger.record(o, say=o.status.value)
 
     def note(self, node: str, text: str) -> None:
         self.notes.setdefault(node, []).append(text)
@@ -117,38 +119,47 @@ def sync(session: Session, model: RepoId, source: str | None = None, *,
                          "--from")
     t0 = time.monotonic()
     run = _Run(session, model, source, progress or NullProgress())
-    nodes = [source] + [n for n in inv.names if n != source]
-    for n in nodes:
+    walk(STAGES, run, run.ledger)
+    report = SyncReport(str(model), source, _outcomes(run), streams=run.streams)
+    report.bytes_received = sum(d.count("bytes") for ds in run.deliveries.values() for d in ds)
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _open(run: _Run) -> None:
+    """Every node's HF cache and agent; the source must answer, a peer that does not is out."""
+    for n in run.nodes:
         run.prog.status(n, "scanning")
-    opened = session.cluster.map(lambda c: NodeModels.open(session, c.node), nodes)
-    if source in opened.errors:
-        raise opened.errors[source]
+    opened = run.session.cluster.map(lambda c: NodeModels.open(run.session, c.node), run.nodes)
+    if run.source in opened.errors:
+        raise opened.errors[run.source]
     run.nm = dict(opened.values)
     for n, err in opened.errors.items():
         run.fail(n, err)
-    first = run.scan([n for n in nodes if n in run.nm])
-    if source in first.errors:
-        raise first.errors[source]
+
+
+def _first_scan(run: _Run) -> None:
+    """What each node holds now; corrupt blobs a peer already knows of are noted."""
+    first = run.scan([n for n in run.nodes if n in run.nm])
+    if run.source in first.errors:
+        raise first.errors[run.source]
     for n in run.live_peers:
         e = run.entries[n]
         bad = [b for b in (e.blobs if e else {}) if e and e.blob_state(b) is BlobState.CORRUPT]
         if bad:
             run.found_corrupt.setdefault(n, []).extend(sorted(bad))
-    if run.entries.get(source) is None:
+    if run.entries.get(run.source) is None:
         holders = [n for n, e in run.entries.items() if e is not None and e.commits]
-        hint = (f"{holders[0]} has it: dgxcluster model sync {model} --from {holders[0]}"
-                if holders else f"download it first: dgxcluster model pull {model}")
-        raise StepError(STEP, f"{model} is not in this node's HF cache "
-                        f"({run.nm[source].hub}/{run.folder}); {hint}", node=source)
-    _verify_peers(run)
+        hint = (f"{holders[0]} has it: dgxcluster model sync {run.model} --from {holders[0]}"
+                if holders else f"download it first: dgxcluster model pull {run.model}")
+        raise StepError(STEP, f"{run.model} is not in this node's HF cache "
+                        f"({run.nm[run.source].hub}/{run.folder}); {hint}", node=run.source)
+
+
+def _copy_rounds(run: _Run) -> None:
     for attempt in range(ROUNDS):
         if not _copy(run, attempt):
             break
-    _verify_source(run)
-    report = SyncReport(str(model), source, _outcomes(run, nodes), streams=run.streams)
-    report.bytes_received = sum(d.bytes for ds in run.deliveries.values() for d in ds)
-    report.seconds = time.monotonic() - t0
-    return report
 
 
 def _verify_peers(run: _Run) -> None:
@@ -180,8 +191,7 @@ def _copy(run: _Run, attempt: int) -> bool:
         paths = needs(run.src, run.entries[n])
         size = bytes_of(run.src, paths)
         if paths and size > run.free[n]:
-            run.dead[n] = Outcome(n, STEP, Status.FAILED,
-                                  f"needs {gb(size)} but the HF cache has {gb(run.free[n])} free")
+            run.fail(n, f"needs {gb(size)} but the HF cache has {gb(run.free[n])} free")
             continue
         plans[n] = paths
     groups = group_by_need(plans)
@@ -218,12 +228,13 @@ def _names(blobs: Sequence[str], n: int = 2) -> str:
     return shown + (f" and {len(blobs) - n} more" if len(blobs) > n else "")
 
 
-def _outcomes(run: _Run, nodes: Sequence[str]) -> list[Outcome]:
+def _outcomes(run: _Run) -> list[Outcome]:
     problems = source_problems(run.src)
     out: list[Outcome] = []
-    for n in nodes:
-        if n in run.dead:
-            out.append(run.dead[n])
+    for n in run.nodes:
+        last = run.ledger.last_of(n)
+        if last is not None and not last.ok:
+            out.append(last)
         elif n == run.source:
             out.append(_source_outcome(run, problems.corrupt, problems.dangling))
         else:
@@ -254,9 +265,9 @@ def _peer_outcome(run: _Run, n: str, corrupt: Sequence[str]) -> Outcome:
     ds = run.deliveries.get(n, [])
     notes = list(run.notes.get(n, []))
     bad = run.found_corrupt.get(n, [])
-    got = sum(d.bytes for d in ds)
+    got = sum(d.count("bytes") for d in ds)
     if ds:
-        secs = sum(d.seconds for d in ds)
+        secs = sum(d.duration_s for d in ds)
         rate = f" ({got / secs / 1e9:.2f} GB/s)" if secs > 0 and got else ""
         notes.insert(0, f"received {gb(got)} in {secs:.1f}s{rate}"
                      + (f" over {len(ds)} copies" if len(ds) > 1 else ""))
@@ -276,7 +287,7 @@ def _peer_outcome(run: _Run, n: str, corrupt: Sequence[str]) -> Outcome:
 
 
 def _why_left(run: _Run, n: str, entry: CacheEntry | None, left: Sequence[str],
-              ds: Sequence[Delivery]) -> list[str]:
+              ds: Sequence[Outcome]) -> list[str]:
     if not left:
         return []
     blobs = [p[6:] for p in left if p.startswith("blobs/")]
@@ -291,3 +302,11 @@ def _why_left(run: _Run, n: str, entry: CacheEntry | None, left: Sequence[str],
         why.append(failed[-1].splitlines()[0] if failed[-1] else "copy failed")
     return why
 
+
+STAGES: tuple[Stage[_Run], ...] = (
+    Stage("open", _open),
+    Stage("scan", _first_scan),
+    Stage("verify-peers", _verify_peers),
+    Stage("copy", _copy_rounds),
+    Stage("verify-source", _verify_source),
+)

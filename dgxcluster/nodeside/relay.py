@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 CHUNK = 1 << 20
 HDR = struct.Struct("!I")
@@ -151,20 +152,49 @@ def cmd_recv(a: argparse.Namespace) -> int:
     return rc
 
 
-def cmd_send(a: argparse.Namespace) -> int:
-    spec = json.loads(sys.stdin.buffer.readline())
+def _connect(targets: list[dict[str, object]], a: argparse.Namespace,
+             status: dict[str, str]) -> dict[str, socket.socket]:
+    """A socket per target that answered (its token sent first); the others' errors in status."""
     socks: dict[str, socket.socket] = {}
-    status: dict[str, str] = {}
-    for t in spec["targets"]:
-        name = t["name"]
+    for t in targets:
+        name = str(t["name"])
         try:
-            s = socket.create_connection((t["addr"], int(t["port"])), timeout=a.connect_timeout)
+            s = socket.create_connection((str(t["addr"]), int(str(t["port"]))),
+                                         timeout=a.connect_timeout)
             s.settimeout(a.idle_timeout)
-            s.sendall(t["token"].encode())
+            s.sendall(str(t["token"]).encode())
             socks[name] = s
             status[name] = "sending"
         except OSError as exc:
             status[name] = f"error: cannot connect to {t['addr']}:{t['port']}: {exc}"
+    return socks
+
+
+def _finish(rc: int, digest: bytes, socks: dict[str, socket.socket], status: dict[str, str],
+            send_all: Callable[[bytes], None], finish_timeout: float) -> None:
+    """The end frame (sha256) and each target's acknowledgement; or, if the source command
+    failed, close every stream so the targets discard what they got."""
+    if rc != 0:
+        for name, s in socks.items():
+            s.close()
+            status[name] = f"error: source command exited {rc}"
+        return
+    send_all(HDR.pack(0) + digest)
+    for name, s in list(socks.items()):
+        try:
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(finish_timeout)
+            ack = s.recv(2)
+            status[name] = "ok" if ack == b"OK" else "error: receiving command failed"
+        except OSError as exc:
+            status[name] = f"error: no acknowledgement: {exc}"
+        s.close()
+
+
+def cmd_send(a: argparse.Namespace) -> int:
+    spec = json.loads(sys.stdin.buffer.readline())
+    status: dict[str, str] = {}
+    socks = _connect(spec["targets"], a, status)
     children: list[subprocess.Popen[bytes]] = []
     done = threading.Event()
     _watch_stdin(children, done)
@@ -198,22 +228,7 @@ def cmd_send(a: argparse.Namespace) -> int:
             child.kill()
             break
     rc = child.wait()
-    if rc == 0:
-        send_all(HDR.pack(0) + digest.digest())
-        for name, s in list(socks.items()):
-            try:
-                s.shutdown(socket.SHUT_WR)
-                s.settimeout(a.finish_timeout)
-                ack = s.recv(2)
-                status[name] = "ok" if ack == b"OK" else "error: receiving command failed"
-            except OSError as exc:
-                status[name] = f"error: no acknowledgement: {exc}"
-            s.close()
-    else:
-        for s in socks.values():
-            s.close()
-        for name in socks:
-            status[name] = f"error: source command exited {rc}"
+    _finish(rc, digest.digest(), socks, status, send_all, a.finish_timeout)
     done.set()
     print(json.dumps({"bytes": total, "sha256": digest.hexdigest(), "exit": rc,
                       "seconds": round(time.monotonic() - t0, 3), "targets": status}), flush=True)

@@ -8,8 +8,9 @@ The decision of what to do with existing containers is `start`'s (compare, then 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from dgxcluster.core import naming
 from dgxcluster.core.nodepaths import NodePaths
@@ -23,6 +24,28 @@ from dgxcluster.serving.plan import HEAD, role_of
 
 if TYPE_CHECKING:
     from dgxcluster.inventory.schema import InventoryModel
+
+
+class NodeCheck(Protocol):
+    """A check another capability adds to `start`'s preflight (the model check: `models`).
+
+    The CLI hands it in (`StartOptions.model_check`), so serving never imports that
+    capability: each node is read in the preflight fan-out, then all are judged together.
+    """
+
+    @property
+    def label(self) -> str:
+        """What is looked for, for the live status ("Qwen/Qwen3-8B")."""
+
+    @property
+    def skip_reason(self) -> str:
+        """Why nothing is checked (then read/judge are not called); "" to check."""
+
+    def read(self, conn: Connection, paths: NodePaths) -> object:
+        """One node's answer (errors are answers too: returned, not raised)."""
+
+    def judge(self, answers: Mapping[str, object]) -> dict[str, tuple[bool, str]]:
+        """Per node: (fine?, what was found or what is wrong and the fix)."""
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
     lock -> preflight -> env-files -> ray-head -> ray-workers -> ray-ready -> vllm -> vllm-ready
 
+declared in `STAGES` and walked by `core.stages` (which names the stage in any failure and
+calls the rollback once).
+
 Every stage first compares what runs with what the inventory asks for (the config hash in
 the `dgxcluster.config` label), so a second start of a healthy cluster changes nothing.
 A failure (or Ctrl-C) removes what this run created, on every node, and names the stage.
@@ -17,14 +20,12 @@ from dgxcluster.core import naming
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
+from dgxcluster.core.stages import DONE, Ledger, Next, Stage, walk
 from dgxcluster.core.steps import Outcome, Status, outcomes_from
 from dgxcluster.errors import ConnectError, DgxClusterError, LockHeld, NodesFailed, StepError
 from dgxcluster.facts.ray_status import RayStatus
 from dgxcluster.image.context import image_refs, scan
 from dgxcluster.inventory.load import Inventory
-from dgxcluster.models.agent import NodeModels
-from dgxcluster.models.check import ServedModel, missing_lines, scan_one, served_model
-from dgxcluster.models.presence import NodeEntry, revision_presence
 from dgxcluster.remote.command import for_display
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
@@ -32,7 +33,14 @@ from dgxcluster.secrets import render_env_file
 from dgxcluster.serving import containers, plan, raywait, vllm
 from dgxcluster.serving.background import Background
 from dgxcluster.serving.lock import ClusterLock, lock_path
-from dgxcluster.serving.preflight import NodeFacts, describe, foreign_containers, gather, ports_to_check
+from dgxcluster.serving.preflight import (
+    NodeCheck,
+    NodeFacts,
+    describe,
+    foreign_containers,
+    gather,
+    ports_to_check,
+)
 from dgxcluster.serving.teardown import Created, Found, rollback, teardown
 
 
@@ -43,6 +51,8 @@ class StartOptions:
     keep_on_failure: bool = False
     ready_timeout_s: float | None = None
     skip_model_check: bool = False
+    #: is serve.model complete on every node? (`models.check.start_check`, from the CLI)
+    model_check: NodeCheck | None = None
 
 
 @dataclass
@@ -94,9 +104,7 @@ def start(session: Session, options: StartOptions | None = None,
     prog = progress or NullProgress()
     inv = session.inventory
     t0 = time.monotonic()
-    model = plan.require_model(inv)
-    served = (ServedModel(None, "", "--skip-model-check") if opts.skip_model_check
-              else served_model(model, inv.serve.revision))
+    plan.require_model(inv)
     image = expected_image(inv)
     config = plan.config_hash(inv, image)
     report = StartReport(endpoint=plan.endpoint(inv), model=plan.model_id(inv),
@@ -107,7 +115,7 @@ def start(session: Session, options: StartOptions | None = None,
     lock = ClusterLock(session.cluster.dedicated(inv.head_name),
                        lock_path(inv.state_dir, inv.cluster), "start", own_connection=True)
     try:
-        _Run(session, opts, prog, report, lock, served).run()
+        _Run(session, opts, prog, report, lock).run()
     finally:
         lock.release()
     report.elapsed_s = time.monotonic() - t0
@@ -136,17 +144,18 @@ class _Run:
     """One locked start: the stages, what they created, and the rollback."""
 
     def __init__(self, session: Session, opts: StartOptions, progress: Progress,
-                 report: StartReport, lock: ClusterLock, served: ServedModel) -> None:
+                 report: StartReport, lock: ClusterLock) -> None:
         self.lock = lock
-        self.served = served
         self.s = session
         self.inv = session.inventory
         self.opts = opts
         self.p = progress
         self.report = report
         self.created = Created()
-        self.step = "preflight"
+        self.ledger = Ledger(self.inv.names, progress)
         self.facts: dict[str, NodeFacts] = {}
+        self.head_new = True
+        self.workers_new: list[str] = []
         self._cancel = threading.Event()
         self._confirm: Background[RayStatus] = Background.done(None)
         self._ray_reported = False
@@ -157,14 +166,21 @@ class _Run:
     def head(self) -> str:
         return self.inv.head_name
 
+    @property
+    def step(self) -> str:
+        """The stage now running (a stage may name a part of itself: restart, vllm-ready)."""
+        return self.ledger.stage
+
+    @step.setter
+    def step(self, name: str) -> None:
+        self.ledger.stage = name
+
     def out(self, node: str, step: str, status: Status, detail: str = "") -> None:
         self.report.outcomes.append(Outcome(node, step, status, detail))
 
     def run(self) -> None:
-        try:
-            self._stages()
-        except BaseException as exc:  # any failure, Ctrl-C included, rolls back first
-            self._fail(exc)
+        # any failure, Ctrl-C included, rolls back first (_fail raises what the CLI shows)
+        walk(STAGES, self, self.ledger, rollback=self._fail)
 
     def _fail(self, exc: BaseException) -> None:
         self._cancel.set()
@@ -197,22 +213,29 @@ class _Run:
                 self.out(node, self.step, status, str(err).splitlines()[0])
         raise StartFailed(self.step, errors, lines, kept, self.report.outcomes) from exc
 
-    def _stages(self) -> None:
+    def preflight(self) -> Next | None:
+        """Lock, read every node, compare with what runs; DONE if it already runs, healthy."""
         self._preflight()
-        head_new, workers_new = self._decide()
-        if not head_new and not workers_new and self._ready_now():
+        self.head_new, self.workers_new = self._decide()
+        if not self.head_new and not self.workers_new and self._ready_now():
             self.report.already_running = True
             for node in self.inv.names:
                 self.out(node, "start", Status.UNCHANGED,
                          f"already running (config {self.report.config})")
-            return
+            return DONE
         for n in self.inv.names:
-            if n not in workers_new and not (head_new and n == self.head):
+            if n not in self.workers_new and not (self.head_new and n == self.head):
                 self.out(n, "env-files", Status.UNCHANGED, "container already running")
-        self._ray_head(head_new)
-        self._ray_workers(workers_new)
-        self._ray_ready()
-        self._vllm(head_new)
+        return None
+
+    def ray_head(self) -> None:
+        self._ray_head(self.head_new)
+
+    def ray_workers(self) -> None:
+        self._ray_workers(self.workers_new)
+
+    def vllm(self) -> None:
+        self._vllm(self.head_new)
 
     # -- preflight -------------------------------------------------------------------
 
@@ -227,14 +250,13 @@ class _Run:
                 self.out(conn.node, "lock", Status.CHANGED, f"holding {self.lock.shown}")
             self.p.status(conn.node, "preflight")
             facts = gather(conn, self.inv, self.report.image)
-            if self._model_checked():
-                assert self.served.repo is not None
-                self.p.status(conn.node, f"preflight: looking for {self.served.repo.id}")
-                entries[conn.node] = scan_one(
-                    NodeModels.at(conn, facts.paths, self.inv.container.hf_cache), self.served.repo)
+            check = self._model_check()
+            if check is not None:
+                self.p.status(conn.node, f"preflight: looking for {check.label}")
+                entries[conn.node] = check.read(conn, facts.paths)
             return facts
 
-        entries: dict[str, NodeEntry] = {}
+        entries: dict[str, object] = {}
         group = self.s.cluster.map(one)
         self._check_model(group.values, entries)
         head_err = group.errors.get(self.head)
@@ -256,30 +278,29 @@ class _Run:
             raise NodesFailed("preflight", errors)
         self.facts = dict(group.values)
 
-    def _model_checked(self) -> bool:
-        return not self.opts.skip_model_check and self.served.repo is not None
+    def _model_check(self) -> NodeCheck | None:
+        check = self.opts.model_check
+        if self.opts.skip_model_check or check is None or check.skip_reason:
+            return None
+        return check
 
-    def _check_model(self, facts: dict[str, NodeFacts], entries: dict[str, NodeEntry]) -> None:
+    def _check_model(self, facts: dict[str, NodeFacts], entries: dict[str, object]) -> None:
         """Every node must hold the served revision complete (each node's vLLM reads its own
         cache); a node lacking it becomes a preflight problem naming the fix."""
-        if not self._model_checked():
-            why = ("--skip-model-check" if self.opts.skip_model_check
-                   else self.served.skip_reason)
+        check = self._model_check()
+        if check is None:
+            why = ("--skip-model-check" if self.opts.skip_model_check else
+                   self.opts.model_check.skip_reason if self.opts.model_check else "none given")
             for f in facts.values():
                 f.model = f"model check off ({why})"
             return
-        assert self.served.repo is not None
-        scanned = {n: e for n, e in entries.items() if n in facts}
-        presence = revision_presence(self.served.repo.id, scanned, self.served.revision,
-                                     self.head)
-        missing = missing_lines(self.served, presence)
+        judged = check.judge({n: e for n, e in entries.items() if n in facts})
         for node, f in facts.items():
-            if node in missing:
-                f.problems.append(missing[node])
+            fine, text = judged[node]
+            if fine:
+                f.model = text
             else:
-                p = presence[node]
-                f.model = (f"model {self.served.repo.id} complete "
-                           f"({(p.commit or '?')[:12]}, {p.files} files)")
+                f.problems.append(text)
 
     def _decide(self) -> tuple[bool, list[str]]:
         """(recreate the head?, workers to create) after comparing with what runs."""
@@ -442,3 +463,12 @@ class _Run:
         self.report.ready_after_s = took
         self.out(self.head, "vllm-ready", Status.CHANGED,
                  f"{plan.model_id(self.inv)} ready at {self.report.endpoint} after {took:.1f}s")
+
+
+STAGES: tuple[Stage[_Run], ...] = (
+    Stage("preflight", _Run.preflight),
+    Stage("ray-head", _Run.ray_head),
+    Stage("ray-workers", _Run.ray_workers),
+    Stage("ray-ready", _Run._ray_ready),
+    Stage("vllm", _Run.vllm),
+)

@@ -96,48 +96,61 @@ def _map(cluster: Cluster, fn: Callable[[Connection], T], nodes: list[str]) -> G
 def teardown(session: Session, found: Mapping[str, Found], progress: Progress,
              keep_containers: bool = False) -> list[Outcome]:
     """vLLM gracefully, then workers, then the head; then containers and env-files go."""
-    inv = session.inventory
+    t = _Teardown(session, found, progress, keep_containers)
     cluster = session.cluster
-    outcomes: list[Outcome] = []
-    head_name = naming.container_name(inv.cluster, HEAD)
+    outcomes = _outcomes("vllm-stop", _map(cluster, t.stop_vllm, t.head_nodes()))
+    outcomes += _outcomes("stop-worker", _map(cluster, t.stop_workers, list(found)))
+    outcomes += _outcomes("stop-head", _map(cluster, t.stop_head, list(found)))
+    outcomes += _outcomes("clean", _map(cluster, t.clean, list(found)))
+    return outcomes
 
-    def running(node: str, role: str | None = None) -> list[ContainerInfo]:
-        return [c for c in found[node].containers if c.running
-                and (role is None or c.labels.get(naming.LABEL_ROLE) == role)]
 
-    head_nodes = [n for n in found if any(c.name == head_name for c in running(n))]
+class _Teardown:
+    """The per-node work of one teardown, in the order `teardown` calls it."""
 
-    def stop_vllm(conn: Connection) -> Outcome:
-        progress.status(conn.node, "vllm-stop: SIGTERM")
-        how = vllm.stop(conn, inv)
+    def __init__(self, session: Session, found: Mapping[str, Found], progress: Progress,
+                 keep_containers: bool) -> None:
+        self.inv = session.inventory
+        self.found = found
+        self.progress = progress
+        self.keep = keep_containers
+        self.head_name = naming.container_name(self.inv.cluster, HEAD)
+
+    def running(self, node: str) -> list[ContainerInfo]:
+        return [c for c in self.found[node].containers if c.running]
+
+    def head_nodes(self) -> list[str]:
+        return [n for n in self.found if any(c.name == self.head_name for c in self.running(n))]
+
+    def stop_vllm(self, conn: Connection) -> Outcome:
+        self.progress.status(conn.node, "vllm-stop: SIGTERM")
+        how = vllm.stop(conn, self.inv)
         status = Status.UNCHANGED if how == "absent" else Status.CHANGED
         detail = {"absent": "not running", "stopped": "exited after SIGTERM",
-                  "killed": f"killed after {inv.serve.stop_timeout_s:g}s grace"}.get(how, how)
+                  "killed": f"killed after {self.inv.serve.stop_timeout_s:g}s grace"}.get(how, how)
         return Outcome(conn.node, "vllm-stop", status, detail)
 
-    outcomes += _outcomes("vllm-stop", _map(cluster, stop_vllm, head_nodes))
+    def stop_workers(self, conn: Connection) -> Outcome | None:
+        return self._stop(conn, "worker")
 
-    def stop_role(role: str) -> Callable[[Connection], Outcome | None]:
-        def one(conn: Connection) -> Outcome | None:
-            names = [c.name for c in running(conn.node) if (c.name == head_name) == (role == HEAD)]
-            if not names:
-                return None
-            for name in names:
-                progress.status(conn.node, f"ray-stop: docker stop {name}")
-                containers.stop(conn, name, RAY_STOP_GRACE_S)
-            return Outcome(conn.node, f"stop-{role}", Status.CHANGED, "stopped " + ", ".join(names))
-        return one
+    def stop_head(self, conn: Connection) -> Outcome | None:
+        return self._stop(conn, HEAD)
 
-    outcomes += _outcomes("stop-worker", _map(cluster, stop_role("worker"), list(found)))
-    outcomes += _outcomes("stop-head", _map(cluster, stop_role(HEAD), list(found)))
+    def _stop(self, conn: Connection, role: str) -> Outcome | None:
+        names = [c.name for c in self.running(conn.node)
+                 if (c.name == self.head_name) == (role == HEAD)]
+        if not names:
+            return None
+        for name in names:
+            self.progress.status(conn.node, f"ray-stop: docker stop {name}")
+            containers.stop(conn, name, RAY_STOP_GRACE_S)
+        return Outcome(conn.node, f"stop-{role}", Status.CHANGED, "stopped " + ", ".join(names))
 
-    def clean(conn: Connection) -> Outcome | None:
-        f = found[conn.node]
+    def clean(self, conn: Connection) -> Outcome | None:
+        f = self.found[conn.node]
         done: list[str] = []
-        if not keep_containers:
-            for c in f.containers:
-                if containers.remove(conn, c.name):
-                    done.append(f"removed {c.name}")
+        if not self.keep:
+            done += [f"removed {c.name}" for c in f.containers if containers.remove(conn, c.name)]
         elif f.containers:
             done.append("kept " + ", ".join(c.name for c in f.containers) + " (--keep-containers)")
         conn.run(shell('rm -rf "$1"; rm -f "$2/vllm.pid"', f.paths.env_dir, f.paths.log_dir),
@@ -147,9 +160,6 @@ def teardown(session: Session, found: Mapping[str, Found], progress: Progress,
         if not done:
             return None
         return Outcome(conn.node, "clean", Status.CHANGED, "; ".join(done))
-
-    outcomes += _outcomes("clean", _map(cluster, clean, list(found)))
-    return outcomes
 
 
 @dataclass

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 from dgxcluster.core.endpoint import EndpointProbe
 from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_ROLE
+from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.facts import ParseError, nvidia_smi, ray_status
 from dgxcluster.status.probe import Container, Image, NodeProbe, parse_api, parse_docker
 
@@ -156,6 +157,12 @@ class ClusterStatus:
     @property
     def unreachable(self) -> list[str]:
         return [n.node for n in self.nodes if not n.reachable]
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        """Status only reads: a node that answered is `unchanged`, whatever runs there."""
+        return [Outcome(n.node, "status", Status.UNCHANGED if n.reachable else
+                        Status.UNREACHABLE, n.error or "") for n in self.nodes]
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from ipaddress import IPv4Address
 
 from dgxcluster.facts.ipaddr import Interface
@@ -58,6 +59,35 @@ def env_checks(inv: InventoryModel, spec: NodeSpec, facts: NodeFacts,
     return c.results
 
 
+def _chosen(var: str, val: str, ifaces: Mapping[str, Interface]) -> list[str]:
+    """The interfaces an *_IFNAME setting selects on this node (NCCL's own list syntax)."""
+    if var != "NCCL_SOCKET_IFNAME":
+        return [n for n in (x.strip() for x in val.split(",")) if n in ifaces]
+    mode = nccl_list(val)[0]
+    chosen = [n for n in nccl_matches(val, sorted(ifaces)) if n != "lo"]
+    if mode.startswith("^"):
+        chosen = [n for n in chosen if not n.startswith(("docker", "veth"))]
+    return chosen
+
+
+def _ucx_devices(val: str, ifaces: Mapping[str, Interface], devs: Mapping[str, RdmaDev],
+                 fabric: set[str], bad: list[str]) -> list[str]:
+    """The interfaces UCX_NET_DEVICES selects; an entry naming nothing usable goes in `bad`."""
+    chosen: list[str] = []
+    for item in (x.strip() for x in val.split(",") if x.strip()):
+        if item == "all":
+            chosen += sorted(fabric & set(ifaces))
+        elif ":" in item:
+            d = devs.get(item.split(":")[0])
+            if d is None or not d.active:
+                bad.append(f"UCX_NET_DEVICES={val}: {item} is not an active RDMA device")
+        elif item in ifaces:
+            chosen.append(item)
+        else:
+            bad.append(f"UCX_NET_DEVICES={val}: no interface {item}")
+    return chosen
+
+
 def _ifnames(c: Checks, inv: InventoryModel, facts: NodeFacts, env: dict[str, str]) -> None:
     if not facts.ifaces.ok:
         c.fail("nccl-ifname", f"could not read interfaces: {facts.ifaces.error}",
@@ -66,33 +96,19 @@ def _ifnames(c: Checks, inv: InventoryModel, facts: NodeFacts, env: dict[str, st
     ifaces = facts.ifaces.value or {}
     devs = rdma_view(facts) or {}
     fabric = set(inv.fabric.interfaces)
-    bad, warn, good = [], [], []
+    bad: list[str] = []
+    warn: list[str] = []
+    good: list[str] = []
     for var in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME", "UCX_NET_DEVICES"):
         val = env.get(var)
         if val is None:
             continue
-        if var == "NCCL_SOCKET_IFNAME":
-            mode = nccl_list(val)[0]
-            chosen = [n for n in nccl_matches(val, sorted(ifaces)) if n != "lo"]
-            if mode.startswith("^"):
-                chosen = [n for n in chosen if not n.startswith(("docker", "veth"))]
-        elif var == "UCX_NET_DEVICES":
-            chosen = []
-            for item in (x.strip() for x in val.split(",") if x.strip()):
-                if item == "all":
-                    chosen += sorted(fabric & set(ifaces))
-                elif ":" in item:
-                    d = devs.get(item.split(":")[0])
-                    if d is None or not d.active:
-                        bad.append(f"UCX_NET_DEVICES={val}: {item} is not an active RDMA device")
-                elif item in ifaces:
-                    chosen.append(item)
-                else:
-                    bad.append(f"UCX_NET_DEVICES={val}: no interface {item}")
+        if var == "UCX_NET_DEVICES":
+            chosen = _ucx_devices(val, ifaces, devs, fabric, bad)
             if not chosen:
                 continue
         else:
-            chosen = [n for n in (x.strip() for x in val.split(",")) if n in ifaces]
+            chosen = _chosen(var, val, ifaces)
         if not chosen:
             bad.append(f"{var}={val} names no interface of this node")
             continue

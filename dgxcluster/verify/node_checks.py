@@ -4,7 +4,7 @@ MTU, link speed, GPU and jumbo pings. Pure: facts in, `CheckResult`s out.
 
 from __future__ import annotations
 
-from dgxcluster.inventory.schema import InventoryModel, NodeSpec
+from dgxcluster.inventory.schema import InventoryModel, NodeSpec, Rail
 from dgxcluster.verify.gather import NodeFacts
 from dgxcluster.verify.rdma import RdmaDev, by_port, cabled_ports, rdma_view
 from dgxcluster.verify.results import CheckResult, Checks, Level, worst
@@ -62,6 +62,28 @@ def _rdma_devices(c: Checks, facts: NodeFacts, devs: dict[str, RdmaDev] | None) 
     c.ok("rdma-devices", f"{len(devs)} device(s): {listing}{fw}")
 
 
+def _rail_port(i: int, rail: Rail, devs: dict[str, RdmaDev], problems: list[tuple[Level, str]],
+               ok: list[str]) -> None:
+    """One rail's RDMA port: exists, ACTIVE, Ethernet, and paired with the rail's interface."""
+    if not rail.rdma_device:
+        problems.append((Level.WARN, f"fabric.rails[{i}] ({rail.interface}) names no rdma_device"))
+        return
+    d = devs.get(rail.rdma_device)
+    if d is None:
+        problems.append((Level.FAIL, f"{rail.rdma_device} does not exist "
+                                     f"(devices: {', '.join(devs) or 'none'})"))
+        return
+    if not d.active:
+        problems.append((Level.FAIL, f"{d.name} ({d.netdev or rail.interface}) is PORT_{d.state}"))
+    elif d.link_layer and d.link_layer.lower() != "ethernet":
+        problems.append((Level.WARN, f"{d.name} link_layer is {d.link_layer}, not Ethernet (RoCE)"))
+    if d.netdev and d.netdev != rail.interface:
+        problems.append((Level.FAIL, f"{d.name} is the RDMA side of {d.netdev}, but fabric.rails "
+                                     f"pairs it with {rail.interface}"))
+    if d.active and not (d.netdev and d.netdev != rail.interface):
+        ok.append(f"{d.name} ({d.netdev or '?'}) ACTIVE")
+
+
 def _rdma_ports(c: Checks, inv: InventoryModel, devs: dict[str, RdmaDev] | None) -> None:
     if devs is None or not devs:
         c.fail("rdma-ports", "no RDMA devices (see rdma-devices)", FIX_NO_RDMA)
@@ -69,23 +91,7 @@ def _rdma_ports(c: Checks, inv: InventoryModel, devs: dict[str, RdmaDev] | None)
     problems: list[tuple[Level, str]] = []
     ok: list[str] = []
     for i, rail in enumerate(inv.fabric.rails):
-        if not rail.rdma_device:
-            problems.append((Level.WARN, f"fabric.rails[{i}] ({rail.interface}) names no rdma_device"))
-            continue
-        d = devs.get(rail.rdma_device)
-        if d is None:
-            problems.append((Level.FAIL, f"{rail.rdma_device} does not exist "
-                                         f"(devices: {', '.join(devs) or 'none'})"))
-            continue
-        if not d.active:
-            problems.append((Level.FAIL, f"{d.name} ({d.netdev or rail.interface}) is PORT_{d.state}"))
-        elif d.link_layer and d.link_layer.lower() != "ethernet":
-            problems.append((Level.WARN, f"{d.name} link_layer is {d.link_layer}, not Ethernet (RoCE)"))
-        if d.netdev and d.netdev != rail.interface:
-            problems.append((Level.FAIL, f"{d.name} is the RDMA side of {d.netdev}, but fabric.rails "
-                                         f"pairs it with {rail.interface}"))
-        if d.active and not (d.netdev and d.netdev != rail.interface):
-            ok.append(f"{d.name} ({d.netdev or '?'}) ACTIVE")
+        _rail_port(i, rail, devs, problems, ok)
     if not problems:
         c.ok("rdma-ports", ", ".join(ok))
         return

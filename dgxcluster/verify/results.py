@@ -10,6 +10,8 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from dgxcluster.core.steps import Outcome, Status
+
 CLUSTER = "cluster"
 SIMULATED = "simulated hardware"
 
@@ -59,6 +61,20 @@ class Report:
 
     def to_json(self) -> list[dict[str, str]]:
         return [r.to_json() for r in self.results]
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        """Per node (or `cluster`, or a pair): failed if any check FAILed, unreachable if it
+        could not be asked. Checks are many per node, each PASS/WARN/FAIL with its own fix,
+        so they stay `CheckResult`s; these outcomes are what the exit code is made from."""
+        out = [Outcome(n, "verify-ib", Status.UNREACHABLE, why)
+               for n, why in self.unreachable.items()]
+        for node in dict.fromkeys(r.node for r in self.results):
+            level = worst(r.status for r in self.results if r.node == node)
+            out.append(Outcome(node, "verify-ib",
+                               Status.FAILED if level is Level.FAIL else Status.UNCHANGED,
+                               level.value))
+        return out
 
 
 class Checks:

@@ -8,6 +8,7 @@ from nodes whose tools said "simulated hardware" (the testbed) are labelled so.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from dgxcluster.core.containerenv import container_env
 from dgxcluster.core.progress import NullProgress, Progress
@@ -18,6 +19,9 @@ from dgxcluster.verify.env_checks import container_checks, env_checks
 from dgxcluster.verify.gather import NodeFacts, gather_node, ping_peers
 from dgxcluster.verify.node_checks import node_checks
 from dgxcluster.verify.results import SIMULATED, CheckResult, Level, Report
+
+if TYPE_CHECKING:
+    from dgxcluster.inventory.load import Inventory
 
 
 def verify_ib(session: Session, nodes: Sequence[str] | None = None, *, bandwidth: bool = False,
@@ -48,6 +52,28 @@ def verify_ib(session: Session, nodes: Sequence[str] | None = None, *, bandwidth
     for name in pinged:
         absorb(name, pinged[name])
 
+    results = _per_node(inv, targets, report, failures, facts)
+    results += container_checks(inv)
+    shared = cluster_checks(inv, [inv.node(n) for n in targets if n in facts], facts)
+    if report.simulated:
+        shared = [r.labelled(f"{SIMULATED} on {', '.join(report.simulated)}")
+                  if r.check == "cabling" else r for r in shared]
+    results += shared
+    if bandwidth:
+        from dgxcluster.verify.bandwidth import run_bandwidth
+
+        floor = min_busbw if min_busbw is not None else inv.fabric.min_busbw_gbs
+        reachable = [n for n in targets if n in facts]
+        results += run_bandwidth(session, reachable, floor, prog)
+    for name in facts:
+        prog.status(name, "done")
+    report.results = results
+    return report
+
+
+def _per_node(inv: Inventory, targets: Sequence[str], report: Report, failures: dict[str, str],
+              facts: dict[str, NodeFacts]) -> list[CheckResult]:
+    """Each node's checks; an unreachable node or one whose facts could not be read FAILs."""
     results: list[CheckResult] = []
     for name in targets:
         spec = inv.node(name)
@@ -68,19 +94,4 @@ def verify_ib(session: Session, nodes: Sequence[str] | None = None, *, bandwidth
                 node_results = [r.labelled(SIMULATED) for r in node_results]
                 report.simulated.append(name)
             results += node_results
-    results += container_checks(inv)
-    shared = cluster_checks(inv, [inv.node(n) for n in targets if n in facts], facts)
-    if report.simulated:
-        shared = [r.labelled(f"{SIMULATED} on {', '.join(report.simulated)}")
-                  if r.check == "cabling" else r for r in shared]
-    results += shared
-    if bandwidth:
-        from dgxcluster.verify.bandwidth import run_bandwidth
-
-        floor = min_busbw if min_busbw is not None else inv.fabric.min_busbw_gbs
-        reachable = [n for n in targets if n in facts]
-        results += run_bandwidth(session, reachable, floor, prog)
-    for name in facts:
-        prog.status(name, "done")
-    report.results = results
-    return report
+    return results

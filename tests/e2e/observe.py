@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+import time
 from pathlib import Path
 
 from tests.conftest import Testbed
@@ -51,6 +52,15 @@ def start_labelled(tb: Testbed, node: str, cluster: str, role: str) -> str:
         "--env-file", "/root/planted/test.env", BASE_IMAGE, "sh", "-c", CONTAINER_SCRIPT,
     )
     return name
+
+
+def wait_set_up(tb: Testbed, node: str, name: str, timeout: float = 120.0) -> None:
+    """Until the container printed "container up" (CONTAINER_SCRIPT prints it once its setup
+    files are written): a condition, not a guess at how long that takes."""
+    deadline = time.monotonic() + timeout
+    while "container up" not in tb.node_exec(node, "docker", "logs", name, check=False).stdout:
+        assert time.monotonic() < deadline, f"{node}: {name} never printed 'container up'"
+        time.sleep(0.2)
 
 
 def plant_server_log(tb: Testbed, node: str, cluster: str) -> str:

@@ -24,6 +24,7 @@ from tests.e2e.observe import (
     plant_server_log,
     remove_cluster_containers,
     start_labelled,
+    wait_set_up,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -103,8 +104,9 @@ def _container_diff(tb: Testbed, node: str, name: str) -> set[str]:
 
 def test_leaves_no_file_on_the_nodes(planted: Testbed, tmp_path: Path) -> None:
     tb, cluster = planted, planted.name
-    time.sleep(1.1)  # let the containers write their setup files first
     containers = {"node1": f"dgxc-{cluster}-head", "node2": f"dgxc-{cluster}-worker"}
+    for n, c in containers.items():
+        wait_set_up(tb, n, c)  # its setup files are written before the snapshot
     before = {n: _snapshot(tb, n) for n in tb.nodes}
     inside = {n: _container_diff(tb, n, c) for n, c in containers.items()}
     p = tb.dgx("logs", "-o", str(tmp_path))

@@ -34,7 +34,9 @@ def test_bad_option_exits_2_naming_it(inv: Path, tmp_path: Path, args: list[str]
     f = tmp_path / "a-file"
     f.write_text("x")
     argv = [a.replace("{file}", str(f)) for a in args]
-    p = run_cli("-i", str(inv), *argv, timeout=60)
+    # in tmp_path: `logs` checks its default ./dgxcluster-logs first, and a non-root user
+    # may not write the checkout
+    p = run_cli("-i", str(inv), *argv, timeout=60, cwd=tmp_path)
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith(f"error: {option}: "), p.stderr
     assert "Traceback" not in p.stderr

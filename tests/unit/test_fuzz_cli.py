@@ -37,6 +37,9 @@ from dgxcluster.inventory.schema import ImageSettings
 from dgxcluster.models.repoid import RepoId, check_revision
 from tests.hostile import HOSTILE
 
+#: Hundreds of generated examples: minutes on a loaded 2-core machine, not seconds.
+pytestmark = pytest.mark.timeout(900)
+
 NODES = ("spark1", "spark2")
 INVENTORY = """\
 cluster: fz
@@ -156,7 +159,13 @@ def workdir() -> Iterator[Path]:
         (root / "ctx" / "Dockerfile").write_text("FROM scratch\n")
         (root / "kh").write_text("")
         (root / "inv.yaml").write_text(INVENTORY)
-        yield root
+        # `logs` checks its default ./dgxcluster-logs first: run where anyone may write
+        old = os.getcwd()
+        os.chdir(root)
+        try:
+            yield root
+        finally:
+            os.chdir(old)
     structlog.reset_defaults()
 
 

@@ -32,6 +32,9 @@ from dgxcluster.inventory.schema import InventoryModel
 from dgxcluster.inventory.yamlfile import format_path
 from tests.hostile import HOSTILE
 
+#: Hundreds of generated examples: minutes on a loaded 2-core machine, not seconds.
+pytestmark = pytest.mark.timeout(900)
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventory" / "example.yaml"
 BASE: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import threading
-import time
 
 import pytest
 
@@ -58,28 +57,27 @@ def test_combined_error_names_each_node() -> None:
 
 
 def test_runs_in_parallel_and_bounded() -> None:
-    active = 0
-    peak = 0
-    lock = threading.Lock()
+    """All four nodes at once (a barrier of four only opens if they are); with
+    max_parallel=2, never more than two worker threads."""
+    barrier = threading.Barrier(4, timeout=30)
+    threads: set[int] = set()
 
-    def slow(argv: list[str], stdin: bytes | None) -> Reply:
-        nonlocal active, peak
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        time.sleep(0.2)
-        with lock:
-            active -= 1
-        return Reply()
+    def meet(argv: list[str], stdin: bytes | None) -> Reply:
+        threads.add(threading.get_ident())
+        barrier.wait()  # BrokenBarrierError (a failed node) unless all four run together
+        return Reply(stdout="met")
 
-    fakes = {f"n{i}": FakeConnection(f"n{i}").on("sleep", slow) for i in range(1, 5)}
-    t0 = time.monotonic()
-    cluster(fakes).run(["sleep"])
-    assert time.monotonic() - t0 < 0.6
-    assert peak == 4
-    peak = 0
-    cluster(fakes, max_parallel=2).run(["sleep"])
-    assert peak == 2
+    fakes = {f"n{i}": FakeConnection(f"n{i}").on("meet", meet) for i in range(1, 5)}
+    res = cluster(fakes).run(["meet"])
+    assert res.errors == {}
+    assert [r.stdout for r in res.values.values()] == ["met"] * 4
+    assert len(threads) == 4
+
+    barrier = threading.Barrier(2, timeout=30)
+    threads.clear()
+    res = cluster(fakes, max_parallel=2).run(["meet"])
+    assert res.errors == {}  # pairs met: two at a time
+    assert len(threads) == 2  # and only two threads ever ran them
 
 
 def test_connections_are_reused_within_a_cluster() -> None:

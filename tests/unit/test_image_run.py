@@ -150,7 +150,7 @@ def test_unforeseen_error_on_one_node_fails_that_node_only(ctx: Path) -> None:
     with _session(ctx, fakes) as s:
         report = build(s)
     by_node = {n.node: n for n in report.nodes}
-    assert by_node["n1"].status is Status.CHANGED and by_node["n1"].image_id == image_id
+    assert by_node["n1"].status is Status.CHANGED and by_node["n1"].data["image_id"] == image_id
     assert by_node["n2"].status is Status.FAILED and "boom" in by_node["n2"].detail
 
 
@@ -167,3 +167,52 @@ def test_a_changed_host_key_refuses_the_whole_build_before_anything_runs(ctx: Pa
     assert "HOST KEY CHANGED" in str(info.value) and info.value.unreachable == ["n2"]
     assert len(fakes["n1"].calls) == 1  # the read-only probe; nothing sent, nothing built
     assert fakes["n1"].files == {} and fakes["n1"].stdins == [None]
+
+
+def test_distribute_builds_once_ships_then_tags_every_node(
+        ctx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DISTRIBUTE stage list: build on the build node, stream it to the other, then check
+    the ID and move `current` on both (the relay's sockets are stood in for)."""
+    from tests.unit.test_image_distribute import Relay
+
+    image_id = "sha256:" + "d" * 64
+    relay = Relay()
+    monkeypatch.setattr("dgxcluster.core.relay.relay", relay)
+    fakes = {}
+    for n in ("n1", "n2"):
+        fakes[n] = (FakeConnection(n)
+                    .on(re.escape("ref=$1 cur=$2 want=$3"), Reply(stdout=f"image-id\t{image_id}\n"))
+                    .on(re.escape("ref=$1 cur=$2"), _probe_reply(None))
+                    .on(re.escape("dir=$1 ndel=$2"), Reply(
+                        stdout=f"dgxcluster: context ready\ndgxcluster-image-id {image_id}\n")))
+    prog = RecordingProgress()
+    with _session(ctx, fakes, strategy="distribute") as s:
+        report = build(s, progress=prog)
+    by = {o.node: o for o in report.nodes}
+    assert report.source == "n1" and [o.node for o in report.nodes] == ["n1", "n2"]
+    assert (by["n1"].step, by["n1"].status) == ("build", Status.CHANGED)
+    assert (by["n2"].step, by["n2"].status) == ("receive", Status.CHANGED)
+    assert by["n2"].detail.startswith("received from n1 (40 MB in 2.0s")
+    assert by["n1"].data["image_id"] == by["n2"].data["image_id"] == image_id
+    assert not any("docker" in c and "build" in c for c in fakes["n2"].calls)  # built once
+    assert [c[:3] for c in fakes["n2"].calls][-1] == ["sh", "-c", dockercmd.FINALIZE]
+    assert [t for _, t in relay.calls] == [["n2"]]
+
+
+def test_distribute_with_a_failed_build_fails_the_receivers_and_tags_nothing(
+        ctx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.unit.test_image_distribute import Relay
+
+    relay = Relay()
+    monkeypatch.setattr("dgxcluster.core.relay.relay", relay)
+    fakes = {n: FakeConnection(n).on(re.escape("ref=$1 cur=$2"), _probe_reply(None))
+             .on(re.escape("dir=$1 ndel=$2"), Reply(exit_code=1, stdout="dgxcluster: context ready\n"
+                                                    "#5 ERROR: process did not complete\n"))
+             for n in ("n1", "n2")}
+    with _session(ctx, fakes, strategy="distribute") as s:
+        report = build(s)
+    by = {o.node: o for o in report.nodes}
+    assert by["n1"].status is Status.FAILED and by["n1"].tail[-1] == "#5 ERROR: process did not complete"
+    assert by["n2"].status is Status.FAILED and by["n2"].detail == "not received: the build on n1 failed"
+    assert relay.calls == []
+    assert not any(c[:3] == ["sh", "-c", dockercmd.FINALIZE] for f in fakes.values() for c in f.calls)

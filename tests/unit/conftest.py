@@ -1,0 +1,17 @@
+"""Unit tests run in seconds; one that hangs fails after UNIT_TIMEOUT_S instead of stalling CI.
+
+A slower test says so itself with `@pytest.mark.timeout(...)` (the fuzz modules do).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+#: Generous for a loaded 2-core machine; the slowest non-fuzz unit test takes a few seconds.
+UNIT_TIMEOUT_S = 120
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_S))

@@ -1,0 +1,123 @@
+"""The contracts that keep the code's shape (docs/DEVELOPING.md, "Which package may import which").
+
+`lint-imports` checks the import contracts in pyproject.toml; ruff checks complexity (C901)
+and printing (T20). These tests run them on the tree, and prove each one bites: a copy of
+the package with one violation planted must be refused, naming the offending import.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "lint-imports"), "--no-cache"], cwd=root,
+                          capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+
+
+def test_the_tree_keeps_every_import_contract() -> None:
+    p = _lint_imports(REPO)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "0 broken" in p.stdout or "broken" not in p.stdout.split("Contracts:")[-1]
+
+
+PLANTED = {
+    # a capability importing another one
+    "capabilities-independent": ("dgxcluster/status/report.py",
+                                 "import dgxcluster.serving.stop  # planted\n",
+                                 "dgxcluster.status.report -> dgxcluster.serving.stop"),
+    # paramiko outside remote
+    "ssh-only-in-remote": ("dgxcluster/core/steps.py", "import paramiko  # planted\n",
+                           "dgxcluster.core.steps -> paramiko"),
+    # the UI outside cli
+    "ui-only-in-cli": ("dgxcluster/models/sync.py", "import rich  # planted\n",
+                       "dgxcluster.models.sync -> rich"),
+    # an upward import
+    "layers": ("dgxcluster/remote/group.py", "import dgxcluster.core.steps  # planted\n",
+               "dgxcluster.remote.group -> dgxcluster.core.steps"),
+    # a node-side program reaching into the controller
+    "nodeside-standalone": ("dgxcluster/nodeside/relay.py",
+                            "import dgxcluster.errors  # planted\n",
+                            "dgxcluster.nodeside.relay -> dgxcluster.errors"),
+}
+
+
+@pytest.mark.parametrize("contract", sorted(PLANTED))
+def test_a_planted_violation_breaks_its_contract(contract: str, tmp_path: Path) -> None:
+    shutil.copytree(REPO / "dgxcluster", tmp_path / "dgxcluster",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    path, line, shown = PLANTED[contract]
+    target = tmp_path / path
+    text = target.read_text()
+    head, sep, rest = text.partition("\nfrom __future__ import annotations\n")
+    target.write_text(head + sep + line + rest if sep else line + text)
+    p = _lint_imports(tmp_path)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert shown in p.stdout, p.stdout
+    assert "BROKEN" in p.stdout
+
+
+def test_complexity_and_print_rules_bite(tmp_path: Path) -> None:
+    """C901 past the limit and print() outside cli/ and nodeside/ are refused by ruff."""
+    pkg = tmp_path / "dgxcluster" / "core"
+    pkg.mkdir(parents=True)
+    branches = "\n".join(f"    if x == {i}:\n        return {i}" for i in range(14))
+    (pkg / "planted.py").write_text(f"def tangled(x: int) -> int:\n{branches}\n    return -1\n\n\n"
+                                    "def chatty() -> None:\n    print('hello')\n")
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    p = subprocess.run([str(BIN / "ruff"), "check", "--no-cache", "--output-format", "concise",
+                        "dgxcluster"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "C901 `tangled` is too complex" in p.stdout
+    assert "T201" in p.stdout
+
+
+CLOCKS = {"monotonic", "time", "perf_counter", "monotonic_ns", "perf_counter_ns"}
+
+
+def _reads_clock(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+               and n.func.attr in CLOCKS and isinstance(n.func.value, ast.Name)
+               and n.func.value.id == "time" for n in ast.walk(node))
+
+
+def _wall_clock_asserts(source: str) -> list[int]:
+    """Lines of `assert`s that compare something computed from the wall clock."""
+    tree = ast.parse(source)
+    found: list[int] = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        timed: set[str] = set()
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Assign) and _reads_clock(node.value):
+                timed |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Assert) and (_reads_clock(node.test) or any(
+                    isinstance(n, ast.Name) and n.id in timed for n in ast.walk(node.test))):
+                found.append(node.lineno)
+    return found
+
+
+def test_the_wall_clock_check_sees_a_timed_assert() -> None:
+    src = ("import time\n\ndef test_x():\n    t0 = time.monotonic()\n    work()\n"
+           "    assert time.monotonic() - t0 < 1.0\n")
+    assert _wall_clock_asserts(src) == [6]
+
+
+def test_no_unit_test_asserts_on_the_wall_clock() -> None:
+    """Speed belongs in benchmarks/: on a loaded 2-core machine a timed assert is a coin toss."""
+    offenders = [f"{p.name}:{line}" for p in sorted((REPO / "tests" / "unit").glob("test_*.py"))
+                 for line in _wall_clock_asserts(p.read_text())]
+    assert offenders == []
