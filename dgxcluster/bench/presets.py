@@ -71,6 +71,17 @@ def _check(option: str, values: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))
 
 
+def parse_ints(option: str, text: str | None) -> tuple[int, ...]:
+    """`0,4096` from the command line; None (not given) is empty, an empty value is an error."""
+    if text is None:
+        return ()
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"expects comma-separated integers, got {text!r}", option) from None
+    return _check(option, values)
+
+
 def build(preset: str, pp: tuple[int, ...] = (), tg: tuple[int, ...] = (),
           depths: tuple[int, ...] = (), concurrency: tuple[int, ...] = (),
           runs: int | None = None) -> Sweep:

@@ -71,14 +71,18 @@ class Outcome:
     tracker: Tracker
 
 
-def split_url(url: str) -> tuple[str, str]:
+def split_url(url: str, option: str = "--url") -> tuple[str, str]:
     """(server root, OpenAI base URL) from either form; http(s) only."""
     from urllib.parse import urlsplit
 
     text = url.strip().rstrip("/")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"{url!r} is not an http(s) URL such as http://spark1:8000/v1", "--url")
+    try:
+        parts = urlsplit(text)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        ok = False
+    if not ok or any(c.isspace() or ord(c) < 32 for c in text):
+        raise UsageError(f"{url!r} is not an http(s) URL such as http://spark1:8000/v1", option)
     root = text[: -len("/v1")] if text.endswith("/v1") else text
     return root, f"{root}/v1"
 
@@ -88,7 +92,11 @@ def resolve(url: str, model: str | None, get: Getter, timeout: float = 10.0) -> 
     root, base = split_url(url)
     state = probe(root, get, timeout)
     if not state.ready:
-        raise BenchError(state.reason())
+        hint = ""
+        if state.error and "HTTP 401" in state.error:
+            hint = ("\n  fix: the endpoint wants an API key: export it as VLLM_API_KEY (or name "
+                    "its variable with --api-key-env)")
+        raise BenchError(state.reason() + hint)
     try:
         status, body = get(f"{base}/models", timeout)
         entries = [e for e in json.loads(body).get("data", []) if isinstance(e, dict) and "id" in e]

@@ -20,17 +20,6 @@ if TYPE_CHECKING:
 LIST_HELP = "Comma-separated; replaces the preset's."
 
 
-def _ints(option: str, text: str | None) -> tuple[int, ...]:
-    from dgxcluster.errors import UsageError
-
-    if text is None:
-        return ()
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise UsageError(f"expects comma-separated integers, got {text!r}", option) from None
-
-
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     @errors_to_exit
@@ -57,9 +46,9 @@ def register(app: typer.Typer) -> None:
         concurrency: Annotated[Optional[str], typer.Option(  # noqa: UP045
             "--concurrency", "-c", help=f"Concurrent requests. {LIST_HELP}",
             show_default=False)] = None,
-        runs: Annotated[Optional[int], typer.Option(  # noqa: UP045
-            "--runs", help="Measured runs per cell (after one warmup run).",
-            show_default=False)] = None,
+        runs: Annotated[int, typer.Option(
+            "--runs", help="Measured runs per cell, after one warmup run (0: the preset's).")
+        ] = 0,
         tokenizer: Annotated[Optional[str], typer.Option(  # noqa: UP045
             "--tokenizer", help="Tokenizer for prompt sizes: a Hugging Face name or a local "
             "path (tokenizer.json). Default: the model's.", show_default=False)] = None,
@@ -104,8 +93,13 @@ def register(app: typer.Typer) -> None:
         if quick and standard:
             raise UsageError("choose one preset", "--quick/--standard")
         preset = "standard" if standard else "quick"
-        sweep = presets.build(preset, _ints("--pp", pp), _ints("--tg", tg),
-                              _ints("--depth", depth), _ints("--concurrency", concurrency), runs)
+        ints = presets.parse_ints
+        sweep = presets.build(preset, ints("--pp", pp), ints("--tg", tg), ints("--depth", depth),
+                              ints("--concurrency", concurrency), runs or None)
+        if book_url is not None:
+            from dgxcluster.bench.run import split_url
+
+            split_url(book_url, "--book-url")
         old = results.load(compare) if compare is not None else None
         measured: dict[str, object] = {}
         if url is None:
@@ -119,6 +113,7 @@ def register(app: typer.Typer) -> None:
         if api_key_env != "VLLM_API_KEY" and not key_value:
             raise UsageError(f"${api_key_env} is not set", "--api-key-env")
         api_key = Secret(key_value, api_key_env) if key_value else None
+        bench_tool = None if dry_run else tool.find()
         target = _resolve(url, model, api_key)
         from dgxcluster.bench.run import BenchSpec
 
@@ -135,7 +130,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"# API key: from ${api_key_env}, through llama-benchy's environment")
             typer.echo(f"# {len(sweep.cells())} cell(s), {sweep.requests()} measured request(s)")
             return
-        bench_tool = tool.find()
+        assert bench_tool is not None
         outcome = _run(spec, target, bench_tool, output)
         _finish(outcome, output, old, json_out)
 

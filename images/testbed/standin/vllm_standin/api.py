@@ -32,6 +32,7 @@ ROUTES = [("/health", "GET"), ("/v1/models", "GET"), ("/v1/completions", "POST")
           ("/v1/chat/completions", "POST"), ("/metrics", "GET"), ("/version", "GET")]
 #: vLLM's chat template adds tokens around each message; the stand-in counts this many.
 CHAT_TOKENS_PER_MESSAGE = 3
+TEMPLATE_TOKEN_ID = 151644
 FILLER = ["and", "so", "the", "stand-in", "goes", "on", "talking"]
 
 
@@ -52,6 +53,12 @@ def _words(text: str) -> list[str]:
 def _token_id(word: str) -> int:
     """A stable stand-in token id for a word (vLLM returns the tokenizer's ids)."""
     return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big") % 150000
+
+
+def _prompt_ids(words: list[str], count: int) -> list[int]:
+    """One id per prompt token: the words', then the chat template's (counted, not words)."""
+    ids = [_token_id(w) for w in words]
+    return ids + [TEMPLATE_TOKEN_ID] * max(0, count - len(ids))
 
 
 def _error(status: int, kind: str, message: str) -> web.Response:
@@ -251,7 +258,7 @@ class Api:
         out: dict[str, Any] = {"id": rid, "object": obj, "created": int(time.time()), "model": model,
                                "choices": [choice], "usage": usage, "prompt_logprobs": None}
         if body.get("return_token_ids"):
-            out["prompt_token_ids"] = [_token_id(w) for w in prompt]
+            out["prompt_token_ids"] = _prompt_ids(prompt, usage["prompt_tokens"])
         return web.json_response(out)
 
     async def _stream(self, req: web.Request, body: dict[str, Any], kind: str, rid: str, model: str,
@@ -280,7 +287,7 @@ class Api:
             return {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish,
                     "stop_reason": None, **extra}
 
-        prompt_ids = {"prompt_token_ids": [_token_id(w) for w in prompt]} if with_ids else {}
+        prompt_ids = {"prompt_token_ids": _prompt_ids(prompt, job.prompt_tokens)} if with_ids else {}
 
         async def first_chunk() -> dict[str, Any] | None:
             """vLLM sends the chat role chunk in its first engine iteration, i.e. once the prompt
