@@ -96,9 +96,11 @@ def register(app: typer.Typer) -> None:
         ints = presets.parse_ints
         sweep = presets.build(preset, ints("--pp", pp), ints("--tg", tg), ints("--depth", depth),
                               ints("--concurrency", concurrency), runs or None)
-        if book_url is not None:
-            from dgxcluster.bench.run import split_url
+        from dgxcluster.bench.run import BenchSpec, split_url
 
+        if url is not None:
+            split_url(url)
+        if book_url is not None:
             split_url(book_url, "--book-url")
         old = results.load(compare) if compare is not None else None
         measured: dict[str, object] = {}
@@ -115,8 +117,6 @@ def register(app: typer.Typer) -> None:
         api_key = Secret(key_value, api_key_env) if key_value else None
         bench_tool = None if dry_run else tool.find()
         target = _resolve(url, model, api_key)
-        from dgxcluster.bench.run import BenchSpec
-
         spec = BenchSpec(url=target.url, preset=preset, sweep=sweep, model=model,
                          tokenizer=tokenizer, book_url=book_url, skip_coherence=skip_coherence,
                          api_key=api_key, measured=measured)
