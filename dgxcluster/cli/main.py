@@ -82,6 +82,8 @@ COMMANDS = (
     "status_cmd",
     "logs_cmd",
     "smoke_cmd",
+    "bench_cmd",
+    "metrics_cmd",
     "model_cmd",
 )
 

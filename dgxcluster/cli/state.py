@@ -85,3 +85,17 @@ def _error(text: str) -> None:
     if rest:
         sys.stderr.write(rest + "\n")
     sys.stderr.flush()
+
+
+def interrupt_on_signals() -> None:
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) all raise KeyboardInterrupt, so a
+    command stops the way Ctrl-C stops it, also when started in the background with SIGINT
+    ignored."""
+    import signal
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)

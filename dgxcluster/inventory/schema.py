@@ -238,6 +238,9 @@ class RaySettings(Strict):
 
     port: Port = 6379
     dashboard_port: Port = 8265
+    metrics_export_port: Port = Field(
+        default=8080, description="where each node's Ray metrics agent serves Prometheus text "
+        "(`ray start --metrics-export-port`; Ray picks a random port when it is not given)")
     num_gpus: int | None = Field(default=None, ge=0, description="GPUs declared per node")
     start_timeout_s: Seconds = 180.0
     version: str = Field(default="2.57.1", pattern=r"^[0-9][0-9a-z.+-]*$")

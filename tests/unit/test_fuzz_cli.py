@@ -30,6 +30,8 @@ from hypothesis import strategies as st
 from typer.main import get_command
 from typer.testing import CliRunner
 
+from dgxcluster.bench.presets import parse_ints
+from dgxcluster.bench.run import split_url
 from dgxcluster.cli.main import app
 from dgxcluster.core.durations import parse_duration
 from dgxcluster.errors import UsageError
@@ -128,9 +130,21 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "model pull --revision": texts.filter(_rejected(check_revision)),
     "model sync model": texts.filter(_rejected(RepoId.parse)),
     "model pull model": texts.filter(_rejected(RepoId.parse)),
+    "bench --url": texts.filter(_rejected(split_url)),
+    "bench --book-url": texts.filter(_rejected(split_url)),
+    "bench --pp": texts.filter(_rejected(lambda s: parse_ints("--pp", s))),
+    "bench --tg": texts.filter(_rejected(lambda s: parse_ints("--tg", s))),
+    "bench --depth": texts.filter(_rejected(lambda s: parse_ints("--depth", s))),
+    "bench --concurrency": texts.filter(_rejected(lambda s: parse_ints("--concurrency", s))),
+    "bench --api-key-env": st.from_regex(r"DGXC_FUZZ_UNSET_[A-Z]{0,8}", fullmatch=True),
+    "bench --compare": texts.map(lambda s: f"/nonexistent-dgxc-fuzz/d/{s}"),
+    "metrics targets --format": texts.filter(lambda s: s not in ("yaml", "file-sd")),
+    "metrics targets --output": texts.filter(lambda s: ".." not in s).map(
+        lambda s: f"/nonexistent-dgxc-fuzz/d/{s}"),
 }
 #: Parameters for which no rejected value exists (anything is a valid command, count or flag).
-NO_BAD_VALUE = {"exec command", "logs --output"}  # any folder name can be made
+NO_BAD_VALUE = {"exec command", "logs --output",  # any folder name can be made
+                "bench --output", "bench --model", "bench --tokenizer"}  # names the server judges
 
 
 def bad_number(p: Param) -> st.SearchStrategy[str]:

@@ -1,12 +1,15 @@
 """The OpenAI-compatible HTTP API of the stand-in, in vLLM's shapes: /health, /v1/models,
 /v1/completions, /v1/chat/completions (with `stream: true` server-sent events and usage),
-/metrics (Prometheus text, vllm:* names) and /version. Replies are canned text, not a model.
+/metrics (vLLM's Prometheus metrics, see metrics.py) and /version. Replies are canned text,
+not a model, but they are paced like a server under load (scheduler.py): queueing, prefill,
+then streamed tokens at the configured rates. Tokens are whitespace-separated words.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -14,29 +17,48 @@ import signal
 import socket
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
 from vllm_standin import NAME, VERSION, log
-from vllm_standin.engine import Engine
+from vllm_standin.metrics import CONTENT_TYPE, Metrics
+from vllm_standin.scheduler import BLOCK_SIZE, Rates, Request, Scheduler, now
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 ROUTES = [("/health", "GET"), ("/v1/models", "GET"), ("/v1/completions", "POST"),
           ("/v1/chat/completions", "POST"), ("/metrics", "GET"), ("/version", "GET")]
+#: vLLM's chat template adds tokens around each message; the stand-in counts this many.
+CHAT_TOKENS_PER_MESSAGE = 3
+TEMPLATE_TOKEN_ID = 151644
+FILLER = ["and", "so", "the", "stand-in", "goes", "on", "talking"]
 
 
-class Stats:
-    def __init__(self) -> None:
-        self.running = 0
-        self.prompt_tokens = 0
-        self.generation_tokens = 0
-        self.finished: dict[str, int] = {"stop": 0, "length": 0}
-        self.latency_sum = 0.0
-        self.latency_count = 0
+class EngineState(Protocol):
+    """What the API needs from the engine side (engine.Engine, or a no-op for tests)."""
+
+    dead: str | None
+
+    def check_alive(self) -> None: ...
+
+    def shutdown(self) -> None: ...
 
 
 def _words(text: str) -> list[str]:
     return text.split()
+
+
+def _token_id(word: str) -> int:
+    """A stable stand-in token id for a word (vLLM returns the tokenizer's ids)."""
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big") % 150000
+
+
+def _prompt_ids(words: list[str], count: int) -> list[int]:
+    """One id per prompt token: the words', then the chat template's (counted, not words)."""
+    ids = [_token_id(w) for w in words]
+    return ids + [TEMPLATE_TOKEN_ID] * max(0, count - len(ids))
 
 
 def _error(status: int, kind: str, message: str) -> web.Response:
@@ -44,16 +66,37 @@ def _error(status: int, kind: str, message: str) -> web.Response:
     return web.json_response(body, status=status)
 
 
+def _api_keys(args: argparse.Namespace) -> list[str]:
+    """vLLM's rule: --api-key (one or more), else VLLM_API_KEY; empty means no auth."""
+    given = getattr(args, "api_key", None)
+    keys = [given] if isinstance(given, str) else list(given or [])
+    return [k for k in (keys or [os.environ.get("VLLM_API_KEY", "")]) if k]
+
+
 class Api:
-    def __init__(self, args: argparse.Namespace, engine: Engine, logger: logging.Logger) -> None:
+    def __init__(self, args: argparse.Namespace, engine: EngineState, logger: logging.Logger) -> None:
         self.args = args
         self.engine = engine
         self.log = logger
         self.names = list(args.served_model_name or [args.model])
         self.created = int(time.time())
         self.max_model_len = args.max_model_len or 4096
-        self.stats = Stats()
-        self.token_s = float(os.environ.get("DGXCLUSTER_STANDIN_TOKEN_S", "0") or 0)
+        self.rates = Rates.from_env(os.environ, getattr(args, "max_num_seqs", None) or 256)
+        self.scheduler = Scheduler(self.rates)
+        self.stats = Metrics(self.names[0], self.max_model_len)
+        self.keys = [hashlib.sha256(k.encode()).digest() for k in _api_keys(args)]
+
+    def describe(self) -> list[str]:
+        """Start-up lines: vLLM's KV cache lines, then the stand-in's pacing."""
+        r = self.rates
+        return [
+            f"GPU KV cache size: {r.kv_cache_tokens:,} tokens",
+            f"Maximum concurrency for {self.max_model_len:,} tokens per request: "
+            f"{r.kv_cache_tokens / self.max_model_len:.2f}x",
+            f"{NAME}: pacing prefill {r.prefill_tps:g} tok/s and decode {r.decode_tps:g} tok/s per "
+            f"request, batch slowdown {r.slowdown:g}, max {r.max_num_seqs} running, "
+            f"KV blocks of {BLOCK_SIZE} tokens",
+        ]
 
     # -- plain endpoints ---------------------------------------------------------------
 
@@ -79,39 +122,20 @@ class Api:
         return web.json_response({"object": "list", "data": data})
 
     async def metrics(self, _req: web.Request) -> web.Response:
-        st = self.stats
-        label = f'engine="0",model_name="{self.names[0]}"'
-        lines = [
-            "# HELP vllm:num_requests_running Number of requests in model execution batches.",
-            "# TYPE vllm:num_requests_running gauge",
-            f"vllm:num_requests_running{{{label}}} {float(st.running)}",
-            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
-            "# TYPE vllm:num_requests_waiting gauge",
-            f"vllm:num_requests_waiting{{{label}}} 0.0",
-            "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.",
-            "# TYPE vllm:prompt_tokens_total counter",
-            f"vllm:prompt_tokens_total{{{label}}} {float(st.prompt_tokens)}",
-            "# HELP vllm:generation_tokens_total Number of generation tokens processed.",
-            "# TYPE vllm:generation_tokens_total counter",
-            f"vllm:generation_tokens_total{{{label}}} {float(st.generation_tokens)}",
-            "# HELP vllm:request_success_total Count of successfully processed requests.",
-            "# TYPE vllm:request_success_total counter",
-            *[f'vllm:request_success_total{{{label},finished_reason="{k}"}} {float(v)}'
-              for k, v in st.finished.items()],
-            "# HELP vllm:e2e_request_latency_seconds Histogram of e2e request latency in seconds.",
-            "# TYPE vllm:e2e_request_latency_seconds histogram",
-            f"vllm:e2e_request_latency_seconds_sum{{{label}}} {st.latency_sum}",
-            f"vllm:e2e_request_latency_seconds_count{{{label}}} {float(st.latency_count)}",
-        ]
-        return web.Response(text="\n".join(lines) + "\n",
-                            content_type="text/plain", charset="utf-8")
+        sched = self.scheduler
+        self.stats.scheduler_state(len(sched.running), sched.num_waiting, sched.kv_cache_usage)
+        resp = web.Response(body=self.stats.render())
+        resp.headers["Content-Type"] = CONTENT_TYPE
+        return resp
 
     # -- generation ----------------------------------------------------------------------
 
-    def _reply(self, prompt_words: int, said: str, max_tokens: int) -> tuple[list[str], str]:
+    def _reply(self, said: str, max_tokens: int, min_tokens: int) -> tuple[list[str], str]:
         text = (f"This is the {NAME} on the dgxcluster testbed; no model is loaded. "
                 f"You said: {said}").strip()
         words = _words(text)
+        while len(words) < min(min_tokens, max_tokens):
+            words += FILLER
         if len(words) > max_tokens:
             return words[:max_tokens], "length"
         return words, "stop"
@@ -130,6 +154,19 @@ class Api:
             return None, _error(503, "EngineDeadError", self.engine.dead)
         return body, None
 
+    def _limits(self, body: dict[str, Any], default: int, *keys: str) -> tuple[int, int] | web.Response:
+        raw = next((body[k] for k in keys if body.get(k) is not None), default)
+        try:
+            max_tokens = int(raw)
+            min_tokens = int(body.get("min_tokens") or 0)
+        except (TypeError, ValueError):
+            return _error(400, "BadRequestError", f"`{keys[0]}` must be an integer")
+        if max_tokens < 1:
+            return _error(400, "BadRequestError", f"`{keys[0]}` must be at least 1")
+        if body.get("ignore_eos"):
+            min_tokens = max_tokens
+        return max_tokens, min_tokens
+
     async def chat(self, req: web.Request) -> web.StreamResponse:
         body, err = await self._request(req)
         if err is not None or body is None:
@@ -140,10 +177,13 @@ class Api:
         contents = [str(m.get("content", "")) for m in messages if isinstance(m, dict)]
         last_user = next((str(m.get("content", "")) for m in reversed(messages)
                           if isinstance(m, dict) and m.get("role") == "user"), "")
-        max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 64)
-        prompt_tokens = sum(len(_words(c)) for c in contents) + 3 * len(contents)
-        words, reason = self._reply(prompt_tokens, last_user, max_tokens)
-        return await self._respond(req, body, "chat", prompt_tokens, words, reason)
+        limits = self._limits(body, 64, "max_completion_tokens", "max_tokens")
+        if isinstance(limits, web.Response):
+            return limits
+        prompt = [w for c in contents for w in _words(c)]
+        prompt_tokens = len(prompt) + CHAT_TOKENS_PER_MESSAGE * len(contents)
+        words, reason = self._reply(last_user, *limits)
+        return await self._respond(req, body, "chat", prompt, prompt_tokens, words, reason, limits[0])
 
     async def completions(self, req: web.Request) -> web.StreamResponse:
         body, err = await self._request(req)
@@ -154,77 +194,119 @@ class Api:
             prompt = " ".join(str(p) for p in prompt)
         if not isinstance(prompt, str):
             return _error(400, "BadRequestError", "`prompt` must be a string or a list of strings")
-        max_tokens = int(body.get("max_tokens") or 16)
-        prompt_tokens = len(_words(prompt))
-        words, reason = self._reply(prompt_tokens, prompt, max_tokens)
-        return await self._respond(req, body, "text", prompt_tokens, words, reason)
+        limits = self._limits(body, 16, "max_tokens")
+        if isinstance(limits, web.Response):
+            return limits
+        words, reason = self._reply(prompt, *limits)
+        prompt_words = _words(prompt)
+        return await self._respond(req, body, "text", prompt_words, len(prompt_words), words, reason,
+                                   limits[0])
 
-    async def _respond(self, req: web.Request, body: dict[str, Any], kind: str, prompt_tokens: int,
-                       words: list[str], reason: str) -> web.StreamResponse:
-        t0 = time.time()
-        self.stats.running += 1
+    async def _respond(self, req: web.Request, body: dict[str, Any], kind: str, prompt: list[str],
+                       prompt_tokens: int, words: list[str], reason: str,
+                       max_tokens: int) -> web.StreamResponse:
+        if prompt_tokens + max_tokens > self.max_model_len:
+            return _error(400, "BadRequestError",
+                          f"This model's maximum context length is {self.max_model_len} tokens. "
+                          f"However, you requested {prompt_tokens + max_tokens} tokens "
+                          f"({prompt_tokens} in the messages, {max_tokens} in the completion).")
+        job = Request(prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+        model = body.get("model") or self.names[0]
+        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + len(words),
+                 "completion_tokens": len(words), "prompt_tokens_details": None}
+        finish = "abort"
         try:
-            usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + len(words),
-                     "completion_tokens": len(words), "prompt_tokens_details": None}
-            rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
-            model = body.get("model") or self.names[0]
+            await self.scheduler.admit(job)
             if body.get("stream"):
-                resp = await self._stream(req, body, kind, rid, model, words, reason, usage)
+                resp = await self._stream(req, body, kind, rid, model, prompt, job, words, reason, usage)
             else:
-                text = " ".join(words)
-                if kind == "chat":
-                    choice: dict[str, Any] = {
-                        "index": 0, "message": {"role": "assistant", "content": text,
-                                                "reasoning_content": None, "tool_calls": []},
-                        "logprobs": None, "finish_reason": reason, "stop_reason": None}
-                    obj = "chat.completion"
-                else:
-                    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason,
-                              "stop_reason": None, "prompt_logprobs": None}
-                    obj = "text_completion"
-                resp = web.json_response({"id": rid, "object": obj, "created": int(t0),
-                                          "model": model, "choices": [choice], "usage": usage,
-                                          "prompt_logprobs": None})
-            self.stats.prompt_tokens += prompt_tokens
-            self.stats.generation_tokens += len(words)
-            self.stats.finished[reason] = self.stats.finished.get(reason, 0) + 1
-            self.stats.latency_sum += time.time() - t0
-            self.stats.latency_count += 1
+                await self._generate(job, len(words), None)
+                resp = self._whole(body, kind, rid, model, prompt, words, reason, usage)
+            finish = reason
             return resp
         finally:
-            self.stats.running -= 1
+            self.scheduler.release(job)
+            self.stats.finished(job, finish, now(), max_tokens)
+
+    async def _generate(self, job: Request, count: int,
+                        on_token: Callable[[int], Awaitable[None]] | None) -> None:
+        """Run the request through the scheduler, counting what vLLM's metrics count."""
+        last: float | None = None
+        async for i in self.scheduler.decode(job, count):
+            if i == 0:
+                self.stats.first_token(job)
+            self.stats.tokens(job, 1, last)
+            last = job.token_times[-1]
+            if on_token is not None:
+                await on_token(i)
+
+    def _whole(self, body: dict[str, Any], kind: str, rid: str, model: str, prompt: list[str],
+               words: list[str], reason: str, usage: dict[str, Any]) -> web.Response:
+        text = " ".join(words)
+        ids = [_token_id(w) for w in words] if body.get("return_token_ids") else None
+        if kind == "chat":
+            choice: dict[str, Any] = {
+                "index": 0, "message": {"role": "assistant", "content": text,
+                                        "reasoning_content": None, "tool_calls": []},
+                "logprobs": None, "finish_reason": reason, "stop_reason": None, "token_ids": ids}
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason,
+                      "stop_reason": None, "prompt_logprobs": None, "token_ids": ids}
+            obj = "text_completion"
+        out: dict[str, Any] = {"id": rid, "object": obj, "created": int(time.time()), "model": model,
+                               "choices": [choice], "usage": usage, "prompt_logprobs": None}
+        if body.get("return_token_ids"):
+            out["prompt_token_ids"] = _prompt_ids(prompt, usage["prompt_tokens"])
+        return web.json_response(out)
 
     async def _stream(self, req: web.Request, body: dict[str, Any], kind: str, rid: str, model: str,
-                      words: list[str], reason: str, usage: dict[str, Any]) -> web.StreamResponse:
+                      prompt: list[str], job: Request, words: list[str], reason: str,
+                      usage: dict[str, Any]) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
         await resp.prepare(req)
         created = int(time.time())
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        with_ids = bool(body.get("return_token_ids"))
 
         async def send(choices: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:
             chunk = {"id": rid, "object": obj, "created": created, "model": model, "choices": choices}
             chunk.update(extra or {})
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
-        def choice(piece: str, finish: str | None, first: bool = False) -> dict[str, Any]:
+        def choice(piece: str, finish: str | None, ids: list[int] | None,
+                   first: bool = False) -> dict[str, Any]:
+            extra = {"token_ids": ids} if ids is not None else {}
             if kind == "chat":
                 delta: dict[str, Any] = {"content": piece}
                 if first:
                     delta["role"] = "assistant"
-                return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish, **extra}
             return {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish,
-                    "stop_reason": None}
+                    "stop_reason": None, **extra}
 
-        if kind == "chat":
-            await send([choice("", None, first=True)])
-        for i, word in enumerate(words):
-            if self.token_s:
-                await asyncio.sleep(self.token_s)
+        prompt_ids = {"prompt_token_ids": _prompt_ids(prompt, job.prompt_tokens)} if with_ids else {}
+
+        async def first_chunk() -> dict[str, Any] | None:
+            """vLLM sends the chat role chunk in its first engine iteration, i.e. once the prompt
+            is processed (clients such as llama-benchy time prefill by it), then the token."""
+            if kind != "chat":
+                return prompt_ids or None
+            await send([choice("", None, None, first=True)], prompt_ids)
+            return None
+
+        async def token(i: int) -> None:
+            extra = await first_chunk() if i == 0 else None
+            word = words[i]
             last = i == len(words) - 1
-            await send([choice(word if i == 0 else " " + word, reason if last else None)])
+            await send([choice(word if i == 0 else " " + word, reason if last else None,
+                               [_token_id(word)] if with_ids else None)], extra)
+
+        await self._generate(job, len(words), token)
         if not words:
-            await send([choice("", reason)])
+            await send([choice("", reason, [] if with_ids else None)], await first_chunk())
         opts = body.get("stream_options") or {}
         if isinstance(opts, dict) and opts.get("include_usage"):
             await send([], {"usage": usage})
@@ -243,17 +325,45 @@ async def access_log(req: web.Request, handler: Any) -> web.StreamResponse:
     return resp
 
 
-def serve(args: argparse.Namespace, engine: Engine, sock: socket.socket, host: str,
-          started: float, logger: logging.Logger) -> int:
-    api = Api(args, engine, logger)
-    app = web.Application(middlewares=[access_log])
+def auth(api: Api) -> Any:
+    """vLLM's AuthenticationMiddleware: with an API key, /v1/* needs `Authorization: Bearer KEY`;
+    /health, /metrics and /version stay open."""
+
+    @web.middleware
+    async def check(req: web.Request, handler: Any) -> web.StreamResponse:
+        if api.keys and req.method != "OPTIONS" and req.path.startswith("/v1"):
+            scheme, _, token = req.headers.get("Authorization", "").partition(" ")
+            digest = hashlib.sha256(token.encode()).digest()
+            if scheme.lower() != "bearer" or digest not in api.keys:
+                return web.json_response({"error": "Unauthorized"}, status=401)
+        resp: web.StreamResponse = await handler(req)
+        return resp
+
+    return check
+
+
+def build_app(api: Api) -> web.Application:
+    app = web.Application(middlewares=[access_log, auth(api)])
     app.router.add_get("/health", api.health)
     app.router.add_get("/version", api.version)
     app.router.add_get("/v1/models", api.models)
     app.router.add_get("/metrics", api.metrics)
     app.router.add_post("/v1/completions", api.completions)
     app.router.add_post("/v1/chat/completions", api.chat)
-    return asyncio.run(_run(app, api, sock, host, args.port, started, logger))
+    return app
+
+
+def serve(args: argparse.Namespace, engine: EngineState, sock: socket.socket, host: str,
+          started: float, logger: logging.Logger) -> int:
+    try:
+        api = Api(args, engine, logger)
+    except ValueError as exc:  # scheduler.ConfigError: a DGXCLUSTER_STANDIN_* value
+        logger.error("%s: %s", NAME, exc)
+        engine.shutdown()
+        return 2
+    for line in api.describe():
+        logger.info("%s", line)
+    return asyncio.run(_run(build_app(api), api, sock, host, args.port, started, logger))
 
 
 async def _run(app: web.Application, api: Api, sock: socket.socket, host: str, port: int,
