@@ -121,3 +121,34 @@ def test_no_unit_test_asserts_on_the_wall_clock() -> None:
     offenders = [f"{p.name}:{line}" for p in sorted((REPO / "tests" / "unit").glob("test_*.py"))
                  for line in _wall_clock_asserts(p.read_text())]
     assert offenders == []
+
+
+def _contracts() -> dict[str, dict[str, object]]:
+    import tomllib
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return {c["id"]: c for c in data["tool"]["importlinter"]["contracts"]}
+
+
+def _subpackages() -> set[str]:
+    pkg = REPO / "dgxcluster"
+    return {f"dgxcluster.{p.stem}" for p in pkg.iterdir()
+            if (p.is_dir() and (p / "__init__.py").exists()) or (p.suffix == ".py" and p.stem not in
+                                                                   ("__init__", "__main__"))}
+
+
+@pytest.mark.parametrize(("contract", "exempt"), [
+    ("ssh-only-in-remote", {"dgxcluster.remote"}),
+    ("ui-only-in-cli", {"dgxcluster.cli"}),
+])
+def test_forbidden_contracts_cover_every_package(contract: str, exempt: set[str]) -> None:
+    """A new package must not slip past a forbidden contract by not being listed in it."""
+    listed = set(_contracts()[contract]["source_modules"])  # type: ignore[arg-type]
+    missing = _subpackages() - listed - exempt
+    assert not missing, f"{contract}: add {sorted(missing)} to source_modules in pyproject.toml"
+
+
+def test_nodeside_contract_forbids_every_other_package() -> None:
+    listed = set(_contracts()["nodeside-standalone"]["forbidden_modules"])  # type: ignore[arg-type]
+    missing = _subpackages() - listed - {"dgxcluster.nodeside"}
+    assert not missing, f"nodeside-standalone: add {sorted(missing)} to forbidden_modules"
