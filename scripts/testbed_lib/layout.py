@@ -44,7 +44,11 @@ class Instance:
         p = STATE / name / "instance.json"
         if not p.exists():
             return None
-        return cls(**json.loads(p.read_text()))
+        data = json.loads(p.read_text())
+        # A testbed made by a newer scripts/testbed may carry keys this one does not know
+        # (several testbeds share /var/lib/dgxtb): keep the ones it knows.
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def bridge(self, kind: str) -> str:
         return f"tb{self.index}{kind}"  # tb3m, tb3r0, tb3r1
