@@ -84,6 +84,7 @@ def cmd_up(a: argparse.Namespace) -> int:
         net.ensure_netns(node)
         net.ensure_private_ns(node)
         net.set_links(node, True)
+        net.set_isolated(node, False)
         daemons.ensure_hostkey(node)
         daemons.ensure_authorized(node)
         daemons.stop_hang(node)
@@ -142,6 +143,7 @@ def _node_status(node: Node) -> dict[str, object]:
         "links": "up" if net.links_up(node) else "CUT",
         "sshd": "running" if daemons.sshd_running(node) else "stopped",
         "hung": daemons.hang_pidfile(node).exists(),
+        "isolated": net.isolated(node),
         "dockerd": ("running" if daemons.dockerd_running(node) else "stopped")
         if node.inst.docker else "-",
         "simhw": simhw.current(node),
@@ -157,7 +159,8 @@ def cmd_status(a: argparse.Namespace) -> int:
     print(f"testbed {inst.name} (index {inst.index}, mtu {inst.mtu})")
     for r in rows:
         print(f"  {r['node']:<8} {r['mgmt_ip']:<15} fabric {r['fabric_ip']:<15} links {r['links']:<4}"
-              f" sshd {r['sshd']:<8}{' HUNG' if r['hung'] else ''} dockerd {r['dockerd']}"
+              f" sshd {r['sshd']:<8}{' HUNG' if r['hung'] else ''}"
+              f"{' ISOLATED' if r['isolated'] else ''} dockerd {r['dockerd']}"
               f"{' simhw ' + str(r['simhw']) if r['simhw'] else ''}")
     return 0
 
@@ -188,6 +191,20 @@ def cmd_dockerd(a: argparse.Namespace) -> int:
     else:
         daemons.stop_dockerd(node)
     print(f"{a.node}: dockerd {'started' if a.action == 'start' else 'stopped'}")
+    return 0
+
+
+def cmd_isolate(a: argparse.Namespace) -> int:
+    node = node_of(need(a.name), a.node)
+    net.set_isolated(node, True)
+    print(f"{a.node}: unreachable from this machine ({node.mgmt_ip} drops it); the other nodes "
+          "still reach it: use one as a jump host")
+    return 0
+
+
+def cmd_unisolate(a: argparse.Namespace) -> int:
+    net.set_isolated(node_of(need(a.name), a.node), False)
+    print(f"{a.node}: reachable from this machine again")
     return 0
 
 
@@ -272,6 +289,15 @@ def cmd_ps(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_logins(a: argparse.Namespace) -> int:
+    """Every SSH login NODE's sshd accepted, one line each, oldest first (from its own log):
+    proof that a client did, or did not, get in."""
+    node = node_of(need(a.name), a.node)
+    for line in daemons.accepted_logins(node):
+        print(line)
+    return 0
+
+
 def cmd_env(a: argparse.Namespace) -> int:
     inst = need(a.name)
     inv, kh = inventory_paths(inst)
@@ -314,7 +340,10 @@ def parser() -> argparse.ArgumentParser:
     for name, fn, helptext in (("cut", cmd_cut, "take NODE off the network"),
                                ("heal", cmd_heal, "put NODE back on the network"),
                                ("hang", cmd_hang, "make NODE's port 22 accept TCP and never answer"),
-                               ("unhang", cmd_unhang, "undo hang")):
+                               ("unhang", cmd_unhang, "undo hang"),
+                               ("isolate", cmd_isolate, "make NODE unreachable from this machine "
+                                "but not from the other nodes (reach it through a jump host)"),
+                               ("unisolate", cmd_unisolate, "undo isolate")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("node")
         s.set_defaults(fn=fn)
@@ -358,6 +387,9 @@ def parser() -> argparse.ArgumentParser:
     ps = sub.add_parser("ps", help="list the processes in NODE's network namespace")
     ps.add_argument("node")
     ps.set_defaults(fn=cmd_ps)
+    lg = sub.add_parser("logins", help="list the SSH logins NODE's sshd accepted (from its log)")
+    lg.add_argument("node")
+    lg.set_defaults(fn=cmd_logins)
     en = sub.add_parser("env", help="print the testbed's paths as shell variables")
     en.set_defaults(fn=cmd_env)
     return p

@@ -129,6 +129,15 @@ def stop_sshd(node: Node) -> None:
                 os.kill(int(p), signal.SIGKILL)
 
 
+def accepted_logins(node: Node) -> list[str]:
+    """sshd's "Accepted publickey for USER from ADDR ..." lines, one per login."""
+    try:
+        text = (node.dir / "sshd.log").read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    return [ln for ln in text.splitlines() if ln.startswith("Accepted ")]
+
+
 def known_hosts_line(node: Node) -> str:
     pub = hostkey(node).with_suffix(".pub").read_text().split()
     return f"{node.mgmt_ip} {pub[0]} {pub[1]}\n"
