@@ -108,10 +108,14 @@ def register(app: typer.Typer) -> None:
         if report.lock_skipped:
             typer.echo(f"warning: cluster lock not taken: {report.lock_skipped}", err=True)
         if report.nothing:
-            typer.echo("nothing to stop")
+            if len(report.unreachable) < len(inv.names):
+                typer.echo("nothing to stop" + (" on the reachable nodes" if report.unreachable
+                                                else ""))
         else:
             outcome_table("stop", report.outcomes)
         if report.unreachable:
+            for node, why in sorted(report.unreachable.items()):
+                typer.echo(f"{node}: unreachable: {why}", err=True)
             names = ", ".join(sorted(report.unreachable))
             typer.echo(f"error: unreachable, not stopped: {names}; run `dgxcluster stop` again "
                        "once they are back", err=True)

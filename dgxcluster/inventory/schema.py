@@ -14,6 +14,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dgxcluster.inventory import crosschecks
+from dgxcluster.inventory.jumps import JumpHop, parse_jump
+
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 IFACE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$"
 RDMA_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -103,6 +106,15 @@ class NodeSpec(Strict):
         default=None,
         description="address on each fabric rail, in fabric.rails order; defaults to [fabric_ip]",
     )
+    jump: str | None = Field(
+        default=None, max_length=2048,
+        description="jump host(s), ProxyJump syntax; a hop may name a node; 'none': direct",
+    )
+
+    @field_validator("jump")
+    @classmethod
+    def _jump(cls, v: str | None) -> str | None:
+        return _check_jump(v)
 
     @field_validator("host")
     @classmethod
@@ -128,6 +140,21 @@ class SshSettings(Strict):
     command_timeout: Seconds = 300.0
     max_parallel: int = Field(default=64, ge=1, le=64)
     keepalive_s: Seconds = 15.0
+    jump: str | None = Field(
+        default=None, max_length=2048,
+        description="jump host(s) for every node without its own nodes[].jump (ProxyJump syntax)",
+    )
+
+    @field_validator("jump")
+    @classmethod
+    def _jump(cls, v: str | None) -> str | None:
+        return _check_jump(v)
+
+
+def _check_jump(v: str | None) -> str | None:
+    if v is not None:
+        parse_jump(v)
+    return v
 
 
 class Rail(Strict):
@@ -362,9 +389,26 @@ class InventoryModel(Strict):
                 if key in secret_names:
                     errors.append(((*section, key), f"{key} is listed in secrets.env, so its value "
                                    f"must not be here: {_secret_hint(key)}"))
+        errors += crosschecks.jump_problems(self) + crosschecks.port_problems(self)
+        parallel = self.parallel_problem()
+        if parallel and {"tensor_parallel_size", "pipeline_parallel_size"} & self.serve.model_fields_set:
+            errors.append((("serve", "tensor_parallel_size"), parallel))
         if errors:
             raise CrossCheckError(errors)
         return self
+
+    def jump_hops(self, name: str) -> tuple[JumpHop, ...] | None:
+        """The jump hosts the inventory sets for node `name` (see crosschecks.jump_hops)."""
+        return crosschecks.jump_hops(self, name)
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs Ray sees on each node: one per DGX Spark unless ray.num_gpus says otherwise."""
+        return 1 if self.ray.num_gpus is None else self.ray.num_gpus
+
+    def parallel_problem(self) -> str | None:
+        """Why serve's TP x PP cannot be placed on the cluster's GPUs, or None."""
+        return crosschecks.parallel_problem(self)
 
     @property
     def head_name(self) -> str:
