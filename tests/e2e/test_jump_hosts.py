@@ -64,8 +64,10 @@ def _home(tb: Testbed, tmp_path: Path, config: str) -> dict[str, str]:
 def _proxyjump_config(tb: Testbed) -> str:
     """~/.ssh/config: node2 through node1, node3 through the chain node1,node2."""
     a1, a2, a3 = (_addr(tb, n) for n in ("node1", "node2", "node3"))
+    key = yaml.safe_load(tb.inventory.read_text())["ssh"]["identity_file"]
     return (f"Host {a2}\n  ProxyJump root@{a1}\n"
-            f"Host {a3}\n  ProxyJump root@{a1},root@{a2}\n")
+            f"Host {a3}\n  ProxyJump root@{a1},root@{a2}\n"
+            f"Host *\n  IdentityFile {key}\n")  # as a user's own key in ~/.ssh would be
 
 
 def _logins(tb: Testbed, node: str) -> int:
