@@ -391,8 +391,10 @@ class InventoryModel(Strict):
                                    f"must not be here: {_secret_hint(key)}"))
         errors += crosschecks.jump_problems(self) + crosschecks.port_problems(self)
         parallel = self.parallel_problem()
-        if parallel and {"tensor_parallel_size", "pipeline_parallel_size"} & self.serve.model_fields_set:
-            errors.append((("serve", "tensor_parallel_size"), parallel))
+        explicit = {"tensor_parallel_size", "pipeline_parallel_size"} & self.serve.model_fields_set
+        if parallel and explicit:  # defaults are checked by start (a 1-node cluster may exec)
+            errors.append((("serve", "tensor_parallel_size" if "tensor_parallel_size" in explicit
+                            else "pipeline_parallel_size"), parallel))
         if errors:
             raise CrossCheckError(errors)
         return self

@@ -18,7 +18,14 @@ from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status, outcomes_from
-from dgxcluster.errors import ConnectError, DgxClusterError, LockHeld, NodesFailed, StepError
+from dgxcluster.errors import (
+    ConnectError,
+    DgxClusterError,
+    LockHeld,
+    NodesFailed,
+    StepError,
+    UsageError,
+)
 from dgxcluster.facts.ray_status import RayStatus
 from dgxcluster.image.context import image_refs, scan
 from dgxcluster.inventory.load import Inventory
@@ -95,6 +102,9 @@ def start(session: Session, options: StartOptions | None = None,
     inv = session.inventory
     t0 = time.monotonic()
     model = plan.require_model(inv)
+    too_big = inv.parallel_problem()  # also with defaults (TP 2 on one node): caught at load
+    if too_big:                       # when set explicitly
+        raise UsageError(too_big, "serve.tensor_parallel_size")
     served = (ServedModel(None, "", "--skip-model-check") if opts.skip_model_check
               else served_model(model, inv.serve.revision))
     image = expected_image(inv)
