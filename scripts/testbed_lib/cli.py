@@ -97,6 +97,7 @@ def cmd_up(a: argparse.Namespace) -> int:
         tar = baseimage.ensure_rootfs()
         nodes = inst.all_nodes()
         daemons.import_base(nodes[0], nodes[1:], tar, baseimage.tags())
+        baseimage.ensure_image_inputs()
     inv, kh = write_inventory(inst, Path(a.inventory_dir) if a.inventory_dir else None)
     print(f"testbed {inst.name}: {inst.nodes} node(s) up in {time.monotonic() - t0:.1f}s"
           f"{' with docker' if inst.docker else ''}")
