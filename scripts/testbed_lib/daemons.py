@@ -23,7 +23,7 @@ PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
-AuthorizedKeysFile /root/.ssh/authorized_keys
+AuthorizedKeysFile .ssh/authorized_keys
 MaxSessions 64
 MaxStartups 200:30:400
 X11Forwarding no
@@ -103,12 +103,16 @@ def sshd_running(node: Node) -> bool:
 
 
 def start_sshd(node: Node) -> None:
-    if sshd_running(node):
-        return
     cfg = node.dir / "etc" / "sshd_config"
+    wanted = SSHD_CONFIG.format(name=node.name, hostkey=hostkey(node),
+                                pidfile=sshd_pidfile(node), tools=TOOLS)
+    pid = _alive(sshd_pidfile(node), "sshd")
+    if pid is not None:
+        if cfg.exists() and cfg.read_text() == wanted:
+            return
+        _kill(pid)  # a newer config: restart the listener (open sessions live on)
     ensure_tools_dir()
-    cfg.write_text(SSHD_CONFIG.format(name=node.name, hostkey=hostkey(node),
-                                      pidfile=sshd_pidfile(node), tools=TOOLS))
+    cfg.write_text(wanted)
     run([*node.nsenter(), "/usr/sbin/sshd", "-f", str(cfg), "-E", str(node.dir / "sshd.log")])
     deadline = time.monotonic() + 5
     while not sshd_running(node):
