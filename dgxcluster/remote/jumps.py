@@ -24,6 +24,7 @@ from dgxcluster.errors import ConnectError, HostKeyError
 from dgxcluster.inventory.schema import SshSettings
 from dgxcluster.remote.hostkeys import changed_key_error, load_known_hosts, policy_for
 from dgxcluster.remote.route import Hop, Route, SshLookup
+from dgxcluster.runlog import get_logger
 
 ROLE = "jump host"
 
@@ -226,6 +227,8 @@ class Gateways:
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(int(self._ssh.keepalive_s))
+        get_logger(node=hop.label).debug("remote.jump", where=hop.where,
+                                         duration_s=round(time.monotonic() - t0, 3))
         return client
 
 
