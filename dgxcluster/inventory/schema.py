@@ -12,7 +12,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dgxcluster.inventory import crosschecks
 from dgxcluster.inventory.jumps import JumpHop, parse_jump
@@ -27,6 +27,15 @@ Interface = Annotated[str, Field(pattern=IFACE_RE, description="a Linux net devi
 RdmaDevice = Annotated[str, Field(pattern=RDMA_RE, description="an RDMA device (hca_id)")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+def _check_jump(v: str) -> str:
+    parse_jump(v)
+    return v
+
+
+#: Jump hosts in OpenSSH's ProxyJump syntax (inventory/jumps.py), checked at load.
+Jump = Annotated[str, Field(max_length=2048), AfterValidator(_check_jump)]
 
 
 class Strict(BaseModel):
@@ -106,15 +115,8 @@ class NodeSpec(Strict):
         default=None,
         description="address on each fabric rail, in fabric.rails order; defaults to [fabric_ip]",
     )
-    jump: str | None = Field(
-        default=None, max_length=2048,
-        description="jump host(s), ProxyJump syntax; a hop may name a node; 'none': direct",
-    )
-
-    @field_validator("jump")
-    @classmethod
-    def _jump(cls, v: str | None) -> str | None:
-        return _check_jump(v)
+    jump: Jump | None = Field(
+        default=None, description="jump host(s); a hop may name a node; 'none': direct")
 
     @field_validator("host")
     @classmethod
@@ -140,21 +142,8 @@ class SshSettings(Strict):
     command_timeout: Seconds = 300.0
     max_parallel: int = Field(default=64, ge=1, le=64)
     keepalive_s: Seconds = 15.0
-    jump: str | None = Field(
-        default=None, max_length=2048,
-        description="jump host(s) for every node without its own nodes[].jump (ProxyJump syntax)",
-    )
-
-    @field_validator("jump")
-    @classmethod
-    def _jump(cls, v: str | None) -> str | None:
-        return _check_jump(v)
-
-
-def _check_jump(v: str | None) -> str | None:
-    if v is not None:
-        parse_jump(v)
-    return v
+    jump: Jump | None = Field(
+        default=None, description="jump host(s) for every node without its own nodes[].jump")
 
 
 class Rail(Strict):
