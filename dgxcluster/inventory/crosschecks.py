@@ -43,13 +43,18 @@ def port_problems(inv: InventoryModel) -> list[Problem]:
         ("ray", "dashboard_port"): inv.ray.dashboard_port,
         ("serve", "port"): inv.serve.port,
     }
-    seen: dict[int, str] = {}
+    explicit = {("ray", k) for k in inv.ray.model_fields_set} | {
+        ("serve", k) for k in inv.serve.model_fields_set}
+    seen: dict[int, tuple[str, ...]] = {}
     for path, port in ours.items():
         if port in seen:
-            errors.append((path, f"{port} is also {seen[port]}: Ray and vLLM share the head's "
-                           "network, so each needs its own port"))
+            # reported at the key the file sets (a default is not what to edit)
+            at, other = (path, seen[port]) if path in explicit or seen[port] not in explicit \
+                else (seen[port], path)
+            errors.append((at, f"{port} is also {'.'.join(other)}: Ray and vLLM share the "
+                           "head's network, so each needs its own port"))
         else:
-            seen[port] = ".".join(path)
+            seen[port] = path
         taken = ray_reserved_port(port)
         if taken:
             errors.append((path, f"{port} is taken by {taken}; choose a port outside "

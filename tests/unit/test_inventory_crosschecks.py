@@ -107,7 +107,8 @@ def test_a_chain_through_nodes_is_fine() -> None:
 # -- ports -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("section", "where", "other"), [
-    ("ray:\n  port: 8000\n", "serve.port", "ray.port"),
+    ("ray:\n  port: 8000\n", "ray.port", "serve.port"),  # at the key the file sets
+    ("ray:\n  port: 8000\nserve:\n  port: 8000\n", "serve.port", "ray.port"),
     ("serve:\n  port: 8265\n", "serve.port", "ray.dashboard_port"),
     ("ray:\n  dashboard_port: 6379\n", "ray.dashboard_port", "ray.port"),
 ])
