@@ -11,6 +11,7 @@ from dgxcluster.cli.state import errors_to_exit, finish, state
 if TYPE_CHECKING:
     from dgxcluster.inventory.load import Inventory
     from dgxcluster.models.check import StartModelCheck
+    from dgxcluster.serving.stop import StopReport
 
 
 def _interrupt_on_term() -> None:
@@ -112,7 +113,7 @@ def register(app: typer.Typer) -> None:
         when others are not. Exit 0 done (or nothing to stop), 1 a step failed, 3 a node was
         unreachable (named).
         """
-        from dgxcluster.cli.output import LiveNodes, outcome_table
+        from dgxcluster.cli.output import LiveNodes
         from dgxcluster.core.steps import Status
         from dgxcluster.serving.stop import stop as run_stop
 
@@ -120,17 +121,8 @@ def register(app: typer.Typer) -> None:
         inv = st.inventory()
         with st.session("stop") as session, LiveNodes(inv.names, "dgxcluster stop") as live:
             report = run_stop(session, keep_containers=keep_containers, progress=live)
-        if report.lock_skipped:
-            typer.echo(f"warning: cluster lock not taken: {report.lock_skipped}", err=True)
-        if report.nothing:
-            typer.echo("nothing to stop")
-        else:
-            outcome_table("stop", report.outcomes)
-        if report.unreachable:
-            names = ", ".join(sorted(report.unreachable))
-            typer.echo(f"error: unreachable, not stopped: {names}; run `dgxcluster stop` again "
-                       "once they are back", err=True)
-            finish(report.outcomes)
+        _report_stop(report, len(inv.names))
+        finish(report.outcomes)
         failed = [o for o in report.outcomes if o.status is Status.FAILED]
         for node in dict.fromkeys(o.node for o in failed):
             why = next(o.detail for o in failed if o.node == node).splitlines()[0]
@@ -138,3 +130,24 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {node}: not stopped ({why}); fix it and run `dgxcluster stop` "
                        "again", err=True)
         finish(report.outcomes)
+
+
+def _report_stop(report: StopReport, nodes: int) -> None:
+    """What `stop` did, and the reason for each node it could not stop."""
+    from dgxcluster.cli.output import outcome_table
+
+    if report.lock_skipped:
+        typer.echo(f"warning: cluster lock not taken: {report.lock_skipped}", err=True)
+    if report.nothing:
+        if len(report.unreachable) < nodes:
+            typer.echo("nothing to stop" + (" on the reachable nodes" if report.unreachable
+                                            else ""))
+    else:
+        outcome_table("stop", report.outcomes)
+    if report.unreachable:
+        for node, why in sorted(report.unreachable.items()):
+            typer.echo(f"{node}: unreachable: {why}", err=True)
+        names = ", ".join(sorted(report.unreachable))
+        typer.echo(f"error: unreachable, not stopped: {names}; run `dgxcluster stop` again "
+                   "once they are back", err=True)
+

@@ -12,7 +12,10 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dgxcluster.inventory import crosschecks
+from dgxcluster.inventory.jumps import JumpHop, parse_jump
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 IFACE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$"
@@ -24,6 +27,15 @@ Interface = Annotated[str, Field(pattern=IFACE_RE, description="a Linux net devi
 RdmaDevice = Annotated[str, Field(pattern=RDMA_RE, description="an RDMA device (hca_id)")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+def _check_jump(v: str) -> str:
+    parse_jump(v)
+    return v
+
+
+#: Jump hosts in OpenSSH's ProxyJump syntax (inventory/jumps.py), checked at load.
+Jump = Annotated[str, Field(max_length=2048), AfterValidator(_check_jump)]
 
 
 class Strict(BaseModel):
@@ -103,6 +115,8 @@ class NodeSpec(Strict):
         default=None,
         description="address on each fabric rail, in fabric.rails order; defaults to [fabric_ip]",
     )
+    jump: Jump | None = Field(
+        default=None, description="jump host(s); a hop may name a node; 'none': direct")
 
     @field_validator("host")
     @classmethod
@@ -128,6 +142,8 @@ class SshSettings(Strict):
     command_timeout: Seconds = 300.0
     max_parallel: int = Field(default=64, ge=1, le=64)
     keepalive_s: Seconds = 15.0
+    jump: Jump | None = Field(
+        default=None, description="jump host(s) for every node without its own nodes[].jump")
 
 
 class Rail(Strict):
@@ -342,6 +358,12 @@ class InventoryModel(Strict):
             errors.append((("image", "build_args", RAY_VERSION_ARG),
                            f"{ray_arg} differs from ray.version {self.ray.version}: set ray.version "
                            f"only (build passes it as {RAY_VERSION_ARG})"))
+        errors += crosschecks.jump_problems(self) + crosschecks.port_problems(self)
+        parallel = self.parallel_problem()
+        explicit = {"tensor_parallel_size", "pipeline_parallel_size"} & self.serve.model_fields_set
+        if parallel and explicit:  # defaults are checked by start (a 1-node cluster may exec)
+            errors.append((("serve", "tensor_parallel_size" if "tensor_parallel_size" in explicit
+                            else "pipeline_parallel_size"), parallel))
         if errors:
             raise CrossCheckError(errors)
         return self
@@ -374,6 +396,18 @@ class InventoryModel(Strict):
         """What `build` passes to the image build: RAY_VERSION from ray.version (so the Ray the
         containers run is the one the inventory names), then image.build_args."""
         return {RAY_VERSION_ARG: self.ray.version, **self.image.build_args}
+    def jump_hops(self, name: str) -> tuple[JumpHop, ...] | None:
+        """The jump hosts the inventory sets for node `name` (see crosschecks.jump_hops)."""
+        return crosschecks.jump_hops(self, name)
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs Ray sees on each node: one per DGX Spark unless ray.num_gpus says otherwise."""
+        return 1 if self.ray.num_gpus is None else self.ray.num_gpus
+
+    def parallel_problem(self) -> str | None:
+        """Why serve's TP x PP cannot be placed on the cluster's GPUs, or None."""
+        return crosschecks.parallel_problem(self)
 
     @property
     def head_name(self) -> str:

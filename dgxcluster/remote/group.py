@@ -8,12 +8,14 @@ one node failing never stops or hides the others.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from dgxcluster.errors import UsageError
+from dgxcluster.errors import InventoryError, UsageError
 from dgxcluster.remote.command import Argv
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult, Result
@@ -30,18 +32,44 @@ NodeLineCallback = Callable[[str, str, str], None]
 
 
 def ssh_factory(inventory: Inventory, redactor: Redactor) -> ConnectionFactory:
-    """Build SSH connections from the inventory's ssh settings (imports Fabric lazily)."""
+    """Build SSH connections from the inventory's ssh settings (imports Fabric lazily).
+    Nodes behind jump hosts share one checked connection per jump host (remote/jumps.py)."""
+    from dgxcluster.remote import route
+    from dgxcluster.remote.jumps import Gateways, local_user, ssh_config_lookup
     from dgxcluster.remote.ssh import SshConnection
 
     known_hosts = inventory.local_path(inventory.ssh.known_hosts)
     identity = inventory.local_path(inventory.ssh.identity_file) if inventory.ssh.identity_file else None
+    if identity is not None:
+        _check_identity(inventory, identity)
+    gateways = Gateways(inventory.ssh, known_hosts, identity)
+    lookup = ssh_config_lookup()
+    user = local_user()
 
     def make(spec: NodeSpec) -> Connection:
         return SshConnection(
-            spec, inventory.ssh, known_hosts=known_hosts, identity_file=identity, redactor=redactor
+            spec, inventory.ssh, known_hosts=known_hosts, identity_file=identity, redactor=redactor,
+            route=route.resolve(inventory, spec, lookup, user), gateways=gateways,
         )
 
     return make
+
+
+def _check_identity(inventory: Inventory, path: Path) -> None:
+    """A missing key is bad input (exit 2), named here, not "unreachable" on every node. Checked
+    when the SSH connections are set up: loading the inventory does no I/O beyond its file."""
+    problem = None
+    if not path.exists():
+        problem = "no such file"
+    elif not path.is_file():
+        problem = "not a file"
+    elif not os.access(path, os.R_OK):
+        problem = "not readable by this user"
+    if problem:
+        source = str(inventory.source) if inventory.source else "<inventory>"
+        raise InventoryError(source, [("ssh.identity_file", f"{problem}: {path} (the SSH private "
+                                       "key for every node; fix the path, or remove the key to "
+                                       "use your ssh agent and ~/.ssh/id_*)")])
 
 
 class Cluster:

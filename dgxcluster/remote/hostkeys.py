@@ -38,10 +38,11 @@ def load_known_hosts(client: paramiko.SSHClient, path: Path) -> None:
 class StrictPolicy(paramiko.MissingHostKeyPolicy):
     """Refuse any host whose key is not already in known_hosts."""
 
-    def __init__(self, node: str, known_hosts: Path, port: int) -> None:
+    def __init__(self, node: str, known_hosts: Path, port: int, role: str = "node") -> None:
         self.node = node
         self.known_hosts = known_hosts
         self.port = port
+        self.role = role
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         host = hostname.removeprefix("[").split("]")[0]
@@ -50,7 +51,7 @@ class StrictPolicy(paramiko.MissingHostKeyPolicy):
             f"unknown host key for {hostname}: {key.get_name()} {fingerprint(key)} "
             f"is not in {self.known_hosts}",
             hint=(
-                "check the fingerprint on the node (ssh-keygen -lf /etc/ssh/ssh_host_*.pub), then "
+                f"check the fingerprint on the {self.role} (ssh-keygen -lf /etc/ssh/ssh_host_*.pub), then "
                 f"add it: ssh-keyscan -p {self.port} {host} >> {self.known_hosts} "
                 "(or set ssh.host_key_policy: accept-new to record unknown keys on first use)"
             ),
@@ -74,23 +75,27 @@ class AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
-def policy_for(mode: str, node: str, known_hosts: Path, port: int) -> paramiko.MissingHostKeyPolicy:
+def policy_for(
+    mode: str, node: str, known_hosts: Path, port: int, role: str = "node"
+) -> paramiko.MissingHostKeyPolicy:
+    """The one policy for every host dgxcluster connects to, jump hosts included."""
     if mode == "accept-new":
         return AcceptNewPolicy(node, known_hosts)
-    return StrictPolicy(node, known_hosts, port)
+    return StrictPolicy(node, known_hosts, port, role)
 
 
 def changed_key_error(
-    node: str, exc: paramiko.BadHostKeyException, known_hosts: Path, port: int
+    node: str, exc: paramiko.BadHostKeyException, known_hosts: Path, port: int,
+    role: str = "node",
 ) -> HostKeyError:
     host = exc.hostname.removeprefix("[").split("]")[0]
     return HostKeyError(
         node,
-        f"HOST KEY CHANGED for {exc.hostname}: the node offered {exc.key.get_name()} "
+        f"HOST KEY CHANGED for {exc.hostname}: the {role} offered {exc.key.get_name()} "
         f"{fingerprint(exc.key)} but {known_hosts} has {fingerprint(exc.expected_key)}; "
         "refusing to connect (this can be a reinstall, or someone in the middle)",
         hint=(
-            "if the node was reinstalled, verify the new fingerprint, then run: "
+            f"if the {role} was reinstalled, verify the new fingerprint, then run: "
             f"ssh-keygen -f {known_hosts} -R '{known_hosts_name(host, port)}' "
             f"and add the new key with ssh-keyscan -p {port} {host} >> {known_hosts}"
         ),

@@ -27,7 +27,9 @@ from dgxcluster.inventory.schema import NodeSpec, SshSettings
 from dgxcluster.remote.command import Argv, for_display, to_command_line
 from dgxcluster.remote.connection import ChunkCallback, LineCallback
 from dgxcluster.remote.hostkeys import changed_key_error, load_known_hosts, policy_for
+from dgxcluster.remote.jumps import Gateways, Lease, Retryable
 from dgxcluster.remote.result import Result
+from dgxcluster.remote.route import DIRECT, Route
 from dgxcluster.runlog import get_logger
 from dgxcluster.secrets import Redactor
 
@@ -53,11 +55,16 @@ class SshConnection:
         known_hosts: Path,
         identity_file: Path | None = None,
         redactor: Redactor | None = None,
+        route: Route = DIRECT,
+        gateways: Gateways | None = None,
     ) -> None:
         self._spec = spec
         self._ssh = ssh
         self._known_hosts = known_hosts
         self._identity = identity_file
+        self._route = route
+        self._gateways = gateways
+        self._lease: Lease | None = None
         self._redact = redactor or Redactor()
         self._lock = threading.Lock()
         self._conn: Any = None
@@ -101,6 +108,7 @@ class SshConnection:
         if self._identity is not None:
             kwargs["key_filename"] = str(self._identity)
         config = Config(overrides={"run": {"hide": True, "warn": True}})
+        route = self._route
         conn = FabricConnection(
             host=spec.host,
             user=spec.user or ssh.user,
@@ -108,6 +116,9 @@ class SshConnection:
             config=config,
             connect_timeout=timeout,
             connect_kwargs=kwargs,
+            # never Fabric's own ProxyJump gateway (auto-add policy, no known_hosts): jump
+            # hosts go through self._gateways, checked like every node
+            gateway=route.proxy_command or False,
         )
         client: paramiko.SSHClient = conn.client
         load_known_hosts(client, self._known_hosts)
@@ -116,16 +127,19 @@ class SshConnection:
             policy_for(ssh.host_key_policy, spec.name, self._known_hosts, port)
         )
         where = f"{conn.user}@{conn.host}:{port}"
+        if route.hops:
+            where += f" through jump host {route.hops[-1].label}"
+            self._lease = self._through_jumps(conn, route, port)
         try:
             conn.open()
         except HostKeyError:
-            conn.close()
+            self._abandon(conn)
             raise
         except paramiko.BadHostKeyException as exc:
-            conn.close()
+            self._abandon(conn)
             raise changed_key_error(spec.name, exc, self._known_hosts, port) from None
         except paramiko.AuthenticationException as exc:
-            conn.close()
+            self._abandon(conn)
             raise ConnectError(
                 spec.name,
                 f"authentication failed for {where}: {exc}",
@@ -133,12 +147,12 @@ class SshConnection:
                 "authorized_keys",
             ) from None
         except TimeoutError:
-            conn.close()
+            self._abandon(conn)
             raise ConnectError(
                 spec.name, f"connecting to {where} timed out after {timeout:g}s"
             ) from None
         except paramiko.SSHException as exc:
-            conn.close()
+            self._abandon(conn)
             text = str(exc)
             if "banner" in text.lower() or "no existing session" in text.lower():
                 text = (
@@ -147,16 +161,37 @@ class SshConnection:
                 )
             raise ConnectError(spec.name, text) from None
         except (ConnectionRefusedError, ConnectionResetError) as exc:
-            conn.close()
+            self._abandon(conn)
             raise _Transient(f"{where}: {exc.strerror or exc}") from None
         except paramiko.ssh_exception.NoValidConnectionsError as exc:
-            conn.close()
+            self._abandon(conn)
             reasons = "; ".join(sorted({getattr(e, "strerror", None) or str(e) for e in exc.errors.values()}))
             raise _Transient(f"{where}: {reasons}") from None
         except OSError as exc:
-            conn.close()
+            self._abandon(conn)
             raise ConnectError(spec.name, f"{where}: {exc.strerror or exc}") from None
         return conn
+
+    def _through_jumps(self, conn: Any, route: Route, port: int) -> Lease:
+        """Open the node's socket through its jump hosts (each checked like a node)."""
+        gateways = self._gateways or Gateways(self._ssh, self._known_hosts, self._identity)
+        self._gateways = gateways
+        self._release_jump()
+        try:
+            lease, chan = gateways.open_channel(route, self._spec.name, (str(conn.host), port))
+        except Retryable as exc:
+            raise _Transient(exc.reason) from None
+        conn.connect_kwargs["sock"] = chan
+        return lease
+
+    def _abandon(self, conn: Any) -> None:
+        conn.close()
+        self._release_jump()
+
+    def _release_jump(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
     def connect(self) -> None:
         """Open the connection now (normally it opens on first use)."""
@@ -174,6 +209,7 @@ class SshConnection:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
+        self._release_jump()
 
     def close(self) -> None:
         with self._lock:

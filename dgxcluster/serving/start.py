@@ -22,7 +22,14 @@ from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.stages import DONE, Ledger, Next, Stage, walk
 from dgxcluster.core.steps import Outcome, Status, outcomes_from
-from dgxcluster.errors import ConnectError, DgxClusterError, LockHeld, NodesFailed, StepError
+from dgxcluster.errors import (
+    ConnectError,
+    DgxClusterError,
+    LockHeld,
+    NodesFailed,
+    StepError,
+    UsageError,
+)
 from dgxcluster.facts.ray_status import RayStatus
 from dgxcluster.image.context import image_refs, scan
 from dgxcluster.inventory.load import Inventory
@@ -105,6 +112,9 @@ def start(session: Session, options: StartOptions | None = None,
     inv = session.inventory
     t0 = time.monotonic()
     plan.require_model(inv)
+    too_big = inv.parallel_problem()  # also with defaults (TP 2 on one node): caught at load
+    if too_big:                       # when set explicitly
+        raise UsageError(too_big, "serve.tensor_parallel_size")
     image = expected_image(inv)
     config = plan.config_hash(inv, image)
     report = StartReport(endpoint=plan.endpoint(inv), model=plan.model_id(inv),

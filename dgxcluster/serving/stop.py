@@ -54,7 +54,7 @@ def _stop_locked(session: Session, keep: bool, prog: Progress, report: StopRepor
     group = session.cluster.map(lambda c: discover(c, session))
     for node, err in group.errors.items():
         if isinstance(err, ConnectError):
-            report.unreachable[node] = err.reason
+            report.unreachable[node] = err.reason + (f"\n  fix: {err.hint}" if err.hint else "")
             report.outcomes.append(Outcome(node, "discover", Status.UNREACHABLE, err.reason))
         else:
             report.outcomes.append(Outcome(node, "discover", Status.FAILED, str(err)))

@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 
 from testbed_lib.layout import CACHE
-from testbed_lib.sh import run
+from testbed_lib.sh import TestbedError, run
+
+#: What the testbed's own image (images/testbed, the inventory's image.context) needs beyond
+#: the base: the Python wheels its Dockerfile installs with no network on the nodes.
+FETCH_WHEELS = Path(__file__).resolve().parents[2] / "images" / "testbed" / "fetch-wheels"
 
 SUITE = "bookworm"
 PACKAGES = ("python3", "python3-venv", "iproute2", "procps", "iputils-ping", "curl",
@@ -44,3 +48,13 @@ def ensure_rootfs() -> Path:
         run(argv, timeout=1200)
         tmp.rename(tar)
     return tar
+
+
+def ensure_image_inputs() -> None:
+    """Fetch (once; cached after) what `dgxcluster build` of the testbed image needs, so that
+    `up --docker` then `build` works with nothing else run by hand."""
+    proc = run([str(FETCH_WHEELS)], check=False, timeout=1800)
+    if proc.returncode != 0:
+        raise TestbedError(
+            f"{FETCH_WHEELS.relative_to(FETCH_WHEELS.parents[2])} failed (it needs PyPI once, "
+            f"then works from /var/cache/dgxtb/wheels): {(proc.stderr or proc.stdout).strip()}")

@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from testbed_lib import baseimage, daemons, hfcache, net, simhw
+from testbed_lib import baseimage, daemons, disks, hfcache, net, simhw, users
+from testbed_lib.inventory import alias_inventory, ssh_config
 from testbed_lib.inventory import paths as inventory_paths
 from testbed_lib.inventory import write as write_inventory
 from testbed_lib.layout import STATE, Instance, Node, allocate, instances
@@ -71,6 +72,7 @@ def cmd_up(a: argparse.Namespace) -> int:
         inst.nodes = a.n
         inst.docker = inst.docker or a.docker
         inst.mtu = a.mtu
+        inst.users = list(dict.fromkeys([*inst.users, *map(users.check_name, a.user or [])]))
         inst.save()
         for i in range(a.n + 1, old + 1):
             _remove_node(Node(inst, i))
@@ -84,8 +86,13 @@ def cmd_up(a: argparse.Namespace) -> int:
         net.ensure_netns(node)
         net.ensure_private_ns(node)
         net.set_links(node, True)
+        net.set_isolated(node, False)
+        if node.mnt_ns.exists():
+            disks.restore(node)
         daemons.ensure_hostkey(node)
         daemons.ensure_authorized(node)
+        if inst.users:
+            users.ensure(node, inst.users)
         daemons.stop_hang(node)
         daemons.start_sshd(node)
         if inst.docker:
@@ -96,11 +103,15 @@ def cmd_up(a: argparse.Namespace) -> int:
         tar = baseimage.ensure_rootfs()
         nodes = inst.all_nodes()
         daemons.import_base(nodes[0], nodes[1:], tar, baseimage.tags())
+        baseimage.ensure_image_inputs()
     inv, kh = write_inventory(inst, Path(a.inventory_dir) if a.inventory_dir else None)
     print(f"testbed {inst.name}: {inst.nodes} node(s) up in {time.monotonic() - t0:.1f}s"
           f"{' with docker' if inst.docker else ''}")
     print(f"  inventory:   {inv}")
     print(f"  known_hosts: {kh}")
+    for name in inst.users:
+        print(f"  user {name}:{' ' * max(1, 8 - len(name))}ssh key {users.key(inst, name)}"
+              f"{' (in group docker)' if inst.docker else ''}")
     print(f"  try:         dgxcluster -i {os.path.relpath(inv)} exec -- hostname")
     return 0
 
@@ -142,6 +153,7 @@ def _node_status(node: Node) -> dict[str, object]:
         "links": "up" if net.links_up(node) else "CUT",
         "sshd": "running" if daemons.sshd_running(node) else "stopped",
         "hung": daemons.hang_pidfile(node).exists(),
+        "isolated": net.isolated(node),
         "dockerd": ("running" if daemons.dockerd_running(node) else "stopped")
         if node.inst.docker else "-",
         "simhw": simhw.current(node),
@@ -157,7 +169,8 @@ def cmd_status(a: argparse.Namespace) -> int:
     print(f"testbed {inst.name} (index {inst.index}, mtu {inst.mtu})")
     for r in rows:
         print(f"  {r['node']:<8} {r['mgmt_ip']:<15} fabric {r['fabric_ip']:<15} links {r['links']:<4}"
-              f" sshd {r['sshd']:<8}{' HUNG' if r['hung'] else ''} dockerd {r['dockerd']}"
+              f" sshd {r['sshd']:<8}{' HUNG' if r['hung'] else ''}"
+              f"{' ISOLATED' if r['isolated'] else ''} dockerd {r['dockerd']}"
               f"{' simhw ' + str(r['simhw']) if r['simhw'] else ''}")
     return 0
 
@@ -188,6 +201,20 @@ def cmd_dockerd(a: argparse.Namespace) -> int:
     else:
         daemons.stop_dockerd(node)
     print(f"{a.node}: dockerd {'started' if a.action == 'start' else 'stopped'}")
+    return 0
+
+
+def cmd_isolate(a: argparse.Namespace) -> int:
+    node = node_of(need(a.name), a.node)
+    net.set_isolated(node, True)
+    print(f"{a.node}: unreachable from this machine ({node.mgmt_ip} drops it); the other nodes "
+          "still reach it: use one as a jump host")
+    return 0
+
+
+def cmd_unisolate(a: argparse.Namespace) -> int:
+    net.set_isolated(node_of(need(a.name), a.node), False)
+    print(f"{a.node}: reachable from this machine again")
     return 0
 
 
@@ -272,11 +299,60 @@ def cmd_ps(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ssh_config(a: argparse.Namespace) -> int:
+    """An operator's home for the testbed: DIR/.ssh/config with an alias per node (plus
+    ProxyJump where asked) and DIR/inventory.yaml whose hosts are those aliases. Run
+    dgxcluster with HOME=DIR, as an operator whose ~/.ssh/config this is."""
+    inst = need(a.name)
+    jumps = dict(j.split("=", 1) for j in a.jump or [])
+    _, kh = inventory_paths(inst)
+    key = users.key(inst, a.user) if a.user != "root" else None
+    if a.user != "root" and a.user not in inst.users:
+        raise TestbedError(f"no user {a.user!r} on testbed {inst.name} (up --user {a.user})")
+    try:
+        text = ssh_config(inst, jumps, user=a.user, key=key, known_hosts=kh)
+    except ValueError as exc:
+        raise TestbedError(str(exc)) from None
+    home = Path(a.dir).resolve()
+    (home / ".ssh").mkdir(parents=True, exist_ok=True, mode=0o700)
+    cfg = home / ".ssh" / "config"
+    cfg.write_text(text)
+    cfg.chmod(0o600)
+    inv = home / "inventory.yaml"
+    inv.write_text(alias_inventory(inst, kh).replace("  user: root\n", f"  user: {a.user}\n")
+                   .replace(f"identity_file: {inst.key}", f"identity_file: {key or inst.key}"))
+    print(f"{cfg}\n{inv}\n  try: HOME={home} dgxcluster -i {inv} exec -- hostname")
+    return 0
+
+
+def cmd_tmpfs(a: argparse.Namespace) -> int:
+    node = node_of(need(a.name), a.node)
+    if a.size == "off":
+        disks.restore(node, a.path)
+        print(f"{a.node}: {a.path} back on the node's disk")
+        return 0
+    disks.shrink(node, a.path, a.size)
+    print(f"{a.node}: {a.path} is now a {a.size} tmpfs (a small disk: writes past it fail "
+          "with ENOSPC)")
+    return 0
+
+
+def cmd_logins(a: argparse.Namespace) -> int:
+    """Every SSH login NODE's sshd accepted, one line each, oldest first (from its own log):
+    proof that a client did, or did not, get in."""
+    node = node_of(need(a.name), a.node)
+    for line in daemons.accepted_logins(node):
+        print(line)
+    return 0
+
+
 def cmd_env(a: argparse.Namespace) -> int:
     inst = need(a.name)
     inv, kh = inventory_paths(inst)
     print(f"DGXTB_NAME={inst.name}\nDGXCLUSTER_INVENTORY={inv}\nDGXTB_KNOWN_HOSTS={kh}\n"
           f"DGXTB_KEY={inst.key}\nDGXTB_NODES={' '.join(n.mgmt_ip for n in inst.all_nodes())}")
+    for name in inst.users:
+        print(f"DGXTB_KEY_{name.upper().replace('-', '_')}={users.key(inst, name)}")
     return 0
 
 
@@ -304,6 +380,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--docker", action="store_true", help="also run a dockerd per node")
     up.add_argument("--mtu", type=int, default=9000, help="fabric MTU (default 9000)")
     up.add_argument("--inventory-dir", help="where to write the inventory (default inventory/)")
+    up.add_argument("--user", action="append", metavar="NAME",
+                    help="also an SSH user NAME (not root, own key, in group docker) on every "
+                    "node; repeatable, kept by later `up`s")
     up.set_defaults(fn=cmd_up)
     down = sub.add_parser("down", help="remove every node, daemon and file of the testbed")
     down.add_argument("--all", action="store_true", help="every testbed on this machine")
@@ -314,7 +393,10 @@ def parser() -> argparse.ArgumentParser:
     for name, fn, helptext in (("cut", cmd_cut, "take NODE off the network"),
                                ("heal", cmd_heal, "put NODE back on the network"),
                                ("hang", cmd_hang, "make NODE's port 22 accept TCP and never answer"),
-                               ("unhang", cmd_unhang, "undo hang")):
+                               ("unhang", cmd_unhang, "undo hang"),
+                               ("isolate", cmd_isolate, "make NODE unreachable from this machine "
+                                "but not from the other nodes (reach it through a jump host)"),
+                               ("unisolate", cmd_unisolate, "undo isolate")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("node")
         s.set_defaults(fn=fn)
@@ -360,6 +442,22 @@ def parser() -> argparse.ArgumentParser:
     ps = sub.add_parser("ps", help="list the processes in NODE's network namespace")
     ps.add_argument("node")
     ps.set_defaults(fn=cmd_ps)
+    sc = sub.add_parser("ssh-config", help="write an operator's ~/.ssh/config (node aliases, "
+                        "ProxyJump) and an inventory using the aliases, under DIR")
+    sc.add_argument("dir", help="the operator's home (HOME=DIR for dgxcluster)")
+    sc.add_argument("--jump", action="append", metavar="NODE=VIA",
+                    help="ProxyJump VIA for NODE (repeatable; VIA may be a chain a,b)")
+    sc.add_argument("--user", default="root", help="log in as this user (see up --user)")
+    sc.set_defaults(fn=cmd_ssh_config)
+    tf = sub.add_parser("tmpfs", help="put a small disk (a SIZE tmpfs) over PATH on NODE, or "
+                        "'off'; for disk-full faults (up removes it)")
+    tf.add_argument("node")
+    tf.add_argument("path", help="absolute path inside the node, e.g. /root/.cache/huggingface")
+    tf.add_argument("size", help="e.g. 64m, or off")
+    tf.set_defaults(fn=cmd_tmpfs)
+    lg = sub.add_parser("logins", help="list the SSH logins NODE's sshd accepted (from its log)")
+    lg.add_argument("node")
+    lg.set_defaults(fn=cmd_logins)
     en = sub.add_parser("env", help="print the testbed's paths as shell variables")
     en.set_defaults(fn=cmd_env)
     return p

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from testbed_lib.layout import Instance, Node
+from testbed_lib.net import netns_pids
 from testbed_lib.sh import TestbedError, run
 
 SSHD_CONFIG = """\
@@ -22,7 +23,7 @@ PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
-AuthorizedKeysFile /root/.ssh/authorized_keys
+AuthorizedKeysFile .ssh/authorized_keys
 MaxSessions 64
 MaxStartups 200:30:400
 X11Forwarding no
@@ -102,12 +103,16 @@ def sshd_running(node: Node) -> bool:
 
 
 def start_sshd(node: Node) -> None:
-    if sshd_running(node):
-        return
     cfg = node.dir / "etc" / "sshd_config"
+    wanted = SSHD_CONFIG.format(name=node.name, hostkey=hostkey(node),
+                                pidfile=sshd_pidfile(node), tools=TOOLS)
+    pid = _alive(sshd_pidfile(node), "sshd")
+    if pid is not None:
+        if cfg.exists() and cfg.read_text() == wanted:
+            return
+        _kill(pid)  # a newer config: restart the listener (open sessions live on)
     ensure_tools_dir()
-    cfg.write_text(SSHD_CONFIG.format(name=node.name, hostkey=hostkey(node),
-                                      pidfile=sshd_pidfile(node), tools=TOOLS))
+    cfg.write_text(wanted)
     run([*node.nsenter(), "/usr/sbin/sshd", "-f", str(cfg), "-E", str(node.dir / "sshd.log")])
     deadline = time.monotonic() + 5
     while not sshd_running(node):
@@ -127,6 +132,15 @@ def stop_sshd(node: Node) -> None:
             cmd = Path(f"/proc/{p}/cmdline").read_bytes()
             if cmd.startswith(b"sshd") or b"/sshd" in cmd.split(b"\0")[0]:
                 os.kill(int(p), signal.SIGKILL)
+
+
+def accepted_logins(node: Node) -> list[str]:
+    """sshd's "Accepted publickey for USER from ADDR ..." lines, one per login."""
+    try:
+        text = (node.dir / "sshd.log").read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    return [ln for ln in text.splitlines() if ln.startswith("Accepted ")]
 
 
 def known_hosts_line(node: Node) -> str:
@@ -189,10 +203,12 @@ def dockerd_running(node: Node) -> bool:
 
 
 def start_dockerd(node: Node, wait_s: float = 90) -> None:
+    proc = None
     if not dockerd_running(node):
+        _clear_after_crash(node)
         (node.dir / "docker").mkdir(exist_ok=True)
         log = open(node.dir / "dockerd.log", "ab")  # noqa: SIM115
-        subprocess.Popen(
+        proc = subprocess.Popen(
             [*node.nsenter(), "dockerd", "--data-root", str(node.dir / "docker"),
              "--exec-root", "/run/docker", "--pidfile", "/run/docker.pid",
              "-H", "unix:///run/docker.sock", "--storage-driver", "overlay2",
@@ -200,13 +216,46 @@ def start_dockerd(node: Node, wait_s: float = 90) -> None:
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
     deadline = time.monotonic() + wait_s
-    while True:
-        if docker(node, "version", "--format", "{{.Server.Version}}", check=False,
-                  timeout=10).returncode == 0:
-            return
+    while not dockerd_answers(node, min(10.0, max(1.0, deadline - time.monotonic()))):
+        if proc is not None and proc.poll() is not None:
+            raise TestbedError(f"{node.name}: dockerd exited ({proc.returncode}): "
+                               f"{_last_line(node.dir / 'dockerd.log')}")
         if time.monotonic() > deadline:
-            raise TestbedError(f"{node.name}: dockerd not ready (see {node.dir / 'dockerd.log'})")
+            raise TestbedError(f"{node.name}: dockerd not ready after {wait_s:g}s "
+                               f"(see {node.dir / 'dockerd.log'})")
         time.sleep(0.2)
+
+
+def _clear_after_crash(node: Node) -> None:
+    """What a SIGKILLed dockerd leaves that stops the next one: its pid file, whose pid may
+    live on as a zombie ("pid file found"), and its containerd, dying or a zombie, whose pid
+    file makes the new dockerd wait for it ("timeout waiting for containerd to start").
+    The containers' shims survive; the new containerd takes them over."""
+    dockerd_pidfile(node).unlink(missing_ok=True)
+    pidfile = node.dir / "run" / "docker" / "containerd" / "containerd.pid"
+    pid = _alive(pidfile, "containerd")
+    if pid is not None and pid in netns_pids(node):
+        _kill(pid, 10)
+    pidfile.unlink(missing_ok=True)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"
+
+
+def dockerd_answers(node: Node, timeout: float) -> bool:
+    """Whether the node's dockerd answers the API. After a SIGKILL the new dockerd accepts on
+    its socket but answers only once it has cleaned up the old containers (10 s and more):
+    a client that times out then is "not yet", not a failure."""
+    try:
+        return docker(node, "version", "--format", "{{.Server.Version}}", check=False,
+                      timeout=timeout).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def stop_dockerd(node: Node, remove_containers: bool = False) -> None:

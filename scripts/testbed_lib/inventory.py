@@ -77,3 +77,36 @@ def write(inst: Instance, directory: Path | None = None) -> tuple[Path, Path]:
     kh.write_text("".join(known_hosts_line(n) for n in inst.all_nodes()))
     inv.write_text(render(inst, kh))
     return inv, kh
+
+
+def ssh_config(inst: Instance, jumps: dict[str, str] | None = None,
+               user: str = "root", key: Path | None = None,
+               known_hosts: Path | None = None) -> str:
+    """An operator's ~/.ssh/config for the testbed: each node under its name as an alias
+    (which this machine cannot resolve: only ssh, through HostName, knows where it is),
+    with `ProxyJump` for the nodes in `jumps` (node -> jump host alias)."""
+    jumps = jumps or {}
+    named = set(jumps) | {hop for via in jumps.values() for hop in via.split(",")}
+    unknown = sorted(named - {n.name for n in inst.all_nodes()})
+    if unknown:
+        raise ValueError(f"no node {unknown[0]!r} in testbed {inst.name!r}")
+    blocks = [f"# Written by scripts/testbed ssh-config for testbed {inst.name}."]
+    for n in inst.all_nodes():
+        lines = [f"Host {n.name}", f"  HostName {n.mgmt_ip}", f"  User {user}",
+                 f"  IdentityFile {key or inst.key}"]
+        if known_hosts is not None:
+            lines.append(f"  UserKnownHostsFile {known_hosts}")
+        if n.name in jumps:
+            lines.append(f"  ProxyJump {jumps[n.name]}")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks) + "\n"
+
+
+def alias_inventory(inst: Instance, known_hosts: Path) -> str:
+    """The testbed inventory with every node's `host:` being its ~/.ssh/config alias."""
+    text = render(inst, known_hosts).replace(f"known_hosts: {known_hosts.name}",
+                                             f"known_hosts: {known_hosts}")
+    text = text.replace("context: ../images/testbed", f"context: {REPO_ROOT / 'images' / 'testbed'}")
+    for n in inst.all_nodes():
+        text = text.replace(f"    host: {n.mgmt_ip}\n", f"    host: {n.name}\n")
+    return text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 STATE = Path("/var/lib/dgxtb")
@@ -26,6 +26,7 @@ class Instance:
     nodes: int = 0
     docker: bool = False
     mtu: int = 9000
+    users: list[str] = field(default_factory=list)  # SSH users besides root (users.py)
 
     @property
     def root(self) -> Path:

@@ -120,3 +120,30 @@ def remove_node_ns(node: Node) -> None:
             f.unlink()
     if Path(f"/run/netns/{node.netns}").exists():
         run(["ip", "netns", "del", node.netns], check=False)
+
+
+# -- a node this machine cannot reach: only through another node (a jump host) ---------------
+
+ISOLATE_TAG = "dgxtb-isolate"
+
+
+def isolate_rule(node: Node) -> list[str]:
+    """Drop everything from this machine (the management bridge's address) at the node, as a
+    firewalled management network would: the other nodes still reach it."""
+    return ["INPUT", "-s", f"{mgmt_gateway(node.inst)}/32", "-m", "comment",
+            "--comment", ISOLATE_TAG, "-j", "DROP"]
+
+
+def _iptables(node: Node) -> list[str]:
+    return ["nsenter", f"--net=/run/netns/{node.netns}", "iptables"]
+
+
+def isolated(node: Node) -> bool:
+    return ok([*_iptables(node), "-C", *isolate_rule(node)])
+
+
+def set_isolated(node: Node, on: bool) -> None:
+    if on and not isolated(node):
+        run([*_iptables(node), "-I", *isolate_rule(node)])
+    while not on and isolated(node):
+        run([*_iptables(node), "-D", *isolate_rule(node)])

@@ -77,7 +77,12 @@ PATHS = sorted(_paths(BASE), key=format_path)
 REQUIRED = [("nodes",), ("nodes", 0, "name"), ("nodes", 0, "host"), ("nodes", 1, "fabric_ip")]
 #: Keys whose validity depends on other keys: mutating one may be reported at the other.
 CROSS = {
-    "nodes": ("head", "image.build_node", "nodes"),
+    "nodes": ("head", "image.build_node", "nodes", "serve.tensor_parallel_size"),
+    "ray.port": ("ray.dashboard_port", "serve.port"),  # a port clash is named at one of them
+    "ray.dashboard_port": ("ray.port", "serve.port"),
+    "serve.port": ("ray.port", "ray.dashboard_port"),
+    "ray.num_gpus": ("serve.tensor_parallel_size",),
+    "serve.pipeline_parallel_size": ("serve.tensor_parallel_size",),
     "fabric.rails": ("nodes",),
     "secrets.env": ("container.env", "fabric.nccl_env", "image.build_args"),
     "head": ("head",),

@@ -107,7 +107,7 @@ def test_vllm_serve_command_and_detached_exec() -> None:
     assert ex[:4] == ["docker", "exec", "-d", "dgxc-spark-head"]
     assert ex[4:6] == ["sh", "-c"] and ex[7:9] == ["sh", "/var/log/dgxcluster"]
     assert ex[9:] == plan.serve_command(i)
-    assert plan.gpus_needed(inv(SERVE__PIPELINE_PARALLEL_SIZE="2")) == 4
+    assert plan.gpus_needed(inv(SERVE__PIPELINE_PARALLEL_SIZE="2", RAY__NUM_GPUS="2")) == 4
 
 
 def test_missing_model_is_a_usage_error() -> None:
@@ -150,7 +150,8 @@ def test_the_vllm_standin_accepts_every_argument_start_passes() -> None:
     finally:
         sys.path.pop(0)
     i = inv("nodes:\n  - {name: a, host: a, fabric_ip: 10.0.0.1}\n"
-            "serve: {model: m, served_model_name: s, revision: r, pipeline_parallel_size: 2}\n")
+            "serve: {model: m, served_model_name: s, revision: r, pipeline_parallel_size: 2}\n"
+            "ray: {num_gpus: 4}\n")
     argv = plan.serve_command(i)
     args, unknown = parser().parse_known_args(argv[1:])
     assert unknown == []
