@@ -180,9 +180,7 @@ def _connect_all(session: Session, nodes: Sequence[str], down: dict[str, BaseExc
     into `down` (and are not tried a second time)."""
 
     def one(conn: Connection) -> None:
-        connect = getattr(conn, "connect", None)
-        if callable(connect):
-            connect()
+        conn.connect()
 
     down.update(session.cluster.map(one, nodes).unreachable)
 
@@ -317,7 +315,7 @@ class _Runner:
         stream: sync.ContextStream | None = None
         try:
             if self.session.secrets:
-                secret_dir = f"{paths.env_dir}/build-{pysecrets.token_hex(6)}"
+                secret_dir = f"{paths.env_dir}/build-{slug(self.plan.image)}-{pysecrets.token_hex(6)}"
                 for sname, value in self.session.secrets.items():
                     path = f"{secret_dir}/{sname}"
                     conn.put(value.reveal().encode(), path, mode=0o600)

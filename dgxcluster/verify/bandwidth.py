@@ -4,7 +4,9 @@
 2. `ib_write_bw` per rail between neighbouring nodes (a ring; one pair for two nodes):
    about 93-98 Gb/s per twin when healthy.
 3. NCCL all_gather/all_reduce across all nodes with NCCL_DEBUG=INFO, through the torch probe
-   shipped with dgxcluster (`nccl_probe.py`, started with torchrun on every node at once).
+   in dgxcluster's node-side bundle (`nodeside/nccl_probe.py`; the bundle, shipped by
+   `core.ship`, is mounted into the containers and torchrun runs `nodeside.pyz nccl_probe`
+   on every node at once).
    nccl-tests spans nodes only through MPI between the containers, which dgxcluster does not
    set up, so its binaries in the image are reported but not used. The probe prints nccl-tests'
    table; busbw and the transport NCCL chose (parsed from its log) decide PASS/FAIL.
@@ -13,21 +15,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from dgxcluster.core import ship
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.errors import DgxClusterError
 from dgxcluster.facts import ParseError, ib_write_bw, nccl_log, nccl_tests
-from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import Result
 from dgxcluster.verify import containers
 from dgxcluster.verify.results import CLUSTER, CheckResult, Checks, Level
 
-PROBE = Path(__file__).parent.parent / "nodeside" / "nccl_probe.py"
-PROBE_IN_CONTAINER = "/opt/dgxcluster/nccl_probe.py"
+#: Where the node-side bundle is mounted in the probe's containers.
+PROBE_IN_CONTAINER = "/opt/dgxcluster/nodeside.pyz"
 PROBE_PORT = 29511
 IB_PORT = 18515
 IB_SECONDS = 5
@@ -177,16 +178,11 @@ def _ib_write_bw(session: Session, nodes: list[str], prog: Progress) -> list[Che
 
 
 def _put_probe(session: Session, nodes: list[str]) -> dict[str, str]:
+    """The node-side bundle (which holds the probe) on every node: its path per node."""
     inv = session.inventory
-    data = PROBE.read_bytes()
 
     def put(conn: Connection) -> str:
-        paths = NodePaths.resolve(conn, inv.state_dir, inv.cluster)
-        d = paths.sub("verify")
-        conn.run(shell('mkdir -p "$1"', d)).check()
-        path = f"{d}/nccl_probe.py"
-        conn.put(data, path, 0o644)
-        return path
+        return ship.ensure(conn, NodePaths.resolve(conn, inv.state_dir, inv.cluster))
 
     got = session.cluster.map(put, nodes)
     got.raise_for_failures("copy the NCCL probe")
@@ -208,7 +204,7 @@ def _nccl(session: Session, nodes: list[str], min_busbw: float, bench: Bench,
     for rank, node in enumerate(nodes):
         args = ["-m", "torch.distributed.run", "--nnodes", str(len(nodes)), "--node_rank", str(rank),
                 "--nproc_per_node", "1", "--master_addr", head_ip, "--master_port", str(PROBE_PORT),
-                PROBE_IN_CONTAINER, *PROBE_ARGS]
+                PROBE_IN_CONTAINER, "nccl_probe", *PROBE_ARGS]
         jobs[node] = containers.docker_run(
             inv, node, name, "python3", args,
             extra_env={"NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "INIT,NET,ENV",
