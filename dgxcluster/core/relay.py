@@ -21,6 +21,7 @@ from dgxcluster.core.session import Session
 from dgxcluster.errors import DgxClusterError, StepError
 from dgxcluster.remote.command import Argv
 from dgxcluster.remote.connection import Connection, RemoteProcess
+from dgxcluster.remote.result import GroupResult
 
 
 @dataclass
@@ -82,20 +83,10 @@ def relay(
     caller already has them (saves a round trip).
     """
     prog = progress or NullProgress()
-    knobs: list[str] = []
-    recv_knobs: list[str] = []
-    if idle_timeout is not None:
-        knobs += ["--idle-timeout", f"{idle_timeout:g}"]
-        recv_knobs += ["--idle-timeout", f"{2 * idle_timeout:g}"]
+    knobs, recv_knobs = _knobs(idle_timeout, finish_timeout)
     inv = session.inventory
     cluster = session.cluster
-    nodes = [source, *targets]
-    known = dict(paths or {})
-
-    def prepare(c: Connection) -> str:
-        return ship.ensure(c, known.get(c.node) or NodePaths.resolve(c, inv.state_dir, inv.cluster))
-
-    agents = cluster.map(prepare, nodes)
+    agents = _prepare(session, [source, *targets], paths or {})
     result = RelayResult(source=source)
     if source in agents.errors:
         raise StepError(step, f"cannot prepare the source: {agents.errors[source]}", node=source)
@@ -103,13 +94,12 @@ def relay(
         result.targets[node] = TargetOutcome(node, False, f"cannot prepare: {err}")
     receivers: dict[str, _Receiver] = {}
     try:
-        listen_s = inv.ssh.connect_timeout + 30
         for node, argv in targets.items():
             if node not in result.targets:
                 receivers[node] = _start_receiver(
                     cluster.conn(node), agents.values[node], str(inv.node(node).fabric_ip),
                     argv, timeout, prog, recv_knobs)
-        listen_by = time.monotonic() + listen_s
+        listen_by = time.monotonic() + inv.ssh.connect_timeout + 30
         for r in receivers.values():
             _await_listen(r, listen_by - time.monotonic())
         plan = [
@@ -118,40 +108,65 @@ def relay(
             if r.port is not None
         ]
         prog.status(source, f"sending to {len(plan)} peer(s)")
-
-        def on_line(stream: str, line: str) -> None:
-            if stream == "stderr" and line.startswith("PROGRESS "):
-                sent = int(line.split()[1])
-                prog.status(source, f"sent {sent / 1e9:.2f} GB")
-
-        finish = ["--finish-timeout", f"{finish_timeout:g}"] if finish_timeout is not None else []
-        sender = cluster.conn(source).start(
-            ship.argv(agents.values[source], "relay", "send", *knobs, *finish, "--", *source_argv),
-            stdin=json.dumps({"targets": plan}).encode() + b"\n", hold_stdin=True,
-            timeout=timeout, on_line=on_line)
-        try:
-            sres = sender.result()
-        finally:
-            sender.release()
-        summary = _last_json(sres.stdout)
+        summary = _send(cluster.conn(source), ship.argv(agents.values[source], "relay", "send",
+                                                         *knobs, "--", *source_argv),
+                        plan, timeout, prog, step)
         result.bytes = int(summary.get("bytes", 0))
         result.sha256 = str(summary.get("sha256", ""))
         result.seconds = float(summary.get("seconds", 0.0))
-        if summary.get("exit", sres.exit_code) not in (0, None) or (sres.exit_code != 0 and not summary):
-            raise StepError(step, f"source command failed ({sres.exit_code}): "
-                            f"{_tail(sres.stderr)}", node=source)
-        dropped_wait = 2 * (idle_timeout or 300.0) + inv.ssh.connect_timeout
-        sender_view = cast(Mapping[str, str], summary.get("targets", {}))
+        dropped_wait = min(timeout, 2 * (idle_timeout or 300.0) + inv.ssh.connect_timeout)
         for r in receivers.values():
-            if r.proc is not None:
-                dropped = str(sender_view.get(r.node, "")).startswith("error")
-                r.proc.wait(min(timeout, dropped_wait) if dropped else timeout)
-            result.targets[r.node] = _receiver_outcome(r, summary)
+            result.targets[r.node] = _receiver_outcome(r, summary, timeout, dropped_wait)
     finally:
         for r in receivers.values():
             if r.proc is not None:
                 r.proc.release()
     return result
+
+
+def _knobs(idle_timeout: float | None, finish_timeout: float | None) -> tuple[list[str], list[str]]:
+    """The sender's and the receivers' options: receivers wait twice the sender's idle time."""
+    send: list[str] = []
+    recv: list[str] = []
+    if idle_timeout is not None:
+        send += ["--idle-timeout", f"{idle_timeout:g}"]
+        recv += ["--idle-timeout", f"{2 * idle_timeout:g}"]
+    if finish_timeout is not None:
+        send += ["--finish-timeout", f"{finish_timeout:g}"]
+    return send, recv
+
+
+def _prepare(session: Session, nodes: list[str],
+             known: Mapping[str, NodePaths]) -> GroupResult[str]:
+    """The node-side bundle (which holds the agent) on every node: its path per node."""
+    inv = session.inventory
+
+    def prepare(c: Connection) -> str:
+        return ship.ensure(c, known.get(c.node) or NodePaths.resolve(c, inv.state_dir, inv.cluster))
+
+    return session.cluster.map(prepare, nodes)
+
+
+def _send(conn: Connection, argv: Argv, plan: list[dict[str, Any]], timeout: float,
+          prog: Progress, step: str) -> dict[str, Any]:
+    """The sending agent, the plan on its stdin (held open: if the operator goes away, the
+    agent kills its command); its summary once it is done. Raises if the source failed."""
+
+    def on_line(stream: str, line: str) -> None:
+        if stream == "stderr" and line.startswith("PROGRESS "):
+            prog.status(conn.node, f"sent {int(line.split()[1]) / 1e9:.2f} GB")
+
+    sender = conn.start(argv, stdin=json.dumps({"targets": plan}).encode() + b"\n",
+                        hold_stdin=True, timeout=timeout, on_line=on_line)
+    try:
+        res = sender.result()
+    finally:
+        sender.release()
+    summary = _last_json(res.stdout)
+    if summary.get("exit", res.exit_code) not in (0, None) or (res.exit_code != 0 and not summary):
+        raise StepError(step, f"source command failed ({res.exit_code}): {_tail(res.stderr)}",
+                        node=conn.node)
+    return summary
 
 
 def _start_receiver(conn: Connection, pyz: str, bind: str, argv: Argv, timeout: float,
@@ -185,8 +200,12 @@ def _await_listen(r: _Receiver, within_s: float) -> None:
         r.port = int(line.split()[1])
 
 
-def _receiver_outcome(r: _Receiver, summary: Mapping[str, Any]) -> TargetOutcome:
+def _receiver_outcome(r: _Receiver, summary: Mapping[str, Any], timeout: float,
+                      dropped_wait: float) -> TargetOutcome:
+    """Once the sender is done: a peer it dropped gets `dropped_wait` to end, others `timeout`."""
     sender_view = cast(Mapping[str, str], summary.get("targets", {})).get(r.node, "")
+    if r.proc is not None:
+        r.proc.wait(dropped_wait if str(sender_view).startswith("error") else timeout)
     if r.error is not None:
         return TargetOutcome(r.node, False, str(r.error))
     if r.proc is None or not r.proc.done:

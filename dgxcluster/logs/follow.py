@@ -69,29 +69,8 @@ def follow(
 ) -> FollowResult:
     """Follow until `stop` is set or Ctrl-C; then end every remote follower and return."""
     stop = stop or threading.Event()
-    targets = session.cluster.select(nodes)
     result = FollowResult()
-    listing = session.cluster.run(list_argv(session.inventory.cluster), targets, timeout=30)
-    streams: list[tuple[Connection, str, str]] = []
-    for name in targets:
-        value = listing[name]
-        if isinstance(value, ConnectError):
-            result.unreachable[name] = value.reason
-            on_note(f"{name}: unreachable: {value.reason}")
-            continue
-        if isinstance(value, BaseException):
-            on_note(f"{name}: {value}")
-            continue
-        if not value.ok:
-            on_note(f"{name}: docker ps failed: {value.stderr.strip() or value.exit_code}")
-            continue
-        found = [ln.split("\t") for ln in value.stdout.splitlines() if ln.strip()]
-        if not found:
-            on_note(f"{name}: no dgxcluster containers")
-        for parts in found:
-            container = parts[0]
-            label = parts[1] if len(parts) > 1 and parts[1] else container
-            streams.append((session.cluster.conn(name), container, label))
+    streams = _containers(session, session.cluster.select(nodes), result, on_note)
     if not streams:
         return result
     on_note(f"following {len(streams)} container log(s); Ctrl-C to stop")
@@ -117,15 +96,43 @@ def follow(
     except KeyboardInterrupt:
         pass
     finally:
-        for f in followers:
-            f.report_end(on_note)
-            f.released = True
-            if f.proc is not None:
-                f.proc.release()
-        for f in followers:
-            if f.proc is not None and not f.proc.wait(10.0):
-                f.proc.kill()
+        _end(followers, on_note)
     return result
+
+
+def _containers(session: Session, targets: list[str], result: FollowResult,
+                on_note: NoteSink) -> list[tuple[Connection, str, str]]:
+    """(connection, container, label) of every dgxcluster container on the target nodes."""
+    listing = session.cluster.run(list_argv(session.inventory.cluster), targets, timeout=30)
+    streams: list[tuple[Connection, str, str]] = []
+    for name in targets:
+        value = listing[name]
+        if isinstance(value, ConnectError):
+            result.unreachable[name] = value.reason
+            on_note(f"{name}: unreachable: {value.reason}")
+        elif isinstance(value, BaseException):
+            on_note(f"{name}: {value}")
+        elif not value.ok:
+            on_note(f"{name}: docker ps failed: {value.stderr.strip() or value.exit_code}")
+        else:
+            found = [ln.split("\t") for ln in value.stdout.splitlines() if ln.strip()]
+            if not found:
+                on_note(f"{name}: no dgxcluster containers")
+            streams += [(session.cluster.conn(name), parts[0],
+                         parts[1] if len(parts) > 1 and parts[1] else parts[0]) for parts in found]
+    return streams
+
+
+def _end(followers: list[_Follower], on_note: NoteSink) -> None:
+    """Say why any ended by itself, then release the rest: their remote sides end too."""
+    for f in followers:
+        f.report_end(on_note)
+        f.released = True
+        if f.proc is not None:
+            f.proc.release()
+    for f in followers:
+        if f.proc is not None and not f.proc.wait(10.0):
+            f.proc.kill()
 
 
 class _Follower:

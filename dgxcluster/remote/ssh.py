@@ -477,10 +477,7 @@ def _pump(chan: paramiko.Channel, out: _Collector, err: _Collector, deadline: fl
         if remaining <= 0:
             raise TimeoutError
         select.select([chan], [], [], min(remaining, 1.0))
-        while chan.recv_ready():
-            out.feed(chan.recv(CHUNK))
-        while chan.recv_stderr_ready():
-            err.feed(chan.recv_stderr(CHUNK))
+        _drain(chan, out, err)
         if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
             if chan.eof_received or chan.closed:
                 break
@@ -491,17 +488,20 @@ def _pump(chan: paramiko.Channel, out: _Collector, err: _Collector, deadline: fl
             out.finish()
             err.finish()
             return None
-    # drain anything that arrived with the exit status
-    while chan.recv_ready():
-        out.feed(chan.recv(CHUNK))
-    while chan.recv_stderr_ready():
-        err.feed(chan.recv_stderr(CHUNK))
+    _drain(chan, out, err)  # anything that arrived with the exit status
     out.finish()
     err.finish()
     code = chan.recv_exit_status()
     if code == -1 and _connection_gone(chan):
         return None  # the server sent no exit status: sshd died or the network went away
     return code
+
+
+def _drain(chan: paramiko.Channel, out: _Collector, err: _Collector) -> None:
+    while chan.recv_ready():
+        out.feed(chan.recv(CHUNK))
+    while chan.recv_stderr_ready():
+        err.feed(chan.recv_stderr(CHUNK))
 
 
 def _connection_gone(chan: paramiko.Channel, grace_s: float = 1.0) -> bool:

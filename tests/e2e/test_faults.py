@@ -427,15 +427,19 @@ def test_node_frozen_while_model_sync_ships_the_node_side_bundle(tb: Testbed) ->
         tb.node_exec(node, "sh", "-c", f"rm -f {bins}/nodeside-*")
     tb.tb("hang", "node2", "--during-sftp-write", "nodeside-*")
     try:
-        r = dgx(tb, "model", "sync", repo, "--from", "node1", env=FROZEN, timeout=120)
+        r = dgx(tb, "model", "sync", repo, "--from", "node1", "--json", env=FROZEN, timeout=120)
     finally:
         tb.tb("unhang", "node2")
     _timed("frozen model sync", r.elapsed)
-    text = flat(r.stdout + r.stderr)
     try:
-        assert r.returncode == 3, text
-        assert f"no answer within {PUT_TIMEOUT:g}s while writing {bins}/nodeside-" in text, text
-        assert "node2" in text and "Traceback" not in text
+        assert r.returncode == 3, r.stderr
+        assert "Traceback" not in r.stderr
+        rows = {o["node"]: o for o in json.loads(r.stdout)["nodes"]}
+        assert rows["node2"]["status"] == "unreachable", rows
+        assert re.fullmatch(rf"no answer within {PUT_TIMEOUT:g}s while writing "
+                            rf"{bins}/nodeside-[0-9a-f]{{12}}\.pyz \(SFTP\)",
+                            rows["node2"]["detail"]), rows
+        assert rows["node1"]["status"] == "changed", rows
         assert r.elapsed < 3 * PUT_TIMEOUT, r.elapsed  # gave up once, did not wait again
         assert tb.node_exec("node2", "sh", "-c", f"ls {bins}").stdout.count(".tmp-") == 1
         again = dgx(tb, "model", "sync", repo, "--from", "node1", "--json")
