@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 STATE = Path("/var/lib/dgxtb")
@@ -44,7 +44,10 @@ class Instance:
         p = STATE / name / "instance.json"
         if not p.exists():
             return None
-        return cls(**json.loads(p.read_text()))
+        # a testbed written by another version of this script may record more: keep what
+        # this one knows (its name and index still keep the testbeds apart)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(p.read_text()).items() if k in known})
 
     def bridge(self, kind: str) -> str:
         return f"tb{self.index}{kind}"  # tb3m, tb3r0, tb3r1

@@ -461,17 +461,20 @@ def test_node_frozen_while_build_writes_its_secret_file(tb: Testbed,
     tag = _new_slow_step(ctx)
     tb.tb("hang", "node2", "--during-sftp-write", "HF_TOKEN*")
     try:
-        run = Background("-i", str(inv), "build", "--strategy", "each", env={**ENV, **FROZEN})
+        run = Background("-i", str(inv), "build", "--strategy", "each", "--json",
+                         env={**ENV, **FROZEN})
         rc = run.finish()
     finally:
         tb.tb("unhang", "node2")
     _timed("frozen build", run.elapsed)
-    out, err = flat(run.stdout), run.stderr
-    assert rc == 3, err
-    assert re.search(rf"node2 build unreachable no answer within {PUT_TIMEOUT:g}s while writing "
-                     rf"{STATE}/{tb.name}/env/build-\S+/HF_TOKEN \(SFTP\)", out), out
-    assert re.search(r"node1 build changed built in", out), out
-    assert "Traceback" not in err + run.stdout
+    assert rc == 3, run.stderr
+    assert "Traceback" not in run.stderr
+    rows = {n["node"]: n for n in json.loads(run.stdout)["nodes"]}
+    assert rows["node2"]["status"] == "unreachable", rows
+    assert re.fullmatch(rf"no answer within {PUT_TIMEOUT:g}s while writing "
+                        rf"{STATE}/{tb.name}/env/build-\S+/HF_TOKEN \(SFTP\)",
+                        rows["node2"]["detail"]), rows
+    assert rows["node1"]["status"] == "changed" and rows["node1"]["detail"].startswith("built in")
     assert _has_tag(tb, "node1", tag) and not _has_tag(tb, "node2", tag)
     left = tb.node_exec("node2", "sh", "-c", f"find {STATE}/{tb.name}/env -type f").stdout
     assert re.fullmatch(r"\S+/env/build-\S+/HF_TOKEN\.tmp-\w+\n", left), left
