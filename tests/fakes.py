@@ -2,20 +2,25 @@
 
 `FakeConnection` implements `dgxcluster.remote.connection.Connection`, records every call,
 and answers from a script of (matcher -> Result fields). A contract test checks that its
-public methods are exactly those of the interface and of `SshConnection`.
+public methods are exactly those of the interface and of `SshConnection`, apart from the
+one way tests script it, `on` (listed in `FakeConnection.SCRIPTING`).
+
+`start` returns a `FakeProcess`: the same `RemoteProcess` handle the SSH transport returns,
+fed from the reply. A reply with `until_eof` plays a command that reads its stdin to the
+end (the cluster lock's shell, a log follower, a relay agent): it ends only once released.
 """
 
 from __future__ import annotations
 
 import re
-import time
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from dgxcluster.errors import CommandTimeout, ConnectError
 from dgxcluster.remote.command import Argv, for_display, to_command_line
-from dgxcluster.remote.connection import ChunkCallback, LineCallback
+from dgxcluster.remote.process import KILLED, ChunkCallback, LineCallback, RemoteProcess
 from dgxcluster.remote.result import Result
 
 
@@ -26,14 +31,75 @@ class Reply:
     exit_code: int = 0
     delay_s: float = 0.0
     raises: BaseException | None = None
+    #: The command reads its stdin to EOF before it exits (the output comes first).
+    until_eof: bool = False
 
 
 Responder = Callable[[list[str], bytes | None], Reply]
 
 
+class FakeProcess(RemoteProcess):
+    """A reply played as a running command: output, then (with `until_eof`) a wait for
+    release, then the exit code."""
+
+    def __init__(self, node: str, argv: str, reply: Reply, timeout: float | None,
+                 on_line: LineCallback | None, on_chunk: ChunkCallback | None) -> None:
+        super().__init__(node, argv, on_line)
+        self._reply = reply
+        self._timeout = timeout
+        self._on_chunk = on_chunk
+        self._kill = threading.Event()
+
+    def _begin(self) -> FakeProcess:
+        r = self._reply
+        if r.delay_s or r.until_eof:
+            threading.Thread(target=self._play, daemon=True, name=f"fake-{self.node}").start()
+        else:
+            self._play()
+        return self
+
+    def _close_channel(self) -> None:
+        self._kill.set()
+
+    def _play(self) -> None:
+        r, timeout = self._reply, self._timeout
+        if r.raises is not None:
+            self._finish(r.raises)
+            return
+        if r.delay_s:
+            if timeout is not None and r.delay_s > timeout:
+                self._finish(CommandTimeout(self.node, self.argv, timeout))
+                return
+            self._kill.wait(r.delay_s)
+        if not self._killed:
+            try:
+                self._emit(r)
+            except BaseException as exc:  # a callback raised: handed to result()
+                self._finish(exc)
+                return
+        if r.until_eof and not self._released.wait(timeout):  # kill() releases too
+            self._finish(CommandTimeout(self.node, self.argv, timeout or 0.0))
+            return
+        self._finish(Result(node=self.node, argv=self.argv,
+                            exit_code=KILLED if self._killed else r.exit_code,
+                            stdout="" if self._on_chunk else r.stdout, stderr=r.stderr,
+                            duration_s=r.delay_s))
+
+    def _emit(self, r: Reply) -> None:
+        if self._on_chunk is not None:
+            self._on_chunk(r.stdout.encode())
+        else:
+            for ln in r.stdout.splitlines():
+                self._line("stdout", ln)
+        for ln in r.stderr.splitlines():
+            self._line("stderr", ln)
+
+
 @dataclass
 class FakeConnection:
     """Records calls; replies come from `rules` (first regex matching the command line wins)."""
+
+    SCRIPTING: ClassVar[frozenset[str]] = frozenset({"on"})
 
     name: str
     rules: list[tuple[str, Reply | Responder]] = field(default_factory=list)
@@ -41,7 +107,10 @@ class FakeConnection:
     modes: dict[str, int] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)
     stdins: list[bytes | None] = field(default_factory=list)
+    processes: list[FakeProcess] = field(default_factory=list)
+    put_timeouts: list[float | None] = field(default_factory=list)
     unreachable: str | None = None
+    connected: bool = False
     closed: bool = False
 
     @property
@@ -52,15 +121,21 @@ class FakeConnection:
         self.rules.append((pattern, reply))
         return self
 
-    def run(
+    def connect(self) -> None:
+        if self.unreachable:
+            raise ConnectError(self.name, self.unreachable)
+        self.connected = True
+
+    def start(
         self,
         argv: Argv,
         *,
         stdin: bytes | BinaryIO | None = None,
+        hold_stdin: bool = False,
         timeout: float | None = None,
         on_line: LineCallback | None = None,
         on_stdout_chunk: ChunkCallback | None = None,
-    ) -> Result:
+    ) -> RemoteProcess:
         line = to_command_line(argv)  # same refusal of secrets as the real transport
         if self.unreachable:
             raise ConnectError(self.name, self.unreachable)
@@ -72,34 +147,31 @@ class FakeConnection:
             if re.search(pattern, line):
                 reply = r if isinstance(r, Reply) else r([str(a) for a in argv], data)
                 break
-        if reply.raises is not None:
-            raise reply.raises
-        if reply.delay_s:
-            if timeout is not None and reply.delay_s > timeout:
-                raise CommandTimeout(self.name, for_display(argv), timeout)
-            time.sleep(reply.delay_s)
-        if on_stdout_chunk is not None:
-            on_stdout_chunk(reply.stdout.encode())
-        elif on_line is not None:
-            for stream, text in (("stdout", reply.stdout), ("stderr", reply.stderr)):
-                for ln in text.splitlines():
-                    on_line(stream, ln)
-        return Result(
-            node=self.name,
-            argv=for_display(argv),
-            exit_code=reply.exit_code,
-            stdout="" if on_stdout_chunk else reply.stdout,
-            stderr=reply.stderr,
-            duration_s=reply.delay_s,
-        )
+        proc = FakeProcess(self.name, for_display(argv), reply, timeout, on_line, on_stdout_chunk)
+        self.processes.append(proc)
+        return proc._begin()
 
-    def put(self, data: bytes, path: str, mode: int = 0o644) -> None:
+    def run(
+        self,
+        argv: Argv,
+        *,
+        stdin: bytes | BinaryIO | None = None,
+        timeout: float | None = None,
+        on_line: LineCallback | None = None,
+        on_stdout_chunk: ChunkCallback | None = None,
+    ) -> Result:
+        return self.start(argv, stdin=stdin, timeout=timeout, on_line=on_line,
+                          on_stdout_chunk=on_stdout_chunk).result()
+
+    def put(self, data: bytes, path: str, mode: int = 0o644, *,
+            timeout: float | None = None) -> None:
         if self.unreachable:
             raise ConnectError(self.name, self.unreachable)
         self.files[path] = data
         self.modes[path] = mode
+        self.put_timeouts.append(timeout)
 
-    def get(self, path: str) -> bytes:
+    def get(self, path: str, *, timeout: float | None = None) -> bytes:
         if self.unreachable:
             raise ConnectError(self.name, self.unreachable)
         try:

@@ -7,60 +7,22 @@ all peers at once. Every peer's outcome is reported separately.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any, BinaryIO, cast
+from typing import Any, cast
 
+from dgxcluster.core import ship
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status, failed
 from dgxcluster.errors import ConnectError, DgxClusterError, StepError
 from dgxcluster.remote.command import Argv
-from dgxcluster.remote.connection import Connection
-from dgxcluster.remote.result import Result
-
-
-def agent_source() -> bytes:
-    return resources.files("dgxcluster.nodeside").joinpath("relay.py").read_bytes()
-
-
-def agent_path(paths: NodePaths) -> str:
-    digest = hashlib.sha256(agent_source()).hexdigest()[:12]
-    return paths.sub("bin", f"relay-agent-{digest}.py")
-
-
-def ensure_agent(conn: Connection, paths: NodePaths) -> str:
-    """Put the agent on the node once (content-addressed path); return its path."""
-    path = agent_path(paths)
-    if conn.run(["test", "-f", path]).exit_code != 0:
-        conn.put(agent_source(), path, mode=0o700)
-    return path
-
-
-class HeldOpen:
-    """stdin for an agent: a first line, then stays open until released.
-
-    While the operator holds the SSH channel, the agent's stdin is open; if the operator
-    dies or gives up, the channel closes, stdin hits EOF, and the agent cleans up.
-    """
-
-    def __init__(self, first: bytes) -> None:
-        self._first: bytes | None = first
-        self.released = threading.Event()
-
-    def read(self, n: int = -1) -> bytes:
-        if self._first is not None:
-            data, self._first = self._first, None
-            return data
-        self.released.wait()
-        return b""
+from dgxcluster.remote.connection import Connection, RemoteProcess
+from dgxcluster.remote.result import GroupResult
 
 
 @dataclass
@@ -83,13 +45,10 @@ class RelayResult:
 @dataclass
 class _Receiver:
     node: str
-    token: str
-    stdin: HeldOpen
-    listening: threading.Event = field(default_factory=threading.Event)
+    token: str = field(default_factory=lambda: secrets.token_hex(32))
+    proc: RemoteProcess | None = None
     port: int | None = None
-    result: Result | None = None
     error: BaseException | None = None
-    thread: threading.Thread | None = None
 
 
 def relay(
@@ -116,21 +75,10 @@ def relay(
     caller already has them (saves a round trip).
     """
     prog = progress or NullProgress()
-    knobs: list[str] = []
-    recv_knobs: list[str] = []
-    if idle_timeout is not None:
-        knobs += ["--idle-timeout", f"{idle_timeout:g}"]
-        recv_knobs += ["--idle-timeout", f"{2 * idle_timeout:g}"]
+    knobs, recv_knobs = _knobs(idle_timeout, finish_timeout)
     inv = session.inventory
     cluster = session.cluster
-    nodes = [source, *targets]
-    known = dict(paths or {})
-
-    def prepare(c: Connection) -> str:
-        p = known.get(c.node) or NodePaths.resolve(c, inv.state_dir, inv.cluster)
-        return ensure_agent(c, p)
-
-    agents = cluster.map(prepare, nodes)
+    agents = _prepare(session, [source, *targets], paths or {})
     result = RelayResult(source=source)
     if source in agents.errors:
         raise StepError(step, f"cannot prepare the source: {agents.errors[source]}", node=source)
@@ -140,120 +88,133 @@ def relay(
     receivers: dict[str, _Receiver] = {}
     try:
         for node, argv in targets.items():
-            if node in result.targets:
-                continue
-            receivers[node] = _start_receiver(
-                cluster.conn(node), agents.values[node], str(inv.node(node).fabric_ip), argv,
-                timeout, prog, recv_knobs,
-            )
-        wait_until = time.monotonic() + inv.ssh.connect_timeout + 30
+            if node not in result.targets:
+                receivers[node] = _start_receiver(
+                    cluster.conn(node), agents.values[node], str(inv.node(node).fabric_ip),
+                    argv, timeout, prog, recv_knobs)
+        listen_by = time.monotonic() + inv.ssh.connect_timeout + 30
         for r in receivers.values():
-            while not r.listening.wait(0.2):
-                if r.thread is not None and not r.thread.is_alive():
-                    break
-                if time.monotonic() > wait_until:
-                    break
+            _await_listen(r, listen_by - time.monotonic())
         plan = [
             {"name": node, "addr": str(inv.node(node).fabric_ip), "port": r.port, "token": r.token}
             for node, r in receivers.items()
             if r.port is not None
         ]
-        send_in = HeldOpen(json.dumps({"targets": plan}).encode() + b"\n")
         prog.status(source, f"sending to {len(plan)} peer(s)")
-
-        def on_line(stream: str, line: str) -> None:
-            if stream == "stderr" and line.startswith("PROGRESS "):
-                sent = int(line.split()[1])
-                prog.status(source, f"sent {sent / 1e9:.2f} GB")
-            elif _is_summary(stream, line, "targets"):
-                send_in.released.set()  # the agent is done: end its stdin now, not at exit
-
-        try:
-            finish = ["--finish-timeout", f"{finish_timeout:g}"] if finish_timeout is not None else []
-            sres = cluster.conn(source).run(
-                ["python3", agents.values[source], "send", *knobs, *finish, "--", *source_argv],
-                stdin=cast(BinaryIO, send_in), timeout=timeout, on_line=on_line,
-            )
-        finally:
-            send_in.released.set()
-        summary = _last_json(sres.stdout)
+        summary = _send(cluster.conn(source), ship.argv(agents.values[source], "relay", "send",
+                                                         *knobs, "--", *source_argv),
+                        plan, timeout, prog, step)
         result.bytes = int(summary.get("bytes", 0))
         result.sha256 = str(summary.get("sha256", ""))
         result.seconds = float(summary.get("seconds", 0.0))
-        if summary.get("exit", sres.exit_code) not in (0, None) or (sres.exit_code != 0 and not summary):
-            raise StepError(step, f"source command failed ({sres.exit_code}): "
-                            f"{_tail(sres.stderr)}", node=source)
-        dropped_wait = 2 * (idle_timeout or 300.0) + inv.ssh.connect_timeout
-        sender_view = cast(Mapping[str, str], summary.get("targets", {}))
+        dropped_wait = min(timeout, 2 * (idle_timeout or 300.0) + inv.ssh.connect_timeout)
         for r in receivers.values():
-            if r.thread is not None:
-                dropped = str(sender_view.get(r.node, "")).startswith("error")
-                r.thread.join(min(timeout, dropped_wait) if dropped else timeout)
-            result.targets[r.node] = _receiver_outcome(r, summary, step)
+            result.targets[r.node] = _receiver_outcome(r, summary, step, timeout, dropped_wait)
     finally:
         for r in receivers.values():
-            r.stdin.released.set()
+            if r.proc is not None:
+                r.proc.release()
     return result
 
 
-def _start_receiver(conn: Connection, agent: str, bind: str, argv: Argv, timeout: float,
+def _knobs(idle_timeout: float | None, finish_timeout: float | None) -> tuple[list[str], list[str]]:
+    """The sender's and the receivers' options: receivers wait twice the sender's idle time."""
+    send: list[str] = []
+    recv: list[str] = []
+    if idle_timeout is not None:
+        send += ["--idle-timeout", f"{idle_timeout:g}"]
+        recv += ["--idle-timeout", f"{2 * idle_timeout:g}"]
+    if finish_timeout is not None:
+        send += ["--finish-timeout", f"{finish_timeout:g}"]
+    return send, recv
+
+
+def _prepare(session: Session, nodes: list[str],
+             known: Mapping[str, NodePaths]) -> GroupResult[str]:
+    """The node-side bundle (which holds the agent) on every node: its path per node."""
+    inv = session.inventory
+
+    def prepare(c: Connection) -> str:
+        return ship.ensure(c, known.get(c.node) or NodePaths.resolve(c, inv.state_dir, inv.cluster))
+
+    return session.cluster.map(prepare, nodes)
+
+
+def _send(conn: Connection, argv: Argv, plan: list[dict[str, Any]], timeout: float,
+          prog: Progress, step: str) -> dict[str, Any]:
+    """The sending agent, the plan on its stdin (held open: if the operator goes away, the
+    agent kills its command); its summary once it is done. Raises if the source failed."""
+
+    def on_line(stream: str, line: str) -> None:
+        if stream == "stderr" and line.startswith("PROGRESS "):
+            prog.status(conn.node, f"sent {int(line.split()[1]) / 1e9:.2f} GB")
+
+    sender = conn.start(argv, stdin=json.dumps({"targets": plan}).encode() + b"\n",
+                        hold_stdin=True, timeout=timeout, on_line=on_line)
+    try:
+        res = sender.result()
+    finally:
+        sender.release()
+    summary = _last_json(res.stdout)
+    if summary.get("exit", res.exit_code) not in (0, None) or (res.exit_code != 0 and not summary):
+        raise StepError(step, f"source command failed ({res.exit_code}): {_tail(res.stderr)}",
+                        node=conn.node)
+    return summary
+
+
+def _start_receiver(conn: Connection, pyz: str, bind: str, argv: Argv, timeout: float,
                     prog: Progress, knobs: Sequence[str] = ()) -> _Receiver:
-    token = secrets.token_hex(32)
-    r = _Receiver(node=conn.node, token=token, stdin=HeldOpen(token.encode() + b"\n"))
+    """The receiving agent, holding its stdin (the token first) until the relay is over:
+    if the operator goes away, the agent sees EOF and kills its command."""
+    r = _Receiver(node=conn.node)
 
     def on_line(stream: str, line: str) -> None:
         if stream == "stdout" and line.startswith("LISTEN "):
-            r.port = int(line.split()[1])
-            r.listening.set()
             prog.status(conn.node, "receiving")
-        elif _is_summary(stream, line, "complete"):
-            r.stdin.released.set()
 
-    def run() -> None:
-        try:
-            r.result = conn.run(
-                ["python3", agent, "recv", "--bind", bind, *knobs, "--", *argv],
-                stdin=cast(BinaryIO, r.stdin), timeout=timeout, on_line=on_line,
-            )
-        except (DgxClusterError, OSError) as exc:
-            r.error = exc
-        finally:
-            r.listening.set()
-            r.stdin.released.set()
-
-    r.thread = threading.Thread(target=run, daemon=True, name=f"relay-recv-{conn.node}")
-    r.thread.start()
+    try:
+        r.proc = conn.start(ship.argv(pyz, "relay", "recv", "--bind", bind, *knobs, "--", *argv),
+                            stdin=r.token.encode() + b"\n", hold_stdin=True, timeout=timeout,
+                            on_line=on_line)
+    except DgxClusterError as exc:
+        r.error = exc
     return r
 
 
-def _receiver_outcome(r: _Receiver, summary: Mapping[str, Any], step: str) -> Outcome:
+def _await_listen(r: _Receiver, within_s: float) -> None:
+    """The port the agent listens on, once it says so (None if it ended or stayed silent)."""
+    if r.proc is None:
+        return
+    try:
+        line = r.proc.wait_line(lambda ln: ln.startswith("LISTEN "), max(0.0, within_s))
+    except TimeoutError:
+        return
+    if line is not None:
+        r.port = int(line.split()[1])
+
+
+def _receiver_outcome(r: _Receiver, summary: Mapping[str, Any], step: str, timeout: float,
+                      dropped_wait: float) -> Outcome:
+    """Once the sender is done: a peer it dropped gets `dropped_wait` to end, others `timeout`."""
     sender_view = cast(Mapping[str, str], summary.get("targets", {})).get(r.node, "")
+    if r.proc is not None:
+        r.proc.wait(dropped_wait if str(sender_view).startswith("error") else timeout)
     if r.error is not None:
         return failed(r.node, step, r.error)
-    if r.result is None:
+    if r.proc is None or not r.proc.done:
         return Outcome(r.node, step, Status.FAILED, "receiver did not finish")
-    info = _last_json(r.result.stdout)
+    try:
+        res = r.proc.result()
+    except (DgxClusterError, OSError) as exc:
+        return failed(r.node, step, exc)
+    info = _last_json(res.stdout)
     got = {"bytes": int(info.get("bytes", 0))}
-    if r.result.exit_code == 0 and info.get("complete"):
+    if res.exit_code == 0 and info.get("complete"):
         return Outcome(r.node, step, Status.CHANGED, "received",
                        float(info.get("seconds", 0.0)), data=got)
-    why = _tail(r.result.stderr) or sender_view or f"exit {r.result.exit_code}"
+    why = _tail(res.stderr) or sender_view or f"exit {res.exit_code}"
     return Outcome(r.node, step, Status.FAILED,
-                   f"receive failed (exit {r.result.exit_code}): {why}", data=got)
-
-
-def _is_summary(stream: str, line: str, key: str) -> bool:
-    """The agent's last line (a JSON summary, printed once its work is done).
-
-    Releasing the agent's stdin on it, rather than when the SSH command returns, saves the
-    transport's wait for the stdin feeder (about a second per relay).
-    """
-    if stream != "stdout" or not line.startswith('{"bytes"'):
-        return False
-    try:
-        return key in json.loads(line)
-    except ValueError:
-        return False
+                   f"receive failed (exit {res.exit_code}): {why}", data=got)
 
 
 def _last_json(text: str) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Ship an image from one node to its peers: `docker save` streamed into `docker load`.
 
-The bytes go node to node over the fabric (`transfer.relay`), to every peer at once, framed
+The bytes go node to node over the fabric (`core.relay`), to every peer at once, framed
 and sha256-checked, so a copy that breaks midway is reported and never half-loaded. Layers
-that every peer already holds are left out of the stream (`layers.py`, `layerfilter.py`);
+that every peer already holds are left out of the stream (`layers.py`, and on the source
+the node-side `layerfilter`, which the relay ships with its own agent: `core.ship`);
 if a peer's docker refuses such a trimmed stream, that peer gets the whole image once more.
 The caller then checks that every peer's image ID equals the source's.
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from dgxcluster.core import ship
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.errors import ConnectError, DgxClusterError
 from dgxcluster.image import dockercmd, layers
+from dgxcluster.remote.command import Argv
 
 LIST_TIMEOUT_S = 120.0
 STEP = "receive"
@@ -46,30 +49,16 @@ def _missing_layer(detail: str) -> bool:
     return "no such file or directory" in detail and ("layer.tar" in detail or "blobs/" in detail)
 
 
-def _filter_path(paths: NodePaths) -> str:
-    return paths.sub("bin", layers.filter_name())
-
-
 def _skippable(session: Session, source: str, ref: str, receivers: Sequence[str],
                paths: Mapping[str, NodePaths]) -> list[str]:
     """The layers no receiver needs; [] if anything is unclear (then everything is sent)."""
-    fpath = _filter_path(paths[source])
-    answers = session.cluster.run(
-        lambda node: layers.argv(ref, fpath if node == source else ""), [source, *receivers],
-        timeout=LIST_TIMEOUT_S)
+    answers = session.cluster.run(layers.argv(ref), [source, *receivers], timeout=LIST_TIMEOUT_S)
     if answers.errors or not all(r.ok for r in answers.values.values()):
         return []
-    want, _, has_filter = layers.parse(answers.values[source].stdout)
+    want, _ = layers.parse(answers.values[source].stdout)
     if not want:
         return []
-    held = [layers.parse(answers.values[n].stdout)[1] for n in receivers]
-    skip = layers.skippable(want, held)
-    if skip and not has_filter:
-        try:
-            session.cluster.conn(source).put(layers.filter_source(), fpath, mode=0o700)
-        except (DgxClusterError, OSError):
-            return []
-    return skip
+    return layers.skippable(want, [layers.parse(answers.values[n].stdout)[1] for n in receivers])
 
 
 def _relay(session: Session, source: str, ref: str, receivers: Sequence[str],
@@ -77,11 +66,12 @@ def _relay(session: Session, source: str, ref: str, receivers: Sequence[str],
            prog: Progress) -> dict[str, Outcome]:
     from dgxcluster.core.relay import relay
 
+    source_argv: Argv
     if skip:
         spool = paths[source].sub("tmp")
         flags = [a for d in skip for a in ("--skip", d)]
-        source_argv = ["python3", _filter_path(paths[source]), "--spool-dir", spool, *flags,
-                       "--", *dockercmd.save_argv(ref)]
+        source_argv = ship.argv(ship.path(paths[source]), "layerfilter", "--spool-dir", spool,
+                                *flags, "--", *dockercmd.save_argv(ref))
         prog.message(f"{source}: leaving out {len(skip)} layer(s) every receiver already holds")
     else:
         source_argv = dockercmd.save_argv(ref)

@@ -3,7 +3,8 @@
 Docker identifies a stack of layers by its chain ID (diffIDs folded with sha256), and
 `docker load` skips every layer whose chain ID it already has. So the bottom of the new
 image that every receiver holds (typically the ~30 GB NGC base) need not travel at all;
-`layerfilter.py` leaves those layer files out of the `docker save` stream on the source.
+`nodeside/layerfilter.py` (in the node-side bundle, `core.ship`) leaves those layer files out
+of the `docker save` stream on the source.
 """
 
 from __future__ import annotations
@@ -11,22 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from importlib import resources
 
 from dgxcluster.remote.command import shell
 
-#: $1 the image to send (layers printed as "want <json>" if present here), $2 the filter's
-#: path ("have-filter" printed if it is there). Then "have <json>" for every local image.
+#: $1 the image to send (layers printed as "want <json>" if present here), then
+#: "have <json>" for every local image.
 SCRIPT = r"""fmt='{{json .RootFS.Layers}}'
 if out=$(docker image inspect --format "$fmt" "$1" 2>/dev/null); then printf 'want\t%s\n' "$out"; fi
-[ ! -f "$2" ] || echo have-filter
 docker image ls -q --no-trunc | sort -u | xargs -r docker image inspect --format "$fmt" 2>/dev/null \
   | awk '{ print "have\t" $0 }'
 """
 
 
-def argv(ref: str, filter_path: str) -> list[str]:
-    return shell(SCRIPT, ref, filter_path)
+def argv(ref: str) -> list[str]:
+    return shell(SCRIPT, ref)
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
@@ -40,16 +39,12 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
     return out
 
 
-def parse(text: str) -> tuple[list[str] | None, set[str], bool]:
-    """(the wanted image's diffIDs or None, chain IDs held, filter present)."""
+def parse(text: str) -> tuple[list[str] | None, set[str]]:
+    """(the wanted image's diffIDs or None, chain IDs held)."""
     want: list[str] | None = None
     held: set[str] = set()
-    has_filter = False
     for line in text.splitlines():
         kind, _, rest = line.partition("\t")
-        if kind == "have-filter":
-            has_filter = True
-            continue
         try:
             layers = json.loads(rest)
         except ValueError:
@@ -60,7 +55,7 @@ def parse(text: str) -> tuple[list[str] | None, set[str], bool]:
             want = list(layers)
         elif kind == "have":
             held.update(chain_ids(layers))
-    return want, held, has_filter
+    return want, held
 
 
 def skippable(source_layers: Sequence[str], held_by_each: Iterable[set[str]]) -> list[str]:
@@ -78,11 +73,3 @@ def skippable(source_layers: Sequence[str], held_by_each: Iterable[set[str]]) ->
         n += 1
     above = set(source_layers[n:])
     return [d for d in dict.fromkeys(source_layers[:n]) if d not in above]
-
-
-def filter_source() -> bytes:
-    return resources.files("dgxcluster.nodeside").joinpath("layerfilter.py").read_bytes()
-
-
-def filter_name() -> str:
-    return f"layer-filter-{hashlib.sha256(filter_source()).hexdigest()[:12]}.py"

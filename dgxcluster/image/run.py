@@ -319,7 +319,7 @@ class _Build:
         stream: sync.ContextStream | None = None
         try:
             if self.session.secrets:
-                secret_dir = f"{paths.env_dir}/build-{pysecrets.token_hex(6)}"
+                secret_dir = f"{paths.env_dir}/build-{slug(self.image)}-{pysecrets.token_hex(6)}"
             docker_argv = self._docker_argv(paths, p, self._put_secrets(conn, secret_dir))
             self.prog.status(node, f"sending context: {p.sync.describe()}")
             if log:
@@ -435,9 +435,7 @@ def _connect_all(session: Session, nodes: Sequence[str], down: dict[str, BaseExc
     into `down` (and are not tried a second time)."""
 
     def one(conn: Connection) -> None:
-        connect = getattr(conn, "connect", None)
-        if callable(connect):
-            connect()
+        conn.connect()
 
     down.update(session.cluster.map(one, nodes).unreachable)
 

@@ -27,9 +27,10 @@ from dgxcluster.remote.command import shell
 MANIFEST_VERSION = 1
 
 #: $1 build dir (absolute), $2 number of paths to delete, $3 secret dir to remove afterwards
-#: ("" = none), $4 the image ref being built, then the paths to delete, then the docker
-#: build argv. stdin: the tar. Ends by printing the built image's ID as `docker image
-#: inspect` reports it (the same ID the probe and the finalize step compare).
+#: ("" = none; `<env>/build-<image slug>-<random>`), $4 the image ref being built, then the
+#: paths to delete, then the docker build argv. stdin: the tar. Ends by printing the built
+#: image's ID as `docker image inspect` reports it (the same ID the probe and the finalize
+#: step compare).
 #: While docker builds, a watchdog writes an empty line to stderr every 2 s: once the
 #: client is gone (Ctrl-C, a killed sshd) that write fails, and the build is stopped rather
 #: than left running for the rest of its step, holding the context lock and the secrets.
@@ -44,6 +45,9 @@ trap 'exit 130' INT TERM HUP PIPE
 mkdir -p "$dir/context" || exit 70
 exec 9>"$dir/lock" || exit 70
 if ! flock -n 9; then echo "dgxcluster: another build is using $dir on this node" >&2; exit 75; fi
+# secret dirs of earlier builds of this image that never finished (a node that stopped
+# answering while they were written): only a build holding this lock may remove them
+if [ -n "$sdir" ]; then for d in "${sdir%-*}"-*; do [ "$d" = "$sdir" ] || rm -rf -- "$d"; done; fi
 cd "$dir/context" || exit 70
 while [ "$ndel" -gt 0 ]; do rm -f -- "$1"; shift; ndel=$((ndel - 1)); done
 find . -mindepth 1 -depth -type d -empty -delete

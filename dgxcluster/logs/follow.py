@@ -8,18 +8,16 @@ command on any node (without a pty, sshd would not signal them).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dgxcluster.core.naming import LABEL_ROLE, cluster_filter
 from dgxcluster.core.session import Session
-from dgxcluster.errors import ConnectError
+from dgxcluster.errors import ConnectError, DgxClusterError
 from dgxcluster.logs.redact import CollectedRedactor
 from dgxcluster.remote.command import shell
-from dgxcluster.remote.connection import Connection
+from dgxcluster.remote.connection import Connection, RemoteProcess
 
 #: Lines of history shown per container when no --since is given.
 DEFAULT_TAIL = 50
@@ -71,29 +69,8 @@ def follow(
 ) -> FollowResult:
     """Follow until `stop` is set or Ctrl-C; then end every remote follower and return."""
     stop = stop or threading.Event()
-    targets = session.cluster.select(nodes)
     result = FollowResult()
-    listing = session.cluster.run(list_argv(session.inventory.cluster), targets, timeout=30)
-    streams: list[tuple[Connection, str, str]] = []
-    for name in targets:
-        value = listing[name]
-        if isinstance(value, ConnectError):
-            result.unreachable[name] = value.reason
-            on_note(f"{name}: unreachable: {value.reason}")
-            continue
-        if isinstance(value, BaseException):
-            on_note(f"{name}: {value}")
-            continue
-        if not value.ok:
-            on_note(f"{name}: docker ps failed: {value.stderr.strip() or value.exit_code}")
-            continue
-        found = [ln.split("\t") for ln in value.stdout.splitlines() if ln.strip()]
-        if not found:
-            on_note(f"{name}: no dgxcluster containers")
-        for parts in found:
-            container = parts[0]
-            label = parts[1] if len(parts) > 1 and parts[1] else container
-            streams.append((session.cluster.conn(name), container, label))
+    streams = _containers(session, session.cluster.select(nodes), result, on_note)
     if not streams:
         return result
     on_note(f"following {len(streams)} container log(s); Ctrl-C to stop")
@@ -102,74 +79,103 @@ def follow(
     def redacted(node: str, label: str, line: str) -> None:
         on_line(node, label, redactor.text(line))
 
-    followers = [_Follower(c, ctr, label, since_s, tail, redacted, on_note)
-                 for c, ctr, label in streams]
-    for f in followers:
-        f.start()
-        result.followed.append((f.conn.node, f.container))
+    followers = [_Follower(c, ctr, label) for c, ctr, label in streams]
+
+    def start_node(conn: Connection) -> None:  # every node's channels open at once
+        for f in followers:
+            if f.conn is conn:
+                f.start(since_s, tail, redacted, on_note)
+
     try:
+        session.cluster.map(start_node, list(dict.fromkeys(c.node for c, _, _ in streams)))
+        result.followed = [(f.conn.node, f.container) for f in followers if f.proc is not None]
         while not stop.is_set() and any(f.alive for f in followers):
+            for f in followers:
+                f.report_end(on_note)
             stop.wait(0.2)
     except KeyboardInterrupt:
         pass
     finally:
-        for f in followers:
-            f.release()
-        for f in followers:
-            f.join(10.0)
+        _end(followers, on_note)
     return result
 
 
-class _Follower:
-    """One container's `docker logs -f` over its own channel, with stdin held open."""
+def _containers(session: Session, targets: list[str], result: FollowResult,
+                on_note: NoteSink) -> list[tuple[Connection, str, str]]:
+    """(connection, container, label) of every dgxcluster container on the target nodes."""
+    listing = session.cluster.run(list_argv(session.inventory.cluster), targets, timeout=30)
+    streams: list[tuple[Connection, str, str]] = []
+    for name in targets:
+        value = listing[name]
+        if isinstance(value, ConnectError):
+            result.unreachable[name] = value.reason
+            on_note(f"{name}: unreachable: {value.reason}")
+        elif isinstance(value, BaseException):
+            on_note(f"{name}: {value}")
+        elif not value.ok:
+            on_note(f"{name}: docker ps failed: {value.stderr.strip() or value.exit_code}")
+        else:
+            found = [ln.split("\t") for ln in value.stdout.splitlines() if ln.strip()]
+            if not found:
+                on_note(f"{name}: no dgxcluster containers")
+            streams += [(session.cluster.conn(name), parts[0],
+                         parts[1] if len(parts) > 1 and parts[1] else parts[0]) for parts in found]
+    return streams
 
-    def __init__(self, conn: Connection, container: str, label: str, since_s: int,
-                 tail: int, on_line: LineSink, on_note: NoteSink) -> None:
+
+def _end(followers: list[_Follower], on_note: NoteSink) -> None:
+    """Say why any ended by itself, then release the rest: their remote sides end too."""
+    for f in followers:
+        f.report_end(on_note)
+        f.released = True
+        if f.proc is not None:
+            f.proc.release()
+    for f in followers:
+        if f.proc is not None and not f.proc.wait(10.0):
+            f.proc.kill()
+
+
+class _Follower:
+    """One container's `docker logs -f` on its own channel, with stdin held open: released,
+    the remote script kills its follower and the channel ends."""
+
+    def __init__(self, conn: Connection, container: str, label: str) -> None:
         self.conn = conn
         self.container = container
         self.label = label
-        self._argv = follow_argv(container, since_s, tail)
-        self._on_line = on_line
-        self._on_note = on_note
-        rfd, self._wfd = os.pipe()
-        self._stdin = os.fdopen(rfd, "rb", buffering=0)
-        self._released = False
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"follow-{conn.node}-{container}")
+        self.proc: RemoteProcess | None = None
+        self.released = False
+        self._reported = False
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self.proc is not None and not self.proc.done
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def release(self) -> None:
-        """Close the remote side's stdin: its follower is killed and the channel ends."""
-        if not self._released:
-            self._released = True
-            with contextlib.suppress(OSError):
-                os.close(self._wfd)
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        node = self.conn.node
+    def start(self, since_s: int, tail: int, on_line: LineSink, on_note: NoteSink) -> None:
+        node, label = self.conn.node, self.label
 
         def line(_stream: str, text: str) -> None:
-            self._on_line(node, self.label, text)
+            on_line(node, label, text)
 
         try:
-            res = self.conn.run(self._argv, stdin=self._stdin, timeout=FOREVER_S, on_line=line)
-            if not self._released:
-                self._on_note(f"{node}[{self.label}]: log ended (exit {res.exit_code})")
+            self.proc = self.conn.start(follow_argv(self.container, since_s, tail), stdin=b"",
+                                        hold_stdin=True, timeout=FOREVER_S, on_line=line)
+        except DgxClusterError as exc:
+            self._reported = True
+            on_note(f"{node}[{label}]: {exc.reason if isinstance(exc, ConnectError) else exc}")
+
+    def report_end(self, on_note: NoteSink) -> None:
+        """Say once why a follower ended on its own (the container went, the node dropped)."""
+        if self._reported or self.released or self.proc is None or not self.proc.done:
+            return
+        self._reported = True
+        where = f"{self.conn.node}[{self.label}]"
+        try:
+            res = self.proc.result()
         except ConnectError as exc:
-            if not self._released:
-                self._on_note(f"{node}[{self.label}]: connection lost: {exc.reason}")
+            on_note(f"{where}: connection lost: {exc.reason}")
+            return
         except Exception as exc:
-            self._on_note(f"{node}[{self.label}]: {exc}")
-        finally:
-            self.release()
-            with contextlib.suppress(OSError):
-                self._stdin.close()
+            on_note(f"{where}: {exc}")
+            return
+        on_note(f"{where}: log ended (exit {res.exit_code})")

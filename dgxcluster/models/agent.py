@@ -1,34 +1,25 @@
 """The model agent (`nodeside/hfcache.py`) on one node: where it and the HF cache live, how to call it.
 
-The agent is put on a node on first use, at a content-addressed path, so a changed agent
-never meets an old copy. Commands are argv; lists of names travel on stdin or in a file.
+The agent travels in dgxcluster's node-side bundle (`core.ship`), put on a node on first use
+at a content-addressed path, so a changed agent never meets an old copy. Commands are argv;
+lists of names travel on stdin or in a file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import PurePosixPath
 from typing import Any
 
+from dgxcluster.core import ship
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.session import Session
 from dgxcluster.errors import StepError
 from dgxcluster.models.layout import NodeCache, ScanError, parse_scan
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import Result
-
-
-def agent_source() -> bytes:
-    return resources.files("dgxcluster.nodeside").joinpath("hfcache.py").read_bytes()
-
-
-def agent_path(paths: NodePaths) -> str:
-    digest = hashlib.sha256(agent_source()).hexdigest()[:12]
-    return paths.sub("bin", f"model-agent-{digest}.py")
 
 
 def hub_dir(paths: NodePaths, hf_cache: str) -> str:
@@ -41,7 +32,7 @@ def hub_dir(paths: NodePaths, hf_cache: str) -> str:
 
 @dataclass(frozen=True)
 class NodeModels:
-    """One node's HF hub directory, verification records and model agent."""
+    """One node's HF hub directory, verification records and node-side bundle (`agent`)."""
 
     conn: Connection
     paths: NodePaths
@@ -64,23 +55,19 @@ class NodeModels:
     def at(cls, conn: Connection, paths: NodePaths, hf_cache: str) -> NodeModels:
         """When the node's paths are known already (no round trip for $HOME)."""
         return cls(conn, paths, hub_dir(paths, hf_cache), paths.sub("records", "models"),
-                   agent_path(paths))
+                   ship.path(paths))
+
+    def _args(self, mode: str, *args: str) -> list[str]:
+        return [mode, "--hub", self.hub, "--records", self.records, *args]
 
     def argv(self, mode: str, *args: str) -> list[str]:
-        return ["python3", self.agent, mode, "--hub", self.hub, "--records", self.records, *args]
-
-    def ensure_agent(self) -> None:
-        if self.conn.run(["test", "-f", self.agent]).exit_code != 0:
-            self.conn.put(agent_source(), self.agent, mode=0o700)
+        return [str(a) for a in ship.argv(self.agent, "hfcache", *self._args(mode, *args))]
 
     def run(self, mode: str, *args: str, stdin: bytes | None = None,
             timeout: float | None = None) -> Result:
-        """Run the agent; put it on the node first if this is its first use there."""
-        argv = self.argv(mode, *args)
-        res = self.conn.run(argv, stdin=stdin, timeout=timeout)
-        if res.exit_code == 2 and "can't open file" in res.stderr:
-            self.conn.put(agent_source(), self.agent, mode=0o700)
-            res = self.conn.run(argv, stdin=stdin, timeout=timeout)
+        """Run the agent; the bundle is put on the node first if this is its first use there."""
+        res = ship.run(self.conn, self.paths, "hfcache", *self._args(mode, *args), stdin=stdin,
+                       timeout=timeout)
         if res.exit_code == 127 or "python3: not found" in res.stderr:
             raise StepError(f"model-{mode}", "python3 is needed on every node", node=self.node)
         return res

@@ -1,4 +1,5 @@
-"""Node-side helper for `dgxcluster model` (Python 3 standard library only; shipped to nodes).
+"""Node-side helper for `dgxcluster model` (Python 3 standard library only; shipped to nodes,
+run as `python3 nodeside-<hash>.pyz hfcache MODE ...`).
 
   scan    describe HF cache entries: blobs (with stat), links, small files, refs, partial
           files, free space, and this node's verification record; JSON on stdout.
@@ -31,16 +32,16 @@ import json
 import os
 import re
 import stat
-import struct
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from . import framing
+
 Json = dict[str, Any]
-CHUNK = 1 << 20
+CHUNK = framing.CHUNK
 MAGIC = b"DGXM1\n"
-HDR = struct.Struct("!I")
 TMP_SUFFIX = ".dgxc-incoming"
 PARTIAL_SUFFIXES = (TMP_SUFFIX, ".incomplete")
 TOP = ("blobs", "snapshots", "refs", ".no_exist")
@@ -302,8 +303,7 @@ def _plain(name: str) -> str:
 # -- stream format ---------------------------------------------------------------------
 
 def _write_header(out: BinaryIO, meta: Json) -> None:
-    data = json.dumps(meta, sort_keys=True).encode()
-    out.write(HDR.pack(len(data)) + data)
+    out.write(framing.record(meta))
 
 
 def cmd_send(a: argparse.Namespace) -> int:
@@ -394,13 +394,14 @@ class Reader:
         self.buf = bytearray(CHUNK)
         self.view = memoryview(self.buf)
 
+    def _read_into(self, view: memoryview) -> int:
+        return os.readv(self.fd, [view])
+
     def _fill(self, view: memoryview) -> None:
-        got = 0
-        while got < len(view):
-            k = os.readv(self.fd, [view[got:]])
-            if not k:
-                raise Fail("stream ended early")
-            got += k
+        try:
+            framing.fill(self._read_into, view)
+        except framing.Truncated:
+            raise Fail("stream ended early") from None
 
     def exact(self, n: int) -> bytes:
         out = bytearray(n)
@@ -416,13 +417,12 @@ class Reader:
             yield view
 
     def header(self) -> Json:
-        (n,) = HDR.unpack(self.exact(HDR.size))
-        if n > 1 << 20:
-            raise Fail("header too large")
-        meta = json.loads(self.exact(n))
-        if not isinstance(meta, dict):
-            raise Fail("bad header")
-        return meta
+        try:
+            return framing.read_record(self._read_into)
+        except framing.Truncated:
+            raise Fail("stream ended early") from None
+        except ValueError as exc:
+            raise Fail(f"bad header: {exc}") from None
 
 
 def _bigger_pipe(fd: int) -> None:
@@ -565,7 +565,3 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         sys.stderr.write(f"model-agent {a.mode}: {exc}\n")
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,8 @@ Layer members are recognised as `blobs/sha256/<hex>` (Docker >= 25: the name is 
 decided at once) or `<v1 id>/layer.tar` (older Docker: the digest is only known once read,
 so the member is spooled while it is hashed, then sent or dropped).
 
-  python3 layerfilter.py --skip sha256:<hex> [--skip ...] [--spool-dir DIR] -- docker save REF
+  python3 nodeside-<hash>.pyz layerfilter --skip sha256:<hex> [--skip ...] [--spool-dir DIR] \
+      -- docker save REF
 """
 
 from __future__ import annotations
@@ -167,7 +168,3 @@ def main(argv: list[str] | None = None) -> int:
     rc = child.wait()
     sys.stderr.write(f"layer filter: left out {n} layer(s), {nbytes} bytes the receivers hold\n")
     return rc
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,8 @@ still be different builds; mixing them has hung TP=2 runs on DGX Sparks after ab
 minutes (vllm-project/vllm#41725, #42354). vLLM's pynccl opens `libnccl.so.2` after torch
 (or VLLM_NCCL_SO_PATH), so the library torch mapped is the one vLLM uses.
 
-Standalone (stdlib; torch if present): run inside the image as `python3 -c "<this file>"`.
+Standalone (stdlib; torch if present): run inside the image from the node-side bundle,
+`python3 nodeside.pyz nccl_libs` (verify-ib mounts the bundle into its tools container).
 Needs no GPU: importing torch maps its NCCL. Prints one line: `dgxcluster-nccl-libs {json}`.
 """
 
@@ -60,7 +61,7 @@ def mapped() -> list[str]:
         return sorted({ln.split()[-1] for ln in fh if "libnccl" in ln.rsplit("/", 1)[-1]})
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"vllm_nccl_so_path": os.environ.get("VLLM_NCCL_SO_PATH")}
     try:
         import torch  # type: ignore[import-not-found,unused-ignore]

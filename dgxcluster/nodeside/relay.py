@@ -1,4 +1,5 @@
-"""Node-side relay agent (Python 3 standard library only; shipped to nodes by dgxcluster).
+"""Node-side relay agent (Python 3 standard library only; shipped to nodes by dgxcluster,
+run as `python3 nodeside-<hash>.pyz relay recv|send ...`).
 
 Streams a command's stdout from one node straight into a command's stdin on other nodes,
 over TCP on the fabric, without passing through the operator's machine:
@@ -8,9 +9,9 @@ over TCP on the fabric, without passing through the operator's machine:
   send: run CMD (e.g. `docker save IMAGE`), stream its stdout to every target at once.
 
 Tokens and targets arrive on stdin, never on the command line. The stream is framed
-(4-byte length + data; a zero frame ends it, then the sha256 of the payload), so a
-truncated stream is detected and the receiving command is killed rather than fed a
-partial payload. If the operator goes away (stdin reaches EOF early), the agent kills its
+(`framing.py`: 4-byte length + data; an empty frame ends it, then the sha256 of the
+payload), so a truncated stream is detected and the receiving command is killed rather
+than fed a partial payload. If the operator goes away (stdin reaches EOF early), the agent kills its
 command and exits: nothing is left behind on the node.
 """
 
@@ -24,15 +25,18 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 
-CHUNK = 1 << 20
-HDR = struct.Struct("!I")
+from . import framing
+
+CHUNK = framing.CHUNK
+#: The dispatcher ends this program with os._exit: its stdin watcher may still be blocked
+#: in read(), and a normal interpreter shutdown would wait on that read's lock.
+HARD_EXIT = True
 EXIT_TRUNCATED = 3
 EXIT_TARGETS_FAILED = 4
 EXIT_ABANDONED = 125
@@ -62,20 +66,6 @@ def _watch_stdin(child: list[subprocess.Popen[bytes]], done: threading.Event) ->
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _recv_exact(sock: socket.socket, n: int, buf: bytearray | None = None) -> memoryview:
-    """Read exactly n bytes (into `buf` when given, to avoid a copy per frame)."""
-    if buf is None or len(buf) < n:
-        buf = bytearray(n)
-    view = memoryview(buf)[:n]
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if not k:
-            raise EOFError
-        got += k
-    return view
-
-
 def cmd_recv(a: argparse.Namespace) -> int:
     token = sys.stdin.buffer.readline().strip()
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -97,7 +87,7 @@ def cmd_recv(a: argparse.Namespace) -> int:
             return EXIT_TRUNCATED
         conn.settimeout(30)
         try:
-            offered = bytes(_recv_exact(conn, len(token)))
+            offered = bytes(framing.read_exact(conn.recv_into, len(token)))
         except (EOFError, OSError):
             conn.close()
             continue
@@ -117,16 +107,16 @@ def cmd_recv(a: argparse.Namespace) -> int:
     frame = bytearray(CHUNK)
     try:
         while True:
-            (n,) = HDR.unpack(_recv_exact(conn, HDR.size))
+            n = framing.read_length(conn.recv_into)
             if n == 0:
-                expected = bytes(_recv_exact(conn, 32))
+                expected = bytes(framing.read_exact(conn.recv_into, 32))
                 complete = hmac.compare_digest(expected, digest.digest())
                 if not complete:
                     _log("relay: checksum mismatch")
                 break
             if n > CHUNK:
                 raise EOFError(f"frame of {n} bytes exceeds {CHUNK}")
-            data = _recv_exact(conn, n, frame)
+            data = framing.read_exact(conn.recv_into, n, frame)
             digest.update(data)
             total += n
             child.stdin.write(data)
@@ -179,7 +169,7 @@ def _finish(rc: int, digest: bytes, socks: dict[str, socket.socket], status: dic
             s.close()
             status[name] = f"error: source command exited {rc}"
         return
-    send_all(HDR.pack(0) + digest)
+    send_all(framing.end_frame(digest))
     for name, s in list(socks.items()):
         try:
             s.shutdown(socket.SHUT_WR)
@@ -219,7 +209,7 @@ def cmd_send(a: argparse.Namespace) -> int:
             break
         digest.update(data)
         total += len(data)
-        send_all(HDR.pack(len(data)) + data)
+        send_all(framing.frame(data))
         now = time.monotonic()
         if now - last >= 1.0:
             _log(f"PROGRESS {total}")
@@ -259,11 +249,3 @@ def main(argv: list[str] | None = None) -> int:
         p.error("a command is required after --")
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     return cmd_recv(a) if a.mode == "recv" else cmd_send(a)
-
-
-if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Skip interpreter shutdown: the stdin watcher thread may still be blocked in read().
-    os._exit(code)

@@ -1,21 +1,19 @@
 """The small interface every capability is written against, and a test double's contract.
 
 `SshConnection` implements it over SSH; unit tests pass in a fake that records calls.
-A test checks that every implementation has exactly these public methods.
+A test checks that the interface, `SshConnection` and the fake have exactly the same
+public methods, with the same parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from dgxcluster.remote.command import Argv
+from dgxcluster.remote.process import ChunkCallback, LineCallback, RemoteProcess
 from dgxcluster.remote.result import Result
 
-#: Called with ("stdout" | "stderr", line) for each complete output line, live.
-LineCallback = Callable[[str, str], None]
-#: Called with each raw chunk of stdout when the caller wants bytes, not text.
-ChunkCallback = Callable[[bytes], None]
+__all__ = ["ChunkCallback", "Connection", "LineCallback", "RemoteProcess"]
 
 
 @runtime_checkable
@@ -27,6 +25,30 @@ class Connection(Protocol):
         """The node's inventory name."""
         ...
 
+    def connect(self) -> None:
+        """Open the connection now (it otherwise opens on first use); ConnectError if the
+        node cannot be reached. Lets a caller overlap handshakes with local work."""
+        ...
+
+    def start(
+        self,
+        argv: Argv,
+        *,
+        stdin: bytes | BinaryIO | None = None,
+        hold_stdin: bool = False,
+        timeout: float | None = None,
+        on_line: LineCallback | None = None,
+        on_stdout_chunk: ChunkCallback | None = None,
+    ) -> RemoteProcess:
+        """Start argv and return at once; the output streams to the callbacks.
+
+        `stdin` is sent first; with `hold_stdin` stdin then stays open until
+        `RemoteProcess.release()` (or the process ends), else it ends after the payload.
+        Past `timeout` (default ssh.command_timeout) the process ends in CommandTimeout.
+        Raises ConnectError here if the node cannot be reached.
+        """
+        ...
+
     def run(
         self,
         argv: Argv,
@@ -36,22 +58,27 @@ class Connection(Protocol):
         on_line: LineCallback | None = None,
         on_stdout_chunk: ChunkCallback | None = None,
     ) -> Result:
-        """Run argv; never raises for a non-zero exit (call `.check()`).
+        """Run argv to its end (`start(...).result()`); never raises for a non-zero exit
+        (call `.check()`).
 
         Raises ConnectError if the node cannot be reached, CommandTimeout past `timeout`.
         With `on_stdout_chunk`, stdout goes to the callback as bytes and Result.stdout is "".
         """
         ...
 
-    def put(self, data: bytes, path: str, mode: int = 0o644) -> None:
+    def put(self, data: bytes, path: str, mode: int = 0o644, *,
+            timeout: float | None = None) -> None:
         """Write `data` to `path` atomically with `mode` set before any byte is written.
 
-        A relative path or one starting with `~/` is under the login user's home.
+        A relative path or one starting with `~/` is under the login user's home. `timeout`:
+        seconds the node may leave one SFTP request unanswered (default 3 x
+        ssh.connect_timeout); past it the connection is closed and ConnectError names the
+        node and the path.
         """
         ...
 
-    def get(self, path: str) -> bytes:
-        """Read a whole remote file."""
+    def get(self, path: str, *, timeout: float | None = None) -> bytes:
+        """Read a whole remote file (`timeout` as for `put`)."""
         ...
 
     def close(self) -> None:

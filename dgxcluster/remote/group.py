@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from dgxcluster.errors import InventoryError, UsageError
+from dgxcluster.errors import CommandTimeout, InventoryError, UsageError
 from dgxcluster.remote.command import Argv
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult, Result
@@ -135,8 +136,16 @@ class Cluster:
         self,
         fn: Callable[[Connection], T],
         nodes: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> GroupResult[T]:
-        """Call fn(connection) on every node in parallel; collect a value or error per node."""
+        """Call fn(connection) on every node in parallel; collect a value or error per node.
+
+        `timeout`: seconds each node's call may take, counted from when it starts. Past it
+        the node's entry is a CommandTimeout naming the node, its connection is closed
+        (which ends the remote operation the call is waiting on) and `map` returns without
+        waiting for the call itself.
+        """
         targets = list(nodes) if nodes is not None else list(self.names)
         result: GroupResult[T] = GroupResult(order=targets)
         if not targets:
@@ -145,9 +154,11 @@ class Cluster:
             max_workers=max(1, min(len(targets), self._max)), thread_name_prefix="node"
         )
         futures: dict[Future[T], str] = {}
+        started: dict[str, float] = {}
+        what = getattr(fn, "__name__", "the node's work")
         try:
             for name in targets:
-                futures[pool.submit(self._call, fn, name)] = name
+                futures[pool.submit(self._call, fn, name, started)] = name
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
@@ -158,6 +169,8 @@ class Cluster:
                         result.errors[name] = exc
                     else:
                         result.values[name] = fut.result()
+                if timeout is not None:
+                    pending -= self._overdue(pending, futures, started, timeout, what, result)
         except BaseException:
             for fut in futures:
                 fut.cancel()
@@ -167,7 +180,24 @@ class Cluster:
             pool.shutdown(wait=False, cancel_futures=True)
         return result
 
-    def _call(self, fn: Callable[[Connection], T], name: str) -> T:
+    def _overdue(self, pending: set[Future[T]], futures: dict[Future[T], str],
+                 started: dict[str, float], timeout: float, what: str,
+                 result: GroupResult[T]) -> set[Future[T]]:
+        """The running calls past their time: recorded as timed out, their connections closed."""
+        now = time.monotonic()
+        late = {f for f in pending if (t := started.get(futures[f])) is not None and now - t > timeout}
+        for fut in late:
+            name = futures[fut]
+            result.errors[name] = CommandTimeout(name, what, timeout)
+            with self._lock:
+                conn = self._conns.get(name)
+            if conn is not None:
+                with contextlib.suppress(Exception):  # closing is best effort
+                    conn.close()
+        return late
+
+    def _call(self, fn: Callable[[Connection], T], name: str, started: dict[str, float]) -> T:
+        started[name] = time.monotonic()
         return fn(self.conn(name))
 
     def run(

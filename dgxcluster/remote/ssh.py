@@ -13,7 +13,7 @@ import select
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -25,9 +25,9 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from dgxcluster.errors import CommandTimeout, ConnectError, HostKeyError
 from dgxcluster.inventory.schema import NodeSpec, SshSettings
 from dgxcluster.remote.command import Argv, for_display, to_command_line
-from dgxcluster.remote.connection import ChunkCallback, LineCallback
 from dgxcluster.remote.hostkeys import changed_key_error, load_known_hosts, policy_for
 from dgxcluster.remote.jumps import Gateways, Lease, Retryable
+from dgxcluster.remote.process import KILLED, ChunkCallback, LineCallback, RemoteProcess
 from dgxcluster.remote.result import Result
 from dgxcluster.remote.route import DIRECT, Route
 from dgxcluster.runlog import get_logger
@@ -217,6 +217,62 @@ class SshConnection:
 
     # -- running ------------------------------------------------------------------------
 
+    def _live_transport(self) -> paramiko.Transport:
+        try:
+            return self._transport()
+        except _Transient as exc:
+            raise ConnectError(self.node, str(exc)) from None
+
+    def _channel(self) -> paramiko.Channel:
+        transport = self._live_transport()
+        try:
+            return transport.open_session(timeout=self._ssh.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.close()
+            raise ConnectError(self.node, f"connection lost: {exc or type(exc).__name__}") from None
+
+    def _answered(self, chan: paramiko.Channel, what: str, request: Callable[[], object]) -> None:
+        """A channel request (exec, subsystem) paramiko would wait on without limit: a node
+        that stops answering gets connect_timeout, then the connection is closed."""
+        limit = self._ssh.connect_timeout
+        fired: list[bool] = []
+
+        def give_up() -> None:
+            fired.append(True)
+            with contextlib.suppress(Exception):
+                chan.close()
+
+        timer = threading.Timer(limit, give_up)
+        timer.daemon = True
+        timer.start()
+        try:
+            request()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.close()
+            if fired:
+                raise ConnectError(self.node, f"no answer within {limit:g}s while {what}") from None
+            raise ConnectError(self.node, f"connection lost: {exc or type(exc).__name__}") from None
+        finally:
+            timer.cancel()
+
+    def start(
+        self,
+        argv: Argv,
+        *,
+        stdin: bytes | BinaryIO | None = None,
+        hold_stdin: bool = False,
+        timeout: float | None = None,
+        on_line: LineCallback | None = None,
+        on_stdout_chunk: ChunkCallback | None = None,
+    ) -> RemoteProcess:
+        cmdline = to_command_line(argv)
+        shown = self._redact(for_display(argv))
+        limit = self._ssh.command_timeout if timeout is None else timeout
+        chan = self._channel()
+        self._answered(chan, f"starting `{_brief(shown)}`", lambda: chan.exec_command(cmdline))
+        return _SshProcess(self, chan, shown, limit, on_line, on_stdout_chunk)._begin(
+            stdin, hold_stdin)
+
     def run(
         self,
         argv: Argv,
@@ -226,91 +282,174 @@ class SshConnection:
         on_line: LineCallback | None = None,
         on_stdout_chunk: ChunkCallback | None = None,
     ) -> Result:
-        cmdline = to_command_line(argv)
-        shown = self._redact(for_display(argv))
-        limit = self._ssh.command_timeout if timeout is None else timeout
-        start = time.monotonic()
+        proc = self.start(argv, stdin=stdin, timeout=timeout, on_line=on_line,
+                          on_stdout_chunk=on_stdout_chunk)
         try:
-            transport = self._transport()
-        except _Transient as exc:
-            raise ConnectError(self.node, str(exc)) from None
-        try:
-            chan = transport.open_session(timeout=self._ssh.connect_timeout)
-            chan.exec_command(cmdline)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            self.close()
-            raise ConnectError(self.node, f"connection lost: {exc or type(exc).__name__}") from None
-        feeder = _start_feeder(chan, stdin)
-        redacted_line = None
-        if on_line is not None:
-            cb, redact = on_line, self._redact
-
-            def redacted_line(stream: str, line: str) -> None:
-                cb(stream, redact(line))
-
-        out = _Collector("stdout", redacted_line, on_stdout_chunk)
-        err = _Collector("stderr", redacted_line, None)
-        try:
-            exit_code = _pump(chan, out, err, start + limit)
-        except TimeoutError:
-            chan.close()
-            self._log.warning("remote.timeout", argv=shown, timeout_s=limit)
-            raise CommandTimeout(self.node, shown, limit) from None
-        finally:
-            if feeder is not None:
-                feeder.join(timeout=1)
-        duration = time.monotonic() - start
-        if exit_code is None:
-            self.close()
-            first = shown.splitlines()[0] if shown else shown
-            brief = first if len(first) <= 60 and first == shown else first[:57] + "..."
-            raise ConnectError(self.node, f"connection lost while running `{brief}`")
-        result = Result(
-            node=self.node,
-            argv=shown,
-            exit_code=exit_code,
-            stdout=self._redact(out.text()),
-            stderr=self._redact(err.text()),
-            duration_s=duration,
-        )
-        self._log.debug("remote.run", argv=shown, exit=exit_code, duration_s=round(duration, 3))
-        return result
+            return proc.result()
+        except BaseException:
+            proc.kill()  # interrupted: the remote side sees its channel close
+            raise
 
     # -- files --------------------------------------------------------------------------
 
-    def _sftp_client(self) -> paramiko.SFTPClient:
-        try:
-            self._transport()
-        except _Transient as exc:
-            raise ConnectError(self.node, str(exc)) from None
-        with self._lock:
-            if self._sftp is None:
-                self._sftp = self._conn.sftp()
-            return self._sftp
+    def _sftp_limit(self, timeout: float | None) -> float:
+        return 3 * self._ssh.connect_timeout if timeout is None else timeout
 
-    def put(self, data: bytes, path: str, mode: int = 0o644) -> None:
-        sftp = self._sftp_client()
-        target = _sftp_path(path)
-        parent = str(PurePosixPath(target).parent)
-        _sftp_makedirs(sftp, parent)
-        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+    @contextlib.contextmanager
+    def _sftp_errors(self, doing: str, path: str, limit: float) -> Iterator[None]:
+        """A node that stops answering mid-transfer: the channel's timeout fires, the
+        connection (whose state is now unknown) is closed, and the error names the path."""
         try:
-            with sftp.open(tmp, "wb") as fh:
+            yield
+        except TimeoutError:
+            self.close()
+            raise ConnectError(self.node, f"no answer within {limit:g}s while {doing} {path} "
+                               "(SFTP)") from None
+        except (paramiko.SSHException, EOFError) as exc:
+            self.close()
+            raise ConnectError(self.node, f"connection lost while {doing} {path}: "
+                               f"{exc or type(exc).__name__}") from None
+
+    def _sftp_client(self, limit: float) -> paramiko.SFTPClient:
+        with self._lock:
+            sftp = self._sftp
+        if not _usable(sftp):
+            chan = self._channel()
+            chan.settimeout(limit)
+            self._answered(chan, "starting SFTP", lambda: chan.invoke_subsystem("sftp"))
+            sftp = paramiko.SFTPClient(chan)  # the version exchange, bounded by the timeout
+            with self._lock:
+                if not _usable(self._sftp):
+                    self._sftp = sftp
+                else:  # another thread opened one meanwhile
+                    with contextlib.suppress(Exception):
+                        sftp.close()
+                    sftp = self._sftp
+        assert sftp is not None
+        live = sftp.get_channel()
+        if live is not None:
+            live.settimeout(limit)
+        return sftp
+
+    def put(self, data: bytes, path: str, mode: int = 0o644, *,
+            timeout: float | None = None) -> None:
+        limit = self._sftp_limit(timeout)
+        target = _sftp_path(path)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        with self._sftp_errors("writing", path, limit):
+            sftp = self._sftp_client(limit)
+            _sftp_makedirs(sftp, str(PurePosixPath(target).parent))
+            try:
+                fh = sftp.open(tmp, "wb")
                 fh.chmod(mode)
                 fh.set_pipelined(True)
                 fh.write(data)
-            sftp.posix_rename(tmp, target)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                sftp.remove(tmp)
-            raise
+                fh.close()  # waits for every write to be acknowledged
+                sftp.posix_rename(tmp, target)
+            except TimeoutError:
+                raise  # the node is not answering: no clean-up request would be either
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    sftp.remove(tmp)
+                raise
         self._log.debug("remote.put", path=path, bytes=len(data), mode=oct(mode))
 
-    def get(self, path: str) -> bytes:
-        sftp = self._sftp_client()
-        with sftp.open(_sftp_path(path), "rb") as fh:
-            fh.prefetch()
-            return fh.read()
+    def get(self, path: str, *, timeout: float | None = None) -> bytes:
+        limit = self._sftp_limit(timeout)
+        with self._sftp_errors("reading", path, limit):
+            sftp = self._sftp_client(limit)
+            fh = sftp.open(_sftp_path(path), "rb")
+            data = fh.read()
+            fh.close()
+            return data
+
+
+class _SshProcess(RemoteProcess):
+    """A command on its own channel: a feeder thread writes stdin (then holds it open until
+    released), a pump thread reads both output streams until the command ends."""
+
+    def __init__(self, conn: SshConnection, chan: paramiko.Channel, shown: str, limit: float,
+                 on_line: LineCallback | None, on_chunk: ChunkCallback | None) -> None:
+        super().__init__(conn.node, shown, on_line)
+        self._conn = conn
+        self._chan = chan
+        self._limit = limit
+        self._on_chunk = on_chunk
+        self._started = time.monotonic()
+
+    def _begin(self, stdin: bytes | BinaryIO | None, hold: bool) -> _SshProcess:
+        if stdin is None and not hold:
+            self._chan.shutdown_write()
+        else:
+            threading.Thread(target=self._feed, args=(stdin, hold), daemon=True,
+                             name=f"stdin-{self.node}").start()
+        threading.Thread(target=self._pump, daemon=True, name=f"out-{self.node}").start()
+        return self
+
+    def _close_channel(self) -> None:
+        with contextlib.suppress(Exception):
+            self._chan.close()
+
+    def _feed(self, stdin: bytes | BinaryIO | None, hold: bool) -> None:
+        chan = self._chan
+        try:
+            if isinstance(stdin, (bytes, bytearray, memoryview)):
+                view = memoryview(stdin)
+                for i in range(0, len(view), CHUNK):
+                    chan.sendall(bytes(view[i : i + CHUNK]))
+            elif stdin is not None:
+                while chunk := stdin.read(CHUNK):
+                    chan.sendall(chunk)
+            if hold:
+                self._released.wait()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                chan.shutdown_write()
+
+    def _pump(self) -> None:
+        redact = self._conn._redact
+
+        def line(stream: str, text: str) -> None:
+            self._line(stream, redact(text))
+
+        out = _Collector("stdout", line, self._on_chunk)
+        err = _Collector("stderr", line, None)
+        try:
+            code = _pump(self._chan, out, err, self._started + self._limit)
+        except TimeoutError:
+            self._close_channel()
+            self._conn._log.warning("remote.timeout", argv=self.argv, timeout_s=self._limit)
+            self._finish(CommandTimeout(self.node, self.argv, self._limit))
+            return
+        except BaseException as exc:  # a callback raised (handed to result()), or kill()
+            self._close_channel()
+            if not self._killed:
+                self._finish(exc)
+                return
+            code = KILLED
+        if self._killed:
+            code = KILLED
+        elif code is None:
+            self._conn.close()
+            self._finish(ConnectError(self.node, f"connection lost while running `{_brief(self.argv)}`"))
+            return
+        duration = time.monotonic() - self._started
+        self._conn._log.debug("remote.run", argv=self.argv, exit=code, duration_s=round(duration, 3))
+        self._finish(Result(node=self.node, argv=self.argv, exit_code=code,
+                            stdout=redact(out.text()), stderr=redact(err.text()),
+                            duration_s=duration))
+
+
+def _usable(sftp: paramiko.SFTPClient | None) -> bool:
+    chan = sftp.get_channel() if sftp is not None else None
+    return chan is not None and not chan.closed
+
+
+def _brief(shown: str) -> str:
+    first = shown.splitlines()[0] if shown else shown
+    return first if len(first) <= 60 and first == shown else first[:57] + "..."
 
 
 def _sftp_path(path: str) -> str:
@@ -332,31 +471,6 @@ def _sftp_makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
     _sftp_makedirs(sftp, str(PurePosixPath(path).parent))
     with contextlib.suppress(OSError):
         sftp.mkdir(path, mode=0o700)
-
-
-def _start_feeder(chan: paramiko.Channel, stdin: bytes | BinaryIO | None) -> threading.Thread | None:
-    if stdin is None:
-        chan.shutdown_write()
-        return None
-
-    def feed() -> None:
-        try:
-            if isinstance(stdin, (bytes, bytearray, memoryview)):
-                view = memoryview(stdin)
-                for i in range(0, len(view), CHUNK):
-                    chan.sendall(bytes(view[i : i + CHUNK]))
-            else:
-                while chunk := stdin.read(CHUNK):
-                    chan.sendall(chunk)
-        except (OSError, EOFError, paramiko.SSHException):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                chan.shutdown_write()
-
-    t = threading.Thread(target=feed, daemon=True, name=f"stdin-{chan.get_id()}")
-    t.start()
-    return t
 
 
 class _Collector:
@@ -399,10 +513,7 @@ def _pump(chan: paramiko.Channel, out: _Collector, err: _Collector, deadline: fl
         if remaining <= 0:
             raise TimeoutError
         select.select([chan], [], [], min(remaining, 1.0))
-        while chan.recv_ready():
-            out.feed(chan.recv(CHUNK))
-        while chan.recv_stderr_ready():
-            err.feed(chan.recv_stderr(CHUNK))
+        _drain(chan, out, err)
         if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
             if chan.eof_received or chan.closed:
                 break
@@ -413,17 +524,20 @@ def _pump(chan: paramiko.Channel, out: _Collector, err: _Collector, deadline: fl
             out.finish()
             err.finish()
             return None
-    # drain anything that arrived with the exit status
-    while chan.recv_ready():
-        out.feed(chan.recv(CHUNK))
-    while chan.recv_stderr_ready():
-        err.feed(chan.recv_stderr(CHUNK))
+    _drain(chan, out, err)  # anything that arrived with the exit status
     out.finish()
     err.finish()
     code = chan.recv_exit_status()
     if code == -1 and _connection_gone(chan):
         return None  # the server sent no exit status: sshd died or the network went away
     return code
+
+
+def _drain(chan: paramiko.Channel, out: _Collector, err: _Collector) -> None:
+    while chan.recv_ready():
+        out.feed(chan.recv(CHUNK))
+    while chan.recv_stderr_ready():
+        err.feed(chan.recv_stderr(CHUNK))
 
 
 def _connection_gone(chan: paramiko.Channel, grace_s: float = 1.0) -> bool:

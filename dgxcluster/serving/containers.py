@@ -6,13 +6,12 @@ guessing names, so a renamed head or a leftover from an older config is still fo
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 
 from dgxcluster.core import naming
 from dgxcluster.core.progress import Progress
-from dgxcluster.errors import ConnectError, StepError
+from dgxcluster.errors import StepError
 from dgxcluster.facts import docker_ps
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
@@ -83,28 +82,6 @@ def stop(conn: Connection, name: str, grace_s: int = 10) -> None:
     res = conn.run(["docker", "stop", "-t", str(grace_s), name], timeout=grace_s + 60)
     if not res.ok and "No such container" not in res.stderr:
         raise StepError("stop", f"docker stop {name}: {_first_line(res.stderr)}", conn.node)
-
-
-def put_file(conn: Connection, data: bytes, path: str, mode: int, timeout: float = QUICK_S) -> None:
-    """`conn.put` bounded in time: SFTP has no timeout of its own, and a node that drops off
-    the network mid-write would otherwise hang the whole run."""
-    done = threading.Event()
-    failure: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            conn.put(data, path, mode=mode)
-        except BaseException as exc:  # handed to the caller below
-            failure.append(exc)
-        finally:
-            done.set()
-
-    threading.Thread(target=write, daemon=True, name=f"put-{conn.node}").start()
-    if not done.wait(timeout):
-        conn.close()  # unblocks the writer
-        raise ConnectError(conn.node, f"no answer within {timeout:g}s while writing {path}")
-    if failure:
-        raise failure[0]
 
 
 def _first_line(text: str) -> str:

@@ -13,16 +13,13 @@ import contextlib
 import getpass
 import os
 import socket
-import threading
 import time
 from pathlib import PurePosixPath
 from types import TracebackType
-from typing import BinaryIO
 
 from dgxcluster.errors import DgxClusterError, LockHeld, StepError
 from dgxcluster.remote.command import shell
-from dgxcluster.remote.connection import Connection
-from dgxcluster.remote.result import Result
+from dgxcluster.remote.connection import Connection, RemoteProcess
 
 #: Exit status of the lock script when someone else holds the lock.
 HELD_EXIT = 75
@@ -71,75 +68,47 @@ class ClusterLock:
         self.shown = path if path.startswith("/") else f"~/{path}"
         self.holder = holder_text(command)
         self.acquire_timeout = acquire_timeout
-        self._locked = threading.Event()
-        self._held_by: str | None = None
-        self._result: Result | None = None
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self._write_fd: int | None = None
-        self._gate: BinaryIO | None = None
-
-    def _on_line(self, stream: str, line: str) -> None:
-        if stream != "stdout":
-            return
-        if line == "LOCKED":
-            self._locked.set()
-        elif line.startswith("HELD"):
-            self._held_by = line[len("HELD"):].strip() or "another dgxcluster run"
-
-    def _hold(self, gate: BinaryIO) -> None:
-        # The gate is closed by release(), never here: closing a reader that another thread
-        # (the stdin feeder) is blocked on would wait for that read, i.e. forever.
-        try:
-            self._result = self.conn.run(shell(_SCRIPT, self.path, self.holder), stdin=gate,
-                                         timeout=MAX_HOLD_S, on_line=self._on_line)
-        except BaseException as exc:  # reported to the acquiring thread
-            self._error = exc
-        finally:
-            self._locked.set()
+        self._proc: RemoteProcess | None = None
 
     def acquire(self) -> None:
-        read_fd, self._write_fd = os.pipe()
-        self._gate = os.fdopen(read_fd, "rb")
-        self._thread = threading.Thread(target=self._hold, args=(self._gate,), daemon=True,
-                                        name=f"lock-{self.conn.node}")
-        self._thread.start()
-        if not self._locked.wait(self.acquire_timeout):
+        try:
+            self._proc = self.conn.start(shell(_SCRIPT, self.path, self.holder), stdin=b"",
+                                         hold_stdin=True, timeout=MAX_HOLD_S)
+            answer = self._proc.wait_line(lambda ln: ln == "LOCKED" or ln.startswith("HELD"),
+                                          self.acquire_timeout)
+        except TimeoutError:
             self.release()
             raise StepError("lock", f"no answer from {self.conn.node} within "
-                            f"{self.acquire_timeout:g}s while taking the cluster lock", self.conn.node)
-        if self._error is not None:
+                            f"{self.acquire_timeout:g}s while taking the cluster lock",
+                            self.conn.node) from None
+        except BaseException:
             self.release()
-            err = self._error
-            if isinstance(err, DgxClusterError):
-                raise err
-            raise StepError("lock", f"{type(err).__name__}: {err}", self.conn.node)
-        if self._result is not None:  # the script ended: someone else holds it, or it failed
-            self.release()
-            if self._result.exit_code == HELD_EXIT:
-                raise LockHeld(
-                    f"another start or stop is running on this cluster: the lock on "
-                    f"{self.conn.node} ({self.shown}) is held by {self._held_by}"
-                )
-            raise StepError("lock", f"could not take {self.shown}: {self._result.stderr.strip()}",
-                            self.conn.node)
-
-    def _close_gate(self) -> None:
-        """EOF on the channel's stdin: the remote shell exits and the kernel drops the flock."""
-        if self._write_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._write_fd)
-            self._write_fd = None
+            raise
+        if answer == "LOCKED":
+            return
+        self.release()  # the script ended: someone else holds it, or it failed
+        try:
+            res = self._proc.result()
+        except DgxClusterError:
+            raise
+        except Exception as err:
+            raise StepError("lock", f"{type(err).__name__}: {err}", self.conn.node) from None
+        if res.exit_code == HELD_EXIT:
+            held_by = (answer or "HELD")[len("HELD"):].strip() or "another dgxcluster run"
+            raise LockHeld(
+                f"another start or stop is running on this cluster: the lock on "
+                f"{self.conn.node} ({self.shown}) is held by {held_by}"
+            )
+        raise StepError("lock", f"could not take {self.shown}: {res.stderr.strip()}",
+                        self.conn.node)
 
     def release(self) -> None:
-        self._close_gate()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-        if self._gate is not None and self._thread is None:
-            with contextlib.suppress(OSError):
-                self._gate.close()
-            self._gate = None
+        """EOF on the lock shell's stdin: it exits and the kernel drops the flock."""
+        proc = self._proc
+        if proc is not None:
+            proc.release()
+            if not proc.wait(10):
+                proc.kill()
         if self.own_connection:
             with contextlib.suppress(Exception):  # closing is best effort
                 self.conn.close()

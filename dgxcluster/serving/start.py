@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dgxcluster.core import naming
@@ -38,7 +39,6 @@ from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.secrets import render_env_file
 from dgxcluster.serving import containers, plan, raywait, vllm
-from dgxcluster.serving.background import Background
 from dgxcluster.serving.lock import ClusterLock, lock_path
 from dgxcluster.serving.preflight import (
     NodeCheck,
@@ -167,7 +167,8 @@ class _Run:
         self.head_new = True
         self.workers_new: list[str] = []
         self._cancel = threading.Event()
-        self._confirm: Background[RayStatus] = Background.done(None)
+        self._confirm: Future[RayStatus | None] = Future()
+        self._confirm.set_result(None)
         self._ray_reported = False
         self._ray_at = 0
         self._ray_t0 = 0.0
@@ -374,7 +375,7 @@ class _Run:
         if not res.ok:
             raise StepError("env-files", f"could not create {paths.root}: {res.stderr.strip()}",
                             conn.node)
-        containers.put_file(conn, data, path, 0o600)
+        conn.put(data, path, 0o600, timeout=containers.QUICK_S)
         self.created.env_files[conn.node] = path
         self.out(conn.node, "env-files", Status.CHANGED, f"wrote {path} (0600, {len(values)} secret(s))")
 
@@ -427,15 +428,18 @@ class _Run:
         raywait.wait_joined(self.s.cluster, names, self.inv.ray.start_timeout_s, self.p)
         remaining = max(1.0, self.inv.ray.start_timeout_s - (time.monotonic() - t))
         self._ray_at = len(self.report.outcomes)
-        self._confirm = Background(lambda: raywait.confirm(
-            self.s.cluster, self.head, names, plan.gpus_needed(self.inv), remaining, self.p,
-            self._cancel))
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-confirm")
+        self._confirm = pool.submit(raywait.confirm, self.s.cluster, self.head, names,
+                                    plan.gpus_needed(self.inv), remaining, self.p, self._cancel)
+        pool.shutdown(wait=False)  # the one job runs on; `_fail` cancels it through _cancel
         self._ray_t0 = t
 
     def _ray_confirmed(self) -> bool:
         """True once `ray status` agreed; raises (as step ray-ready) if it will not."""
+        if not self._confirm.done():
+            return False
         try:
-            st = self._confirm.poll()
+            st = self._confirm.result()
         except BaseException:
             self.step = "ray-ready"
             raise

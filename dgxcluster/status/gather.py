@@ -6,8 +6,8 @@ inventory expects) and asks the vLLM endpoint over HTTP; none waits for another.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from dgxcluster.core.endpoint import EndpointProbe, base_url, probe
 from dgxcluster.core.nodepaths import NodePaths
@@ -26,22 +26,6 @@ from dgxcluster.status.report import (
 )
 
 ROUND_TIMEOUT_S = 30.0
-
-
-class _Background(threading.Thread):
-    """Runs one function in a thread and keeps its value or its error."""
-
-    def __init__(self, fn: Callable[[], object]) -> None:
-        super().__init__(daemon=True)
-        self._fn = fn
-        self.value: object = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.value = self._fn()
-        except Exception as exc:
-            self.error = exc
 
 
 def expected_tag(session: Session) -> str:
@@ -65,10 +49,10 @@ def gather(
 ) -> ClusterStatus:
     inv = session.inventory
     head = inv.head_name
-    tag_job = _Background(lambda: expected(session))
-    vllm_job = _Background(lambda: check_endpoint(session))
-    tag_job.start()
-    vllm_job.start()
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="status")
+    tag_job = pool.submit(expected, session)
+    vllm_job = pool.submit(check_endpoint, session)
+    pool.shutdown(wait=False)
 
     log_dir = NodePaths("~", inv.state_dir, inv.cluster).log_dir
 
@@ -80,13 +64,14 @@ def gather(
         return parse(res.stdout)
 
     group = session.cluster.map(one)
-    tag_job.join()
-    vllm_job.join()
-    tag = tag_job.value if isinstance(tag_job.value, str) else None
+    tag: str | None = None
     tag_error = None
-    if tag_job.error is not None:
-        tag_error = str(tag_job.error) if isinstance(tag_job.error, DgxClusterError) \
-            else f"{type(tag_job.error).__name__}: {tag_job.error}"
+    failed = tag_job.exception()
+    if failed is None:
+        tag = tag_job.result()
+    else:
+        tag_error = str(failed) if isinstance(failed, DgxClusterError) \
+            else f"{type(failed).__name__}: {failed}"
     nodes: list[NodeStatus] = []
     probes: dict[str, NodeProbe] = {}
     for name in group:
@@ -99,8 +84,9 @@ def gather(
             nodes.append(NodeStatus(name, role, reachable=False, error=value.reason))
         else:
             nodes.append(NodeStatus(name, role, reachable=True, error=str(value)))
-    vllm = vllm_job.value if isinstance(vllm_job.value, EndpointProbe) else EndpointProbe(
-        base_url(inv), "unreachable", error=str(vllm_job.error))
+    down = vllm_job.exception()
+    vllm = vllm_job.result() if down is None else EndpointProbe(
+        base_url(inv), "unreachable", error=str(down))
     return ClusterStatus(
         cluster=inv.cluster,
         head=head,

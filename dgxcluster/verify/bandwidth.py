@@ -4,7 +4,9 @@
 2. `ib_write_bw` per rail between neighbouring nodes (a ring; one pair for two nodes):
    about 93-98 Gb/s per twin when healthy.
 3. NCCL all_gather/all_reduce across all nodes with NCCL_DEBUG=INFO, through the torch probe
-   shipped with dgxcluster (`nccl_probe.py`, started with torchrun on every node at once).
+   in dgxcluster's node-side bundle (`nodeside/nccl_probe.py`; the bundle, shipped by
+   `core.ship`, is mounted into the containers and torchrun runs `nodeside.pyz nccl_probe`
+   on every node at once).
    nccl-tests spans nodes only through MPI between the containers, which dgxcluster does not
    set up, so its binaries in the image are reported but not used. The probe prints nccl-tests'
    table; busbw and the transport NCCL chose (parsed from its log) decide PASS/FAIL.
@@ -13,24 +15,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from dgxcluster.core import ship
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.errors import DgxClusterError
 from dgxcluster.facts import ParseError, ib_write_bw, nccl_libs, nccl_log, nccl_tests
-from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import Result
 from dgxcluster.verify import containers, nccl_library
 from dgxcluster.verify.results import CLUSTER, CheckResult, Checks, Level
 
-PROBE = Path(__file__).parent.parent / "nodeside" / "nccl_probe.py"
-LIBS_PROBE = Path(__file__).parent.parent / "nodeside" / "nccl_libs.py"
-#: Appended to the tools script: the NCCL-library probe's source arrives as $1.
-LIBS_SCRIPT = '; python3 -c "$1" 2>&1 || true'
-PROBE_IN_CONTAINER = "/opt/dgxcluster/nccl_probe.py"
+#: Where the node-side bundle is mounted in the probe's containers.
+PROBE_IN_CONTAINER = "/opt/dgxcluster/nodeside.pyz"
+#: Appended to the tools script: which libnccl torch loads, by the bundle's probe ($1).
+LIBS_SCRIPT = '; python3 "$1" nccl_libs 2>&1 || true'
 PROBE_PORT = 29511
 IB_PORT = 18515
 IB_SECONDS = 5
@@ -48,6 +48,7 @@ class Bench:
     image_ids: dict[str, str] = field(default_factory=dict)
     tools: set[str] = field(default_factory=set)
     tools_output: str = ""  # also carries the NCCL-library probe's report
+    bundles: dict[str, str] = field(default_factory=dict)  # node -> its node-side bundle
 
 
 def run_bandwidth(session: Session, nodes: list[str], min_busbw: float,
@@ -116,10 +117,18 @@ def _preflight(session: Session, nodes: list[str], c: Checks, prog: Progress) ->
     prog.message(f"bandwidth: {ref} on {len(nodes)} node(s); checking its tools")
     session.cluster.run(containers.remove(*containers.all_names(inv)), nodes, timeout=60)
     head = nodes[0]
+    try:
+        bench.bundles = _put_probe(session, nodes)
+    except (DgxClusterError, OSError) as exc:
+        c.fail("bandwidth", f"could not copy dgxcluster's node-side probes: {exc}",
+               "see the node's error")
+        return None
     out = session.cluster.conn(head).run(
         containers.docker_run(inv, head, containers.container_name(inv, "tools"), "sh",
                               ["-c", containers.TOOLS_SCRIPT + LIBS_SCRIPT, "sh",
-                               LIBS_PROBE.read_text()]), timeout=300)
+                               PROBE_IN_CONTAINER],
+                              volumes=[f"{bench.bundles[head]}:{PROBE_IN_CONTAINER}:ro"]),
+        timeout=300)
     bench.tools = {ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("have ")}
     bench.tools_output = out.stdout
     if not out.ok:
@@ -193,16 +202,11 @@ def _ib_write_bw(session: Session, nodes: list[str], prog: Progress) -> list[Che
 
 
 def _put_probe(session: Session, nodes: list[str]) -> dict[str, str]:
+    """The node-side bundle (which holds the probe) on every node: its path per node."""
     inv = session.inventory
-    data = PROBE.read_bytes()
 
     def put(conn: Connection) -> str:
-        paths = NodePaths.resolve(conn, inv.state_dir, inv.cluster)
-        d = paths.sub("verify")
-        conn.run(shell('mkdir -p "$1"', d)).check()
-        path = f"{d}/nccl_probe.py"
-        conn.put(data, path, 0o644)
-        return path
+        return ship.ensure(conn, NodePaths.resolve(conn, inv.state_dir, inv.cluster))
 
     got = session.cluster.map(put, nodes)
     got.raise_for_failures("copy the NCCL probe")
@@ -213,18 +217,14 @@ def _nccl(session: Session, nodes: list[str], min_busbw: float, bench: Bench,
           prog: Progress) -> list[CheckResult]:
     inv = session.inventory
     c = Checks(CLUSTER)
-    try:
-        paths = _put_probe(session, nodes)
-    except (DgxClusterError, OSError) as exc:
-        c.fail("nccl-bandwidth", f"could not copy the probe: {exc}", "see the node's error")
-        return c.results
+    paths = bench.bundles
     head_ip = str(inv.node(nodes[0]).fabric_ip)
     name = containers.container_name(inv, "nccl")
     jobs = {}
     for rank, node in enumerate(nodes):
         args = ["-m", "torch.distributed.run", "--nnodes", str(len(nodes)), "--node_rank", str(rank),
                 "--nproc_per_node", "1", "--master_addr", head_ip, "--master_port", str(PROBE_PORT),
-                PROBE_IN_CONTAINER, *PROBE_ARGS]
+                PROBE_IN_CONTAINER, "nccl_probe", *PROBE_ARGS]
         jobs[node] = containers.docker_run(
             inv, node, name, "python3", args,
             extra_env={"NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "INIT,NET,ENV",

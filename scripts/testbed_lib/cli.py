@@ -219,7 +219,13 @@ def cmd_unisolate(a: argparse.Namespace) -> int:
 
 
 def cmd_hang(a: argparse.Namespace) -> int:
-    daemons.start_hang(node_of(need(a.name), a.node))
+    node = node_of(need(a.name), a.node)
+    if a.during_sftp_write:
+        daemons.arm_sftp_trap(node, a.during_sftp_write)
+        print(f"{a.node}: stops answering (sshd frozen) once an SFTP client opens a file "
+              f"matching {a.during_sftp_write!r} for writing and starts to write it")
+        return 0
+    daemons.start_hang(node)
     print(f"{a.node}: port 22 now accepts TCP and never answers")
     return 0
 
@@ -399,6 +405,12 @@ def parser() -> argparse.ArgumentParser:
                                ("unisolate", cmd_unisolate, "undo isolate")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("node")
+        if name == "hang":
+            s.add_argument("--during-sftp-write", metavar="GLOB",
+                           help="instead, arm a one-shot trap: NODE stops answering (its sshd "
+                           "processes are frozen, connections stay up) when the next SFTP "
+                           "write to a file whose name matches GLOB begins (puts write to "
+                           "NAME.tmp-* first)")
         s.set_defaults(fn=fn)
     for name, fn in (("sshd", cmd_sshd), ("dockerd", cmd_dockerd)):
         s = sub.add_parser(name, help=f"start or stop NODE's {name}")

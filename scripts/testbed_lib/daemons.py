@@ -32,7 +32,8 @@ AcceptEnv none
 # Node tools first: simulated hardware (/usr/local/sbin, per node), then testbed tools
 # (the Debian docker client, matching the node's dockerd, ahead of any newer client).
 SetEnv PATH=/usr/local/sbin:{tools}:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-Subsystem sftp internal-sftp
+# OpenSSH's sftp-server behind a switch: `scripts/testbed hang NODE --during-sftp-write GLOB`
+Subsystem sftp {sftp}
 """
 
 TOOLS = Path("/var/lib/dgxtb/tools")
@@ -105,13 +106,15 @@ def sshd_running(node: Node) -> bool:
 def start_sshd(node: Node) -> None:
     cfg = node.dir / "etc" / "sshd_config"
     wanted = SSHD_CONFIG.format(name=node.name, hostkey=hostkey(node),
-                                pidfile=sshd_pidfile(node), tools=TOOLS)
+                                pidfile=sshd_pidfile(node), tools=TOOLS,
+                                sftp=sftp_subsystem(node))
     pid = _alive(sshd_pidfile(node), "sshd")
     if pid is not None:
         if cfg.exists() and cfg.read_text() == wanted:
             return
         _kill(pid)  # a newer config: restart the listener (open sessions live on)
     ensure_tools_dir()
+    write_sftp_subsystem(node)
     cfg.write_text(wanted)
     run([*node.nsenter(), "/usr/sbin/sshd", "-f", str(cfg), "-E", str(node.dir / "sshd.log")])
     deadline = time.monotonic() + 5
@@ -180,6 +183,121 @@ def stop_hang(node: Node) -> None:
         _kill(pid, 2)
     if hang_pidfile(node).exists():
         hang_pidfile(node).unlink()
+    sftp_trap(node).unlink(missing_ok=True)
+    _kill_frozen(node)
+
+
+# -- a node that stops answering in the middle of an SFTP write --------------------------------
+#
+# `hang NODE --during-sftp-write GLOB` arms a one-shot trap: the next SFTP session on NODE
+# runs OpenSSH's sftp-server behind a small relay that reads the client's requests. Once a
+# file whose name matches GLOB has been opened for writing, the first write request is not
+# passed on: instead every sshd process of the node (listener and sessions, this one
+# included) and the relay itself are stopped (SIGSTOP). The TCP connections stay up, the
+# kernel still acknowledges, and nothing answers: a node that hung mid-write. New
+# connections are accepted and get no banner, as with `hang`. `unhang`/`up` kill what was
+# frozen and start sshd again.
+
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+
+SFTP_WRAPPER = """#!/bin/sh
+# Written by scripts/testbed: {node}'s SFTP server, or the write trap when it is armed.
+[ -e {trap} ] && exec /usr/bin/python3 {freezer} {trap}
+exec {server}
+"""
+
+FREEZER = r"""import fnmatch, os, signal, struct, subprocess, sys
+SERVER = %(server)r
+trap = sys.argv[1]
+try:
+    with open(trap) as fh:
+        pattern = fh.read().strip() or "*"
+    os.unlink(trap)  # one shot
+except OSError:
+    os.execv(SERVER, [SERVER])
+child = subprocess.Popen([SERVER], stdin=subprocess.PIPE)  # its answers go straight out
+netns = os.readlink("/proc/self/ns/net")
+
+
+def freeze():
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/net") != netns:
+                continue
+            with open(f"/proc/{pid}/comm") as fh:
+                comm = fh.read().strip()
+        except OSError:
+            continue
+        if comm.startswith("sshd") or comm == "sftp-server":
+            os.kill(int(pid), signal.SIGSTOP)
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def read(n):
+    data = b""
+    while len(data) < n:
+        got = os.read(0, n - len(data))
+        if not got:
+            sys.exit(0)
+        data += got
+    return data
+
+
+armed = False
+while True:
+    head = read(4)
+    body = read(struct.unpack("!I", head)[0])
+    if body[0] == 3:  # SSH_FXP_OPEN: id, filename, pflags
+        (n,) = struct.unpack("!I", body[5:9])
+        name = os.path.basename(body[9:9 + n].decode("utf-8", "replace"))
+        (pflags,) = struct.unpack("!I", body[9 + n:13 + n])
+        armed = armed or bool(pflags & 0x02 and fnmatch.fnmatch(name, pattern))
+    elif body[0] == 6 and armed:  # SSH_FXP_WRITE: the write has begun
+        freeze()
+    child.stdin.write(head + body)
+    child.stdin.flush()
+"""
+
+
+def sftp_trap(node: Node) -> Path:
+    return node.dir / "sftp-trap"
+
+
+def sftp_subsystem(node: Node) -> Path:
+    return node.dir / "etc" / "sftp-subsystem"
+
+
+def write_sftp_subsystem(node: Node) -> None:
+    freezer = node.dir / "etc" / "sftp-freeze.py"
+    freezer.write_text(FREEZER % {"server": SFTP_SERVER})
+    wrapper = sftp_subsystem(node)
+    wrapper.write_text(SFTP_WRAPPER.format(node=node.name, trap=sftp_trap(node),
+                                           freezer=freezer, server=SFTP_SERVER))
+    wrapper.chmod(0o755)
+
+
+def arm_sftp_trap(node: Node, pattern: str) -> None:
+    cfg = node.dir / "etc" / "sshd_config"
+    if not cfg.exists() or str(sftp_subsystem(node)) not in cfg.read_text():
+        stop_sshd(node)  # an sshd started before this switch existed: give it the wrapper
+    start_sshd(node)
+    sftp_trap(node).write_text(pattern + "\n")
+
+
+def _kill_frozen(node: Node) -> None:
+    """SIGKILL every stopped process of the node (what the write trap froze)."""
+    killed = []
+    for p in run(["ip", "netns", "pids", node.netns], check=False).stdout.split():
+        with contextlib.suppress(OSError, ValueError):
+            stat = Path(f"/proc/{p}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "T":
+                os.kill(int(p), signal.SIGKILL)
+                killed.append(p)
+    deadline = time.monotonic() + 5
+    while killed and time.monotonic() < deadline:
+        killed = [p for p in killed if Path(f"/proc/{p}/cmdline").exists()
+                  and Path(f"/proc/{p}/cmdline").read_bytes()]
+        time.sleep(0.05)
 
 
 # -- dockerd ---------------------------------------------------------------------------------

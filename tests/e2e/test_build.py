@@ -132,7 +132,7 @@ def test_second_build_is_a_noop_that_runs_no_docker_build(
     # -v shows every remote command: only the probe ran, no docker build, no transfer
     assert "remote.run" in p.stderr
     assert "docker build" not in p.stderr and "DOCKER_BUILDKIT" not in p.stderr
-    assert "relay-agent" not in p.stderr and "remote.put" not in p.stderr
+    assert "nodeside-" not in p.stderr and "remote.put" not in p.stderr
     assert not list(tmp_path.rglob("build.log"))
     with Session.open(load_inventory(tb.inventory), command="test") as s:
         want = expected_tag(s)
@@ -303,5 +303,5 @@ def _no_agents_left(tb: Testbed) -> Iterator[None]:
     yield
     for node in tb.nodes:
         ps = tb.tb("ps", node).stdout
-        assert "relay-agent" not in ps and "layer-filter" not in ps, ps
+        assert "nodeside-" not in ps, ps  # no relay agent or layer filter
     assert_no_leaks(tb)  # no build, agent, secret file, temporary file or lock left either

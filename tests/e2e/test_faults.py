@@ -403,3 +403,83 @@ def test_sigint_during_a_build_stops_it_on_every_node(tb: Testbed,
     assert again.finish() == 0, again.stderr  # the context lock is free at once
     assert _has_tag(tb, "node1", tag) and _has_tag(tb, "node2", tag)
     assert_no_leaks(tb)
+
+
+# -- a node that stops answering in the middle of an SFTP write -----------------------------
+# `scripts/testbed hang NODE --during-sftp-write GLOB` freezes NODE's sshd (listener and
+# sessions; connections stay up, nothing answers) when a write to a matching file begins.
+
+#: How long an SFTP request may go unanswered: 3 x ssh.connect_timeout (SshConnection.put).
+PUT_TIMEOUT = 3 * CONNECT_TIMEOUT
+FROZEN = {"DGXCLUSTER_SSH__CONNECT_TIMEOUT": str(CONNECT_TIMEOUT)}
+
+
+def test_node_frozen_while_model_sync_ships_the_node_side_bundle(tb: Testbed) -> None:
+    """node2 stops answering while `model sync` writes dgxcluster's node-side bundle to it:
+    the sync gives up on node2 after the SFTP timeout, exits 3 naming node2 and the file, no
+    traceback; once node2 answers again the next sync completes it and nothing is left,
+    the unfinished temporary file included."""
+    repo, hub = "dgxc/fault-frozen", "/root/.cache/huggingface/hub"
+    bins = f"{STATE}/{tb.name}/bin"
+    tb.node_exec("node1", *hfcache.build_argv(hub, hfcache.spec(
+        repo, {"config.json": "{}", "model.safetensors": 1 << 20})))
+    for node in tb.nodes:  # so the bundle has to travel again
+        tb.node_exec(node, "sh", "-c", f"rm -f {bins}/nodeside-*")
+    tb.tb("hang", "node2", "--during-sftp-write", "nodeside-*")
+    try:
+        r = dgx(tb, "model", "sync", repo, "--from", "node1", "--json", env=FROZEN, timeout=120)
+    finally:
+        tb.tb("unhang", "node2")
+    _timed("frozen model sync", r.elapsed)
+    try:
+        assert r.returncode == 3, r.stderr
+        assert "Traceback" not in r.stderr
+        rows = {o["node"]: o for o in json.loads(r.stdout)["nodes"]}
+        assert rows["node2"]["status"] == "unreachable", rows
+        assert re.fullmatch(rf"no answer within {PUT_TIMEOUT:g}s while writing "
+                            rf"{bins}/nodeside-[0-9a-f]{{12}}\.pyz \(SFTP\)",
+                            rows["node2"]["detail"]), rows
+        assert rows["node1"]["status"] == "changed", rows
+        assert r.elapsed < 3 * PUT_TIMEOUT, r.elapsed  # gave up once, did not wait again
+        assert tb.node_exec("node2", "sh", "-c", f"ls {bins}").stdout.count(".tmp-") == 1
+        again = dgx(tb, "model", "sync", repo, "--from", "node1", "--json")
+        assert again.returncode == 0, again.stderr
+        rows = {o["node"]: o for o in json.loads(again.stdout)["nodes"]}
+        assert rows["node2"]["status"] == "changed", rows
+        assert_no_leaks(tb)
+    finally:
+        for node in tb.nodes:
+            tb.node_exec(node, "rm", "-rf", f"{hub}/models--dgxc--fault-frozen")
+
+
+def test_node_frozen_while_build_writes_its_secret_file(tb: Testbed,
+                                                        slow_build: tuple[Path, Path]) -> None:
+    """node2 stops answering while `build` writes the HF token file for BuildKit: node2's
+    build ends with a timeout naming node2 and the file, node1's completes, exit 3, no
+    traceback; the next build completes node2 and removes the unfinished secret file."""
+    ctx, inv = slow_build
+    tag = _new_slow_step(ctx)
+    tb.tb("hang", "node2", "--during-sftp-write", "HF_TOKEN*")
+    try:
+        run = Background("-i", str(inv), "build", "--strategy", "each", "--json",
+                         env={**ENV, **FROZEN})
+        rc = run.finish()
+    finally:
+        tb.tb("unhang", "node2")
+    _timed("frozen build", run.elapsed)
+    assert rc == 3, run.stderr
+    assert "Traceback" not in run.stderr
+    rows = {n["node"]: n for n in json.loads(run.stdout)["nodes"]}
+    assert rows["node2"]["status"] == "unreachable", rows
+    assert re.fullmatch(rf"no answer within {PUT_TIMEOUT:g}s while writing "
+                        rf"{STATE}/{tb.name}/env/build-\S+/HF_TOKEN \(SFTP\)",
+                        rows["node2"]["detail"]), rows
+    assert rows["node1"]["status"] == "changed" and rows["node1"]["detail"].startswith("built in")
+    assert _has_tag(tb, "node1", tag) and not _has_tag(tb, "node2", tag)
+    left = tb.node_exec("node2", "sh", "-c", f"find {STATE}/{tb.name}/env -type f").stdout
+    assert re.fullmatch(r"\S+/env/build-\S+/HF_TOKEN\.tmp-\w+\n", left), left
+    again = Background("-i", str(inv), "build", "--strategy", "each", "--json", env=ENV)
+    assert again.finish() == 0, again.stderr
+    rows = {n["node"]: n for n in json.loads(again.stdout)["nodes"]}
+    assert rows["node1"]["detail"] == "up to date" and rows["node2"]["status"] == "changed"
+    assert_no_leaks(tb)

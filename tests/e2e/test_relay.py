@@ -53,4 +53,4 @@ def test_failing_source_raises_and_leaves_no_agent_running(session: Session,
         relay(session, "node1", ["cat", "/no/such/file"], {"node2": ["sh", "-c", "cat >/dev/null"]})
     for node in ("node1", "node2"):
         ps = testbed3.tb("ps", node).stdout
-        assert "relay-agent" not in ps, ps
+        assert " relay " not in ps and "nodeside-" not in ps, ps

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import threading
 
 import pytest
@@ -11,7 +10,6 @@ from dgxcluster.errors import CommandError, ConnectError, NodesFailed
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.group import Cluster
-from dgxcluster.remote.ssh import SshConnection
 from tests.fakes import FakeConnection, Reply
 
 INV = "nodes:\n" + "".join(
@@ -102,21 +100,6 @@ def test_select_rejects_unknown_node() -> None:
 
     with pytest.raises(UsageError, match="--node"):
         cluster({}).select(["n9"])
-
-
-def _public(cls: type) -> set[str]:
-    return {n for n, _ in inspect.getmembers(cls) if not n.startswith("_")}
-
-
-def test_every_connection_has_the_interface_methods() -> None:
-    wanted = {"node", "run", "put", "get", "close"}
-    assert wanted <= _public(Connection)
-    assert _public(FakeConnection) >= wanted
-    assert _public(SshConnection) >= wanted
-    for name in ("run", "put", "get"):
-        want = list(inspect.signature(getattr(Connection, name)).parameters)
-        assert list(inspect.signature(getattr(SshConnection, name)).parameters) == want
-        assert list(inspect.signature(getattr(FakeConnection, name)).parameters) == want
 
 
 def test_interrupted_fanout_closes_the_pool_but_not_a_dedicated_connection(

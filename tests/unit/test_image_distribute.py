@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from dgxcluster.core import ship
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.relay import RelayResult
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.errors import ConnectError
-from dgxcluster.image import dockercmd, layers
+from dgxcluster.image import dockercmd
 from dgxcluster.image.distribute import send_image
 from dgxcluster.image.records import ImageRecord
 from dgxcluster.inventory import parse_inventory
@@ -78,11 +79,9 @@ def test_layers_every_receiver_holds_are_left_out(fakes: dict[str, FakeConnectio
     got = send_image(_session(fakes, tmp_path), "n1", REF, ["n2", "n3"], paths=PATHS, timeout=60)
     [(source_argv, targets)] = relay.calls
     assert targets == ["n2", "n3"]
-    assert source_argv[:2] == ["python3", PATHS["n1"].sub("bin", layers.filter_name())]
+    assert source_argv[:3] == ["python3", ship.path(PATHS["n1"]), "layerfilter"]
     assert [source_argv[i + 1] for i, a in enumerate(source_argv) if a == "--skip"] == BASE
     assert source_argv[source_argv.index("--") + 1:] == dockercmd.save_argv(REF)
-    assert fakes["n1"].files[source_argv[1]] == layers.filter_source()  # shipped, it was missing
-    assert fakes["n1"].modes[source_argv[1]] == 0o700
     for n in ("n2", "n3"):
         assert got[n].status is Status.CHANGED and got[n].count("bytes") == 40_000_000
         assert got[n].detail == "received from n1 (40 MB in 2.0s, 20 MB/s, 2 layer(s) already there)"

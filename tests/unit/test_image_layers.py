@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dgxcluster.image import layers
 from dgxcluster.nodeside import layerfilter
+from tests import nodeside
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "build"
 
@@ -17,7 +18,7 @@ FIX = Path(__file__).resolve().parents[1] / "fixtures" / "build"
 def test_chain_ids_match_dockers_layer_store() -> None:
     """The fixture lists an image's diffIDs and the chain IDs in that node's layerdb."""
     text = (FIX / "layers_node1.txt").read_text()
-    want, held, _ = layers.parse(text)
+    want, held = layers.parse(text)
     assert want is not None and len(want) == 5
     on_disk = {ln.split()[-1] for ln in text.splitlines() if ln.startswith("# chain ")}
     assert set(layers.chain_ids(want)) <= on_disk
@@ -92,3 +93,24 @@ def test_filter_with_nothing_to_skip_is_byte_identical() -> None:
     out = io.BytesIO()
     layerfilter.filter_tar(io.BytesIO(src), out, set(), None)
     assert out.getvalue() == src
+
+
+# -- the filter as a node runs it: `python3 <bundle>.pyz layerfilter ... -- docker save REF` --
+
+def test_filter_program_wraps_the_save_command(tmp_path: Path) -> None:
+    base, top = b"B" * 4000, b"T" * 600
+    src = _tar([(f"blobs/sha256/{_digest(base)[7:]}", base),
+                (f"blobs/sha256/{_digest(top)[7:]}", top), ("index.json", b"{}")])
+    (tmp_path / "save.tar").write_bytes(src)
+    res = nodeside.run("layerfilter", "--skip", _digest(base), "--spool-dir",
+                       str(tmp_path / "spool"), "--", "cat", str(tmp_path / "save.tar"))
+    assert res.returncode == 0, res.stderr
+    assert _names(res.stdout) == [f"blobs/sha256/{_digest(top)[7:]}", "index.json"]
+    assert b"left out 1 layer(s), 4000 bytes" in res.stderr
+
+
+def test_filter_program_exits_with_the_save_commands_failure() -> None:
+    """A failing `docker save` must fail the relay's source: its exit status comes through."""
+    res = nodeside.run("layerfilter", "--skip", "sha256:" + "0" * 64, "--", "sh", "-c",
+                       "printf short; exit 3")
+    assert res.returncode == 3

@@ -100,8 +100,8 @@ def test_each_sends_context_builds_with_secret_file_and_records(ctx: Path) -> No
     for f in fakes.values():
         build_call = next(c for c in f.calls if "docker" in c and "build" in c)
         secret_arg = build_call[build_call.index("--secret") + 1]
-        assert re.fullmatch(r"id=HF_TOKEN,src=/home/u/\.local/state/dgxcluster/c/env/build-\w+/HF_TOKEN",
-                            secret_arg)
+        assert re.fullmatch(r"id=HF_TOKEN,src=/home/u/\.local/state/dgxcluster/c/env/"
+                            r"build-[\w.-]+-[0-9a-f]{12}/HF_TOKEN", secret_arg)
         assert all(TOKEN not in a for c in f.calls for a in c)
         [(path, data)] = f.files.items()
         assert data == TOKEN.encode() and f.modes[path] == 0o600

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from dgxcluster.core import ship
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.errors import StepError
-from dgxcluster.models.agent import NodeModels, agent_path, agent_source, hub_dir
+from dgxcluster.models.agent import NodeModels, hub_dir
 from tests.fakes import FakeConnection, Reply
 
 PATHS = NodePaths("/home/u", "~/.local/state/dgxcluster", "c")
@@ -14,7 +15,8 @@ PATHS = NodePaths("/home/u", "~/.local/state/dgxcluster", "c")
 def test_paths_on_the_node_are_absolute_and_content_addressed() -> None:
     assert hub_dir(PATHS, "~/.cache/huggingface") == "/home/u/.cache/huggingface/hub"
     assert hub_dir(PATHS, "/data/hf") == "/data/hf/hub"
-    assert agent_path(PATHS).startswith("/home/u/.local/state/dgxcluster/c/bin/model-agent-")
+    assert NodeModels.at(FakeConnection("n1"), PATHS, "/data/hf").agent == ship.path(PATHS)
+    assert ship.path(PATHS).startswith("/home/u/.local/state/dgxcluster/c/bin/nodeside-")
 
 
 def test_the_agent_is_put_on_first_use_and_the_call_repeated() -> None:
@@ -28,12 +30,13 @@ def test_the_agent_is_put_on_first_use_and_the_call_repeated() -> None:
         return Reply(stdout="ok")
 
     conn.on("python3", reply)
+    conn.on(r"^sh -c", Reply(exit_code=1))  # ship's check: the bundle is not there yet
     nm = NodeModels.at(conn, PATHS, "~/.cache/huggingface")
     res = nm.run("scan", "--repo", "models--o--m")
     assert res.stdout == "ok" and calls["n"] == 2
-    assert conn.files[nm.agent] == agent_source() and conn.modes[nm.agent] == 0o700
-    assert conn.calls[0] == ["python3", nm.agent, "scan", "--hub", "/home/u/.cache/huggingface/hub",
-                             "--records", PATHS.sub("records", "models"), "--repo", "models--o--m"]
+    assert conn.files[nm.agent] == ship.bundle()
+    assert conn.calls[0] == ["python3", nm.agent, "hfcache", "scan",
+                             "--hub", "/home/u/.cache/huggingface/hub", "--records", PATHS.sub("records", "models"), "--repo", "models--o--m"]
 
 
 def test_no_python_on_the_node_is_said_plainly() -> None:

@@ -1,4 +1,5 @@
-"""The node-side model agent, run here as it runs on a node (a python3 subprocess, real files).
+"""The node-side model agent, run here as it runs on a node (`python3 <bundle>.pyz hfcache`,
+real files).
 
 A synthetic cache entry laid out like huggingface_hub's is scanned, streamed and received;
 corrupt, hostile and truncated streams must never leave a wrong file under a final name.
@@ -17,16 +18,15 @@ import pytest
 
 from dgxcluster.models.layout import BlobState, parse_scan
 from dgxcluster.nodeside import hfcache as nodeagent
+from tests import nodeside
 from tests.hfcache import build_argv, spec
 
-AGENT = str(Path(nodeagent.__file__))
 REPO_DIR = "models--org--tiny"
 COMMIT = "c" * 40
 
 
 def agent(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, AGENT, *args], input=stdin, capture_output=True,
-                          timeout=60, check=False)
+    return nodeside.run("hfcache", *args, stdin=stdin)
 
 
 def build(hub: Path, files: dict[str, int | str] | None = None) -> dict[str, str]:

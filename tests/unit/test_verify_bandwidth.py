@@ -8,12 +8,15 @@ capture is missing (an all_reduce table), the double edits a real one and says s
 
 from __future__ import annotations
 
+import io
 import re
 import shlex
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from dgxcluster.core import ship
 from dgxcluster.core.session import Session
 from dgxcluster.facts import nccl_tests
 from dgxcluster.inventory import parse_inventory
@@ -70,7 +73,7 @@ def spark_pair(table: str, log: str, *, image: bool = True, tools: str = "have i
         f.on(r"command -v", Reply(stdout=tools))
         f.on(r"docker rm -f", Reply())
         f.on(r"HOME", Reply(stdout="/home/nvidia"))
-        f.on(r"mkdir -p", Reply())
+        f.on(r"\[ -f ", Reply(exit_code=1))  # the node-side bundle is not there yet
         f.on(r" ib_write_bw ", Reply(stdout=IB_WRITE))
         head = name == "spark1"
         f.on(r"torch\.distributed\.run", Reply(
@@ -113,7 +116,8 @@ def test_wheel_nccl_differing_from_the_system_one_warns() -> None:
     assert lib.status == Level.WARN and wheel in lib.detail and "41725" in lib.detail
     assert res[("cluster", "nccl-all_gather")].status == Level.PASS  # bandwidth judged apart
     tools_run = next(c for c in fakes["spark1"].calls if "command -v" in " ".join(c))
-    assert "dgxcluster-nccl-libs" in " ".join(tools_run)  # the probe's source, as $1
+    assert tools_run[-2:] == ["sh", "/opt/dgxcluster/nodeside.pyz"]  # the bundle's probe, as $1
+    assert "nccl_libs" in tools_run[-3]
 
 
 def test_ngc_ibext_log_passes_as_rdma_and_one_rail_warns() -> None:
@@ -140,6 +144,9 @@ def test_ring_summary_reports_gdr_off() -> None:
         ("cluster", "nccl-all_gather")].detail
 
 
+BUNDLE = f"/home/nvidia/.local/state/dgxcluster/spark/bin/nodeside-{ship.digest()}.pyz"
+
+
 def test_probe_launch_lines() -> None:
     session, fakes = spark_pair(HEALTHY, IB_LOG)
     run_bandwidth(session, ["spark1", "spark2"], 21.875)
@@ -152,11 +159,11 @@ def test_probe_launch_lines() -> None:
         assert f"-e VLLM_HOST_IP=192.168.100.1{rank}" in line
         assert "--device /dev/infiniband" in line and "--ulimit memlock=-1" in line
         assert "--cap-add IPC_LOCK" in line and "--network host" in line
-        assert (f"-v /home/nvidia/.local/state/dgxcluster/spark/verify/nccl_probe.py:"
-                f"{PROBE_IN_CONTAINER}:ro") in line
-        assert "dgxcluster/vllm-gb10:current" in line
-    probe = fakes["spark2"].files["/home/nvidia/.local/state/dgxcluster/spark/verify/nccl_probe.py"]
-    assert b"def main(" in probe
+        assert f"-v {BUNDLE}:{PROBE_IN_CONTAINER}:ro" in line
+        assert "dgxcluster/vllm-gb10:current -m torch.distributed.run " in line
+        assert f" {PROBE_IN_CONTAINER} nccl_probe -b 64M -e 1G" in line
+    with zipfile.ZipFile(io.BytesIO(fakes["spark2"].files[BUNDLE])) as zf:
+        assert b"def main(" in zf.read("nodeside/nccl_probe.py")
     server = shlex.join(next(c for c in fakes["spark2"].calls if "ib_write_bw" in c))
     client = shlex.join(next(c for c in fakes["spark1"].calls if "ib_write_bw" in c))
     assert server.endswith("--entrypoint ib_write_bw dgxcluster/vllm-gb10:current -d rocep1s0f1 "
