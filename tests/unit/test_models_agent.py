@@ -36,7 +36,8 @@ def test_the_agent_is_put_on_first_use_and_the_call_repeated() -> None:
     assert res.stdout == "ok" and calls["n"] == 2
     assert conn.files[nm.agent] == ship.bundle()
     assert conn.calls[0] == ["python3", nm.agent, "hfcache", "scan",
-                             "--hub", "/home/u/.cache/huggingface/hub", "--records", PATHS.sub("records", "models"), "--repo", "models--o--m"]
+                             "--hub", "/home/u/.cache/huggingface/hub",
+                             "--records", PATHS.sub("records", "models"), "--repo", "models--o--m"]
 
 
 def test_no_python_on_the_node_is_said_plainly() -> None:
