@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from dgxcluster.core.buildcontext import BuildContext, scan
+from dgxcluster.core.imageid import ImageId
 from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_IMAGE
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
@@ -36,7 +38,6 @@ from dgxcluster.errors import (
     UsageError,
 )
 from dgxcluster.image import dockercmd, probe, sync
-from dgxcluster.image.context import BuildContext, image_refs, scan
 from dgxcluster.image.plan import Action, BuildPlan, NodePlan, make_plan
 from dgxcluster.image.records import ImageRecord, now, record_path, slug
 from dgxcluster.inventory.schema import ImageSettings
@@ -142,7 +143,8 @@ def build(
         ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.image.build_args)
     finally:
         warm.join()
-    ref, moving = image_refs(name, ctx)
+    img = ImageId(name, ctx.content_tag)
+    ref, moving = img.ref, img.moving
     bdir = str(Path("build") / slug(name))
     state_root = f"{inv.state_dir.rstrip('/')}/{inv.cluster}"
     for n in probed:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dgxcluster.image.context import BuildContext, ContextFile
+from dgxcluster.core.buildcontext import BuildContext, ContextFile
 from dgxcluster.image.probe import RemoteFile
 from dgxcluster.remote.command import shell
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dgxcluster.core import naming
+from dgxcluster.core import dockerrun, naming
 from dgxcluster.core.containerenv import container_env
 from dgxcluster.errors import UsageError
 from dgxcluster.remote.command import shell
@@ -74,34 +74,15 @@ def docker_run(inv: InventoryModel, node: str, paths: NodePaths, image: str,
     """The whole `docker run` for one node's Ray container (secrets only via --env-file)."""
     role = role_of(inv, node)
     c = inv.container
-    argv = ["docker", "run", "-d", "--name", naming.container_name(inv.cluster, role)]
-    labels = {naming.LABEL_CLUSTER: inv.cluster, naming.LABEL_ROLE: role,
-              naming.LABEL_NODE: node, naming.LABEL_CONFIG: config}
-    for key, value in labels.items():
-        argv += ["--label", f"{key}={value}"]
-    argv += ["--network", c.network]
-    if c.ipc:
-        argv += ["--ipc", c.ipc]
-    argv += ["--shm-size", c.shm_size]
-    if c.gpus != "none":
-        argv += ["--gpus", c.gpus]
-    for dev in c.devices:
-        argv += ["--device", dev]
-    for cap in c.cap_add:
-        argv += ["--cap-add", cap]
-    for name, limit in c.ulimits.items():
-        argv += ["--ulimit", f"{name}={limit}"]
-    argv += ["-v", f"{paths.expand(c.hf_cache)}:{CONTAINER_HF_CACHE}",
-             "-v", f"{paths.log_dir}:{CONTAINER_LOG_DIR}"]
-    for vol in c.volumes:
-        argv += ["-v", _volume(vol, paths)]
-    argv += ["--env-file", paths.env_file(role)]
-    for key, value in container_env(inv, node).items():
-        argv += ["-e", f"{key}={value}"]
-    argv += list(c.extra_args)
-    argv.append(image)
-    argv += ray_command(inv, node)
-    return argv
+    volumes = [f"{paths.expand(c.hf_cache)}:{CONTAINER_HF_CACHE}",
+               f"{paths.log_dir}:{CONTAINER_LOG_DIR}",
+               *(_volume(vol, paths) for vol in c.volumes)]
+    return dockerrun.docker_run(c, dockerrun.Run(
+        name=naming.container_name(inv.cluster, role), image=image,
+        command=ray_command(inv, node), detach=True,
+        labels={naming.LABEL_CLUSTER: inv.cluster, naming.LABEL_ROLE: role,
+                naming.LABEL_NODE: node, naming.LABEL_CONFIG: config},
+        env=container_env(inv, node), env_file=paths.env_file(role), volumes=volumes))
 
 
 def model_id(inv: InventoryModel) -> str:

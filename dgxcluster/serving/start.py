@@ -13,15 +13,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from dgxcluster.core import naming
+from dgxcluster.core import imageid, naming
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status, outcomes_from
 from dgxcluster.errors import ConnectError, DgxClusterError, LockHeld, NodesFailed, StepError
 from dgxcluster.facts.ray_status import RayStatus
-from dgxcluster.image.context import image_refs, scan
-from dgxcluster.inventory.load import Inventory
 from dgxcluster.models.agent import NodeModels
 from dgxcluster.models.check import ServedModel, missing_lines, scan_one, served_model
 from dgxcluster.models.presence import NodeEntry, revision_presence
@@ -83,11 +81,6 @@ class StartFailed(NodesFailed):
         self.args = ("\n".join(lines),)
 
 
-def expected_image(inv: Inventory) -> str:
-    ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.image.build_args)
-    return image_refs(inv.image.name, ctx)[0]
-
-
 def start(session: Session, options: StartOptions | None = None,
           progress: Progress | None = None) -> StartReport:
     opts = options or StartOptions()
@@ -97,7 +90,7 @@ def start(session: Session, options: StartOptions | None = None,
     model = plan.require_model(inv)
     served = (ServedModel(None, "", "--skip-model-check") if opts.skip_model_check
               else served_model(model, inv.serve.revision))
-    image = expected_image(inv)
+    image = imageid.expected(inv).ref
     config = plan.config_hash(inv, image)
     report = StartReport(endpoint=plan.endpoint(inv), model=plan.model_id(inv),
                          curl=plan.curl_example(inv), image=image, config=config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from dgxcluster.core import imageid
 from dgxcluster.core.endpoint import EndpointProbe, base_url, probe
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.session import Session
@@ -46,11 +47,7 @@ class _Background(threading.Thread):
 
 def expected_tag(session: Session) -> str:
     """The content tag the inventory's build context gives today (raises if it cannot)."""
-    from dgxcluster.status.expected import content_tag
-
-    inv = session.inventory
-    return content_tag(inv.local_path(inv.image.context), inv.image.dockerfile,
-                       inv.image.build_args)
+    return imageid.expected(session.inventory).content_tag
 
 
 def endpoint(session: Session) -> EndpointProbe:

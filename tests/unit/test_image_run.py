@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from dgxcluster.core.buildcontext import scan
 from dgxcluster.core.progress import RecordingProgress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Status
 from dgxcluster.image import dockercmd
-from dgxcluster.image.context import scan
 from dgxcluster.image.run import build
 from dgxcluster.inventory import parse_inventory
 from tests.fakes import FakeConnection, Reply, Responder
