@@ -8,7 +8,7 @@ section (`fabric`, `image`, `container`, `ray`, `serve`, `model`, `secrets`).
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, ip_address
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -55,6 +55,13 @@ def _not_an_option(value: str | None, what: str) -> str | None:
     if value.startswith("-"):
         raise ValueError(f"{what} must not start with '-' (vllm serve would read it as an option)")
     return value
+
+
+def _ip_version(host: str) -> int | None:
+    try:
+        return ip_address(host.split("%", 1)[0]).version
+    except ValueError:
+        return None
 
 
 def _node_path(value: str, what: str) -> str:
@@ -362,9 +369,23 @@ class InventoryModel(Strict):
                 if key in secret_names:
                     errors.append(((*section, key), f"{key} is listed in secrets.env, so its value "
                                    f"must not be here: {_secret_hint(key)}"))
+        errors += self._serve_host_check(seen_names)
         if errors:
             raise CrossCheckError(errors)
         return self
+
+    def _serve_host_check(self, names: dict[str, int]) -> list[tuple[tuple[str | int, ...], str]]:
+        """An IPv4 `serve.host` cannot answer on the head's IPv6 address (vLLM opens an IPv6
+        socket only for an IPv6 --host); left unset, it adapts (core.endpoint.listen_host)."""
+        head = self.head or self.nodes[0].name
+        if "host" not in self.serve.model_fields_set or head not in names:
+            return []
+        host = self.nodes[names[head]].host
+        if _ip_version(host) == 6 and _ip_version(self.serve.host) == 4:
+            return [(("serve", "host"), f"{self.serve.host} listens on IPv4 only, but the head "
+                     f"is reached at {host} (IPv6): use '::' (every address), or leave "
+                     "serve.host out")]
+        return []
 
     @property
     def head_name(self) -> str:

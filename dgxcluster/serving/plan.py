@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dgxcluster.core import dockerrun, naming
 from dgxcluster.core.containerenv import container_env
+from dgxcluster.core.endpoint import listen_host
 from dgxcluster.errors import UsageError
 from dgxcluster.remote.command import shell
 from dgxcluster.secrets import Secret
@@ -106,7 +106,8 @@ def serve_command(inv: InventoryModel) -> list[str]:
     argv += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
     if s.pipeline_parallel_size > 1:
         argv += ["--pipeline-parallel-size", str(s.pipeline_parallel_size)]
-    argv += ["--distributed-executor-backend", "ray", "--host", s.host, "--port", str(s.port)]
+    argv += ["--distributed-executor-backend", "ray", "--host", listen_host(inv),
+             "--port", str(s.port)]
     if s.revision:
         argv += ["--revision", s.revision]
     if s.max_model_len is not None:
@@ -148,24 +149,12 @@ def config_hash(inv: InventoryModel, image: str) -> str:
                   for n in inv.nodes],
         "container": inv.container.model_dump(mode="json"),
         "ray": inv.ray.model_dump(mode="json", exclude={"start_timeout_s"}),
-        "serve": inv.serve.model_dump(mode="json", exclude={"ready_timeout_s", "stop_timeout_s"}),
+        "serve": {**inv.serve.model_dump(mode="json", exclude={"ready_timeout_s", "stop_timeout_s"}),
+                  "host": listen_host(inv)},
         "secrets": sorted(inv.secrets.env),
     }
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:CONFIG_HASH_LEN]
-
-
-def endpoint(inv: InventoryModel) -> str:
-    """The OpenAI-compatible base URL, on the head's management address."""
-    return f"http://{inv.head_node.host}:{inv.serve.port}/v1"
-
-
-def curl_example(inv: InventoryModel) -> str:
-    body = json.dumps({"model": model_id(inv),
-                       "messages": [{"role": "user", "content": "Hello!"}],
-                       "max_tokens": 64})
-    return shlex.join(["curl", "-s", f"{endpoint(inv)}/chat/completions",
-                       "-H", "Content-Type: application/json", "-d", body])
 
 
 @dataclass(frozen=True)

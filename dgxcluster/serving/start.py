@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from dgxcluster.core import imageid, naming
+from dgxcluster.core import endpoint, imageid, naming
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
@@ -92,8 +92,9 @@ def start(session: Session, options: StartOptions | None = None,
               else served_model(model, inv.serve.revision))
     image = imageid.expected(inv).ref
     config = plan.config_hash(inv, image)
-    report = StartReport(endpoint=plan.endpoint(inv), model=plan.model_id(inv),
-                         curl=plan.curl_example(inv), image=image, config=config)
+    report = StartReport(endpoint=endpoint.api_url(inv), model=plan.model_id(inv),
+                         curl=endpoint.curl_example(inv, plan.model_id(inv)), image=image,
+                         config=config)
     if opts.dry_run:
         report.dry_run = _dry_run(session, image, config)
         return report
@@ -318,9 +319,7 @@ class _Run:
             f.busy_ports = set()
 
     def _ready_now(self) -> bool:
-        with vllm.http_client() as client:
-            ok, _ = vllm.check_ready(client, self.inv)
-        return ok
+        return vllm.ready(self.inv).ready
 
     # -- env-files, Ray ----------------------------------------------------------------
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from dgxcluster.core import naming
+from dgxcluster.core import endpoint, httpclient, naming
+from dgxcluster.core.endpoint import EndpointProbe, Getter
 from dgxcluster.core.progress import Progress
 from dgxcluster.errors import CommandTimeout, ConnectError, StepError
 from dgxcluster.remote.command import shell
@@ -29,8 +30,6 @@ from dgxcluster.serving.plan import (
 )
 
 if TYPE_CHECKING:
-    import httpx
-
     from dgxcluster.core.nodepaths import NodePaths
     from dgxcluster.inventory.schema import InventoryModel
 
@@ -108,81 +107,47 @@ def log_tail(conn: Connection, paths: NodePaths, lines: int = TAIL_LINES) -> str
     return res.stdout.rstrip() if res.ok else f"(no log at {paths.log_dir}/{VLLM_LOG})"
 
 
-def base_url(inv: InventoryModel) -> str:
-    return f"http://{inv.head_node.host}:{inv.serve.port}"
-
-
-def http_client() -> httpx.Client:
-    import httpx
-
-    # trust_env=False: a corporate HTTP(S)_PROXY must not swallow requests to the nodes.
-    return httpx.Client(timeout=HTTP_TIMEOUT_S, trust_env=False)
-
-
-def check_ready(client: httpx.Client, inv: InventoryModel) -> tuple[bool, str]:
-    """(ready, why not): /health 200, then /v1/models lists the served model."""
-    import httpx
-
-    url = base_url(inv)
-    try:
-        health = client.get(f"{url}/health")
-    except httpx.HTTPError as exc:
-        return False, f"/health: {type(exc).__name__}"
-    if health.status_code != 200:
-        return False, f"/health answered {health.status_code}"
-    try:
-        models = client.get(f"{url}/v1/models")
-        data: Any = models.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        return False, f"/v1/models: {type(exc).__name__}"
-    ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)] \
-        if isinstance(data, dict) else []
-    if model_id(inv) in ids:
-        return True, "ready"
-    return False, f"/v1/models lists {ids}, not {model_id(inv)}"
+def ready(inv: InventoryModel, get: Getter = httpclient.get) -> EndpointProbe:
+    """What a client sees: /health 200, then /v1/models lists the served model."""
+    return endpoint.probe(endpoint.base_url(inv), get, HTTP_TIMEOUT_S, model=model_id(inv))
 
 
 def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_s: float,
-               progress: Progress, client: httpx.Client | None = None,
+               progress: Progress, get: Getter = httpclient.get,
                sleep: Callable[[float], None] = time.sleep,
                gate: Callable[[], bool] | None = None) -> float:
     """Seconds until ready. Raises StepError('vllm-ready') with the log tail on failure.
 
     `gate` (called every round; it may raise) must also say True before this returns.
     """
-    own = client is None
-    http = client or http_client()
     t0 = time.monotonic()
     live = containers.StatusThrottle(progress)
-    try:
-        while True:
-            gated = gate() if gate is not None else True
-            ready, why = check_ready(http, inv)
-            if ready and gated:
-                return time.monotonic() - t0
-            try:
-                p = probe(conn, inv, paths)
-            except CommandTimeout as exc:
-                raise ConnectError(conn.node, f"stopped answering while vLLM loaded: {exc}") from None
-            elapsed = time.monotonic() - t0
-            if not p.container.running:
-                tail = containers.log_tail(conn, naming.container_name(inv.cluster, HEAD))
-                raise StepError("vllm-ready", f"the head container stopped "
-                                f"({p.container.status}); its last lines:\n{indent(tail)}", conn.node)
-            if p.exit_code is not None:
-                raise StepError("vllm-ready", f"vLLM exited with status {p.exit_code} after "
-                                f"{elapsed:.0f}s; last {TAIL_LINES} lines of "
-                                f"{paths.log_dir}/{VLLM_LOG}:\n{indent(log_tail(conn, paths))}",
-                                conn.node)
-            if elapsed > timeout_s:
-                raise StepError("vllm-ready", f"vLLM not ready within {timeout_s:g}s ({why}); "
-                                f"last {TAIL_LINES} lines of {paths.log_dir}/{VLLM_LOG}:\n"
-                                f"{indent(log_tail(conn, paths))}", conn.node)
-            live.status(conn.node, p.last_line, f"vllm-ready: {elapsed:.0f}s: {p.last_line[:110]}")
-            sleep(POLL_S)
-    finally:
-        if own:
-            http.close()
+    while True:
+        gated = gate() if gate is not None else True
+        state = ready(inv, get)
+        if state.ready and gated:
+            return time.monotonic() - t0
+        why = state.error or state.state
+        try:
+            p = probe(conn, inv, paths)
+        except CommandTimeout as exc:
+            raise ConnectError(conn.node, f"stopped answering while vLLM loaded: {exc}") from None
+        elapsed = time.monotonic() - t0
+        if not p.container.running:
+            tail = containers.log_tail(conn, naming.container_name(inv.cluster, HEAD))
+            raise StepError("vllm-ready", f"the head container stopped "
+                            f"({p.container.status}); its last lines:\n{indent(tail)}", conn.node)
+        if p.exit_code is not None:
+            raise StepError("vllm-ready", f"vLLM exited with status {p.exit_code} after "
+                            f"{elapsed:.0f}s; last {TAIL_LINES} lines of "
+                            f"{paths.log_dir}/{VLLM_LOG}:\n{indent(log_tail(conn, paths))}",
+                            conn.node)
+        if elapsed > timeout_s:
+            raise StepError("vllm-ready", f"vLLM not ready within {timeout_s:g}s ({why}); "
+                            f"last {TAIL_LINES} lines of {paths.log_dir}/{VLLM_LOG}:\n"
+                            f"{indent(log_tail(conn, paths))}", conn.node)
+        live.status(conn.node, p.last_line, f"vllm-ready: {elapsed:.0f}s: {p.last_line[:110]}")
+        sleep(POLL_S)
 
 
 def stop(conn: Connection, inv: InventoryModel) -> str:
