@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dgxcluster.secrets import HF_TOKEN_SHAPE, SECRET_NAME_WORDS
+
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 IFACE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$"
 RDMA_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -76,16 +78,13 @@ def _node_path(value: str, what: str) -> str:
     return value
 
 
-#: Variable names that hold secrets (matched as words of the upper-case name).
-SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "ACCESS_KEY", "PRIVATE_KEY")
 #: Values that are switches, not secrets (HF_HUB_DISABLE_IMPLICIT_TOKEN=1).
 _FLAG_VALUES = frozenset({"", "0", "1", "true", "false", "yes", "no", "on", "off"})
-HF_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{20,}")
 
 
 def secret_in_inventory(key: str, value: str) -> str | None:
     """Why `key: value` looks like a secret value written into the inventory, or None."""
-    if HF_TOKEN_RE.search(value):
+    if HF_TOKEN_SHAPE.search(value):
         return "its value is a Hugging Face token"
     upper = key.upper()
     if value.strip().lower() not in _FLAG_VALUES and any(w in upper for w in SECRET_NAME_WORDS):

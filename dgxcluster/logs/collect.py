@@ -23,11 +23,10 @@ from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.errors import CommandTimeout, ConnectError, UsageError
 from dgxcluster.logs.items import ItemRecord, NodeFolder
-from dgxcluster.logs.redact import SECRET_WORDS, CollectedRedactor
 from dgxcluster.logs.script import collect_argv, new_boundary
 from dgxcluster.logs.stream import Demux, Inflater, StreamError
 from dgxcluster.remote.connection import Connection
-from dgxcluster.secrets import DEFAULT_SECRET_NAMES
+from dgxcluster.secrets import DEFAULT_SECRET_NAMES, SECRET_NAME_WORDS, CollectedRedactor
 
 #: A whole node's collection may take long (big logs over a slow link); the transport's
 #: default command timeout is for ordinary commands.
@@ -155,7 +154,7 @@ def collect(
             "nodes_selected": targets,
             "redaction": {
                 "names": sorted({*inv.secrets.env, *DEFAULT_SECRET_NAMES}),
-                "name_words": list(SECRET_WORDS),
+                "name_words": list(SECRET_NAME_WORDS),
                 "shapes": ["hf_ followed by 20+ letters/digits"],
             },
             "nodes": {n: reports[n].to_json() for n in targets},

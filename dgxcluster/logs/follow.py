@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from dgxcluster.core.naming import LABEL_ROLE, cluster_filter
 from dgxcluster.core.session import Session
 from dgxcluster.errors import ConnectError
-from dgxcluster.logs.redact import CollectedRedactor
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
+from dgxcluster.secrets import CollectedRedactor
 
 #: Lines of history shown per container when no --since is given.
 DEFAULT_TAIL = 50

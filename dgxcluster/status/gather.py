@@ -14,8 +14,8 @@ from dgxcluster.core.endpoint import EndpointProbe, base_url, probe
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.session import Session
 from dgxcluster.errors import ConnectError, DgxClusterError
-from dgxcluster.logs.redact import CollectedRedactor
 from dgxcluster.remote.connection import Connection
+from dgxcluster.secrets import CollectedRedactor
 from dgxcluster.status.probe import NodeProbe, parse, status_argv
 from dgxcluster.status.report import (
     ClusterStatus,

@@ -15,6 +15,7 @@ from testbed_lib.sh import TestbedError, run
 SSHD_CONFIG = """\
 # Written by scripts/testbed for {name}.
 ListenAddress 0.0.0.0
+ListenAddress ::
 Port 22
 HostKey {hostkey}
 PidFile {pidfile}
@@ -129,9 +130,10 @@ def stop_sshd(node: Node) -> None:
                 os.kill(int(p), signal.SIGKILL)
 
 
-def known_hosts_line(node: Node) -> str:
+def known_hosts_lines(node: Node) -> str:
+    """The node's host key under both management addresses (IPv4, IPv6), one line each."""
     pub = hostkey(node).with_suffix(".pub").read_text().split()
-    return f"{node.mgmt_ip} {pub[0]} {pub[1]}\n"
+    return "".join(f"{ip} {pub[0]} {pub[1]}\n" for ip in (node.mgmt_ip, node.mgmt_ip6))
 
 
 # -- a hung sshd: accepts TCP, never speaks ---------------------------------------------------
