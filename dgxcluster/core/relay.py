@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, cast
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
+from dgxcluster.core.units import human_bytes
 from dgxcluster.errors import DgxClusterError, StepError
 from dgxcluster.remote.command import Argv
 from dgxcluster.remote.connection import Connection
@@ -171,7 +172,7 @@ def relay(
         def on_line(stream: str, line: str) -> None:
             if stream == "stderr" and line.startswith("PROGRESS "):
                 sent = int(line.split()[1])
-                prog.status(source, f"sent {sent / 1e9:.2f} GB")
+                prog.status(source, f"sent {human_bytes(sent)}")
             elif _is_summary(stream, line, "targets"):
                 send_in.released.set()  # the agent is done: end its stdin now, not at exit
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
+from dgxcluster.core.units import human_bytes, human_rate
 from dgxcluster.errors import ConnectError, DgxClusterError
 from dgxcluster.image import dockercmd, layers
 
@@ -106,14 +107,11 @@ def _relay(session: Session, source: str, ref: str, receivers: Sequence[str],
         if t is None:
             out[node] = Delivery(node, False, "not received: no outcome")
         elif t.ok:
-            rate = f", {t.bytes / t.seconds / 1e6:.0f} MB/s" if t.bytes > 10e6 and t.seconds else ""
+            rate = f", {human_rate(t.bytes, t.seconds)}" if t.bytes > 10e6 and t.seconds else ""
             trimmed = f", {len(skip)} layer(s) already there" if skip else ""
-            out[node] = Delivery(node, True, f"received from {source} ({_mb(t.bytes)} in "
+            out[node] = Delivery(node, True, f"received from {source} ({human_bytes(t.bytes)} in "
                                              f"{t.seconds:.1f}s{rate}{trimmed})", bytes=t.bytes)
         else:
             out[node] = Delivery(node, False, t.detail, unreachable=": unreachable: " in t.detail)
     return out
 
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"

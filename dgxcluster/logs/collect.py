@@ -21,6 +21,7 @@ from pathlib import Path
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
+from dgxcluster.core.units import human_bytes
 from dgxcluster.errors import CommandTimeout, ConnectError, UsageError
 from dgxcluster.logs.items import ItemRecord, NodeFolder
 from dgxcluster.logs.script import collect_argv, new_boundary
@@ -188,7 +189,7 @@ def collect_node(
     def moved(item: str, received: int) -> None:
         if time.monotonic() - last[0] >= 1.0:  # a live hint, not a line per item
             last[0] = time.monotonic()
-            progress.status(node, f"{item} ({received / 1e6:.1f} MB so far)")
+            progress.status(node, f"{item} ({human_bytes(received)} so far)")
 
     sink = NodeFolder(node_dir, redactor, on_progress=moved)
     inflater = Inflater(Demux(boundary, sink))
