@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
+from dgxcluster.core.containerenv import IFNAME_VARS
 from dgxcluster.facts.ipaddr import Interface
 from dgxcluster.inventory.schema import InventoryModel, NodeSpec
 from dgxcluster.verify.gather import NodeFacts
@@ -58,6 +59,7 @@ def env_checks(inv: InventoryModel, spec: NodeSpec, facts: NodeFacts,
 
 
 def _ifnames(c: Checks, inv: InventoryModel, facts: NodeFacts, env: dict[str, str]) -> None:
+    """Every variable `container_env` derives from the fabric interface (`IFNAME_VARS`)."""
     if not facts.ifaces.ok:
         c.fail("nccl-ifname", f"could not read interfaces: {facts.ifaces.error}",
                "check that `ip` works on the node")
@@ -65,33 +67,16 @@ def _ifnames(c: Checks, inv: InventoryModel, facts: NodeFacts, env: dict[str, st
     ifaces = facts.ifaces.value or {}
     devs = rdma_view(facts) or {}
     fabric = set(inv.fabric.interfaces)
-    bad, warn, good = [], [], []
-    for var in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME", "UCX_NET_DEVICES"):
+    bad: list[str] = []
+    warn: list[str] = []
+    good: list[str] = []
+    for var in IFNAME_VARS:
         val = env.get(var)
         if val is None:
             continue
-        if var == "NCCL_SOCKET_IFNAME":
-            mode = nccl_list(val)[0]
-            chosen = [n for n in nccl_matches(val, sorted(ifaces)) if n != "lo"]
-            if mode.startswith("^"):
-                chosen = [n for n in chosen if not n.startswith(("docker", "veth"))]
-        elif var == "UCX_NET_DEVICES":
-            chosen = []
-            for item in (x.strip() for x in val.split(",") if x.strip()):
-                if item == "all":
-                    chosen += sorted(fabric & set(ifaces))
-                elif ":" in item:
-                    d = devs.get(item.split(":")[0])
-                    if d is None or not d.active:
-                        bad.append(f"UCX_NET_DEVICES={val}: {item} is not an active RDMA device")
-                elif item in ifaces:
-                    chosen.append(item)
-                else:
-                    bad.append(f"UCX_NET_DEVICES={val}: no interface {item}")
-            if not chosen:
-                continue
-        else:
-            chosen = [n for n in (x.strip() for x in val.split(",")) if n in ifaces]
+        chosen = _chosen(var, val, ifaces, devs, fabric, bad)
+        if chosen is None:
+            continue
         if not chosen:
             bad.append(f"{var}={val} names no interface of this node")
             continue
@@ -111,6 +96,47 @@ def _ifnames(c: Checks, inv: InventoryModel, facts: NodeFacts, env: dict[str, st
         c.ok("nccl-ifname", ", ".join(good) + " (existing, UP)")
     else:
         c.warn("nccl-ifname", "no *_SOCKET_IFNAME is set", ENV_FIX)
+
+
+def _chosen(var: str, val: str, ifaces: dict[str, Interface], devs: dict[str, RdmaDev],
+            fabric: set[str], bad: list[str]) -> list[str] | None:
+    """The interfaces `var=val` selects on this node (None: nothing to judge)."""
+    items = [x.strip() for x in val.split(",") if x.strip()]
+    if var == "NCCL_SOCKET_IFNAME":
+        chosen = [n for n in nccl_matches(val, sorted(ifaces)) if n != "lo"]
+        if nccl_list(val)[0].startswith("^"):
+            chosen = [n for n in chosen if not n.startswith(("docker", "veth"))]
+        return chosen
+    if var == "UCX_NET_DEVICES":
+        return _ucx_devices(val, items, ifaces, devs, fabric, bad) or None
+    if var == "OMPI_MCA_btl_tcp_if_include":  # interface names and/or CIDR networks
+        return [n for n, i in ifaces.items() if n in items or any(
+            _in_network(a.ip, x) for x in items if "/" in x for a in i.ipv4)]
+    return [n for n in items if n in ifaces]
+
+
+def _ucx_devices(val: str, items: list[str], ifaces: dict[str, Interface],
+                 devs: dict[str, RdmaDev], fabric: set[str], bad: list[str]) -> list[str]:
+    chosen: list[str] = []
+    for item in items:
+        if item == "all":
+            chosen += sorted(fabric & set(ifaces))
+        elif ":" in item:
+            d = devs.get(item.split(":")[0])
+            if d is None or not d.active:
+                bad.append(f"UCX_NET_DEVICES={val}: {item} is not an active RDMA device")
+        elif item in ifaces:
+            chosen.append(item)
+        else:
+            bad.append(f"UCX_NET_DEVICES={val}: no interface {item}")
+    return chosen
+
+
+def _in_network(ip: IPv4Address, cidr: str) -> bool:
+    try:
+        return ip in IPv4Network(cidr, strict=False)
+    except ValueError:
+        return False
 
 
 def _ib_hca(c: Checks, facts: NodeFacts, env: dict[str, str]) -> None:
