@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from dgxcluster.core import imageid, naming
+from dgxcluster.core import docker, imageid, naming
 from dgxcluster.core.dockerrun import Run, docker_run
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
@@ -24,7 +24,6 @@ from dgxcluster.errors import StepError
 from dgxcluster.models.agent import NodeModels
 from dgxcluster.models.repoid import COMMIT_RE, RepoId
 from dgxcluster.models.sync import SyncReport, sync
-from dgxcluster.remote.connection import Connection
 from dgxcluster.secrets import Secret, render_env_file
 
 if TYPE_CHECKING:
@@ -68,7 +67,7 @@ def pull(session: Session, model: RepoId, revision: str | None = None, *,
     prog.status(head, "checking the image")
     image = imageid.expected(inv).ref
     nm = NodeModels.open(session, head)
-    _require_image(nm.conn, image)
+    docker.require_image(nm.conn, image, STEP)
     uid, gid = (nm.conn.run(["id", flag]).check().stdout.strip() for flag in ("-u", "-g"))
     hf_home = str(PurePosixPath(nm.hub).parent)
     nm.conn.run(["mkdir", "-p", nm.hub]).check()
@@ -96,20 +95,6 @@ def pull(session: Session, model: RepoId, revision: str | None = None, *,
     if then_sync:
         report.sync = sync(session, model, head, progress=prog)
     return report
-
-
-def _require_image(conn: Connection, image: str) -> None:
-    res = conn.run(["docker", "image", "inspect", "--format", "{{.Id}}", image])
-    if res.exit_code == 0:
-        return
-    err = res.stderr.strip()
-    if res.exit_code == 127:
-        why = "docker is not installed here"
-    elif "Cannot connect to the Docker daemon" in err or "docker.sock" in err:
-        why = "the Docker daemon is not running here"
-    else:
-        why = f"image {image} is not here: build it first (dgxcluster build)"
-    raise StepError(STEP, why, node=conn.node)
 
 
 def _put_token(nm: NodeModels, token: Secret) -> str:

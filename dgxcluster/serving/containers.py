@@ -1,88 +1,13 @@
-"""Docker operations on one node's dgxcluster containers (argv only, no shell strings).
-
-`stop`, `status` and `logs` find containers by the `dgxcluster.cluster` label, never by
-guessing names, so a renamed head or a leftover from an older config is still found.
-"""
+"""`conn.put` bounded in time, for the env-files `start` writes (SFTP has no timeout of
+its own). Kept apart until the transport's `put` takes a timeout itself."""
 
 from __future__ import annotations
 
 import threading
-import time
-from dataclasses import dataclass
 
-from dgxcluster.core import naming
-from dgxcluster.core.progress import Progress
-from dgxcluster.errors import ConnectError, StepError
-from dgxcluster.facts import docker_ps
-from dgxcluster.remote.command import shell
+from dgxcluster.core.docker import QUICK_S
+from dgxcluster.errors import ConnectError
 from dgxcluster.remote.connection import Connection
-
-#: Timeout for quick docker CLI calls (inspect, ps, logs); a hung node is named, not waited on.
-QUICK_S = 30.0
-
-
-def list_cluster(conn: Connection, cluster: str, step: str = "preflight") -> list[docker_ps.ContainerInfo]:
-    """Every container (any state) labelled with this cluster on the node."""
-    res = conn.run(docker_ps.command(naming.cluster_filter(cluster)), timeout=QUICK_S)
-    if not res.ok:
-        raise StepError(step, f"docker is not usable: {_first_line(res.stderr or res.stdout)}",
-                        conn.node)
-    parsed = docker_ps.parse(res.stdout)
-    if parsed.error:
-        raise StepError(step, parsed.error, conn.node)
-    return parsed.containers
-
-
-def image_present(conn: Connection, ref: str) -> bool:
-    return conn.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], timeout=QUICK_S).ok
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    status: str  # running | exited | created | ... | absent
-    exit_code: int | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.status == "running"
-
-
-def parse_state(text: str) -> ContainerState:
-    """Parse `docker inspect -f '{{.State.Status}} {{.State.ExitCode}}'` (or "absent")."""
-    parts = text.strip().split()
-    if not parts or parts[0] == "absent":
-        return ContainerState("absent")
-    code = int(parts[1]) if len(parts) > 1 and parts[1].lstrip("-").isdigit() else None
-    return ContainerState(parts[0], code)
-
-
-def state(conn: Connection, name: str) -> ContainerState:
-    res = conn.run(["docker", "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", name],
-                   timeout=QUICK_S)
-    return parse_state(res.stdout) if res.ok else ContainerState("absent")
-
-
-def log_tail(conn: Connection, name: str, lines: int = 20) -> str:
-    """The container's last output lines (stdout and stderr), redacted by the transport."""
-    res = conn.run(shell('docker logs --tail "$1" "$2" 2>&1', str(lines), name), timeout=QUICK_S)
-    return res.stdout.rstrip()
-
-
-def remove(conn: Connection, name: str, timeout: float = 60.0) -> bool:
-    """Kill and remove the container; True if it existed."""
-    res = conn.run(["docker", "rm", "-f", "-v", name], timeout=timeout)
-    if res.ok:
-        return True
-    if "No such container" in res.stderr:
-        return False
-    raise StepError("remove", f"docker rm -f {name}: {_first_line(res.stderr)}", conn.node)
-
-
-def stop(conn: Connection, name: str, grace_s: int = 10) -> None:
-    """SIGTERM (tini forwards it to `ray start --block`, which stops Ray), SIGKILL after grace."""
-    res = conn.run(["docker", "stop", "-t", str(grace_s), name], timeout=grace_s + 60)
-    if not res.ok and "No such container" not in res.stderr:
-        raise StepError("stop", f"docker stop {name}: {_first_line(res.stderr)}", conn.node)
 
 
 def put_file(conn: Connection, data: bytes, path: str, mode: int, timeout: float = QUICK_S) -> None:
@@ -105,28 +30,3 @@ def put_file(conn: Connection, data: bytes, path: str, mode: int, timeout: float
         raise ConnectError(conn.node, f"no answer within {timeout:g}s while writing {path}")
     if failure:
         raise failure[0]
-
-
-def _first_line(text: str) -> str:
-    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "(no output)")
-
-
-def indent(text: str, prefix: str = "    ") -> str:
-    return "\n".join(prefix + ln for ln in text.splitlines())
-
-
-class StatusThrottle:
-    """Reports a node's status when its gist changes, or every `every_s` seconds otherwise:
-    a live display stays current while plain (CI) output is not flooded by poll loops."""
-
-    def __init__(self, progress: Progress, every_s: float = 5.0) -> None:
-        self.progress = progress
-        self.every_s = every_s
-        self._last: dict[str, tuple[str, float]] = {}
-
-    def status(self, node: str, gist: str, message: str | None = None) -> None:
-        now = time.monotonic()
-        prev = self._last.get(node)
-        if prev is None or prev[0] != gist or now - prev[1] >= self.every_s:
-            self._last[node] = (gist, now)
-            self.progress.status(node, message or gist)

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from dgxcluster.core import endpoint, imageid, naming
+from dgxcluster.core import docker, endpoint, imageid, naming
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
@@ -331,7 +331,7 @@ class _Run:
         path = paths.env_file(plan.role_of(self.inv, conn.node))
         self.p.status(conn.node, "env-files")
         res = conn.run(plan.prepare_dirs(self.inv, paths, plan.role_of(self.inv, conn.node) == plan.HEAD),
-                       timeout=containers.QUICK_S)
+                       timeout=docker.QUICK_S)
         if not res.ok:
             raise StepError("env-files", f"could not create {paths.root}: {res.stderr.strip()}",
                             conn.node)
@@ -346,7 +346,7 @@ class _Run:
         replaced = ""
         leftovers = [c for c in f.containers if c.name == name] + foreign_containers(f, self.inv)
         for c in leftovers:
-            containers.remove(conn, c.name)
+            docker.remove(conn, c.name)
             replaced = " (replaced a stopped one)"
         self.p.status(conn.node, f"{step}: docker run {name}")
         self.created.containers[conn.node] = name

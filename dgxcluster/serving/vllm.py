@@ -13,14 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dgxcluster.core import endpoint, httpclient, naming
+from dgxcluster.core import docker, endpoint, httpclient, naming
+from dgxcluster.core.docker import indented, parse_state
 from dgxcluster.core.endpoint import EndpointProbe, Getter
-from dgxcluster.core.progress import Progress
+from dgxcluster.core.progress import Progress, StatusThrottle
 from dgxcluster.errors import CommandTimeout, ConnectError, StepError
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
-from dgxcluster.serving import containers
-from dgxcluster.serving.containers import indent, parse_state
 from dgxcluster.serving.plan import (
     CONTAINER_LOG_DIR,
     HEAD,
@@ -58,7 +57,7 @@ _STOP = (
 
 @dataclass(frozen=True)
 class ServeProbe:
-    container: containers.ContainerState
+    container: docker.ContainerState
     exit_code: int | None
     pid: str
     last_line: str
@@ -85,14 +84,14 @@ def parse_probe(text: str) -> ServeProbe:
 
 def probe(conn: Connection, inv: InventoryModel, paths: NodePaths) -> ServeProbe:
     head = naming.container_name(inv.cluster, HEAD)
-    res = conn.run(shell(_PROBE, head, paths.log_dir), timeout=containers.QUICK_S)
+    res = conn.run(shell(_PROBE, head, paths.log_dir), timeout=docker.QUICK_S)
     return parse_probe(res.stdout)
 
 
 def clear_state(conn: Connection, paths: NodePaths) -> None:
     """Forget the previous vLLM's pid and exit status (a new head container has new pids)."""
     conn.run(shell('rm -f "$1/vllm.pid" "$1/vllm.exit"', paths.log_dir),
-             timeout=containers.QUICK_S).check()
+             timeout=docker.QUICK_S).check()
 
 
 def launch(conn: Connection, inv: InventoryModel) -> None:
@@ -103,7 +102,7 @@ def launch(conn: Connection, inv: InventoryModel) -> None:
 
 def log_tail(conn: Connection, paths: NodePaths, lines: int = TAIL_LINES) -> str:
     res = conn.run(["tail", "-n", str(lines), f"{paths.log_dir}/{VLLM_LOG}"],
-                   timeout=containers.QUICK_S)
+                   timeout=docker.QUICK_S)
     return res.stdout.rstrip() if res.ok else f"(no log at {paths.log_dir}/{VLLM_LOG})"
 
 
@@ -121,7 +120,7 @@ def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_
     `gate` (called every round; it may raise) must also say True before this returns.
     """
     t0 = time.monotonic()
-    live = containers.StatusThrottle(progress)
+    live = StatusThrottle(progress)
     while True:
         gated = gate() if gate is not None else True
         state = ready(inv, get)
@@ -134,18 +133,18 @@ def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_
             raise ConnectError(conn.node, f"stopped answering while vLLM loaded: {exc}") from None
         elapsed = time.monotonic() - t0
         if not p.container.running:
-            tail = containers.log_tail(conn, naming.container_name(inv.cluster, HEAD))
+            tail = docker.log_tail(conn, naming.container_name(inv.cluster, HEAD))
             raise StepError("vllm-ready", f"the head container stopped "
-                            f"({p.container.status}); its last lines:\n{indent(tail)}", conn.node)
+                            f"({p.container.status}); its last lines:\n{indented(tail)}", conn.node)
         if p.exit_code is not None:
             raise StepError("vllm-ready", f"vLLM exited with status {p.exit_code} after "
                             f"{elapsed:.0f}s; last {TAIL_LINES} lines of "
-                            f"{paths.log_dir}/{VLLM_LOG}:\n{indent(log_tail(conn, paths))}",
+                            f"{paths.log_dir}/{VLLM_LOG}:\n{indented(log_tail(conn, paths))}",
                             conn.node)
         if elapsed > timeout_s:
             raise StepError("vllm-ready", f"vLLM not ready within {timeout_s:g}s ({why}); "
                             f"last {TAIL_LINES} lines of {paths.log_dir}/{VLLM_LOG}:\n"
-                            f"{indent(log_tail(conn, paths))}", conn.node)
+                            f"{indented(log_tail(conn, paths))}", conn.node)
         live.status(conn.node, p.last_line, f"vllm-ready: {elapsed:.0f}s: {p.last_line[:110]}")
         sleep(POLL_S)
 
