@@ -33,7 +33,7 @@ def agent_source() -> bytes:
 
 def agent_path(paths: NodePaths) -> str:
     digest = hashlib.sha256(agent_source()).hexdigest()[:12]
-    return paths.sub("bin", f"relay-agent-{digest}.py")
+    return paths.bin_file(f"relay-agent-{digest}.py")
 
 
 def ensure_agent(conn: Connection, paths: NodePaths) -> str:

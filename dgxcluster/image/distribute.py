@@ -55,7 +55,7 @@ def _missing_layer(detail: str) -> bool:
 
 
 def _filter_path(paths: NodePaths) -> str:
-    return paths.sub("bin", layers.filter_name())
+    return paths.bin_file(layers.filter_name())
 
 
 def _skippable(session: Session, source: str, ref: str, receivers: Sequence[str],
@@ -86,7 +86,7 @@ def _relay(session: Session, source: str, ref: str, receivers: Sequence[str],
     from dgxcluster.core.relay import relay
 
     if skip:
-        spool = paths[source].sub("tmp")
+        spool = paths[source].tmp_dir
         flags = [a for d in skip for a in ("--skip", d)]
         source_argv = ["python3", _filter_path(paths[source]), "--spool-dir", spool, *flags,
                        "--", *dockercmd.save_argv(ref)]

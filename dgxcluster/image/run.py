@@ -25,7 +25,7 @@ from typing import BinaryIO, cast
 from dgxcluster.core.buildcontext import BuildContext, scan
 from dgxcluster.core.imageid import ImageId
 from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_IMAGE
-from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.nodepaths import NodePaths, build_subdir
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Status
@@ -39,7 +39,7 @@ from dgxcluster.errors import (
 )
 from dgxcluster.image import dockercmd, probe, sync
 from dgxcluster.image.plan import Action, BuildPlan, NodePlan, make_plan
-from dgxcluster.image.records import ImageRecord, now, record_path, slug
+from dgxcluster.image.records import ImageRecord, now
 from dgxcluster.inventory.schema import ImageSettings
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
@@ -145,8 +145,8 @@ def build(
         warm.join()
     img = ImageId(name, ctx.content_tag)
     ref, moving = img.ref, img.moving
-    bdir = str(Path("build") / slug(name))
-    state_root = f"{inv.state_dir.rstrip('/')}/{inv.cluster}"
+    bdir = build_subdir(name)
+    state_root = NodePaths.unresolved(inv.state_dir, inv.cluster).root
     for n in probed:
         prog.status(n, "checking")
     answers = session.cluster.run(probe.argv(ref, moving, state_root, bdir, force=no_cache),
@@ -310,7 +310,7 @@ class _Runner:
         w = self.work[node]
         assert p.sync is not None and p.probe is not None
         paths = self._paths(p)
-        build_dir = paths.sub("build", slug(self.plan.image))
+        build_dir = paths.build_dir(self.plan.image)
         ctx_dir = f"{build_dir}/context"
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         log = self.session.logs.writer(node, STEP) if self.session.logs else None
@@ -391,7 +391,7 @@ class _Runner:
                           how, self.plan.source or node, now())
         try:
             res = conn.run(dockercmd.finalize_argv(self.plan.ref, self.plan.moving, expected,
-                                                   paths.records_dir, record_path(paths, self.plan.image)),
+                                                   paths.records_dir, paths.image_record(self.plan.image)),
                            stdin=rec.to_json(), timeout=PROBE_TIMEOUT_S)
         except ConnectError as exc:
             self._fail(node, exc.reason, unreachable=True)

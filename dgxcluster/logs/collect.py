@@ -125,7 +125,7 @@ def collect(
     folder = bundle_folder(out_dir, inv.cluster, datetime.now(timezone.utc))
     redactor = CollectedRedactor(inv.secrets.env, session.redactor)
     boundary = new_boundary()
-    log_dir = NodePaths("~", inv.state_dir, inv.cluster).log_dir
+    log_dir = NodePaths.unresolved(inv.state_dir, inv.cluster).log_dir
     argv = collect_argv(boundary, inv.cluster, log_dir, since_s, inv.fabric.interfaces)
 
     archive = _Archive(folder)

@@ -28,7 +28,7 @@ def agent_source() -> bytes:
 
 def agent_path(paths: NodePaths) -> str:
     digest = hashlib.sha256(agent_source()).hexdigest()[:12]
-    return paths.sub("bin", f"model-agent-{digest}.py")
+    return paths.bin_file(f"model-agent-{digest}.py")
 
 
 def hub_dir(paths: NodePaths, hf_cache: str) -> str:
@@ -63,7 +63,7 @@ class NodeModels:
     @classmethod
     def at(cls, conn: Connection, paths: NodePaths, hf_cache: str) -> NodeModels:
         """When the node's paths are known already (no round trip for $HOME)."""
-        return cls(conn, paths, hub_dir(paths, hf_cache), paths.sub("records", "models"),
+        return cls(conn, paths, hub_dir(paths, hf_cache), paths.model_records_dir,
                    agent_path(paths))
 
     def argv(self, mode: str, *args: str) -> list[str]:

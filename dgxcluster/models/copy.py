@@ -40,7 +40,7 @@ def copy_round(session: Session, src: NodeModels, peers: Mapping[str, NodeModels
     lock = threading.Lock()
 
     def one(nodes: list[str], paths: list[str]) -> None:
-        plan = src.paths.sub("tmp", f"model-send-{secrets.token_hex(6)}.json")
+        plan = src.paths.tmp_file(f"model-send-{secrets.token_hex(6)}.json")
         try:
             src.conn.put(json.dumps({"paths": paths}).encode(), plan, mode=0o600)
             res = relay(

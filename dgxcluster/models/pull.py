@@ -98,7 +98,7 @@ def pull(session: Session, model: RepoId, revision: str | None = None, *,
 
 
 def _put_token(nm: NodeModels, token: Secret) -> str:
-    path = nm.paths.sub("env", f"model-pull-{secrets.token_hex(4)}.env")
+    path = nm.paths.env_file(f"model-pull-{secrets.token_hex(4)}")
     nm.conn.put(render_env_file({"HF_TOKEN": token}), path, mode=0o600)
     return path
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from dgxcluster.core import dockerrun, naming
 from dgxcluster.core.containerenv import container_env
 from dgxcluster.core.endpoint import listen_host
+from dgxcluster.core.nodepaths import VLLM_EXIT, VLLM_LOG, VLLM_PID
 from dgxcluster.errors import UsageError
 from dgxcluster.remote.command import shell
 from dgxcluster.secrets import Secret
@@ -29,19 +30,15 @@ WORKER = "worker"
 #: Where the node's `NodePaths.log_dir` appears inside the containers.
 CONTAINER_LOG_DIR = "/var/log/dgxcluster"
 CONTAINER_HF_CACHE = "/root/.cache/huggingface"
-#: Files vLLM's launcher keeps in the log dir (on the node and in the container).
-VLLM_LOG = "vllm.log"
-VLLM_PID = "vllm.pid"
-VLLM_EXIT = "vllm.exit"
 CONFIG_HASH_LEN = 16
 
 # Runs inside the head container (docker exec -d): vLLM in the background with its output
 # in the log file, its pid recorded for a graceful stop, its exit status recorded so
 # `start` can fail fast when it dies. Values arrive as $1.., never spliced into the text.
 _LAUNCH = (
-    'd="$1"; shift; rm -f "$d/vllm.exit"; '
-    '"$@" >"$d/vllm.log" 2>&1 </dev/null & pid=$!; '
-    'echo "$pid" >"$d/vllm.pid"; wait "$pid"; echo "$?" >"$d/vllm.exit"'
+    f'd="$1"; shift; rm -f "$d/{VLLM_EXIT}"; '
+    f'"$@" >"$d/{VLLM_LOG}" 2>&1 </dev/null & pid=$!; '
+    f'echo "$pid" >"$d/{VLLM_PID}"; wait "$pid"; echo "$?" >"$d/{VLLM_EXIT}"'
 )
 
 
@@ -174,7 +171,7 @@ def prepare_dirs(inv: InventoryModel, paths: NodePaths, new_head: bool = False) 
     """mkdir the node's state dirs (env-files 0700) and the HF cache before docker -v; for a
     new head container, forget the previous vLLM's pid and exit status (new pid namespace)."""
     script = ('umask 077 && mkdir -p "$1" "$2" && chmod 700 "$1" && umask 022 && mkdir -p "$3"'
-              + (' && rm -f "$2/vllm.pid" "$2/vllm.exit"' if new_head else ""))
+              + (f' && rm -f "$2/{VLLM_PID}" "$2/{VLLM_EXIT}"' if new_head else ""))
     return shell(script, paths.env_dir, paths.log_dir, paths.expand(inv.container.hf_cache))
 
 

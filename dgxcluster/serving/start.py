@@ -427,7 +427,7 @@ class _Run:
             vllm.launch(conn, self.inv)
             self.out(self.head, "vllm", Status.CHANGED,
                      f"launched `vllm serve {plan.require_model(self.inv)}`, log "
-                     f"{paths.log_dir}/{plan.VLLM_LOG}")
+                     f"{paths.vllm_log}")
         self.step = "vllm-ready"
         timeout = self.opts.ready_timeout_s or self.inv.serve.ready_timeout_s
         took = vllm.wait_ready(conn, self.inv, paths, timeout, self.p, gate=self._ray_confirmed)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from dgxcluster.core import docker, naming
-from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.nodepaths import ENV_DIR, VLLM_PID, NodePaths, home_relative
 from dgxcluster.core.progress import Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status
@@ -22,7 +22,6 @@ from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.group import Cluster
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.serving import vllm
-from dgxcluster.serving.lock import home_relative_root
 from dgxcluster.serving.plan import HEAD
 from dgxcluster.serving.preflight import split_sections
 
@@ -56,7 +55,7 @@ _DISCOVER = (
 def discover(conn: Connection, session: Session) -> Found:
     inv = session.inventory
     res = conn.run(shell(_DISCOVER, f"{naming.LABEL_CLUSTER}={inv.cluster}",
-                         str(home_relative_root(inv.state_dir, inv.cluster) / "env")),
+                         home_relative(inv.state_dir, inv.cluster, ENV_DIR)),
                    timeout=docker.QUICK_S)
     sec = split_sections(res.stdout)
     home = sec.get("home", ("", -1))[0].strip()
@@ -140,7 +139,7 @@ def teardown(session: Session, found: Mapping[str, Found], progress: Progress,
                     done.append(f"removed {c.name}")
         elif f.containers:
             done.append("kept " + ", ".join(c.name for c in f.containers) + " (--keep-containers)")
-        conn.run(shell('rm -rf "$1"; rm -f "$2/vllm.pid"', f.paths.env_dir, f.paths.log_dir),
+        conn.run(shell(f'rm -rf "$1"; rm -f "$2/{VLLM_PID}"', f.paths.env_dir, f.paths.log_dir),
                  timeout=docker.QUICK_S).check()
         if f.env_files:
             done.append(f"deleted {len(f.env_files)} env-file(s)")

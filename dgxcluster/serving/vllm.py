@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from dgxcluster.core import docker, endpoint, httpclient, naming
 from dgxcluster.core.docker import indented, parse_state
 from dgxcluster.core.endpoint import EndpointProbe, Getter
+from dgxcluster.core.nodepaths import VLLM_EXIT, VLLM_LOG, VLLM_PID
 from dgxcluster.core.progress import Progress, StatusThrottle
 from dgxcluster.errors import CommandTimeout, ConnectError, StepError
 from dgxcluster.remote.command import shell
@@ -23,7 +24,6 @@ from dgxcluster.remote.connection import Connection
 from dgxcluster.serving.plan import (
     CONTAINER_LOG_DIR,
     HEAD,
-    VLLM_LOG,
     model_id,
     serve_exec,
 )
@@ -39,14 +39,14 @@ HTTP_TIMEOUT_S = 3.0
 _PROBE = (
     'printf "state=%s\\n" "$(docker inspect -f "{{.State.Status}} {{.State.ExitCode}}" "$1" '
     '2>/dev/null || echo absent)"; '
-    'printf "exit=%s\\n" "$(cat "$2/vllm.exit" 2>/dev/null)"; '
-    'printf "pid=%s\\n" "$(cat "$2/vllm.pid" 2>/dev/null)"; '
-    'printf "last=%s\\n" "$(tail -n 1 "$2/vllm.log" 2>/dev/null)"'
+    f'printf "exit=%s\\n" "$(cat "$2/{VLLM_EXIT}" 2>/dev/null)"; '
+    f'printf "pid=%s\\n" "$(cat "$2/{VLLM_PID}" 2>/dev/null)"; '
+    f'printf "last=%s\\n" "$(tail -n 1 "$2/{VLLM_LOG}" 2>/dev/null)"'
 )
 
 # Inside the head container: SIGTERM to vLLM (only if that pid really is vLLM), wait, SIGKILL.
 _STOP = (
-    'p=$(cat "$1/vllm.pid" 2>/dev/null) || { echo absent; exit 0; }; '
+    f'p=$(cat "$1/{VLLM_PID}" 2>/dev/null) || {{ echo absent; exit 0; }}; '
     'grep -q vllm "/proc/$p/cmdline" 2>/dev/null || { echo absent; exit 0; }; '
     'kill -TERM "$p"; n=0; '
     'while kill -0 "$p" 2>/dev/null; do n=$((n+1)); '
@@ -90,7 +90,7 @@ def probe(conn: Connection, inv: InventoryModel, paths: NodePaths) -> ServeProbe
 
 def clear_state(conn: Connection, paths: NodePaths) -> None:
     """Forget the previous vLLM's pid and exit status (a new head container has new pids)."""
-    conn.run(shell('rm -f "$1/vllm.pid" "$1/vllm.exit"', paths.log_dir),
+    conn.run(shell(f'rm -f "$1/{VLLM_PID}" "$1/{VLLM_EXIT}"', paths.log_dir),
              timeout=docker.QUICK_S).check()
 
 
@@ -101,9 +101,9 @@ def launch(conn: Connection, inv: InventoryModel) -> None:
 
 
 def log_tail(conn: Connection, paths: NodePaths, lines: int = TAIL_LINES) -> str:
-    res = conn.run(["tail", "-n", str(lines), f"{paths.log_dir}/{VLLM_LOG}"],
+    res = conn.run(["tail", "-n", str(lines), paths.vllm_log],
                    timeout=docker.QUICK_S)
-    return res.stdout.rstrip() if res.ok else f"(no log at {paths.log_dir}/{VLLM_LOG})"
+    return res.stdout.rstrip() if res.ok else f"(no log at {paths.vllm_log})"
 
 
 def ready(inv: InventoryModel, get: Getter = httpclient.get) -> EndpointProbe:
@@ -139,11 +139,11 @@ def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_
         if p.exit_code is not None:
             raise StepError("vllm-ready", f"vLLM exited with status {p.exit_code} after "
                             f"{elapsed:.0f}s; last {TAIL_LINES} lines of "
-                            f"{paths.log_dir}/{VLLM_LOG}:\n{indented(log_tail(conn, paths))}",
+                            f"{paths.vllm_log}:\n{indented(log_tail(conn, paths))}",
                             conn.node)
         if elapsed > timeout_s:
             raise StepError("vllm-ready", f"vLLM not ready within {timeout_s:g}s ({why}); "
-                            f"last {TAIL_LINES} lines of {paths.log_dir}/{VLLM_LOG}:\n"
+                            f"last {TAIL_LINES} lines of {paths.vllm_log}:\n"
                             f"{indented(log_tail(conn, paths))}", conn.node)
         live.status(conn.node, p.last_line, f"vllm-ready: {elapsed:.0f}s: {p.last_line[:110]}")
         sleep(POLL_S)

@@ -67,7 +67,7 @@ def gather(
     tag_job.start()
     vllm_job.start()
 
-    log_dir = NodePaths("~", inv.state_dir, inv.cluster).log_dir
+    log_dir = NodePaths.unresolved(inv.state_dir, inv.cluster).log_dir
 
     def one(conn: Connection) -> NodeProbe:
         on_head = conn.node == head

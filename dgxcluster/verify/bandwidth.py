@@ -192,7 +192,7 @@ def _put_probe(session: Session, nodes: list[str]) -> dict[str, str]:
 
     def put(conn: Connection) -> str:
         paths = NodePaths.resolve(conn, inv.state_dir, inv.cluster)
-        d = paths.sub("verify")
+        d = paths.verify_dir
         conn.run(shell('mkdir -p "$1"', d)).check()
         path = f"{d}/nccl_probe.py"
         conn.put(data, path, 0o644)
