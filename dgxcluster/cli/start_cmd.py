@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         Exit 0 ready, 1 a step failed, 2 bad inventory/options, 3 a node was unreachable.
         """
         from dgxcluster.cli.output import LiveNodes, outcome_table
+        from dgxcluster.models.check import start_check
         from dgxcluster.serving.start import StartFailed, StartOptions
         from dgxcluster.serving.start import start as run_start
 
@@ -64,7 +65,8 @@ def register(app: typer.Typer) -> None:
         with st.session("start") as session:
             try:
                 with LiveNodes(inv.names, "dgxcluster start") as live:
-                    report = run_start(session, opts, live)
+                    report = run_start(session, opts, live,
+                                       start_check(inv, skip=skip_model_check))
             except StartFailed as exc:
                 outcome_table("start", exc.outcomes)
                 raise

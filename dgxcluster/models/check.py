@@ -1,13 +1,14 @@
 """`model ls` and the model check `start` runs before serving: read-only, nothing is hashed.
 
-`model_presence` is the one function `start` calls: for the model (and revision) it will
-serve, is it complete on every node? Each node's answer has `.complete` and a `.reason`.
+`start_check` is what `start` is handed (by the CLI): for the model (and revision) it will
+serve, is it complete on every node? `model_presence` asks the same for any model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from dgxcluster.core.session import Session
 from dgxcluster.errors import StepError
@@ -15,6 +16,11 @@ from dgxcluster.models.agent import NodeModels
 from dgxcluster.models.layout import CacheEntry, NodeCache
 from dgxcluster.models.presence import NodeEntry, Presence, evaluate, revision_presence
 from dgxcluster.models.repoid import RepoId, check_revision
+
+if TYPE_CHECKING:
+    from dgxcluster.core.nodepaths import NodePaths
+    from dgxcluster.inventory.schema import InventoryModel
+    from dgxcluster.remote.connection import Connection
 
 
 def _scan(session: Session, folders: Sequence[str],
@@ -121,3 +127,54 @@ def _no_snapshot(name: str, entries: dict[str, NodeEntry]) -> list[Presence]:
         else:
             out.append(evaluate(name, {n: e}, "")[n])
     return out
+
+
+@dataclass(frozen=True)
+class StartModelCheck:
+    """`start`'s preflight question, is the served model complete on every node?, in the
+    shape `serving.start.ModelCheck` asks it. The CLI hands it to `start`: capabilities do
+    not import each other."""
+
+    served: ServedModel
+    hf_cache: str
+    head: str
+
+    @property
+    def active(self) -> bool:
+        return self.served.repo is not None
+
+    @property
+    def off_reason(self) -> str:
+        return self.served.skip_reason
+
+    @property
+    def model(self) -> str:
+        return self.served.repo.id if self.served.repo else ""
+
+    def scan(self, conn: Connection, paths: NodePaths) -> object:
+        """One node's cache entry for the model (during preflight, on its connection)."""
+        assert self.served.repo is not None
+        return scan_one(NodeModels.at(conn, paths, self.hf_cache), self.served.repo)
+
+    def judge(self, scans: Mapping[str, object]) -> dict[str, tuple[bool, str]]:
+        """{node: (complete, what to say)} over the nodes scanned."""
+        assert self.served.repo is not None
+        entries = {n: cast(NodeEntry, e) for n, e in scans.items()}
+        presence = revision_presence(self.served.repo.id, entries, self.served.revision, self.head)
+        missing = missing_lines(self.served, presence)
+        return {node: (False, missing[node]) if node in missing else
+                (True, f"model {self.served.repo.id} complete "
+                       f"({(p.commit or '?')[:12]}, {p.files} files)")
+                for node, p in presence.items()}
+
+
+def start_check(inv: InventoryModel, skip: bool = False) -> StartModelCheck:
+    """The check `start` runs for this inventory (`skip`: --skip-model-check). Raises
+    UsageError for a malformed serve.model or serve.revision."""
+    if skip:
+        served = ServedModel(None, "", "--skip-model-check")
+    elif not inv.serve.model:
+        served = ServedModel(None, "", "no serve.model")  # start refuses it, naming the key
+    else:
+        served = served_model(inv.serve.model, inv.serve.revision)
+    return StartModelCheck(served, inv.container.hf_cache, inv.head_name)

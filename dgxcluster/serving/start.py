@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from dgxcluster.core import docker, endpoint, imageid, naming
 from dgxcluster.core.nodepaths import NodePaths
@@ -20,9 +22,6 @@ from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status, outcomes_from
 from dgxcluster.errors import ConnectError, DgxClusterError, LockHeld, NodesFailed, StepError
 from dgxcluster.facts.ray_status import RayStatus
-from dgxcluster.models.agent import NodeModels
-from dgxcluster.models.check import ServedModel, missing_lines, scan_one, served_model
-from dgxcluster.models.presence import NodeEntry, revision_presence
 from dgxcluster.remote.command import for_display
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
@@ -32,6 +31,28 @@ from dgxcluster.serving.background import Background
 from dgxcluster.serving.lock import ClusterLock, lock_path
 from dgxcluster.serving.preflight import NodeFacts, describe, foreign_containers, gather, ports_to_check
 from dgxcluster.serving.teardown import Created, Found, rollback, teardown
+
+
+class ModelCheck(Protocol):
+    """Is the served model complete on every node? Asked during preflight, on each node's
+    connection; the `models` capability answers it (`models.check.start_check`) and the
+    caller hands it in: capabilities do not import each other."""
+
+    @property
+    def active(self) -> bool:
+        """False: not checked (then `off_reason` says why)."""
+
+    @property
+    def off_reason(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    def scan(self, conn: Connection, paths: NodePaths) -> object:
+        """One node's answer (an error is returned, not raised)."""
+
+    def judge(self, scans: Mapping[str, object]) -> dict[str, tuple[bool, str]]:
+        """{node: (complete, what to say)}."""
 
 
 @dataclass
@@ -82,14 +103,13 @@ class StartFailed(NodesFailed):
 
 
 def start(session: Session, options: StartOptions | None = None,
-          progress: Progress | None = None) -> StartReport:
+          progress: Progress | None = None, model_check: ModelCheck | None = None) -> StartReport:
+    """Bring the cluster up; `model_check` (None: not checked) is asked during preflight."""
     opts = options or StartOptions()
     prog = progress or NullProgress()
     inv = session.inventory
     t0 = time.monotonic()
-    model = plan.require_model(inv)
-    served = (ServedModel(None, "", "--skip-model-check") if opts.skip_model_check
-              else served_model(model, inv.serve.revision))
+    plan.require_model(inv)  # a missing serve.model is refused before anything runs
     image = imageid.expected(inv).ref
     config = plan.config_hash(inv, image)
     report = StartReport(endpoint=endpoint.api_url(inv), model=plan.model_id(inv),
@@ -101,7 +121,7 @@ def start(session: Session, options: StartOptions | None = None,
     lock = ClusterLock(session.cluster.dedicated(inv.head_name),
                        lock_path(inv.state_dir, inv.cluster), "start", own_connection=True)
     try:
-        _Run(session, opts, prog, report, lock, served).run()
+        _Run(session, opts, prog, report, lock, model_check).run()
     finally:
         lock.release()
     report.elapsed_s = time.monotonic() - t0
@@ -130,9 +150,9 @@ class _Run:
     """One locked start: the stages, what they created, and the rollback."""
 
     def __init__(self, session: Session, opts: StartOptions, progress: Progress,
-                 report: StartReport, lock: ClusterLock, served: ServedModel) -> None:
+                 report: StartReport, lock: ClusterLock, check: ModelCheck | None) -> None:
         self.lock = lock
-        self.served = served
+        self.check = check
         self.s = session
         self.inv = session.inventory
         self.opts = opts
@@ -221,14 +241,12 @@ class _Run:
                 self.out(conn.node, "lock", Status.CHANGED, f"holding {self.lock.shown}")
             self.p.status(conn.node, "preflight")
             facts = gather(conn, self.inv, self.report.image)
-            if self._model_checked():
-                assert self.served.repo is not None
-                self.p.status(conn.node, f"preflight: looking for {self.served.repo.id}")
-                entries[conn.node] = scan_one(
-                    NodeModels.at(conn, facts.paths, self.inv.container.hf_cache), self.served.repo)
+            if self.check is not None and self.check.active and not self.opts.skip_model_check:
+                self.p.status(conn.node, f"preflight: looking for {self.check.model}")
+                entries[conn.node] = self.check.scan(conn, facts.paths)
             return facts
 
-        entries: dict[str, NodeEntry] = {}
+        entries: dict[str, object] = {}
         group = self.s.cluster.map(one)
         self._check_model(group.values, entries)
         head_err = group.errors.get(self.head)
@@ -250,30 +268,23 @@ class _Run:
             raise NodesFailed("preflight", errors)
         self.facts = dict(group.values)
 
-    def _model_checked(self) -> bool:
-        return not self.opts.skip_model_check and self.served.repo is not None
-
-    def _check_model(self, facts: dict[str, NodeFacts], entries: dict[str, NodeEntry]) -> None:
+    def _check_model(self, facts: dict[str, NodeFacts], entries: dict[str, object]) -> None:
         """Every node must hold the served revision complete (each node's vLLM reads its own
         cache); a node lacking it becomes a preflight problem naming the fix."""
-        if not self._model_checked():
+        check = self.check
+        if check is None or not check.active or self.opts.skip_model_check:
             why = ("--skip-model-check" if self.opts.skip_model_check
-                   else self.served.skip_reason)
+                   else check.off_reason if check is not None else "not asked for")
             for f in facts.values():
                 f.model = f"model check off ({why})"
             return
-        assert self.served.repo is not None
-        scanned = {n: e for n, e in entries.items() if n in facts}
-        presence = revision_presence(self.served.repo.id, scanned, self.served.revision,
-                                     self.head)
-        missing = missing_lines(self.served, presence)
+        verdict = check.judge({n: e for n, e in entries.items() if n in facts})
         for node, f in facts.items():
-            if node in missing:
-                f.problems.append(missing[node])
+            complete, text = verdict[node]
+            if complete:
+                f.model = text
             else:
-                p = presence[node]
-                f.model = (f"model {self.served.repo.id} complete "
-                           f"({(p.commit or '?')[:12]}, {p.files} files)")
+                f.problems.append(text)
 
     def _decide(self) -> tuple[bool, list[str]]:
         """(recreate the head?, workers to create) after comparing with what runs."""

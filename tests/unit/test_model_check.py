@@ -6,8 +6,11 @@ from __future__ import annotations
 import pytest
 
 from dgxcluster.errors import UsageError
-from dgxcluster.models.check import missing_lines, served_model
+from dgxcluster.inventory import parse_inventory
+from dgxcluster.inventory.load import Inventory
+from dgxcluster.models.check import missing_lines, served_model, start_check
 from dgxcluster.models.presence import Presence
+from tests.unit.test_model_plan import BIG, C1, SMALL, entry
 
 
 def test_hub_id_is_checked_at_main_by_default() -> None:
@@ -45,3 +48,30 @@ def test_missing_lines_name_only_incomplete_nodes_and_the_fix() -> None:
                                  "not in this node's cache")
     assert "dgxcluster model sync Qwen/Qwen3-0.6B" in lines["b"]
     assert "--skip-model-check" in lines["b"]
+
+
+def _inv(extra: str = "") -> Inventory:
+    return parse_inventory("nodes:\n  - {name: a, host: a, fabric_ip: 10.0.0.1}\n"
+                           "  - {name: b, host: b, fabric_ip: 10.0.0.2}\n"
+                           f"serve: {{model: org/m{extra}}}\n", environ={})
+
+
+def test_start_check_is_off_for_skip_and_local_paths() -> None:
+    assert not start_check(_inv(), skip=True).active
+    assert start_check(_inv(), skip=True).off_reason == "--skip-model-check"
+    local = parse_inventory("nodes:\n  - {name: a, host: a, fabric_ip: 10.0.0.1}\n"
+                            "serve: {model: /models/q}\n", environ={})
+    assert not start_check(local).active and "local path" in start_check(local).off_reason
+    with pytest.raises(UsageError, match=r"serve\.revision"):
+        start_check(_inv(", revision: 'bad rev'"))
+
+
+def test_start_check_judges_every_node_scanned() -> None:
+    """What `start` is handed (serving.start.ModelCheck): complete on a, absent on b."""
+    check = start_check(_inv())
+    assert check.active and check.model == "org/m" and check.head == "a"
+    verdict = check.judge({"a": entry({BIG: 100, SMALL: 5}), "b": None})
+    assert verdict["a"] == (True, f"model org/m complete ({C1[:12]}, 2 files)")
+    complete, text = verdict["b"]
+    assert not complete and text.startswith("model org/m (main) is not complete here")
+    assert "dgxcluster model sync org/m" in text
