@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dgxcluster.inventory.schema import ContainerSettings
 
+#: Where the node's HF cache (`container.hf_cache`) is mounted in every container that reads
+#: or writes models: the Ray containers (vLLM looks there) and the hub download.
+CONTAINER_HF_HOME = "/root/.cache/huggingface"
+
 
 @dataclass(frozen=True)
 class Run:

@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from dgxcluster.core import docker, imageid, naming
-from dgxcluster.core.dockerrun import Run, docker_run
+from dgxcluster.core.dockerrun import CONTAINER_HF_HOME, Run, docker_run
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.errors import StepError
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from dgxcluster.inventory.schema import ContainerSettings
 
 STEP = "model-pull"
-CONTAINER_HF_HOME = "/root/.cache/huggingface"
 TOKEN_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 

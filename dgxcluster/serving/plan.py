@@ -29,7 +29,6 @@ HEAD = "head"
 WORKER = "worker"
 #: Where the node's `NodePaths.log_dir` appears inside the containers.
 CONTAINER_LOG_DIR = "/var/log/dgxcluster"
-CONTAINER_HF_CACHE = "/root/.cache/huggingface"
 CONFIG_HASH_LEN = 16
 
 # Runs inside the head container (docker exec -d): vLLM in the background with its output
@@ -71,7 +70,7 @@ def docker_run(inv: InventoryModel, node: str, paths: NodePaths, image: str,
     """The whole `docker run` for one node's Ray container (secrets only via --env-file)."""
     role = role_of(inv, node)
     c = inv.container
-    volumes = [f"{paths.expand(c.hf_cache)}:{CONTAINER_HF_CACHE}",
+    volumes = [f"{paths.expand(c.hf_cache)}:{dockerrun.CONTAINER_HF_HOME}",
                f"{paths.log_dir}:{CONTAINER_LOG_DIR}",
                *(_volume(vol, paths) for vol in c.volumes)]
     return dockerrun.docker_run(c, dockerrun.Run(
