@@ -44,45 +44,34 @@ class Run:
 
 def docker_run(settings: ContainerSettings, run: Run) -> list[str]:
     """The whole argv; `settings` is the inventory's `container` section."""
-    argv = ["docker", "run"]
-    if run.detach:
-        argv.append("-d")
-    if run.remove:
-        argv.append("--rm")
-    argv += ["--name", run.name]
-    for key, value in run.labels.items():
-        argv += ["--label", f"{key}={value}"]
-    argv += ["--network", settings.network]
+    argv = ["docker", "run", *(["-d"] if run.detach else []), *(["--rm"] if run.remove else []),
+            "--name", run.name, *_assignments("--label", run.labels),
+            "--network", settings.network]
     if run.user is not None:
         argv += ["--user", run.user]
     if run.accelerated:
         argv += _accelerated(settings)
-    for vol in run.volumes:
-        argv += ["-v", vol]
+    argv += [a for vol in run.volumes for a in ("-v", vol)]
     if run.env_file is not None:
         argv += ["--env-file", run.env_file]
-    for key, value in run.env.items():
-        argv += ["-e", f"{key}={value}"]
+    argv += _assignments("-e", run.env)
     if run.accelerated:
         argv += list(settings.extra_args)
     if run.entrypoint is not None:
         argv += ["--entrypoint", run.entrypoint]
-    argv.append(run.image)
-    argv += list(run.command)
-    return argv
+    return [*argv, run.image, *run.command]
 
 
 def _accelerated(c: ContainerSettings) -> list[str]:
-    argv: list[str] = []
-    if c.ipc:
-        argv += ["--ipc", c.ipc]
+    argv = ["--ipc", c.ipc] if c.ipc else []
     argv += ["--shm-size", c.shm_size]
     if c.gpus != "none":
         argv += ["--gpus", c.gpus]
-    for dev in c.devices:
-        argv += ["--device", dev]
-    for cap in c.cap_add:
-        argv += ["--cap-add", cap]
-    for name, limit in c.ulimits.items():
-        argv += ["--ulimit", f"{name}={limit}"]
-    return argv
+    argv += [a for dev in c.devices for a in ("--device", dev)]
+    argv += [a for cap in c.cap_add for a in ("--cap-add", cap)]
+    return argv + _assignments("--ulimit", c.ulimits)
+
+
+def _assignments(flag: str, values: Mapping[str, str]) -> list[str]:
+    """`flag KEY=VALUE` for each item, in order."""
+    return [a for key, value in values.items() for a in (flag, f"{key}={value}")]

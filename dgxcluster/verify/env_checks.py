@@ -87,6 +87,10 @@ def _ifnames(c: Checks, inv: InventoryModel, facts: NodeFacts, env: dict[str, st
             warn.append(f"{var}={val} selects {', '.join(chosen)}, not a fabric interface")
         else:
             good.append(f"{var}={val}")
+    _report_ifnames(c, bad, warn, good)
+
+
+def _report_ifnames(c: Checks, bad: list[str], warn: list[str], good: list[str]) -> None:
     if bad:
         c.fail("nccl-ifname", "; ".join(bad + warn), ENV_FIX)
     elif warn:

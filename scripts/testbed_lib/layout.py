@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 STATE = Path("/var/lib/dgxtb")
@@ -44,7 +44,8 @@ class Instance:
         p = STATE / name / "instance.json"
         if not p.exists():
             return None
-        return cls(**json.loads(p.read_text()))
+        known = {f.name for f in fields(cls)}  # testbeds of other versions may record more
+        return cls(**{k: v for k, v in json.loads(p.read_text()).items() if k in known})
 
     def bridge(self, kind: str) -> str:
         return f"tb{self.index}{kind}"  # tb3m, tb3r0, tb3r1
