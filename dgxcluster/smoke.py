@@ -18,11 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dgxcluster.core.endpoint import EndpointProbe, Getter, base_url, httpx_get, probe
+from dgxcluster.core import httpclient
+from dgxcluster.core.endpoint import EndpointProbe, Getter, base_url, probe
 
 if TYPE_CHECKING:
-    import httpx
-
     from dgxcluster.inventory.load import Inventory
 
 DEFAULT_PROMPT = "In three sentences, explain what tensor parallelism is."
@@ -111,40 +110,25 @@ def run_smoke(
     prompt: str = DEFAULT_PROMPT,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     concurrency: int = 1,
-    client: httpx.Client | None = None,
-    get: Getter | None = None,
+    get: Getter = httpclient.get,
 ) -> SmokeReport:
-    """Check the endpoint, then send `concurrency` streaming chat completions at once.
-
-    `get` (default: the same client) is what the endpoint check uses.
-    """
-    import httpx
-
-    own = client is None
-    http = client or httpx.Client(
-        trust_env=False,
-        timeout=httpx.Timeout(READ_TIMEOUT_S, connect=5.0),
-        limits=httpx.Limits(max_connections=max(concurrency, 1) + 2),
-    )
-    try:
-        url = base_url(inv)
-        state = probe(url, get or httpx_get(http))
-        report = SmokeReport(state)
-        if not state.ready:
-            return report
-        wanted = inv.serve.served_model_name or inv.serve.model
-        report.model = wanted if wanted in state.models else state.models[0]
-        model = report.model
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="smoke") as pool:
-            futures = [pool.submit(chat, http, url, model, prompt, max_tokens, i + 1)
-                       for i in range(concurrency)]
-            report.requests = [f.result() for f in futures]
-        report.wall_s = time.perf_counter() - t0
+    """Check the endpoint (through `get`), then send `concurrency` streaming chat completions
+    at once, each on its own connection."""
+    url = base_url(inv)
+    state = probe(url, get)
+    report = SmokeReport(state)
+    if not state.ready:
         return report
-    finally:
-        if own:
-            http.close()
+    wanted = inv.serve.served_model_name or inv.serve.model
+    report.model = wanted if wanted in state.models else state.models[0]
+    model = report.model
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="smoke") as pool:
+        futures = [pool.submit(chat, url, model, prompt, max_tokens, i + 1)
+                   for i in range(concurrency)]
+        report.requests = [f.result() for f in futures]
+    report.wall_s = time.perf_counter() - t0
+    return report
 
 
 def _read_stream(lines: Iterable[str], res: RequestResult, t0: float, pieces: list[str]) -> int:
@@ -178,11 +162,9 @@ def _read_stream(lines: Iterable[str], res: RequestResult, t0: float, pieces: li
     return chunks
 
 
-def chat(client: httpx.Client, url: str, model: str, prompt: str, max_tokens: int,
-         index: int = 1) -> RequestResult:
+def chat(url: str, model: str, prompt: str, max_tokens: int, index: int = 1,
+         timeout: float = READ_TIMEOUT_S) -> RequestResult:
     """One streaming chat completion, timed; never raises for HTTP or server trouble."""
-    import httpx
-
     res = RequestResult(index)
     body = {
         "model": model,
@@ -196,14 +178,13 @@ def chat(client: httpx.Client, url: str, model: str, prompt: str, max_tokens: in
     chunks = 0
     t0 = time.perf_counter()
     try:
-        with client.stream("POST", f"{url}/v1/chat/completions", json=body) as resp:
-            if resp.status_code != 200:
-                resp.read()
-                res.error = f"HTTP {resp.status_code}: {resp.text.strip()[:300]}"
+        with httpclient.post_json(f"{url}/v1/chat/completions", body, timeout) as resp:
+            if resp.status != 200:
+                res.error = f"HTTP {resp.status}: {resp.text().strip()[:300]}"
                 res.total_s = time.perf_counter() - t0
                 return res
-            chunks = _read_stream(resp.iter_lines(), res, t0, pieces)
-    except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
+            chunks = _read_stream(resp.lines(), res, t0, pieces)
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
         res.error = f"{type(exc).__name__}: {exc}"[:300]
         res.total_s = time.perf_counter() - t0
         return res

@@ -136,14 +136,11 @@ def register(app: typer.Typer) -> None:
 
 
 def _resolve(url: str, model: str | None, api_key: Secret | None) -> Target:
-    import httpx
-
     from dgxcluster.bench.run import resolve
-    from dgxcluster.core.endpoint import httpx_get
+    from dgxcluster.core import httpclient
 
     headers = {"Authorization": f"Bearer {api_key.reveal()}"} if api_key is not None else {}
-    with httpx.Client(headers=headers, trust_env=False) as client:
-        return resolve(url, model, httpx_get(client))
+    return resolve(url, model, httpclient.getter(headers))
 
 
 def _stem(directory: Path) -> str:

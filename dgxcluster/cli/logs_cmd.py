@@ -67,6 +67,7 @@ def _collect(session: object, node: list[str] | None, since_s: int, output: Path
     from dgxcluster.cli.output import LiveNodes
     from dgxcluster.cli.reportout import report_console
     from dgxcluster.core.session import Session
+    from dgxcluster.core.units import human_bytes
     from dgxcluster.logs.collect import collect
 
     assert isinstance(session, Session)
@@ -86,7 +87,7 @@ def _collect(session: object, node: list[str] | None, since_s: int, output: Path
             result = "[green]collected[/green]"
         size = sum(s for _, s in rep.files)
         errs = ", ".join(n.rsplit("/", 1)[-1] for n, _ in rep.item_errors) or "-"
-        table.add_row(name, result, str(len(rep.files)), _human(size),
+        table.add_row(name, result, str(len(rep.files)), human_bytes(size),
                       f"{rep.duration_s:.1f}s", errs)
     out = report_console()
     out.print(table)
@@ -134,10 +135,3 @@ def _interrupt_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"  # pragma: no cover

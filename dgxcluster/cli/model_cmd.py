@@ -31,6 +31,7 @@ def _print_sync(report: SyncReport, json_out: bool) -> None:
 
     from dgxcluster.cli.output import outcome_table
     from dgxcluster.core.steps import Status
+    from dgxcluster.core.units import human_bytes
 
     if json_out:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
@@ -38,7 +39,7 @@ def _print_sync(report: SyncReport, json_out: bool) -> None:
     outcome_table(f"model sync {report.model} (from {report.source})", report.outcomes)
     changed = sum(1 for o in report.outcomes if o.status is Status.CHANGED)
     print(f"{report.model}: {changed} node(s) changed, {report.streams} stream(s), "
-          f"{report.bytes_received / 1e9:.2f} GB received, {report.seconds:.1f}s")
+          f"{human_bytes(report.bytes_received)} received, {report.seconds:.1f}s")
 
 
 @model_app.command("sync", no_args_is_help=True)
@@ -147,6 +148,7 @@ def _ls_table(rows: list[Presence]) -> None:
     from rich.table import Table
 
     from dgxcluster.cli.output import console
+    from dgxcluster.core.units import human_bytes
 
     if not rows:
         print("no models in any node's HF cache")
@@ -160,7 +162,7 @@ def _ls_table(rows: list[Presence]) -> None:
     for r in rows:
         rev = (r.commit or "-")[:8] + (f" {','.join(r.refs)}" if r.refs else "")
         t.add_row(r.model, r.node, rev, str(r.files) if r.files else "-",
-                  f"{r.size / 1e9:.2f} GB" if r.size else "-",
+                  human_bytes(r.size) if r.size else "-",
                   "[green]yes[/green]" if r.complete else "[bold red]NO[/bold red]",
                   "[green]yes[/green]" if r.verified else "no", r.reason)
     out = console()

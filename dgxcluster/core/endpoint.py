@@ -1,24 +1,25 @@
 """The OpenAI-compatible endpoint vLLM serves on the head node, seen from the operator.
 
-`status` and `smoke` reach it directly over HTTP (no SSH): `http://<head host>:<serve.port>`.
-vLLM answers `GET /health` with 200 once the engine is up (503 if it died), then lists
-the served model under `GET /v1/models`. The probe takes a `Getter`, so `status` can use
-the standard library (no HTTP client to import or TLS context to build on its hot path)
-and tests can hand in anything.
+One URL builder (`base_url`, IPv6-safe: `http://[fd00::1]:8000`), one readiness probe
+(`probe`) and one HTTP stack (`core.httpclient`) for `start`'s wait, `status` and `smoke`.
+vLLM answers `GET /health` with 200 once the engine is up (503 if it died), then lists the
+served model under `GET /v1/models`. The probe takes a `Getter`, so tests can hand in
+anything; by default it is `httpclient.get`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+
+from dgxcluster.core import httpclient
 
 if TYPE_CHECKING:
-    import httpx
-
-    from dgxcluster.inventory.load import Inventory
+    from dgxcluster.inventory.schema import InventoryModel
 
 READY = "ready"
 UNHEALTHY = "unhealthy"
@@ -29,44 +30,58 @@ UNREACHABLE = "unreachable"
 #: listens, another OSError (timeouts included) when the host cannot be reached.
 Getter = Callable[[str, float], tuple[int, str]]
 
-
-def base_url(inv: Inventory) -> str:
-    host = inv.head_node.host
-    if ":" in host:  # an IPv6 literal
-        host = f"[{host}]"
-    return f"http://{host}:{inv.serve.port}"
+#: What vLLM's `--host` means "every address" by: 0.0.0.0 is IPv4 only (vLLM opens an
+#: AF_INET6 socket only for an IPv6 address), `::` takes IPv6 and, on Linux, IPv4 too.
+ANY_IPV4 = "0.0.0.0"  # noqa: S104 - the API must be reachable from the operator's machine
+ANY_IPV6 = "::"
 
 
-def stdlib_get(url: str, timeout: float) -> tuple[int, str]:
-    """A plain HTTP GET (no proxies from the environment: the endpoint is on our network)."""
-    import http.client
-
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=timeout)
+def is_ipv6(host: str) -> bool:
     try:
-        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
-        resp = conn.getresponse()
-        return resp.status, resp.read(1 << 20).decode("utf-8", "replace")
-    except http.client.HTTPException as exc:
-        raise OSError(f"bad HTTP answer: {exc!r}") from None
-    finally:
-        conn.close()
+        return isinstance(ipaddress.ip_address(host.split("%", 1)[0]), ipaddress.IPv6Address)
+    except ValueError:
+        return False
 
 
-def httpx_get(client: httpx.Client) -> Getter:
-    """A Getter over an httpx client (for callers that already have one)."""
-    import httpx
+def url_host(host: str) -> str:
+    """`host` as it goes into a URL: IPv6 literals in brackets (RFC 3986)."""
+    return f"[{host}]" if is_ipv6(host) else host
 
-    def get(url: str, timeout: float) -> tuple[int, str]:
-        try:
-            resp = client.get(url, timeout=timeout)
-        except httpx.ConnectError as exc:
-            raise ConnectionRefusedError(str(exc)) from None
-        except httpx.HTTPError as exc:
-            raise OSError(str(exc) or type(exc).__name__) from None
-        return resp.status_code, resp.text
 
-    return get
+def host_port(host: str, port: int) -> str:
+    """`host:port` as URLs and Prometheus targets write it (`[fd00::1]:8000` for IPv6)."""
+    return f"{url_host(host)}:{port}"
+
+
+def base_url(inv: InventoryModel) -> str:
+    """`http://<head host>:<serve.port>`, the server root (`/health`, `/v1/...` below it)."""
+    return f"http://{host_port(inv.head_node.host, inv.serve.port)}"
+
+
+def api_url(inv: InventoryModel) -> str:
+    """The OpenAI-compatible base URL clients are given."""
+    return f"{base_url(inv)}/v1"
+
+
+def listen_host(inv: InventoryModel) -> str:
+    """What `vllm serve --host` gets: `serve.host`, except that the default (0.0.0.0, IPv4
+    only) becomes `::` when the operator reaches the head over IPv6, so the endpoint answers
+    on the address it is probed and advertised at."""
+    host = inv.serve.host
+    if host == ANY_IPV4 and "host" not in inv.serve.model_fields_set \
+            and is_ipv6(inv.head_node.host):
+        return ANY_IPV6
+    return host
+
+
+def curl_example(inv: InventoryModel, model: str) -> str:
+    """A chat completion to try the endpoint with (`-g`: curl's URL globbing would read the
+    brackets of an IPv6 address as a range)."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}],
+                       "max_tokens": 64})
+    glob_off = ["-g"] if is_ipv6(inv.head_node.host) else []
+    return shlex.join(["curl", "-s", *glob_off, f"{api_url(inv)}/chat/completions",
+                       "-H", "Content-Type: application/json", "-d", body])
 
 
 @dataclass
@@ -96,8 +111,10 @@ class EndpointProbe:
                 "models": self.models, "error": self.error}
 
 
-def probe(url: str, get: Getter = stdlib_get, timeout: float = 5.0) -> EndpointProbe:
-    """Ask /health, then /v1/models. Never raises for network trouble: it is reported."""
+def probe(url: str, get: Getter = httpclient.get, timeout: float = 5.0,
+          model: str | None = None) -> EndpointProbe:
+    """Ask /health, then /v1/models (which must list `model`, when given). Never raises for
+    network trouble: it is reported."""
     try:
         status, body = get(f"{url}/health", timeout)
     except ConnectionRefusedError as exc:
@@ -118,6 +135,9 @@ def probe(url: str, get: Getter = stdlib_get, timeout: float = 5.0) -> EndpointP
         return EndpointProbe(url, UNHEALTHY, 200, error=f"/v1/models failed: {_short(exc)}")
     if not models:
         return EndpointProbe(url, UNHEALTHY, 200, error="/v1/models lists no model yet")
+    if model is not None and model not in models:
+        return EndpointProbe(url, UNHEALTHY, 200, models,
+                             error=f"/v1/models lists {', '.join(models)}, not {model}")
     return EndpointProbe(url, READY, 200, models)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 LABEL_CLUSTER = "dgxcluster.cluster"
-LABEL_ROLE = "dgxcluster.role"  # head | worker
+LABEL_ROLE = "dgxcluster.role"  # head | worker | verify
 LABEL_NODE = "dgxcluster.node"
 LABEL_CONFIG = "dgxcluster.config"  # hash of everything that shapes the running cluster
 LABEL_CONTENT_TAG = "dgxcluster.content-tag"  # on images: ctx-<12 hex>
@@ -16,9 +16,25 @@ CONTENT_TAG_PREFIX = "ctx-"
 MOVING_TAG = "current"  # points at the newest content tag built by dgxcluster
 
 
+#: The role label of verify-ib's short-lived measurement containers.
+VERIFY_ROLE = "verify"
+#: What verify-ib measures in its containers, one container name each.
+VERIFY_JOBS = ("tools", "ibw-server", "ibw-client", "nccl")
+
+
 def container_name(cluster: str, role: str) -> str:
     """One dgxcluster container per node: `dgxc-<cluster>-head` or `dgxc-<cluster>-worker`."""
     return f"dgxc-{cluster}-{role}"
+
+
+def verify_container(cluster: str, job: str) -> str:
+    """verify-ib's measurement container for `job` (one of VERIFY_JOBS)."""
+    return f"dgxc-{cluster}-verify-{job}"
+
+
+def model_pull_container(cluster: str) -> str:
+    """`model pull`'s download container on the head (unlabelled: not part of the cluster)."""
+    return f"dgxc-{cluster}-model-pull"
 
 
 def cluster_filter(cluster: str) -> list[str]:

@@ -7,6 +7,7 @@ Capabilities call a `Progress`; the CLI passes one that draws a rich display, te
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -53,3 +54,20 @@ class RecordingProgress:
     def message(self, text: str) -> None:
         with self._lock:
             self.messages.append(text)
+
+
+class StatusThrottle:
+    """Reports a node's status when its gist changes, or every `every_s` seconds otherwise:
+    a live display stays current while plain (CI) output is not flooded by poll loops."""
+
+    def __init__(self, progress: Progress, every_s: float = 5.0) -> None:
+        self.progress = progress
+        self.every_s = every_s
+        self._last: dict[str, tuple[str, float]] = {}
+
+    def status(self, node: str, gist: str, message: str | None = None) -> None:
+        now = time.monotonic()
+        prev = self._last.get(node)
+        if prev is None or prev[0] != gist or now - prev[1] >= self.every_s:
+            self._last[node] = (gist, now)
+            self.progress.status(node, message or gist)

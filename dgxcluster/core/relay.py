@@ -19,6 +19,7 @@ from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status, failed
+from dgxcluster.core.units import human_bytes
 from dgxcluster.errors import ConnectError, DgxClusterError, StepError
 from dgxcluster.remote.command import Argv
 from dgxcluster.remote.connection import Connection, RemoteProcess
@@ -36,10 +37,6 @@ class RelayResult:
     @property
     def ok(self) -> bool:
         return all(t.ok for t in self.targets.values())
-
-    @property
-    def gbytes_per_s(self) -> float:
-        return self.bytes / self.seconds / 1e9 if self.seconds else 0.0
 
 
 @dataclass
@@ -147,7 +144,7 @@ def _send(conn: Connection, argv: Argv, plan: list[dict[str, Any]], timeout: flo
 
     def on_line(stream: str, line: str) -> None:
         if stream == "stderr" and line.startswith("PROGRESS "):
-            prog.status(conn.node, f"sent {int(line.split()[1]) / 1e9:.2f} GB")
+            prog.status(conn.node, f"sent {human_bytes(int(line.split()[1]))}")
 
     sender = conn.start(argv, stdin=json.dumps({"targets": plan}).encode() + b"\n",
                         hold_stdin=True, timeout=timeout, on_line=on_line)

@@ -58,7 +58,7 @@ def digest() -> str:
 
 def path(paths: NodePaths) -> str:
     """Where the bundle lives on a node (absolute)."""
-    return paths.sub("bin", f"nodeside-{digest()}.pyz")
+    return paths.bin_file(f"nodeside-{digest()}.pyz")
 
 
 def argv(pyz: str, program: str, *args: Arg) -> list[Arg]:

@@ -17,6 +17,7 @@ from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status
+from dgxcluster.core.units import human_bytes, human_rate
 from dgxcluster.errors import ConnectError, DgxClusterError
 from dgxcluster.image import dockercmd, layers
 from dgxcluster.remote.command import Argv
@@ -68,7 +69,7 @@ def _relay(session: Session, source: str, ref: str, receivers: Sequence[str],
 
     source_argv: Argv
     if skip:
-        spool = paths[source].sub("tmp")
+        spool = paths[source].tmp_dir
         flags = [a for d in skip for a in ("--skip", d)]
         source_argv = ship.argv(ship.path(paths[source]), "layerfilter", "--spool-dir", spool,
                                 *flags, "--", *dockercmd.save_argv(ref))
@@ -91,14 +92,12 @@ def _relay(session: Session, source: str, ref: str, receivers: Sequence[str],
         elif t.ok:
             got = t.count("bytes")
             secs = t.duration_s
-            rate = f", {got / secs / 1e6:.0f} MB/s" if got > 10e6 and secs else ""
+            rate = f", {human_rate(got, secs)}" if got > 10e6 and secs else ""
             trimmed = f", {len(skip)} layer(s) already there" if skip else ""
             out[node] = Outcome(node, STEP, Status.CHANGED, f"received from {source} ("
-                                f"{_mb(got)} in {secs:.1f}s{rate}{trimmed})", data={"bytes": got})
+                                f"{human_bytes(got)} in {secs:.1f}s{rate}{trimmed})",
+                                data={"bytes": got})
         else:
             out[node] = t.with_(step=STEP)
     return out
 
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"

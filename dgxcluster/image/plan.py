@@ -13,9 +13,9 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from dgxcluster.core.buildcontext import BuildContext
 from dgxcluster.errors import ConnectError
 from dgxcluster.image import sync
-from dgxcluster.image.context import BuildContext
 from dgxcluster.image.probe import Probe
 
 

@@ -1,6 +1,6 @@
-"""The JSON record `build` leaves on each node: which content tag `<image>:current` is, and how
-it got there. `status` and `start` read it (with the image's own label) to refuse nodes whose
-images differ; it survives `docker image prune` of untagged layers and says who built what.
+"""The JSON record `build` leaves on each node (`NodePaths.image_record`): which content tag
+`<image>:current` is, and how it got there. It survives `docker image prune` of untagged
+layers and says who built what.
 """
 
 from __future__ import annotations
@@ -8,20 +8,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from dgxcluster import __version__
-from dgxcluster.core.nodepaths import NodePaths
-
-
-def slug(image: str) -> str:
-    """`dgxcluster/vllm-gb10` -> `dgxcluster_vllm-gb10` (one directory or file per image)."""
-    return image.replace("/", "_")
-
-
-def record_path(paths: NodePaths, image: str) -> str:
-    return str(PurePosixPath(paths.records_dir) / f"image-{slug(image)}.json")
 
 
 @dataclass(frozen=True)

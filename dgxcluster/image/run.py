@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from dgxcluster.core.buildcontext import BuildContext, scan
+from dgxcluster.core.imageid import ImageId
 from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_IMAGE
-from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.nodepaths import NodePaths, build_subdir
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.stages import DONE, Ledger, Next, Stage, walk
@@ -37,9 +39,8 @@ from dgxcluster.errors import (
     UsageError,
 )
 from dgxcluster.image import dockercmd, probe, sync
-from dgxcluster.image.context import BuildContext, image_refs, scan
 from dgxcluster.image.plan import Action, BuildPlan, NodePlan, make_plan
-from dgxcluster.image.records import ImageRecord, now, record_path, slug
+from dgxcluster.image.records import ImageRecord, now
 from dgxcluster.inventory.schema import ImageSettings
 from dgxcluster.remote.connection import Connection, LineCallback
 from dgxcluster.remote.result import GroupResult
@@ -152,9 +153,10 @@ class _Build:
                             inv.build_args)
         finally:
             warm.join()
-        ref, moving = image_refs(self.image, self.ctx)
-        bdir = str(Path("build") / slug(self.image))
-        state_root = f"{self.inv.state_dir.rstrip('/')}/{self.inv.cluster}"
+        img = ImageId(self.image, self.ctx.content_tag)
+        ref, moving = img.ref, img.moving
+        bdir = build_subdir(self.image)
+        state_root = NodePaths.unresolved(self.inv.state_dir, self.inv.cluster).root
         for n in self.probed:
             self.prog.status(n, "checking")
         answers = self.session.cluster.run(
@@ -174,8 +176,8 @@ class _Build:
     def make_plan(self) -> Next | None:
         """What each node needs; nodes with nothing to do (or down) get their outcome now."""
         assert self.ctx is not None
-        ref, moving = image_refs(self.image, self.ctx)
-        plan = self.plan = make_plan(self.ctx, image=self.image, ref=ref, moving=moving,
+        img = ImageId(self.image, self.ctx.content_tag)
+        plan = self.plan = make_plan(self.ctx, image=self.image, ref=img.ref, moving=img.moving,
                                      strategy=self.strategy, targets=self.targets,
                                      builder=self.builder, probes=self.probes,
                                      no_cache=self.no_cache)
@@ -319,7 +321,7 @@ class _Build:
         stream: sync.ContextStream | None = None
         try:
             if self.session.secrets:
-                secret_dir = f"{paths.env_dir}/build-{slug(self.image)}-{pysecrets.token_hex(6)}"
+                secret_dir = paths.build_secrets_dir(self.image, pysecrets.token_hex(6))
             docker_argv = self._docker_argv(paths, p, self._put_secrets(conn, secret_dir))
             self.prog.status(node, f"sending context: {p.sync.describe()}")
             if log:
@@ -327,7 +329,7 @@ class _Build:
             assert self.ctx is not None
             stream = sync.ContextStream(self.ctx.root, p.sync)
             image_id: list[str] = []
-            build_dir = paths.sub("build", slug(self.image))
+            build_dir = paths.build_dir(self.image)
             res = conn.run(sync.argv(build_dir, p.sync, secret_dir, self._plan().ref, docker_argv),
                            stdin=cast(BinaryIO, stream), timeout=self.inv.image.build_timeout_s,
                            on_line=self._on_build_line(node, log, tail, image_id))
@@ -361,7 +363,7 @@ class _Build:
     def _docker_argv(self, paths: NodePaths, p: NodePlan, secret_files: dict[str, str]) -> list[str]:
         plan = self._plan()
         assert self.ctx is not None and p.probe is not None
-        ctx_dir = f"{paths.sub('build', slug(self.image))}/context"
+        ctx_dir = f"{paths.build_dir(self.image)}/context"
         return dockercmd.build_argv(
             context_dir=ctx_dir, dockerfile=self.ctx.dockerfile, tags=[plan.ref, plan.moving],
             labels={LABEL_CONTENT_TAG: plan.content_tag, LABEL_IMAGE: plan.image},
@@ -399,7 +401,7 @@ class _Build:
                           plan.source or node, now())
         try:
             res = conn.run(dockercmd.finalize_argv(plan.ref, plan.moving, expected,
-                                                   paths.records_dir, record_path(paths, plan.image)),
+                                                   paths.records_dir, paths.image_record(plan.image)),
                            stdin=rec.to_json(), timeout=PROBE_TIMEOUT_S)
         except DgxClusterError as exc:
             self._fail(node, exc)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dgxcluster.image.context import BuildContext, ContextFile
+from dgxcluster.core.buildcontext import BuildContext, ContextFile
+from dgxcluster.core.units import human_bytes
 from dgxcluster.image.probe import RemoteFile
 from dgxcluster.remote.command import shell
 
@@ -88,22 +89,12 @@ class SyncPlan:
     def describe(self) -> str:
         if not self.send and not self.delete:
             return f"context unchanged ({self.kept} files)"
-        text = f"send {len(self.send)} file(s), {_size(self.bytes)}"
+        text = f"send {len(self.send)} file(s), {human_bytes(self.bytes)}"
         if self.kept:
             text += f"; {self.kept} unchanged"
         if self.delete:
             text += f"; delete {len(self.delete)}"
         return text
-
-
-def _size(n: int) -> str:
-    if n >= 1e9:
-        return f"{n / 1e9:.2f} GB"
-    if n >= 1e6:
-        return f"{n / 1e6:.1f} MB"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f} kB"
-    return f"{n} B"
 
 
 def entry(f: ContextFile) -> dict[str, Any]:

@@ -8,7 +8,7 @@ section (`fabric`, `image`, `container`, `ray`, `serve`, `model`, `secrets`).
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, ip_address
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from dgxcluster.inventory import crosschecks
 from dgxcluster.inventory.jumps import JumpHop, parse_jump
+from dgxcluster.secrets import HF_TOKEN_SHAPE, SECRET_NAME_WORDS
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 IFACE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$"
@@ -69,6 +70,13 @@ def _not_an_option(value: str | None, what: str) -> str | None:
     return value
 
 
+def _ip_version(host: str) -> int | None:
+    try:
+        return ip_address(host.split("%", 1)[0]).version
+    except ValueError:
+        return None
+
+
 def _node_path(value: str, what: str) -> str:
     """A directory on every node: absolute or under `~`, and usable in `docker -v HOST:CONTAINER`."""
     _no_control_chars(value, what)
@@ -81,16 +89,13 @@ def _node_path(value: str, what: str) -> str:
     return value
 
 
-#: Variable names that hold secrets (matched as words of the upper-case name).
-SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "ACCESS_KEY", "PRIVATE_KEY")
 #: Values that are switches, not secrets (HF_HUB_DISABLE_IMPLICIT_TOKEN=1).
 _FLAG_VALUES = frozenset({"", "0", "1", "true", "false", "yes", "no", "on", "off"})
-HF_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{20,}")
 
 
 def secret_in_inventory(key: str, value: str) -> str | None:
     """Why `key: value` looks like a secret value written into the inventory, or None."""
-    if HF_TOKEN_RE.search(value):
+    if HF_TOKEN_SHAPE.search(value):
         return "its value is a Hugging Face token"
     upper = key.upper()
     if value.strip().lower() not in _FLAG_VALUES and any(w in upper for w in SECRET_NAME_WORDS):
@@ -364,6 +369,7 @@ class InventoryModel(Strict):
         if parallel and explicit:  # defaults are checked by start (a 1-node cluster may exec)
             errors.append((("serve", "tensor_parallel_size" if "tensor_parallel_size" in explicit
                             else "pipeline_parallel_size"), parallel))
+        errors += self._serve_host_check()
         if errors:
             raise CrossCheckError(errors)
         return self
@@ -396,6 +402,7 @@ class InventoryModel(Strict):
         """What `build` passes to the image build: RAY_VERSION from ray.version (so the Ray the
         containers run is the one the inventory names), then image.build_args."""
         return {RAY_VERSION_ARG: self.ray.version, **self.image.build_args}
+
     def jump_hops(self, name: str) -> tuple[JumpHop, ...] | None:
         """The jump hosts the inventory sets for node `name` (see crosschecks.jump_hops)."""
         return crosschecks.jump_hops(self, name)
@@ -408,6 +415,19 @@ class InventoryModel(Strict):
     def parallel_problem(self) -> str | None:
         """Why serve's TP x PP cannot be placed on the cluster's GPUs, or None."""
         return crosschecks.parallel_problem(self)
+
+    def _serve_host_check(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """An IPv4 `serve.host` cannot answer on the head's IPv6 address (vLLM opens an IPv6
+        socket only for an IPv6 --host); left unset, it adapts (core.endpoint.listen_host)."""
+        head = self.head or self.nodes[0].name
+        hosts = [n.host for n in self.nodes if n.name == head]
+        if "host" not in self.serve.model_fields_set or not hosts:
+            return []
+        if _ip_version(hosts[0]) == 6 and _ip_version(self.serve.host) == 4:
+            return [(("serve", "host"), f"{self.serve.host} listens on IPv4 only, but the head "
+                     f"is reached at {hosts[0]} (IPv6): use '::' (every address), or leave "
+                     "serve.host out")]
+        return []
 
     @property
     def head_name(self) -> str:

@@ -22,13 +22,13 @@ from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status
+from dgxcluster.core.units import human_bytes
 from dgxcluster.errors import CommandTimeout, ConnectError, UsageError
 from dgxcluster.logs.items import ItemRecord, NodeFolder
-from dgxcluster.logs.redact import SECRET_WORDS, CollectedRedactor
 from dgxcluster.logs.script import collect_argv, new_boundary
 from dgxcluster.logs.stream import Demux, Inflater, StreamError
 from dgxcluster.remote.connection import Connection
-from dgxcluster.secrets import DEFAULT_SECRET_NAMES
+from dgxcluster.secrets import DEFAULT_SECRET_NAMES, SECRET_NAME_WORDS, CollectedRedactor
 
 #: A whole node's collection may take long (big logs over a slow link); the transport's
 #: default command timeout is for ordinary commands.
@@ -144,7 +144,7 @@ def collect(
     folder = bundle_folder(out_dir, inv.cluster, datetime.now(timezone.utc))
     redactor = CollectedRedactor(inv.secrets.env, session.redactor)
     boundary = new_boundary()
-    log_dir = NodePaths("~", inv.state_dir, inv.cluster).log_dir
+    log_dir = NodePaths.unresolved(inv.state_dir, inv.cluster).log_dir
     argv = collect_argv(boundary, inv.cluster, log_dir, since_s, inv.fabric.interfaces)
 
     archive = _Archive(folder)
@@ -174,7 +174,7 @@ def collect(
             "nodes_selected": targets,
             "redaction": {
                 "names": sorted({*inv.secrets.env, *DEFAULT_SECRET_NAMES}),
-                "name_words": list(SECRET_WORDS),
+                "name_words": list(SECRET_NAME_WORDS),
                 "shapes": ["hf_ followed by 20+ letters/digits"],
             },
             "nodes": {n: reports[n].to_json() for n in targets},
@@ -208,7 +208,7 @@ def collect_node(
     def moved(item: str, received: int) -> None:
         if time.monotonic() - last[0] >= 1.0:  # a live hint, not a line per item
             last[0] = time.monotonic()
-            progress.status(node, f"{item} ({received / 1e6:.1f} MB so far)")
+            progress.status(node, f"{item} ({human_bytes(received)} so far)")
 
     sink = NodeFolder(node_dir, redactor, on_progress=moved)
     inflater = Inflater(Demux(boundary, sink))

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from dgxcluster.core.naming import LABEL_ROLE, cluster_filter
 from dgxcluster.core.session import Session
 from dgxcluster.errors import ConnectError, DgxClusterError
-from dgxcluster.logs.redact import CollectedRedactor
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection, RemoteProcess
+from dgxcluster.secrets import CollectedRedactor
 
 #: Lines of history shown per container when no --since is given.
 DEFAULT_TAIL = 50

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from dgxcluster.logs.redact import CollectedRedactor
 from dgxcluster.logs.unpack import TarUnpacker
+from dgxcluster.secrets import CollectedRedactor
 
 #: Tar items and the folder they unpack into (relative to the node's folder).
 TAR_SUFFIX = ".tar"

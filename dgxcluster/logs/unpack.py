@@ -13,7 +13,7 @@ import tarfile
 import threading
 from pathlib import Path, PurePosixPath
 
-from dgxcluster.logs.redact import CollectedRedactor
+from dgxcluster.secrets import CollectedRedactor
 
 CHUNK = 1 << 20
 

@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dgxcluster.core.endpoint import Getter, stdlib_get
+from dgxcluster.core import httpclient
+from dgxcluster.core.endpoint import Getter
 from dgxcluster.metrics import histogram
 
 RUNNING = "vllm:num_requests_running"
@@ -91,7 +92,7 @@ def parse(text: str, at: float) -> Scrape:
     return out
 
 
-def scrape(url: str, get: Getter = stdlib_get, timeout: float = 5.0,
+def scrape(url: str, get: Getter = httpclient.get, timeout: float = 5.0,
            clock: Callable[[], float] = time.monotonic) -> Scrape:
     """GET `<url>/metrics` (url: the server's root, as core.endpoint.base_url gives it).
     vLLM serves /metrics without the API key (its middleware guards /v1 only)."""

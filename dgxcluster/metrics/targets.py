@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from dgxcluster.core.endpoint import host_port
+
 if TYPE_CHECKING:
     from dgxcluster.inventory.schema import InventoryModel
 
@@ -38,18 +40,13 @@ class TargetGroup:
         return {"targets": self.targets, "labels": {"job": self.job, **self.labels}}
 
 
-def address(host: str, port: int) -> str:
-    """host:port as Prometheus wants it (IPv6 literals in brackets)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def groups(inv: InventoryModel) -> list[TargetGroup]:
     head = inv.head_node
-    out = [TargetGroup(VLLM_JOB, [address(head.host, inv.serve.port)],
+    out = [TargetGroup(VLLM_JOB, [host_port(head.host, inv.serve.port)],
                        {"cluster": inv.cluster, "node": head.name, "role": "head"})]
     for node in inv.nodes:
         role = "head" if node.name == head.name else "worker"
-        out.append(TargetGroup(RAY_JOB, [address(node.host, inv.ray.metrics_export_port)],
+        out.append(TargetGroup(RAY_JOB, [host_port(node.host, inv.ray.metrics_export_port)],
                                {"cluster": inv.cluster, "node": node.name, "role": role}))
     return out
 

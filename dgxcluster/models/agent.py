@@ -54,7 +54,7 @@ class NodeModels:
     @classmethod
     def at(cls, conn: Connection, paths: NodePaths, hf_cache: str) -> NodeModels:
         """When the node's paths are known already (no round trip for $HOME)."""
-        return cls(conn, paths, hub_dir(paths, hf_cache), paths.sub("records", "models"),
+        return cls(conn, paths, hub_dir(paths, hf_cache), paths.model_records_dir,
                    ship.path(paths))
 
     def _args(self, mode: str, *args: str) -> list[str]:

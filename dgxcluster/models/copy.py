@@ -2,15 +2,15 @@
 
 Peers lacking the same paths share one stream (the usual case: all of them, or one that
 was cut off); groups that differ get their own stream, all at once. Bytes go source ->
-peers over the fabric via `transfer.relay`, never through the operator.
+peers over the fabric via `core.relay`, never through the operator.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from dgxcluster.core.progress import Progress
 from dgxcluster.core.relay import relay
@@ -28,11 +28,10 @@ def copy_round(session: Session, src: NodeModels, peers: Mapping[str, NodeModels
     received; whether the files are right is judged by rescanning). The agent is already on
     every node (the scan before this put it there)."""
     settings = session.inventory.model
-    out: dict[str, Outcome] = {}
-    lock = threading.Lock()
 
-    def one(nodes: list[str], paths: list[str]) -> None:
-        plan = src.paths.sub("tmp", f"model-send-{secrets.token_hex(6)}.json")
+    def one(group: tuple[list[str], list[str]]) -> dict[str, Outcome]:
+        nodes, paths = group
+        plan = src.paths.tmp_file(f"model-send-{secrets.token_hex(6)}.json")
         try:
             src.conn.put(json.dumps({"paths": paths}).encode(), plan, mode=0o600)
             res = relay(
@@ -45,12 +44,10 @@ def copy_round(session: Session, src: NodeModels, peers: Mapping[str, NodeModels
                                                      "no result from the copy") for n in nodes}
         except (DgxClusterError, OSError) as exc:
             got = {n: Outcome(n, STEP, Status.FAILED, f"copy failed: {exc}") for n in nodes}
-        with lock:
-            out.update(got)
+        return got
 
-    threads = [threading.Thread(target=one, args=g, daemon=True, name="model-copy") for g in groups]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    out: dict[str, Outcome] = {}
+    with ThreadPoolExecutor(max_workers=max(len(groups), 1), thread_name_prefix="model-copy") as pool:
+        for got in pool.map(one, groups):
+            out.update(got)
     return out

@@ -12,21 +12,24 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
+from dgxcluster.core import docker, imageid, naming
+from dgxcluster.core.dockerrun import CONTAINER_HF_HOME, Run, docker_run
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.errors import StepError
 from dgxcluster.models.agent import NodeModels
 from dgxcluster.models.repoid import COMMIT_RE, RepoId
 from dgxcluster.models.sync import SyncReport, sync
-from dgxcluster.remote.connection import Connection
 from dgxcluster.secrets import Secret, render_env_file
 
+if TYPE_CHECKING:
+    from dgxcluster.inventory.schema import ContainerSettings
+
 STEP = "model-pull"
-CONTAINER_HF_HOME = "/root/.cache/huggingface"
 TOKEN_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
@@ -40,30 +43,18 @@ class PullReport:
     sync: SyncReport | None = None
 
 
-def image_ref(session: Session) -> str:
-    """The image `build` makes for this inventory (content-addressed tag)."""
-    from dgxcluster.image.context import image_refs, scan
-
-    inv = session.inventory
-    ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.build_args)
-    return image_refs(inv.image.name, ctx)[0]
-
-
-def download_argv(image: str, model: RepoId, revision: str | None, *, hf_home: str, user: str,
-                  name: str, env_file: str | None, env: Mapping[str, str] | None = None) -> list[str]:
+def download_argv(container: ContainerSettings, image: str, model: RepoId, revision: str | None,
+                  *, hf_home: str, user: str, name: str, env_file: str | None) -> list[str]:
     """`docker run ... hf download MODEL`: values are argv elements, the token is not one.
-    `env` is the inventory's container.env (non-secret: e.g. HF_ENDPOINT, proxies)."""
-    argv = ["docker", "run", "--rm", "--name", name, "--network", "host", "--user", user]
-    for key, value in (env or {}).items():
-        argv += ["-e", f"{key}={value}"]
-    argv += ["-e", f"HF_HOME={CONTAINER_HF_HOME}", "-e", "HOME=/tmp", "-e", "NO_COLOR=1",
-             "-e", "HF_HUB_DISABLE_TELEMETRY=1", "-v", f"{hf_home}:{CONTAINER_HF_HOME}"]
-    if env_file is not None:
-        argv += ["--env-file", env_file]
-    argv += ["--entrypoint", "hf", image, "download", model.id]
-    if revision is not None:
-        argv += ["--revision", revision]
-    return argv
+    The container gets the inventory's container.env (non-secret: e.g. HF_ENDPOINT, proxies)
+    and network, none of the GPU/RDMA options: it only downloads."""
+    env = {**container.env, "HF_HOME": CONTAINER_HF_HOME, "HOME": "/tmp", "NO_COLOR": "1",
+           "HF_HUB_DISABLE_TELEMETRY": "1"}
+    command = ["download", model.id] + (["--revision", revision] if revision is not None else [])
+    return docker_run(container, Run(
+        name=name, image=image, command=command, entrypoint="hf", remove=True, user=user,
+        env=env, env_file=env_file, volumes=[f"{hf_home}:{CONTAINER_HF_HOME}"],
+        accelerated=False))
 
 
 def pull(session: Session, model: RepoId, revision: str | None = None, *,
@@ -73,17 +64,17 @@ def pull(session: Session, model: RepoId, revision: str | None = None, *,
     head = inv.head_name
     t0 = time.monotonic()
     prog.status(head, "checking the image")
+    image = imageid.expected(inv).ref
     nm = NodeModels.open(session, head)
-    image = image_ref(session)
-    _require_image(nm.conn, image)
+    docker.require_image(nm.conn, image, STEP)
     uid, gid = (nm.conn.run(["id", flag]).check().stdout.strip() for flag in ("-u", "-g"))
     hf_home = str(PurePosixPath(nm.hub).parent)
     nm.conn.run(["mkdir", "-p", nm.hub]).check()
     token = next((session.secrets[k] for k in TOKEN_NAMES if k in session.secrets), None)
     env_file = _put_token(nm, token) if token is not None else None
-    argv = download_argv(image, model, revision, hf_home=hf_home, user=f"{uid}:{gid}",
-                         name=f"dgxc-{inv.cluster}-model-pull", env_file=env_file,
-                         env=inv.container.env)
+    argv = download_argv(inv.container, image, model, revision, hf_home=hf_home,
+                         user=f"{uid}:{gid}", name=naming.model_pull_container(inv.cluster),
+                         env_file=env_file)
     prog.status(head, f"downloading {model}")
 
     def on_line(_stream: str, line: str) -> None:
@@ -105,22 +96,8 @@ def pull(session: Session, model: RepoId, revision: str | None = None, *,
     return report
 
 
-def _require_image(conn: Connection, image: str) -> None:
-    res = conn.run(["docker", "image", "inspect", "--format", "{{.Id}}", image])
-    if res.exit_code == 0:
-        return
-    err = res.stderr.strip()
-    if res.exit_code == 127:
-        why = "docker is not installed here"
-    elif "Cannot connect to the Docker daemon" in err or "docker.sock" in err:
-        why = "the Docker daemon is not running here"
-    else:
-        why = f"image {image} is not here: build it first (dgxcluster build)"
-    raise StepError(STEP, why, node=conn.node)
-
-
 def _put_token(nm: NodeModels, token: Secret) -> str:
-    path = nm.paths.sub("env", f"model-pull-{secrets.token_hex(4)}.env")
+    path = nm.paths.env_file(f"model-pull-{secrets.token_hex(4)}")
     nm.conn.put(render_env_file({"HF_TOKEN": token}), path, mode=0o600)
     return path
 

@@ -22,6 +22,7 @@ from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.stages import Ledger, Stage, walk
 from dgxcluster.core.steps import Outcome, Status
+from dgxcluster.core.units import human_bytes, human_rate
 from dgxcluster.errors import ConnectError, StepError, UsageError
 from dgxcluster.models.agent import NodeModels
 from dgxcluster.models.copy import copy_round
@@ -51,10 +52,6 @@ class SyncReport:
         return {"model": self.model, "source": self.source, "ok": self.ok,
                 "bytes_received": self.bytes_received, "seconds": round(self.seconds, 3),
                 "streams": self.streams, "nodes": [o.to_json() for o in self.outcomes]}
-
-
-def gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
 
 
 class _Run:
@@ -191,7 +188,8 @@ def _copy(run: _Run, attempt: int) -> bool:
         paths = needs(run.src, run.entries[n])
         size = bytes_of(run.src, paths)
         if paths and size > run.free[n]:
-            run.fail(n, f"needs {gb(size)} but the HF cache has {gb(run.free[n])} free")
+            run.fail(n, f"needs {human_bytes(size)} but the HF cache has "
+                        f"{human_bytes(run.free[n])} free")
             continue
         plans[n] = paths
     groups = group_by_need(plans)
@@ -245,7 +243,7 @@ def _outcomes(run: _Run) -> list[Outcome]:
 
 def _source_outcome(run: _Run, corrupt: Sequence[str], dangling: Sequence[str]) -> Outcome:
     src = run.src
-    what = f"source: {len(src.blobs)} blob(s), {gb(src.size)}"
+    what = f"source: {len(src.blobs)} blob(s), {human_bytes(src.size)}"
     notes = run.notes.get(run.source, [])
     if corrupt or dangling:
         bad = []
@@ -268,8 +266,8 @@ def _peer_outcome(run: _Run, n: str, corrupt: Sequence[str]) -> Outcome:
     got = sum(d.count("bytes") for d in ds)
     if ds:
         secs = sum(d.duration_s for d in ds)
-        rate = f" ({got / secs / 1e9:.2f} GB/s)" if secs > 0 and got else ""
-        notes.insert(0, f"received {gb(got)} in {secs:.1f}s{rate}"
+        rate = f" ({human_rate(got, secs)})" if secs > 0 and got else ""
+        notes.insert(0, f"received {human_bytes(got)} in {secs:.1f}s{rate}"
                      + (f" over {len(ds)} copies" if len(ds) > 1 else ""))
     if not left:
         if bad:

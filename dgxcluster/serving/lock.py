@@ -14,9 +14,9 @@ import getpass
 import os
 import socket
 import time
-from pathlib import PurePosixPath
 from types import TracebackType
 
+from dgxcluster.core.nodepaths import LOCK_FILE, home_relative
 from dgxcluster.errors import DgxClusterError, LockHeld, StepError
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection, RemoteProcess
@@ -34,16 +34,9 @@ _SCRIPT = (
 )
 
 
-def home_relative_root(state_dir: str, cluster: str) -> PurePosixPath:
-    """`NodePaths.root` without asking the node for $HOME: under `~` it is given relative to
-    $HOME (scripts using it `cd "$HOME"` first), which saves a round trip."""
-    base = state_dir[2:] if state_dir.startswith("~/") else ("." if state_dir == "~" else state_dir)
-    return PurePosixPath(base) / cluster
-
-
 def lock_path(state_dir: str, cluster: str) -> str:
     """`NodePaths.lock_file`, relative to $HOME when under `~`."""
-    return str(home_relative_root(state_dir, cluster) / "lock")
+    return home_relative(state_dir, cluster, LOCK_FILE)
 
 
 def holder_text(command: str) -> str:

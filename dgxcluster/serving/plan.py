@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dgxcluster.core import naming
+from dgxcluster.core import dockerrun, naming
 from dgxcluster.core.containerenv import container_env
+from dgxcluster.core.endpoint import listen_host
+from dgxcluster.core.nodepaths import VLLM_EXIT, VLLM_LOG, VLLM_PID
 from dgxcluster.errors import UsageError
 from dgxcluster.remote.command import shell
 from dgxcluster.secrets import Secret
@@ -28,20 +29,15 @@ HEAD = "head"
 WORKER = "worker"
 #: Where the node's `NodePaths.log_dir` appears inside the containers.
 CONTAINER_LOG_DIR = "/var/log/dgxcluster"
-CONTAINER_HF_CACHE = "/root/.cache/huggingface"
-#: Files vLLM's launcher keeps in the log dir (on the node and in the container).
-VLLM_LOG = "vllm.log"
-VLLM_PID = "vllm.pid"
-VLLM_EXIT = "vllm.exit"
 CONFIG_HASH_LEN = 16
 
 # Runs inside the head container (docker exec -d): vLLM in the background with its output
 # in the log file, its pid recorded for a graceful stop, its exit status recorded so
 # `start` can fail fast when it dies. Values arrive as $1.., never spliced into the text.
 _LAUNCH = (
-    'd="$1"; shift; rm -f "$d/vllm.exit"; '
-    '"$@" >"$d/vllm.log" 2>&1 </dev/null & pid=$!; '
-    'echo "$pid" >"$d/vllm.pid"; wait "$pid"; echo "$?" >"$d/vllm.exit"'
+    f'd="$1"; shift; rm -f "$d/{VLLM_EXIT}"; '
+    f'"$@" >"$d/{VLLM_LOG}" 2>&1 </dev/null & pid=$!; '
+    f'echo "$pid" >"$d/{VLLM_PID}"; wait "$pid"; echo "$?" >"$d/{VLLM_EXIT}"'
 )
 
 
@@ -74,34 +70,15 @@ def docker_run(inv: InventoryModel, node: str, paths: NodePaths, image: str,
     """The whole `docker run` for one node's Ray container (secrets only via --env-file)."""
     role = role_of(inv, node)
     c = inv.container
-    argv = ["docker", "run", "-d", "--name", naming.container_name(inv.cluster, role)]
-    labels = {naming.LABEL_CLUSTER: inv.cluster, naming.LABEL_ROLE: role,
-              naming.LABEL_NODE: node, naming.LABEL_CONFIG: config}
-    for key, value in labels.items():
-        argv += ["--label", f"{key}={value}"]
-    argv += ["--network", c.network]
-    if c.ipc:
-        argv += ["--ipc", c.ipc]
-    argv += ["--shm-size", c.shm_size]
-    if c.gpus != "none":
-        argv += ["--gpus", c.gpus]
-    for dev in c.devices:
-        argv += ["--device", dev]
-    for cap in c.cap_add:
-        argv += ["--cap-add", cap]
-    for name, limit in c.ulimits.items():
-        argv += ["--ulimit", f"{name}={limit}"]
-    argv += ["-v", f"{paths.expand(c.hf_cache)}:{CONTAINER_HF_CACHE}",
-             "-v", f"{paths.log_dir}:{CONTAINER_LOG_DIR}"]
-    for vol in c.volumes:
-        argv += ["-v", _volume(vol, paths)]
-    argv += ["--env-file", paths.env_file(role)]
-    for key, value in container_env(inv, node).items():
-        argv += ["-e", f"{key}={value}"]
-    argv += list(c.extra_args)
-    argv.append(image)
-    argv += ray_command(inv, node)
-    return argv
+    volumes = [f"{paths.expand(c.hf_cache)}:{dockerrun.CONTAINER_HF_HOME}",
+               f"{paths.log_dir}:{CONTAINER_LOG_DIR}",
+               *(_volume(vol, paths) for vol in c.volumes)]
+    return dockerrun.docker_run(c, dockerrun.Run(
+        name=naming.container_name(inv.cluster, role), image=image,
+        command=ray_command(inv, node), detach=True,
+        labels={naming.LABEL_CLUSTER: inv.cluster, naming.LABEL_ROLE: role,
+                naming.LABEL_NODE: node, naming.LABEL_CONFIG: config},
+        env=container_env(inv, node), env_file=paths.env_file(role), volumes=volumes))
 
 
 def model_id(inv: InventoryModel) -> str:
@@ -125,7 +102,8 @@ def serve_command(inv: InventoryModel) -> list[str]:
     argv += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
     if s.pipeline_parallel_size > 1:
         argv += ["--pipeline-parallel-size", str(s.pipeline_parallel_size)]
-    argv += ["--distributed-executor-backend", "ray", "--host", s.host, "--port", str(s.port)]
+    argv += ["--distributed-executor-backend", "ray", "--host", listen_host(inv),
+             "--port", str(s.port)]
     if s.revision:
         argv += ["--revision", s.revision]
     if s.max_model_len is not None:
@@ -167,24 +145,12 @@ def config_hash(inv: InventoryModel, image: str) -> str:
                   for n in inv.nodes],
         "container": inv.container.model_dump(mode="json"),
         "ray": inv.ray.model_dump(mode="json", exclude={"start_timeout_s"}),
-        "serve": inv.serve.model_dump(mode="json", exclude={"ready_timeout_s", "stop_timeout_s"}),
+        "serve": {**inv.serve.model_dump(mode="json", exclude={"ready_timeout_s", "stop_timeout_s"}),
+                  "host": listen_host(inv)},
         "secrets": sorted(inv.secrets.env),
     }
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:CONFIG_HASH_LEN]
-
-
-def endpoint(inv: InventoryModel) -> str:
-    """The OpenAI-compatible base URL, on the head's management address."""
-    return f"http://{inv.head_node.host}:{inv.serve.port}/v1"
-
-
-def curl_example(inv: InventoryModel) -> str:
-    body = json.dumps({"model": model_id(inv),
-                       "messages": [{"role": "user", "content": "Hello!"}],
-                       "max_tokens": 64})
-    return shlex.join(["curl", "-s", f"{endpoint(inv)}/chat/completions",
-                       "-H", "Content-Type: application/json", "-d", body])
 
 
 @dataclass(frozen=True)
@@ -204,7 +170,7 @@ def prepare_dirs(inv: InventoryModel, paths: NodePaths, new_head: bool = False) 
     """mkdir the node's state dirs (env-files 0700) and the HF cache before docker -v; for a
     new head container, forget the previous vLLM's pid and exit status (new pid namespace)."""
     script = ('umask 077 && mkdir -p "$1" "$2" && chmod 700 "$1" && umask 022 && mkdir -p "$3"'
-              + (' && rm -f "$2/vllm.pid" "$2/vllm.exit"' if new_head else ""))
+              + (f' && rm -f "$2/{VLLM_PID}" "$2/{VLLM_EXIT}"' if new_head else ""))
     return shell(script, paths.env_dir, paths.log_dir, paths.expand(inv.container.hf_cache))
 
 

@@ -12,14 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from dgxcluster.core import naming
+from dgxcluster.core import docker, naming
+from dgxcluster.core.docker import first_line
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.errors import StepError
 from dgxcluster.facts import docker_ps, listening, nvidia_smi
 from dgxcluster.facts.docker_ps import ContainerInfo
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
-from dgxcluster.serving import containers
 from dgxcluster.serving.plan import HEAD, role_of
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def gather(conn: Connection, inv: InventoryModel, image: str) -> NodeFacts:
     check_gpu = inv.container.gpus != "none"
     res = conn.run(shell(_GATHER, f"{naming.LABEL_CLUSTER}={inv.cluster}", image,
                          "1" if role == HEAD else "0", "1" if check_gpu else "0"),
-                   timeout=containers.QUICK_S)
+                   timeout=docker.QUICK_S)
     sec = split_sections(res.stdout)
     home = sec.get("home", ("", -1))[0].strip()
     if not home.startswith("/"):
@@ -114,7 +114,7 @@ def gather(conn: Connection, inv: InventoryModel, image: str) -> NodeFacts:
     ps_text, ps_rc = sec.get("ps", ("", -1))
     ps = docker_ps.parse(ps_text) if ps_rc == 0 else None
     if ps is None or ps.error:
-        why = ps.error if ps else _first(ps_text)
+        why = ps.error if ps else first_line(ps_text)
         facts.problems.append(f"docker is not usable: {why}")
     else:
         facts.containers = ps.containers
@@ -125,13 +125,13 @@ def gather(conn: Connection, inv: InventoryModel, image: str) -> NodeFacts:
         ss_text, ss_rc = sec.get("ss", ("", -1))
         parsed = listening.parse(ss_text)
         if ss_rc != 0 or parsed.error:
-            facts.problems.append(parsed.error or f"`ss -Hltn` failed: {_first(ss_text)}")
+            facts.problems.append(parsed.error or f"`ss -Hltn` failed: {first_line(ss_text)}")
         facts.busy_ports = parsed.ports & set(ports_to_check(inv))
     if check_gpu:
         smi_text, smi_rc = sec.get("smi", ("", -1))
         smi = nvidia_smi.read(smi_text)
         if smi_rc != 0:
-            facts.problems.append(f"nvidia-smi failed: {_first(smi_text)} "
+            facts.problems.append(f"nvidia-smi failed: {first_line(smi_text)} "
                                   "(is the NVIDIA driver installed?)")
         elif smi.error:
             facts.problems.append(smi.error)
@@ -139,10 +139,6 @@ def gather(conn: Connection, inv: InventoryModel, image: str) -> NodeFacts:
             facts.problems.append("nvidia-smi lists no GPU")
         facts.gpus = smi.gpus
     return facts
-
-
-def _first(text: str) -> str:
-    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "(no output)")
 
 
 def describe(facts: NodeFacts, inv: InventoryModel) -> str:

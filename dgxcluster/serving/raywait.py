@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dgxcluster.core.progress import Progress
+from dgxcluster.core import docker
+from dgxcluster.core.docker import ContainerState, indented, parse_state
+from dgxcluster.core.progress import Progress, StatusThrottle
 from dgxcluster.errors import CommandTimeout, ConnectError, StepError
 from dgxcluster.facts import listening, ray_status
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.group import Cluster
-from dgxcluster.serving import containers
-from dgxcluster.serving.containers import ContainerState, StatusThrottle, indent, parse_state
 
 STARTED_MARK = "Ray runtime started"
 PROBE_TIMEOUT_S = 15.0
@@ -51,9 +51,9 @@ def probe(conn: Connection, container: str) -> RayNodeProbe:
 
 
 def _exited(conn: Connection, container: str, st: ContainerState, step: str) -> StepError:
-    tail = containers.log_tail(conn, container)
+    tail = docker.log_tail(conn, container)
     what = "is gone" if st.status == "absent" else f"exited (status {st.exit_code})"
-    return StepError(step, f"container {container} {what}; its last lines:\n{indent(tail)}",
+    return StepError(step, f"container {container} {what}; its last lines:\n{indented(tail)}",
                      conn.node)
 
 
@@ -72,9 +72,9 @@ def wait_gcs(conn: Connection, container: str, port: int, timeout_s: float,
         if port in listening.parse(ss_text).ports:
             return time.monotonic() - t0
         if time.monotonic() - t0 > timeout_s:
-            tail = containers.log_tail(conn, container)
+            tail = docker.log_tail(conn, container)
             raise StepError("ray-head", f"Ray's GCS did not listen on port {port} within "
-                            f"{timeout_s:g}s; {container}'s last lines:\n{indent(tail)}", conn.node)
+                            f"{timeout_s:g}s; {container}'s last lines:\n{indented(tail)}", conn.node)
         sleep(POLL_S)
 
 
@@ -155,8 +155,8 @@ def _timeout(cluster: Cluster, names: dict[str, str], waiting: list[str],
     suspects = waiting or [n for n in names if n != cluster.head]
     parts = []
     for node in suspects:
-        tail = containers.log_tail(cluster.conn(node), names[node])
-        parts.append(f"{node} ({names[node]}), last lines:\n{indent(tail)}")
+        tail = docker.log_tail(cluster.conn(node), names[node])
+        parts.append(f"{node} ({names[node]}), last lines:\n{indented(tail)}")
     counted = f"Ray counts {last.nodes} of {len(names)} nodes" if last and not last.error else \
         (last.error if last and last.error else "not every node reported that Ray started")
     culprit = suspects[0] if len(suspects) == 1 else None

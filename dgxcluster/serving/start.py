@@ -17,7 +17,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dgxcluster.core import naming
+from dgxcluster.core import docker, endpoint, imageid, naming
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
@@ -32,13 +32,11 @@ from dgxcluster.errors import (
     UsageError,
 )
 from dgxcluster.facts.ray_status import RayStatus
-from dgxcluster.image.context import image_refs, scan
-from dgxcluster.inventory.load import Inventory
 from dgxcluster.remote.command import for_display
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.secrets import render_env_file
-from dgxcluster.serving import containers, plan, raywait, vllm
+from dgxcluster.serving import plan, raywait, vllm
 from dgxcluster.serving.lock import ClusterLock, lock_path
 from dgxcluster.serving.preflight import (
     NodeCheck,
@@ -100,11 +98,6 @@ class StartFailed(NodesFailed):
         self.args = ("\n".join(lines),)
 
 
-def expected_image(inv: Inventory) -> str:
-    ctx = scan(inv.local_path(inv.image.context), inv.image.dockerfile, inv.build_args)
-    return image_refs(inv.image.name, ctx)[0]
-
-
 def start(session: Session, options: StartOptions | None = None,
           progress: Progress | None = None) -> StartReport:
     opts = options or StartOptions()
@@ -115,10 +108,11 @@ def start(session: Session, options: StartOptions | None = None,
     too_big = inv.parallel_problem()  # also with defaults (TP 2 on one node): caught at load
     if too_big:                       # when set explicitly
         raise UsageError(too_big, "serve.tensor_parallel_size")
-    image = expected_image(inv)
+    image = imageid.expected(inv).ref
     config = plan.config_hash(inv, image)
-    report = StartReport(endpoint=plan.endpoint(inv), model=plan.model_id(inv),
-                         curl=plan.curl_example(inv), image=image, config=config)
+    report = StartReport(endpoint=endpoint.api_url(inv), model=plan.model_id(inv),
+                         curl=endpoint.curl_example(inv, plan.model_id(inv)), image=image,
+                         config=config)
     if opts.dry_run:
         report.dry_run = _dry_run(session, image, config)
         return report
@@ -357,9 +351,7 @@ class _Run:
             f.busy_ports = set()
 
     def _ready_now(self) -> bool:
-        with vllm.http_client() as client:
-            ok, _ = vllm.check_ready(client, self.inv)
-        return ok
+        return vllm.ready(self.inv).ready
 
     # -- env-files, Ray ----------------------------------------------------------------
 
@@ -371,11 +363,11 @@ class _Run:
         path = paths.env_file(plan.role_of(self.inv, conn.node))
         self.p.status(conn.node, "env-files")
         res = conn.run(plan.prepare_dirs(self.inv, paths, plan.role_of(self.inv, conn.node) == plan.HEAD),
-                       timeout=containers.QUICK_S)
+                       timeout=docker.QUICK_S)
         if not res.ok:
             raise StepError("env-files", f"could not create {paths.root}: {res.stderr.strip()}",
                             conn.node)
-        conn.put(data, path, 0o600, timeout=containers.QUICK_S)
+        conn.put(data, path, 0o600, timeout=docker.QUICK_S)
         self.created.env_files[conn.node] = path
         self.out(conn.node, "env-files", Status.CHANGED, f"wrote {path} (0600, {len(values)} secret(s))")
 
@@ -386,7 +378,7 @@ class _Run:
         replaced = ""
         leftovers = [c for c in f.containers if c.name == name] + foreign_containers(f, self.inv)
         for c in leftovers:
-            containers.remove(conn, c.name)
+            docker.remove(conn, c.name)
             replaced = " (replaced a stopped one)"
         self.p.status(conn.node, f"{step}: docker run {name}")
         self.created.containers[conn.node] = name
@@ -470,7 +462,7 @@ class _Run:
             vllm.launch(conn, self.inv)
             self.out(self.head, "vllm", Status.CHANGED,
                      f"launched `vllm serve {plan.require_model(self.inv)}`, log "
-                     f"{paths.log_dir}/{plan.VLLM_LOG}")
+                     f"{paths.vllm_log}")
         self.step = "vllm-ready"
         timeout = self.opts.ready_timeout_s or self.inv.serve.ready_timeout_s
         took = vllm.wait_ready(conn, self.inv, paths, timeout, self.p, gate=self._ray_confirmed)

@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from dgxcluster.core import naming
-from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core import docker, naming
+from dgxcluster.core.nodepaths import ENV_DIR, VLLM_PID, NodePaths, home_relative
 from dgxcluster.core.progress import Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status
@@ -21,8 +21,7 @@ from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.group import Cluster
 from dgxcluster.remote.result import GroupResult
-from dgxcluster.serving import containers, vllm
-from dgxcluster.serving.lock import home_relative_root
+from dgxcluster.serving import vllm
 from dgxcluster.serving.plan import HEAD
 from dgxcluster.serving.preflight import split_sections
 
@@ -56,8 +55,8 @@ _DISCOVER = (
 def discover(conn: Connection, session: Session) -> Found:
     inv = session.inventory
     res = conn.run(shell(_DISCOVER, f"{naming.LABEL_CLUSTER}={inv.cluster}",
-                         str(home_relative_root(inv.state_dir, inv.cluster) / "env")),
-                   timeout=containers.QUICK_S)
+                         home_relative(inv.state_dir, inv.cluster, ENV_DIR)),
+                   timeout=docker.QUICK_S)
     sec = split_sections(res.stdout)
     home = sec.get("home", ("", -1))[0].strip()
     if not home.startswith("/"):
@@ -143,18 +142,18 @@ class _Teardown:
             return None
         for name in names:
             self.progress.status(conn.node, f"ray-stop: docker stop {name}")
-            containers.stop(conn, name, RAY_STOP_GRACE_S)
+            docker.stop(conn, name, RAY_STOP_GRACE_S)
         return Outcome(conn.node, f"stop-{role}", Status.CHANGED, "stopped " + ", ".join(names))
 
     def clean(self, conn: Connection) -> Outcome | None:
         f = self.found[conn.node]
         done: list[str] = []
         if not self.keep:
-            done += [f"removed {c.name}" for c in f.containers if containers.remove(conn, c.name)]
+            done += [f"removed {c.name}" for c in f.containers if docker.remove(conn, c.name)]
         elif f.containers:
             done.append("kept " + ", ".join(c.name for c in f.containers) + " (--keep-containers)")
-        conn.run(shell('rm -rf "$1"; rm -f "$2/vllm.pid"', f.paths.env_dir, f.paths.log_dir),
-                 timeout=containers.QUICK_S).check()
+        conn.run(shell(f'rm -rf "$1"; rm -f "$2/{VLLM_PID}"', f.paths.env_dir, f.paths.log_dir),
+                 timeout=docker.QUICK_S).check()
         if f.env_files:
             done.append(f"deleted {len(f.env_files)} env-file(s)")
         if not done:
@@ -189,11 +188,11 @@ def rollback(session: Session, created: Created, progress: Progress) -> list[str
                 vllm.stop(conn, inv)
                 done.append("stopped the vLLM it launched")
         name = created.containers.get(node)
-        if name and containers.remove(conn, name):
+        if name and docker.remove(conn, name):
             done.append(f"removed {name}")
         path = created.env_files.get(node)
         if path:
-            conn.run(["rm", "-f", path], timeout=containers.QUICK_S).check()
+            conn.run(["rm", "-f", path], timeout=docker.QUICK_S).check()
             done.append(f"deleted {path}")
         return f"{node}: " + ("; ".join(done) if done else "nothing to undo")
 

@@ -11,27 +11,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from dgxcluster.core import naming
-from dgxcluster.core.progress import Progress
+from dgxcluster.core import docker, endpoint, httpclient, naming
+from dgxcluster.core.docker import indented, parse_state
+from dgxcluster.core.endpoint import EndpointProbe, Getter
+from dgxcluster.core.nodepaths import VLLM_EXIT, VLLM_LOG, VLLM_PID
+from dgxcluster.core.progress import Progress, StatusThrottle
 from dgxcluster.errors import CommandTimeout, ConnectError, StepError
 from dgxcluster.facts import vllm_log
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
-from dgxcluster.serving import containers
-from dgxcluster.serving.containers import indent, parse_state
 from dgxcluster.serving.plan import (
     CONTAINER_LOG_DIR,
     HEAD,
-    VLLM_LOG,
     model_id,
     serve_exec,
 )
 
 if TYPE_CHECKING:
-    import httpx
-
     from dgxcluster.core.nodepaths import NodePaths
     from dgxcluster.inventory.schema import InventoryModel
 
@@ -42,14 +40,14 @@ HTTP_TIMEOUT_S = 3.0
 _PROBE = (
     'printf "state=%s\\n" "$(docker inspect -f "{{.State.Status}} {{.State.ExitCode}}" "$1" '
     '2>/dev/null || echo absent)"; '
-    'printf "exit=%s\\n" "$(cat "$2/vllm.exit" 2>/dev/null)"; '
-    'printf "pid=%s\\n" "$(cat "$2/vllm.pid" 2>/dev/null)"; '
-    'printf "last=%s\\n" "$(tail -n 1 "$2/vllm.log" 2>/dev/null)"'
+    f'printf "exit=%s\\n" "$(cat "$2/{VLLM_EXIT}" 2>/dev/null)"; '
+    f'printf "pid=%s\\n" "$(cat "$2/{VLLM_PID}" 2>/dev/null)"; '
+    f'printf "last=%s\\n" "$(tail -n 1 "$2/{VLLM_LOG}" 2>/dev/null)"'
 )
 
 # Inside the head container: SIGTERM to vLLM (only if that pid really is vLLM), wait, SIGKILL.
 _STOP = (
-    'p=$(cat "$1/vllm.pid" 2>/dev/null) || { echo absent; exit 0; }; '
+    f'p=$(cat "$1/{VLLM_PID}" 2>/dev/null) || {{ echo absent; exit 0; }}; '
     'grep -q vllm "/proc/$p/cmdline" 2>/dev/null || { echo absent; exit 0; }; '
     'kill -TERM "$p"; n=0; '
     'while kill -0 "$p" 2>/dev/null; do n=$((n+1)); '
@@ -60,7 +58,7 @@ _STOP = (
 
 @dataclass(frozen=True)
 class ServeProbe:
-    container: containers.ContainerState
+    container: docker.ContainerState
     exit_code: int | None
     pid: str
     last_line: str
@@ -87,14 +85,14 @@ def parse_probe(text: str) -> ServeProbe:
 
 def probe(conn: Connection, inv: InventoryModel, paths: NodePaths) -> ServeProbe:
     head = naming.container_name(inv.cluster, HEAD)
-    res = conn.run(shell(_PROBE, head, paths.log_dir), timeout=containers.QUICK_S)
+    res = conn.run(shell(_PROBE, head, paths.log_dir), timeout=docker.QUICK_S)
     return parse_probe(res.stdout)
 
 
 def clear_state(conn: Connection, paths: NodePaths) -> None:
     """Forget the previous vLLM's pid and exit status (a new head container has new pids)."""
-    conn.run(shell('rm -f "$1/vllm.pid" "$1/vllm.exit"', paths.log_dir),
-             timeout=containers.QUICK_S).check()
+    conn.run(shell(f'rm -f "$1/{VLLM_PID}" "$1/{VLLM_EXIT}"', paths.log_dir),
+             timeout=docker.QUICK_S).check()
 
 
 def launch(conn: Connection, inv: InventoryModel) -> None:
@@ -104,88 +102,54 @@ def launch(conn: Connection, inv: InventoryModel) -> None:
 
 
 def log_tail(conn: Connection, paths: NodePaths, lines: int = TAIL_LINES) -> str:
-    res = conn.run(["tail", "-n", str(lines), f"{paths.log_dir}/{VLLM_LOG}"],
-                   timeout=containers.QUICK_S)
-    return res.stdout.rstrip() if res.ok else f"(no log at {paths.log_dir}/{VLLM_LOG})"
+    res = conn.run(["tail", "-n", str(lines), paths.vllm_log],
+                   timeout=docker.QUICK_S)
+    return res.stdout.rstrip() if res.ok else f"(no log at {paths.vllm_log})"
 
 
-def base_url(inv: InventoryModel) -> str:
-    return f"http://{inv.head_node.host}:{inv.serve.port}"
-
-
-def http_client() -> httpx.Client:
-    import httpx
-
-    # trust_env=False: a corporate HTTP(S)_PROXY must not swallow requests to the nodes.
-    return httpx.Client(timeout=HTTP_TIMEOUT_S, trust_env=False)
-
-
-def check_ready(client: httpx.Client, inv: InventoryModel) -> tuple[bool, str]:
-    """(ready, why not): /health 200, then /v1/models lists the served model."""
-    import httpx
-
-    url = base_url(inv)
-    try:
-        health = client.get(f"{url}/health")
-    except httpx.HTTPError as exc:
-        return False, f"/health: {type(exc).__name__}"
-    if health.status_code != 200:
-        return False, f"/health answered {health.status_code}"
-    try:
-        models = client.get(f"{url}/v1/models")
-        data: Any = models.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        return False, f"/v1/models: {type(exc).__name__}"
-    ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)] \
-        if isinstance(data, dict) else []
-    if model_id(inv) in ids:
-        return True, "ready"
-    return False, f"/v1/models lists {ids}, not {model_id(inv)}"
+def ready(inv: InventoryModel, get: Getter = httpclient.get) -> EndpointProbe:
+    """What a client sees: /health 200, then /v1/models lists the served model."""
+    return endpoint.probe(endpoint.base_url(inv), get, HTTP_TIMEOUT_S, model=model_id(inv))
 
 
 def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_s: float,
-               progress: Progress, client: httpx.Client | None = None,
+               progress: Progress, get: Getter = httpclient.get,
                sleep: Callable[[float], None] = time.sleep,
                gate: Callable[[], bool] | None = None) -> float:
     """Seconds until ready. Raises StepError('vllm-ready') with the log tail on failure.
 
     `gate` (called every round; it may raise) must also say True before this returns.
     """
-    own = client is None
-    http = client or http_client()
     t0 = time.monotonic()
-    live = containers.StatusThrottle(progress)
-    try:
-        while True:
-            gated = gate() if gate is not None else True
-            ready, why = check_ready(http, inv)
-            if ready and gated:
-                return time.monotonic() - t0
-            try:
-                p = probe(conn, inv, paths)
-            except CommandTimeout as exc:
-                raise ConnectError(conn.node, f"stopped answering while vLLM loaded: {exc}") from None
-            elapsed = time.monotonic() - t0
-            if not p.container.running:
-                tail = containers.log_tail(conn, naming.container_name(inv.cluster, HEAD))
-                raise StepError("vllm-ready", f"the head container stopped "
-                                f"({p.container.status}); its last lines:\n{indent(tail)}", conn.node)
-            if p.exit_code is not None:
-                raise StepError("vllm-ready", f"vLLM exited with status {p.exit_code} after "
-                                f"{elapsed:.0f}s; last {TAIL_LINES} lines of "
-                                f"{paths.log_dir}/{VLLM_LOG}:\n{indent(log_tail(conn, paths))}",
-                                conn.node)
-            if elapsed > timeout_s:
-                raise StepError("vllm-ready", f"vLLM not ready within {timeout_s:g}s ({why}); "
-                                f"last {TAIL_LINES} lines of {paths.log_dir}/{VLLM_LOG}:\n"
-                                f"{indent(log_tail(conn, paths))}", conn.node)
-            phase = vllm_log.read_line(p.last_line)
-            shown = f"{phase.detail}: {p.last_line[:80]}" if phase else p.last_line[:110]
-            live.status(conn.node, p.last_line, f"vllm-ready: {elapsed:.0f}s: {shown}")
-            sleep(POLL_S)
-    finally:
-        if own:
-            http.close()
+    live = StatusThrottle(progress)
+    while True:
+        gated = gate() if gate is not None else True
+        state = ready(inv, get)
+        if state.ready and gated:
+            return time.monotonic() - t0
+        why = state.error or state.state
+        try:
+            p = probe(conn, inv, paths)
+        except CommandTimeout as exc:
+            raise ConnectError(conn.node, f"stopped answering while vLLM loaded: {exc}") from None
+        elapsed = time.monotonic() - t0
+        if not p.container.running:
+            tail = docker.log_tail(conn, naming.container_name(inv.cluster, HEAD))
+            raise StepError("vllm-ready", f"the head container stopped "
+                            f"({p.container.status}); its last lines:\n{indented(tail)}", conn.node)
+        if p.exit_code is not None:
+            raise StepError("vllm-ready", f"vLLM exited with status {p.exit_code} after "
+                            f"{elapsed:.0f}s; last {TAIL_LINES} lines of "
+                            f"{paths.vllm_log}:\n{indented(log_tail(conn, paths))}",
+                            conn.node)
+        if elapsed > timeout_s:
+            raise StepError("vllm-ready", f"vLLM not ready within {timeout_s:g}s ({why}); "
+                            f"last {TAIL_LINES} lines of {paths.vllm_log}:\n"
+                            f"{indented(log_tail(conn, paths))}", conn.node)
+        phase = vllm_log.read_line(p.last_line)
+        shown = f"{phase.detail}: {p.last_line[:80]}" if phase else p.last_line[:110]
+        live.status(conn.node, p.last_line, f"vllm-ready: {elapsed:.0f}s: {shown}")
+        sleep(POLL_S)
 
 
 def stop(conn: Connection, inv: InventoryModel) -> str:

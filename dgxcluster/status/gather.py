@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from dgxcluster.core import imageid
 from dgxcluster.core.endpoint import EndpointProbe, base_url, probe
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.session import Session
 from dgxcluster.errors import ConnectError, DgxClusterError
-from dgxcluster.logs.redact import CollectedRedactor
 from dgxcluster.remote.connection import Connection
+from dgxcluster.secrets import CollectedRedactor
 from dgxcluster.status.probe import NodeProbe, parse, status_argv
 from dgxcluster.status.report import (
     ClusterStatus,
@@ -30,11 +31,7 @@ ROUND_TIMEOUT_S = 30.0
 
 def expected_tag(session: Session) -> str:
     """The content tag the inventory's build context gives today (raises if it cannot)."""
-    from dgxcluster.status.expected import content_tag
-
-    inv = session.inventory
-    return content_tag(inv.local_path(inv.image.context), inv.image.dockerfile,
-                       inv.build_args)
+    return imageid.expected(session.inventory).content_tag
 
 
 def endpoint(session: Session) -> EndpointProbe:
@@ -54,7 +51,7 @@ def gather(
     vllm_job = pool.submit(check_endpoint, session)
     pool.shutdown(wait=False)
 
-    log_dir = NodePaths("~", inv.state_dir, inv.cluster).log_dir
+    log_dir = NodePaths.unresolved(inv.state_dir, inv.cluster).log_dir
 
     def one(conn: Connection) -> NodeProbe:
         on_head = conn.node == head

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from dgxcluster.core.naming import LABEL_CLUSTER, MOVING_TAG
+from dgxcluster.core.nodepaths import VLLM_EXIT, VLLM_LOG, VLLM_PID
 from dgxcluster.remote.command import shell
-from dgxcluster.serving.plan import VLLM_EXIT, VLLM_LOG, VLLM_PID
 
 # One `docker inspect` for the cluster's containers and the image's moving tag together:
 # `index` reads fields either kind may lack (a container has no RepoTags, an image no State),

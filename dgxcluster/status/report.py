@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from dgxcluster.core.endpoint import EndpointProbe
+from dgxcluster.core.imageid import NodeImage, compare
 from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_ROLE
 from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.facts import ParseError, nvidia_smi, ray_status
@@ -292,11 +293,9 @@ def gpu_summary(text: str, rc: int | None) -> tuple[str | None, str | None]:
 
 def image_summary(name: str, nodes: list[NodeStatus], expected_tag: str | None,
                   expected_error: str | None) -> ImageSummary:
-    """Same content tag on every node (the verdict `start` applies, from `build.check`), the
+    """Same content tag on every node (the verdict of `core.imageid.compare`), the
     same image ID too (true after `distribute`; `each` gives equal content, other IDs), and
     whether it is the tag the build context gives today."""
-    from dgxcluster.image.check import NodeImage, compare
-
     states: dict[str, NodeImage] = {}
     for n in nodes:
         if not n.reachable:

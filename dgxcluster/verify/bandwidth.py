@@ -1,6 +1,7 @@
 """`verify-ib --bandwidth`: measure the fabric inside the cluster's image.
 
-1. The image (`<image.name>:current`) must be on every node; its tools decide what runs.
+1. The image `start` runs (`core.imageid.expected`) must be on every node; its tools decide
+   what runs.
 2. `ib_write_bw` per rail between neighbouring nodes (a ring; one pair for two nodes):
    about 93-98 Gb/s per twin when healthy.
 3. NCCL all_gather/all_reduce across all nodes with NCCL_DEBUG=INFO, through the torch probe
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dgxcluster.core import ship
+from dgxcluster.core import imageid, naming, ship
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
@@ -45,6 +46,7 @@ FIX_SOCKETS = ("give the containers /dev/infiniband, IPC_LOCK and memlock=-1 (co
 class Bench:
     """What the image offers, per node."""
 
+    image: str = ""
     image_ids: dict[str, str] = field(default_factory=dict)
     tools: set[str] = field(default_factory=set)
     tools_output: str = ""  # also carries the NCCL-library probe's report
@@ -54,7 +56,6 @@ class Bench:
 def run_bandwidth(session: Session, nodes: list[str], min_busbw: float,
                   progress: Progress | None = None) -> list[CheckResult]:
     """Measure; `nodes` are reachable nodes in inventory order. Never raises for a node."""
-    inv = session.inventory
     prog = progress or NullProgress()
     c = Checks(CLUSTER)
     bench = _preflight(session, nodes, c, prog)
@@ -66,17 +67,17 @@ def run_bandwidth(session: Session, nodes: list[str], min_busbw: float,
         return c.results
     results = list(c.results)
     if "ib_write_bw" in bench.tools:
-        results += _ib_write_bw(session, nodes, prog)
+        results += _ib_write_bw(session, nodes, bench.image, prog)
     else:
         results.append(CheckResult(CLUSTER, "ib-write-bw", Level.WARN,
-                                   f"ib_write_bw is not in {containers.image_ref(inv)}",
+                                   f"ib_write_bw is not in {bench.image}",
                                    "add perftest to the image to measure each rail"))
     if "torch" not in bench.tools:
         results.append(CheckResult(CLUSTER, "nccl-bandwidth", Level.FAIL,
-                                   f"{containers.image_ref(inv)} has no torch.distributed: cannot "
+                                   f"{bench.image} has no torch.distributed: cannot "
                                    "run the NCCL probe", "use a vLLM image (it carries torch)"))
         return results
-    results += _nccl_library(bench, containers.image_ref(inv))
+    results += _nccl_library(bench, bench.image)
     results += _nccl(session, nodes, min_busbw, bench, prog)
     return results
 
@@ -92,10 +93,15 @@ def _nccl_library(bench: Bench, image: str) -> list[CheckResult]:
 
 def _preflight(session: Session, nodes: list[str], c: Checks, prog: Progress) -> Bench | None:
     inv = session.inventory
-    ref = containers.image_ref(inv)
+    try:
+        ref = imageid.expected(inv).ref
+    except DgxClusterError as exc:
+        c.fail("bandwidth", f"cannot tell which image to measure in: {exc}",
+               "point image.context at the build context `dgxcluster build` used")
+        return None
     res = session.cluster.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], nodes,
                               timeout=60)
-    bench = Bench()
+    bench = Bench(ref)
     missing = []
     for name in res:
         v = res[name]
@@ -124,10 +130,9 @@ def _preflight(session: Session, nodes: list[str], c: Checks, prog: Progress) ->
                "see the node's error")
         return None
     out = session.cluster.conn(head).run(
-        containers.docker_run(inv, head, containers.container_name(inv, "tools"), "sh",
-                              ["-c", containers.TOOLS_SCRIPT + LIBS_SCRIPT, "sh",
-                               PROBE_IN_CONTAINER],
-                              volumes=[f"{bench.bundles[head]}:{PROBE_IN_CONTAINER}:ro"]),
+        containers.run_argv(inv, head, ref, "tools", "sh",
+                            ["-c", containers.TOOLS_SCRIPT + LIBS_SCRIPT, "sh", PROBE_IN_CONTAINER],
+                            volumes=[f"{bench.bundles[head]}:{PROBE_IN_CONTAINER}:ro"]),
         timeout=300)
     bench.tools = {ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("have ")}
     bench.tools_output = out.stdout
@@ -152,7 +157,8 @@ def _pair_run(session: Session, jobs: dict[str, list[str]], timeout: float) -> d
     return out
 
 
-def _ib_write_bw(session: Session, nodes: list[str], prog: Progress) -> list[CheckResult]:
+def _ib_write_bw(session: Session, nodes: list[str], image: str,
+                 prog: Progress) -> list[CheckResult]:
     inv = session.inventory
     floor = inv.fabric.min_ib_write_gbits
     pairs = [(nodes[i], nodes[(i + 1) % len(nodes)]) for i in range(len(nodes))]
@@ -171,11 +177,13 @@ def _ib_write_bw(session: Session, nodes: list[str], prog: Progress) -> list[Che
                                       duration_s=IB_SECONDS)
             client = ib_write_bw.argv(rail.rdma_device, port=IB_PORT + r, gid_index=gid,
                                       duration_s=IB_SECONDS, server_ip=str(inv.node(b).rails[r]))
-            sname, cname = (containers.container_name(inv, f"ibw-{x}") for x in ("server", "client"))
+            sname, cname = (naming.verify_container(inv.cluster, f"ibw-{x}")
+                            for x in ("server", "client"))
             retry = 'i=0; while [ $i -lt 30 ]; do "$@" && exit 0; i=$((i+1)); sleep 0.5; done; exit 1'
             jobs = {
-                b: containers.docker_run(inv, b, sname, server[0], server[1:]),
-                a: containers.docker_run(inv, a, cname, "sh", ["-c", retry, "sh", *client]),
+                b: containers.run_argv(inv, b, image, "ibw-server", server[0], server[1:]),
+                a: containers.run_argv(inv, a, image, "ibw-client", "sh",
+                                       ["-c", retry, "sh", *client]),
             }
             got = _pair_run(session, jobs, timeout=IB_SECONDS * 4 + 60)
             session.cluster.run(containers.remove(sname), [b], timeout=60)
@@ -219,14 +227,14 @@ def _nccl(session: Session, nodes: list[str], min_busbw: float, bench: Bench,
     c = Checks(CLUSTER)
     paths = bench.bundles
     head_ip = str(inv.node(nodes[0]).fabric_ip)
-    name = containers.container_name(inv, "nccl")
+    name = naming.verify_container(inv.cluster, "nccl")
     jobs = {}
     for rank, node in enumerate(nodes):
         args = ["-m", "torch.distributed.run", "--nnodes", str(len(nodes)), "--node_rank", str(rank),
                 "--nproc_per_node", "1", "--master_addr", head_ip, "--master_port", str(PROBE_PORT),
                 PROBE_IN_CONTAINER, "nccl_probe", *PROBE_ARGS]
-        jobs[node] = containers.docker_run(
-            inv, node, name, "python3", args,
+        jobs[node] = containers.run_argv(
+            inv, node, bench.image, "nccl", "python3", args,
             extra_env={"NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "INIT,NET,ENV",
                        "PYTHONUNBUFFERED": "1"},
             volumes=[f"{paths[node]}:{PROBE_IN_CONTAINER}:ro"])

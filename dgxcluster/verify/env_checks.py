@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
+from dgxcluster.core.containerenv import IFNAME_VARS
 from dgxcluster.facts.ipaddr import Interface
 from dgxcluster.inventory.schema import InventoryModel, NodeSpec
 from dgxcluster.verify.gather import NodeFacts
@@ -59,22 +59,71 @@ def env_checks(inv: InventoryModel, spec: NodeSpec, facts: NodeFacts,
     return c.results
 
 
-def _chosen(var: str, val: str, ifaces: Mapping[str, Interface]) -> list[str]:
-    """The interfaces an *_IFNAME setting selects on this node (NCCL's own list syntax)."""
-    if var != "NCCL_SOCKET_IFNAME":
-        return [n for n in (x.strip() for x in val.split(",")) if n in ifaces]
-    mode = nccl_list(val)[0]
-    chosen = [n for n in nccl_matches(val, sorted(ifaces)) if n != "lo"]
-    if mode.startswith("^"):
-        chosen = [n for n in chosen if not n.startswith(("docker", "veth"))]
-    return chosen
+def _ifnames(c: Checks, inv: InventoryModel, facts: NodeFacts, env: dict[str, str]) -> None:
+    """Every variable `container_env` derives from the fabric interface (`IFNAME_VARS`)."""
+    if not facts.ifaces.ok:
+        c.fail("nccl-ifname", f"could not read interfaces: {facts.ifaces.error}",
+               "check that `ip` works on the node")
+        return
+    ifaces = facts.ifaces.value or {}
+    devs = rdma_view(facts) or {}
+    fabric = set(inv.fabric.interfaces)
+    bad: list[str] = []
+    warn: list[str] = []
+    good: list[str] = []
+    for var in IFNAME_VARS:
+        val = env.get(var)
+        if val is None:
+            continue
+        chosen = _chosen(var, val, ifaces, devs, fabric, bad)
+        if chosen is None:
+            continue
+        if not chosen:
+            bad.append(f"{var}={val} names no interface of this node")
+            continue
+        down = [n for n in chosen if not ifaces[n].up]
+        if down:
+            bad.append(f"{var}={val}: {', '.join(down)} is down")
+        elif not set(chosen) & fabric:
+            warn.append(f"{var}={val} selects {', '.join(chosen)}, not a fabric interface")
+        else:
+            good.append(f"{var}={val}")
+    _report_ifnames(c, bad, warn, good)
 
 
-def _ucx_devices(val: str, ifaces: Mapping[str, Interface], devs: Mapping[str, RdmaDev],
-                 fabric: set[str], bad: list[str]) -> list[str]:
-    """The interfaces UCX_NET_DEVICES selects; an entry naming nothing usable goes in `bad`."""
+def _report_ifnames(c: Checks, bad: list[str], warn: list[str], good: list[str]) -> None:
+    if bad:
+        c.fail("nccl-ifname", "; ".join(bad + warn), ENV_FIX)
+    elif warn:
+        c.warn("nccl-ifname", "; ".join(warn + good),
+               "point it at the fabric interface (fabric.rails[0].interface)")
+    elif good:
+        c.ok("nccl-ifname", ", ".join(good) + " (existing, UP)")
+    else:
+        c.warn("nccl-ifname", "no *_SOCKET_IFNAME is set", ENV_FIX)
+
+
+def _chosen(var: str, val: str, ifaces: dict[str, Interface], devs: dict[str, RdmaDev],
+            fabric: set[str], bad: list[str]) -> list[str] | None:
+    """The interfaces `var=val` selects on this node (None: nothing to judge)."""
+    items = [x.strip() for x in val.split(",") if x.strip()]
+    if var == "NCCL_SOCKET_IFNAME":
+        chosen = [n for n in nccl_matches(val, sorted(ifaces)) if n != "lo"]
+        if nccl_list(val)[0].startswith("^"):
+            chosen = [n for n in chosen if not n.startswith(("docker", "veth"))]
+        return chosen
+    if var == "UCX_NET_DEVICES":
+        return _ucx_devices(val, items, ifaces, devs, fabric, bad) or None
+    if var == "OMPI_MCA_btl_tcp_if_include":  # interface names and/or CIDR networks
+        return [n for n, i in ifaces.items() if n in items or any(
+            _in_network(a.ip, x) for x in items if "/" in x for a in i.ipv4)]
+    return [n for n in items if n in ifaces]
+
+
+def _ucx_devices(val: str, items: list[str], ifaces: dict[str, Interface],
+                 devs: dict[str, RdmaDev], fabric: set[str], bad: list[str]) -> list[str]:
     chosen: list[str] = []
-    for item in (x.strip() for x in val.split(",") if x.strip()):
+    for item in items:
         if item == "all":
             chosen += sorted(fabric & set(ifaces))
         elif ":" in item:
@@ -88,46 +137,11 @@ def _ucx_devices(val: str, ifaces: Mapping[str, Interface], devs: Mapping[str, R
     return chosen
 
 
-def _ifnames(c: Checks, inv: InventoryModel, facts: NodeFacts, env: dict[str, str]) -> None:
-    if not facts.ifaces.ok:
-        c.fail("nccl-ifname", f"could not read interfaces: {facts.ifaces.error}",
-               "check that `ip` works on the node")
-        return
-    ifaces = facts.ifaces.value or {}
-    devs = rdma_view(facts) or {}
-    fabric = set(inv.fabric.interfaces)
-    bad: list[str] = []
-    warn: list[str] = []
-    good: list[str] = []
-    for var in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME", "UCX_NET_DEVICES"):
-        val = env.get(var)
-        if val is None:
-            continue
-        if var == "UCX_NET_DEVICES":
-            chosen = _ucx_devices(val, ifaces, devs, fabric, bad)
-            if not chosen:
-                continue
-        else:
-            chosen = _chosen(var, val, ifaces)
-        if not chosen:
-            bad.append(f"{var}={val} names no interface of this node")
-            continue
-        down = [n for n in chosen if not ifaces[n].up]
-        if down:
-            bad.append(f"{var}={val}: {', '.join(down)} is down")
-        elif not set(chosen) & fabric:
-            warn.append(f"{var}={val} selects {', '.join(chosen)}, not a fabric interface")
-        else:
-            good.append(f"{var}={val}")
-    if bad:
-        c.fail("nccl-ifname", "; ".join(bad + warn), ENV_FIX)
-    elif warn:
-        c.warn("nccl-ifname", "; ".join(warn + good),
-               "point it at the fabric interface (fabric.rails[0].interface)")
-    elif good:
-        c.ok("nccl-ifname", ", ".join(good) + " (existing, UP)")
-    else:
-        c.warn("nccl-ifname", "no *_SOCKET_IFNAME is set", ENV_FIX)
+def _in_network(ip: IPv4Address, cidr: str) -> bool:
+    try:
+        return ip in IPv4Network(cidr, strict=False)
+    except ValueError:
+        return False
 
 
 def _ib_hca(c: Checks, facts: NodeFacts, env: dict[str, str]) -> None:

@@ -149,6 +149,7 @@ def _node_status(node: Node) -> dict[str, object]:
     return {
         "node": node.name,
         "mgmt_ip": node.mgmt_ip,
+        "mgmt_ip6": node.mgmt_ip6,
         "fabric_ip": node.rail_ip(0),
         "links": "up" if net.links_up(node) else "CUT",
         "sshd": "running" if daemons.sshd_running(node) else "stopped",

@@ -16,6 +16,7 @@ from testbed_lib.sh import TestbedError, run
 SSHD_CONFIG = """\
 # Written by scripts/testbed for {name}.
 ListenAddress 0.0.0.0
+ListenAddress ::
 Port 22
 HostKey {hostkey}
 PidFile {pidfile}
@@ -146,9 +147,10 @@ def accepted_logins(node: Node) -> list[str]:
     return [ln for ln in text.splitlines() if ln.startswith("Accepted ")]
 
 
-def known_hosts_line(node: Node) -> str:
+def known_hosts_lines(node: Node) -> str:
+    """The node's host key under both management addresses (IPv4, IPv6), one line each."""
     pub = hostkey(node).with_suffix(".pub").read_text().split()
-    return f"{node.mgmt_ip} {pub[0]} {pub[1]}\n"
+    return "".join(f"{ip} {pub[0]} {pub[1]}\n" for ip in (node.mgmt_ip, node.mgmt_ip6))
 
 
 # -- a hung sshd: accepts TCP, never speaks ---------------------------------------------------

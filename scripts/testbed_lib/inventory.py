@@ -70,11 +70,11 @@ serve:
 
 
 def write(inst: Instance, directory: Path | None = None) -> tuple[Path, Path]:
-    from testbed_lib.daemons import known_hosts_line
+    from testbed_lib.daemons import known_hosts_lines
 
     inv, kh = paths(inst, directory)
     inv.parent.mkdir(parents=True, exist_ok=True)
-    kh.write_text("".join(known_hosts_line(n) for n in inst.all_nodes()))
+    kh.write_text("".join(known_hosts_lines(n) for n in inst.all_nodes()))
     inv.write_text(render(inst, kh))
     return inv, kh
 

@@ -96,6 +96,12 @@ class Node:
     def mgmt_ip(self) -> str:
         return f"10.210.{self.inst.index}.{10 + self.i}"
 
+    @property
+    def mgmt_ip6(self) -> str:
+        """The management port's IPv6 address (a ULA; the inventory uses the IPv4 one, tests
+        of IPv6 management addresses use this)."""
+        return f"fd00:210:{self.inst.index}::{10 + self.i}"
+
     def rail_ip(self, rail: int) -> str:
         return f"10.{211 + rail}.{self.inst.index}.{10 + self.i}"
 
@@ -118,6 +124,10 @@ class Node:
 
 def mgmt_gateway(inst: Instance) -> str:
     return f"10.210.{inst.index}.1"
+
+
+def mgmt_gateway6(inst: Instance) -> str:
+    return f"fd00:210:{inst.index}::1"
 
 
 def instances() -> list[Instance]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from testbed_lib.layout import MGMT_IF, NSDIR, RAIL_IFS, Instance, Node, mgmt_gateway
+from testbed_lib.layout import MGMT_IF, NSDIR, RAIL_IFS, Instance, Node, mgmt_gateway, mgmt_gateway6
 from testbed_lib.sh import ok, run
+
+#: IPv6 addresses skip duplicate address detection: usable at once, not "tentative" for ~1 s.
+_NODAD = {True: ["nodad"], False: []}
 
 
 def is_mountpoint(path: Path) -> bool:
@@ -38,10 +41,10 @@ def ensure_bridges(inst: Instance) -> None:
         run(["ip", "link", "set", br, "up"])
         if not ok(["iptables", "-C", "FORWARD", "-i", br, "-j", "ACCEPT"]):
             run(["iptables", "-I", "FORWARD", "-i", br, "-j", "ACCEPT"])
-    gw = f"{mgmt_gateway(inst)}/24"
     addrs = run(["ip", "-o", "addr", "show", "dev", inst.bridge("m")]).stdout
-    if gw not in addrs:
-        run(["ip", "addr", "add", gw, "dev", inst.bridge("m")])
+    for gw in (f"{mgmt_gateway(inst)}/24", f"{mgmt_gateway6(inst)}/64"):
+        if f" {gw} " not in addrs:
+            run(["ip", "addr", "add", gw, "dev", inst.bridge("m"), *_NODAD[":" in gw]])
 
 
 def remove_bridges(inst: Instance) -> None:
@@ -70,8 +73,10 @@ def ensure_netns(node: Node) -> None:
                  "peer", "name", ifname, "mtu", str(mtu), "netns", ns])
         run(["ip", "link", "set", hv, "master", bridge, "up"])
         addrs = run(["ip", "-n", ns, "-o", "addr", "show", "dev", ifname]).stdout
-        if f"{ip}/24" not in addrs:
-            run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ifname])
+        # the management port is dual-stack (IPv6 for tests of IPv6 `host:` addresses)
+        for cidr in [f"{ip}/24"] + ([f"{node.mgmt_ip6}/64"] if kind == "m" else []):
+            if f" {cidr} " not in addrs:
+                run(["ip", "-n", ns, "addr", "add", cidr, "dev", ifname, *_NODAD[":" in cidr]])
         run(["ip", "-n", ns, "link", "set", ifname, "up"])
 
 

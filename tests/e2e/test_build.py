@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from dgxcluster.core.buildcontext import scan
+from dgxcluster.core.imageid import compare, expected
 from dgxcluster.core.session import Session
-from dgxcluster.image.check import compare, expected_tag, image_state
-from dgxcluster.image.context import scan
+from dgxcluster.image.check import image_state
 from dgxcluster.inventory import load_inventory
 from tests.conftest import BUILD_ARGS, REPO, Testbed
 from tests.leaks import assert_no_leaks
@@ -135,7 +136,7 @@ def test_second_build_is_a_noop_that_runs_no_docker_build(
     assert "nodeside-" not in p.stderr and "remote.put" not in p.stderr
     assert not list(tmp_path.rglob("build.log"))
     with Session.open(load_inventory(tb.inventory), command="test") as s:
-        want = expected_tag(s)
+        want = expected(s.inventory).content_tag
         states = image_state(s, content_tag=want)
     assert all(st.wanted_present for st in states.values())
     verdict = compare(states, expected=want)

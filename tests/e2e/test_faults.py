@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dgxcluster.image.context import scan
+from dgxcluster.core.buildcontext import scan
 from tests import hfcache
 from tests.clirun import Background, CmdlineSampler
 from tests.conftest import BUILD_ARGS, REPO, Testbed, flat

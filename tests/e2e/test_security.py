@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dgxcluster.image.context import scan
+from dgxcluster.core.buildcontext import scan
 from tests.conftest import BUILD_ARGS, REPO, Testbed, run_cli
 from tests.leaks import STATE, assert_no_leaks, node_leaks
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, Testbed, flat
+from tests.conftest import REPO, Testbed, flat, run_cli
 from tests.leaks import assert_no_leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -297,3 +297,36 @@ def test_model_missing_on_a_worker_refuses_naming_it_until_synced(clean: Testbed
     assert r.returncode == 0, r.stderr
     assert re.search(r"model Qwen/Qwen3-0\.6B complete \([0-9a-f]{12}, 3 files\)", flat(r.stdout)), \
         r.stdout
+
+
+def test_an_ipv6_head_is_served_and_reached_by_status_and_smoke(clean: Testbed) -> None:
+    """A head whose `host:` is an IPv6 address used to end `start` in a traceback (httpx's
+    InvalidURL on `http://fd00::1:8000`). The testbed's management ports are dual-stack:
+    here SSH, the readiness probe, status and smoke all go over IPv6."""
+    tb = clean
+    node1 = next(n for n in tb.status()["nodes"] if n["node"] == "node1")  # type: ignore[union-attr]
+    v6 = tb.inventory.with_name(f"{tb.inventory.stem}-v6.yaml")  # beside it: relative paths hold
+    v6.write_text(tb.inventory.read_text().replace(f"host: {node1['mgmt_ip']}\n",
+                                                   f"host: '{node1['mgmt_ip6']}'\n"))
+    try:
+        r = run_cli("-i", str(v6), "start", env=ENV)
+        assert "Traceback" not in r.stderr, r.stderr
+        assert r.returncode == 0, r.stderr
+        url = endpoint_of(r.stdout)
+        assert url == f"http://[{node1['mgmt_ip6']}]:8000/v1"
+        assert f"curl -s -g '{url}/chat/completions'" in r.stdout
+        models = httpx.get(f"{url}/models", timeout=30).json()
+        assert [m["id"] for m in models["data"]] == ["Qwen/Qwen3-0.6B"]
+        log = tb.node_exec("node1", "cat", f"{STATE}/{tb.name}/logs/vllm.log").stdout
+        assert "Starting vLLM API server 0 on http://[::]:8000" in log  # --host :: (IPv4 too)
+        status = run_cli("-i", str(v6), "status", "--json", env=ENV)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["vllm"]["state"] == "ready"
+        smoke = run_cli("-i", str(v6), "smoke", "--json", env=ENV)
+        assert smoke.returncode == 0, smoke.stderr
+        assert json.loads(smoke.stdout)["endpoint"]["endpoint"] == url
+        stop = run_cli("-i", str(v6), "stop", env=ENV)
+        assert stop.returncode == 0, stop.stderr
+        assert leftovers(tb) == {"node1": [], "node2": []}
+    finally:
+        v6.unlink()

@@ -49,6 +49,7 @@ def inventory(tb: Testbed, tmp_path: Path, edit: Any = None) -> Path:
     """The testbed's inventory with the DGX container options (so all-pass is possible)."""
     data = yaml.safe_load(tb.inventory.read_text())
     data["ssh"]["known_hosts"] = str(tb.known_hosts)
+    data["image"]["context"] = str(tb.inventory.parent / data["image"]["context"])
     data["container"]["devices"] = ["/dev/infiniband"]
     data["container"]["ulimits"] = {"memlock": "-1"}  # the testbed's own inventory leaves it out
     if edit:
@@ -193,7 +194,7 @@ def test_bandwidth_without_image_says_so(fab: Testbed, tmp_path: Path) -> None:
     bw = row(rows, "cluster", "bandwidth")
     assert bw["status"] == "FAIL"
     assert "cannot measure inside the image" in bw["detail"]
-    assert "dgxcluster/testbed:current" in bw["detail"]
+    assert "dgxcluster/testbed:ctx-" in bw["detail"]  # the image `start` would run
     assert "dgxcluster build" in bw["fix"]
 
 

@@ -1,11 +1,12 @@
-"""`image_state` + `compare`: what `start` and `status` use to refuse mismatched images."""
+"""`image_state` + `core.imageid.compare`: what `status` (and `build`) use to spot mismatched images."""
 
 from __future__ import annotations
 
 import re
 
+from dgxcluster.core.imageid import NodeImage, compare
 from dgxcluster.core.session import Session
-from dgxcluster.image.check import NodeImage, compare, image_state
+from dgxcluster.image.check import image_state
 from dgxcluster.inventory import parse_inventory
 from tests.fakes import FakeConnection, Reply
 

@@ -84,7 +84,7 @@ def test_layers_every_receiver_holds_are_left_out(fakes: dict[str, FakeConnectio
     assert source_argv[source_argv.index("--") + 1:] == dockercmd.save_argv(REF)
     for n in ("n2", "n3"):
         assert got[n].status is Status.CHANGED and got[n].count("bytes") == 40_000_000
-        assert got[n].detail == "received from n1 (40 MB in 2.0s, 20 MB/s, 2 layer(s) already there)"
+        assert got[n].detail == "received from n1 (40.0 MB in 2.0s, 20.0 MB/s, 2 layer(s) already there)"
 
 
 def test_a_refused_trimmed_stream_is_sent_again_whole(fakes: dict[str, FakeConnection],

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from dgxcluster.core.buildcontext import BuildContext, scan
 from dgxcluster.core.naming import LABEL_CONTENT_TAG
 from dgxcluster.errors import ConnectError
-from dgxcluster.image.context import BuildContext, scan
 from dgxcluster.image.plan import Action, make_plan
 from dgxcluster.image.probe import ImageInfo, Probe
 

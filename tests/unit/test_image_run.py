@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from dgxcluster.core.buildcontext import scan
 from dgxcluster.core.progress import RecordingProgress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Status
 from dgxcluster.image import dockercmd
-from dgxcluster.image.context import scan
 from dgxcluster.image.run import build
 from dgxcluster.inventory import parse_inventory
 from tests.fakes import FakeConnection, Reply, Responder
@@ -192,7 +192,7 @@ def test_distribute_builds_once_ships_then_tags_every_node(
     assert report.source == "n1" and [o.node for o in report.nodes] == ["n1", "n2"]
     assert (by["n1"].step, by["n1"].status) == ("build", Status.CHANGED)
     assert (by["n2"].step, by["n2"].status) == ("receive", Status.CHANGED)
-    assert by["n2"].detail.startswith("received from n1 (40 MB in 2.0s")
+    assert by["n2"].detail.startswith("received from n1 (40.0 MB in 2.0s, 20.0 MB/s")
     assert by["n1"].data["image_id"] == by["n2"].data["image_id"] == image_id
     assert not any("docker" in c and "build" in c for c in fakes["n2"].calls)  # built once
     assert [c[:3] for c in fakes["n2"].calls][-1] == ["sh", "-c", dockercmd.FINALIZE]

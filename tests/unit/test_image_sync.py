@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dgxcluster.core.buildcontext import BuildContext, scan
 from dgxcluster.image import sync
-from dgxcluster.image.context import BuildContext, scan
 from dgxcluster.image.probe import RemoteFile
 
 

@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dgxcluster.logs.items import NodeFolder
-from dgxcluster.logs.redact import CollectedRedactor
 from dgxcluster.logs.script import COLLECT, collect_argv, new_boundary
 from dgxcluster.logs.stream import Demux, Inflater, StreamError
+from dgxcluster.secrets import CollectedRedactor
 
 B = "@@dgxc-0123456789abcdef01234567"
 

@@ -6,8 +6,8 @@ import io
 import tarfile
 from pathlib import Path
 
-from dgxcluster.logs.redact import CollectedRedactor
 from dgxcluster.logs.unpack import TarUnpacker
+from dgxcluster.secrets import CollectedRedactor
 
 TOKEN = "hf_" + "A1b2C3d4E5f6G7h8I9j0K1l2"
 

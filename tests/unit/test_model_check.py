@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from dgxcluster.errors import UsageError
-from dgxcluster.models.check import missing_lines, served_model
+from dgxcluster.models.check import missing_lines, served_model, start_check
 from dgxcluster.models.presence import Presence
+from tests.unit.test_model_plan import BIG, C1, SMALL, entry
 
 
 def test_hub_id_is_checked_at_main_by_default() -> None:
@@ -45,3 +46,26 @@ def test_missing_lines_name_only_incomplete_nodes_and_the_fix() -> None:
                                  "not in this node's cache")
     assert "dgxcluster model sync Qwen/Qwen3-0.6B" in lines["b"]
     assert "--skip-model-check" in lines["b"]
+
+
+HF = "~/.cache/huggingface"
+
+
+def test_start_check_is_off_for_local_paths_and_refuses_a_bad_revision() -> None:
+    """(--skip-model-check: the CLI hands no check in; see test_serving_start.)"""
+    assert not start_check("org/m", None, HF, "a").skip_reason
+    local = start_check("/models/q", None, HF, "a")
+    assert "local path" in local.skip_reason and local.label == ""
+    with pytest.raises(UsageError, match=r"serve\.revision"):
+        start_check("org/m", "bad rev", HF, "a")
+
+
+def test_start_check_judges_every_node_scanned() -> None:
+    """What `start` is handed (serving.preflight.NodeCheck): complete on a, absent on b."""
+    check = start_check("org/m", None, HF, "a")
+    assert check.label == "org/m" and check.head == "a" and check.hf_cache == HF
+    verdict = check.judge({"a": entry({BIG: 100, SMALL: 5}), "b": None})
+    assert verdict["a"] == (True, f"model org/m complete ({C1[:12]}, 2 files)")
+    complete, text = verdict["b"]
+    assert not complete and text.startswith("model org/m (main) is not complete here")
+    assert "dgxcluster model sync org/m" in text

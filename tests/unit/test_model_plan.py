@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dgxcluster.errors import ConnectError
+from dgxcluster.inventory.schema import ContainerSettings
 from dgxcluster.models.layout import CacheEntry, Check
 from dgxcluster.models.plan import bytes_of, group_by_need, needs, source_problems, to_verify
 from dgxcluster.models.presence import evaluate, revision_presence
@@ -117,13 +118,18 @@ def test_start_check_needs_the_heads_commit_and_the_same_ref_everywhere() -> Non
 
 
 def test_download_argv_carries_the_token_only_as_an_env_file() -> None:
-    argv = download_argv("img:ctx-1", RepoId.parse("org/m"), "v1", hf_home="/h/.cache/hf",
-                         user="1000:1000", name="dgxc-x-model-pull", env_file="/s/e.env",
-                         env={"HF_ENDPOINT": "http://mirror"})
+    settings = ContainerSettings(env={"HF_ENDPOINT": "http://mirror"})
+    argv = download_argv(settings, "img:ctx-1", RepoId.parse("org/m"), "v1",
+                         hf_home="/h/.cache/hf", user="1000:1000", name="dgxc-x-model-pull",
+                         env_file="/s/e.env")
     assert argv[argv.index("--env-file") + 1] == "/s/e.env"
     assert "-v" in argv and "/h/.cache/hf:/root/.cache/huggingface" in argv
     assert argv[-4:] == ["download", "org/m", "--revision", "v1"]
     assert "HF_ENDPOINT=http://mirror" in argv and not any("TOKEN" in a for a in argv)
+    assert argv[argv.index("--user") + 1] == "1000:1000" and "--rm" in argv
+    # a download needs no GPU, RDMA device or extra docker options of the Ray containers
+    assert not {"--gpus", "--device", "--cap-add", "--ulimit", "--ipc"} & set(argv)
+    assert argv[argv.index("--network") + 1] == "host"
 
 
 def test_hub_unreachable_is_explained() -> None:

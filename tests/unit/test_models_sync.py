@@ -146,6 +146,6 @@ def test_a_peer_short_of_space_fails_alone(nodes: dict[str, LocalConnection], re
     with _session(nodes, tmp_path) as s:
         report = sync(s, REPO)
     by = {o.node: o for o in report.outcomes}
-    assert by["n2"].status is Status.FAILED and "HF cache has 0.00 GB free" in by["n2"].detail
+    assert by["n2"].status is Status.FAILED and "HF cache has 1.0 kB free" in by["n2"].detail
     assert by["n3"].status is Status.CHANGED
     assert relay.calls == [("n1", ["n3"])]

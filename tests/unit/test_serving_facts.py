@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dgxcluster.core.docker import parse_state
 from dgxcluster.facts import docker_ps, listening, nvidia_smi, ray_status
 from dgxcluster.serving import raywait, vllm
-from dgxcluster.serving.containers import parse_state
 
 REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dgxcluster.core import endpoint
 from dgxcluster.core.containerenv import container_env
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.inventory import parse_inventory
@@ -135,10 +136,20 @@ def test_config_hash_tracks_what_shapes_the_cluster_only() -> None:
 
 def test_endpoint_and_curl_use_the_management_address() -> None:
     i = inv(SERVE__SERVED_MODEL_NAME="qwen")
-    assert plan.endpoint(i) == "http://spark1.local:8000/v1"
-    curl = plan.curl_example(i)
+    assert endpoint.api_url(i) == "http://spark1.local:8000/v1"
+    curl = endpoint.curl_example(i, plan.model_id(i))
     assert curl.startswith("curl -s http://spark1.local:8000/v1/chat/completions")
     assert '"model": "qwen"' in curl
+
+
+def test_an_ipv6_head_gets_a_listening_address_it_is_reached_at() -> None:
+    v6 = SPARKS.replace("host: spark1.local", "host: fd00::10")
+    argv = plan.serve_command(inv(v6))
+    assert argv[argv.index("--host") + 1] == "::"  # vLLM's 0.0.0.0 socket is IPv4 only
+    assert plan.config_hash(inv(v6), IMAGE) != plan.config_hash(inv(), IMAGE)
+    # an IPv4 head keeps the configured (default) address, and the config hash it had
+    assert plan.serve_command(inv())[plan.serve_command(inv()).index("--host") + 1] == "0.0.0.0"
+    assert plan.config_hash(inv(), IMAGE) == plan.config_hash(inv(SERVE__HOST="0.0.0.0"), IMAGE)
 
 
 def test_the_vllm_standin_accepts_every_argument_start_passes() -> None:

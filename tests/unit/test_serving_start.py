@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import pytest
 
+from dgxcluster.core.endpoint import READY, EndpointProbe
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import RecordingProgress
 from dgxcluster.core.session import Session
@@ -142,7 +143,8 @@ def test_the_same_config_running_and_ready_is_left_alone(inv_text: str, tmp_path
     fakes = {"a": FakeConnection("a").on("@@home", _gather(_running("dgxc-c-head", "head", config))),
              "b": FakeConnection("b").on("@@home", _gather(_running("dgxc-c-worker", "worker",
                                                                     config)))}
-    monkeypatch.setattr(start_mod.vllm, "check_ready", lambda *_a: (True, ""))
+    monkeypatch.setattr(start_mod.vllm, "ready",
+                        lambda *_a: EndpointProbe("http://10.0.0.1:8000", READY, 200, ["m"]))
     report = start(_session(inv_text, fakes, tmp_path), StartOptions(model_check=ModelCheck(set())),
                    RecordingProgress())
     assert report.already_running

@@ -8,8 +8,7 @@ from pathlib import Path
 from dgxcluster.core.endpoint import EndpointProbe
 from dgxcluster.core.session import Session
 from dgxcluster.inventory import parse_inventory
-from dgxcluster.logs.redact import CollectedRedactor
-from dgxcluster.secrets import Redactor
+from dgxcluster.secrets import CollectedRedactor, Redactor
 from dgxcluster.status.gather import gather
 from dgxcluster.status.probe import STATUS, parse, parse_docker, parse_time, status_argv
 from dgxcluster.status.report import (

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from dgxcluster.core import ship
+from dgxcluster.core.buildcontext import scan
 from dgxcluster.core.session import Session
 from dgxcluster.facts import nccl_tests
 from dgxcluster.inventory import parse_inventory
@@ -28,11 +29,12 @@ from dgxcluster.verify.results import CheckResult, Level
 from tests.fakes import FakeConnection, Reply
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
-INV = """\
+INV = f"""\
 cluster: spark
 nodes:
-  - {name: spark1, host: s1, fabric_ip: 192.168.100.10, rail_ips: [192.168.100.10, 192.168.101.10]}
-  - {name: spark2, host: s2, fabric_ip: 192.168.100.11, rail_ips: [192.168.100.11, 192.168.101.11]}
+  - {{name: spark1, host: s1, fabric_ip: 192.168.100.10, rail_ips: [192.168.100.10, 192.168.101.10]}}
+  - {{name: spark2, host: s2, fabric_ip: 192.168.100.11, rail_ips: [192.168.100.11, 192.168.101.11]}}
+image: {{name: dgxcluster/vllm-gb10, context: {FIX / "image-context"}}}
 """
 
 
@@ -63,13 +65,14 @@ SYSTEM_NCCL = ('dgxcluster-nccl-libs {"loaded": [{"path": "/usr/lib/aarch64-linu
                '"sha256": "' + "c0" * 32 + '"}], "torch": "2.28.9", "wheel": []}\n')
 
 
-def spark_pair(table: str, log: str, *, image: bool = True, tools: str = "have ib_write_bw\n"
-               "have torch\n" + SYSTEM_NCCL) -> tuple[Session, dict[str, FakeConnection]]:
+def spark_pair(table: str, log: str, *, image: bool = True,
+               tools: str = "have ib_write_bw\nhave torch\n" + SYSTEM_NCCL,
+               inv_text: str = INV) -> tuple[Session, dict[str, FakeConnection]]:
     fakes = {}
     for name in ("spark1", "spark2"):
         f = FakeConnection(name)
         f.on(r"^docker image inspect", Reply(stdout="sha256:" + "ab" * 32 + "\n") if image else
-             Reply(exit_code=1, stderr="Error: No such image: dgxcluster/vllm-gb10:current\n"))
+             Reply(exit_code=1, stderr=f"Error: No such image: {expected_ref()}\n"))
         f.on(r"command -v", Reply(stdout=tools))
         f.on(r"docker rm -f", Reply())
         f.on(r"HOME", Reply(stdout="/home/nvidia"))
@@ -79,7 +82,7 @@ def spark_pair(table: str, log: str, *, image: bool = True, tools: str = "have i
         f.on(r"torch\.distributed\.run", Reply(
             stdout=(table + as_all_reduce(table) if head else "") + log))
         fakes[name] = f
-    inv = parse_inventory(INV, environ={})
+    inv = parse_inventory(inv_text, environ={})
     cluster = Cluster(inv, factory=lambda spec: fakes[spec.name])
     return Session(inventory=inv, cluster=cluster, redactor=Redactor()), fakes
 
@@ -147,8 +150,16 @@ def test_ring_summary_reports_gdr_off() -> None:
 BUNDLE = f"/home/nvidia/.local/state/dgxcluster/spark/bin/nodeside-{ship.digest()}.pyz"
 
 
+def expected_ref() -> str:
+    """The image `start` runs: the fixture context's content tag, with the build args build
+    passes (RAY_VERSION from ray.version)."""
+    build_args = parse_inventory(INV, environ={}).build_args
+    return f"dgxcluster/vllm-gb10:{scan(FIX / 'image-context', 'Dockerfile', build_args).content_tag}"
+
+
 def test_probe_launch_lines() -> None:
     session, fakes = spark_pair(HEALTHY, IB_LOG)
+    ref = expected_ref()
     run_bandwidth(session, ["spark1", "spark2"], 21.875)
     launches = {n: next(c for c in f.calls if "torch.distributed.run" in c) for n, f in fakes.items()}
     for rank, (_name, argv) in enumerate(launches.items()):
@@ -160,13 +171,13 @@ def test_probe_launch_lines() -> None:
         assert "--device /dev/infiniband" in line and "--ulimit memlock=-1" in line
         assert "--cap-add IPC_LOCK" in line and "--network host" in line
         assert f"-v {BUNDLE}:{PROBE_IN_CONTAINER}:ro" in line
-        assert "dgxcluster/vllm-gb10:current -m torch.distributed.run " in line
+        assert f"{ref} -m torch.distributed.run " in line and ":current" not in line
         assert f" {PROBE_IN_CONTAINER} nccl_probe -b 64M -e 1G" in line
     with zipfile.ZipFile(io.BytesIO(fakes["spark2"].files[BUNDLE])) as zf:
         assert b"def main(" in zf.read("nodeside/nccl_probe.py")
     server = shlex.join(next(c for c in fakes["spark2"].calls if "ib_write_bw" in c))
     client = shlex.join(next(c for c in fakes["spark1"].calls if "ib_write_bw" in c))
-    assert server.endswith("--entrypoint ib_write_bw dgxcluster/vllm-gb10:current -d rocep1s0f1 "
+    assert server.endswith(f"--entrypoint ib_write_bw {ref} -d rocep1s0f1 "
                            "-p 18515 -F --report_gbits -D 5 -x 3")
     assert re.search(r"ib_write_bw -d rocep1s0f1 -p 18515 .* -x 3 192\.168\.100\.11$", client)
     assert any("docker rm -f" in shlex.join(c) for c in fakes["spark1"].calls)
@@ -197,7 +208,7 @@ def test_missing_image_stops_before_measuring() -> None:
     session, fakes = spark_pair(HEALTHY, IB_LOG, image=False)
     (r,) = run_bandwidth(session, ["spark1", "spark2"], 21.875)
     assert (r.check, r.status) == ("bandwidth", Level.FAIL)
-    assert "dgxcluster/vllm-gb10:current not found" in r.detail and "dgxcluster build" in r.fix
+    assert f"{expected_ref()} not found" in r.detail and "dgxcluster build" in r.fix
     assert not any("docker run" in shlex.join(c) for f in fakes.values() for c in f.calls)
 
 
@@ -242,3 +253,12 @@ def test_probe_table_is_read_by_the_nccl_tests_parser() -> None:
         "\n# Avg bus bandwidth    : 11.3 \n"
     (t,) = nccl_tests.parse(text)
     assert t.busbw_at_largest == 11.42 and t.avg_busbw == 11.3
+
+
+def test_unreadable_build_context_says_which_image_is_unknown() -> None:
+    session, fakes = spark_pair(HEALTHY, IB_LOG,
+                                inv_text=INV.replace("image-context", "no-such-context"))
+    (r,) = run_bandwidth(session, ["spark1", "spark2"], 21.875)
+    assert (r.check, r.status) == ("bandwidth", Level.FAIL)
+    assert r.detail.startswith("cannot tell which image to measure in") and "image.context" in r.detail
+    assert not any(f.calls for f in fakes.values())  # nothing asked of any node

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dgxcluster.core.containerenv import container_env
+from dgxcluster.core.containerenv import IFNAME_VARS, container_env
 from dgxcluster.facts import ethtool, ibdev2netdev, ibv_devinfo, nvidia_smi
 from dgxcluster.facts import ping as ping_fact
 from dgxcluster.facts.ipaddr import Interface
@@ -244,6 +244,12 @@ def test_nccl_matches() -> None:
     ("UCX_NET_DEVICES: 'rocep1s0f0:1'", Level.FAIL, "rocep1s0f0:1 is not an active RDMA device"),
     ("UCX_NET_DEVICES: 'rocep1s0f1:1,enp1s0f1np1'", Level.PASS, "UCX_NET_DEVICES="),
     ("NCCL_SOCKET_IFNAME: '^docker,lo'", Level.PASS, "NCCL_SOCKET_IFNAME=^docker,lo"),
+    # Open MPI's TCP transport: interface names and/or CIDR networks, checked like the others
+    ("OMPI_MCA_btl_tcp_if_include: eth9", Level.FAIL,
+     "OMPI_MCA_btl_tcp_if_include=eth9 names no interface"),
+    ("OMPI_MCA_btl_tcp_if_include: 192.168.100.0/24", Level.PASS,
+     "OMPI_MCA_btl_tcp_if_include=192.168.100.0/24"),
+    ("OMPI_MCA_btl_tcp_if_include: 10.99.0.0/16", Level.FAIL, "names no interface"),
 ])
 def test_socket_ifname_variables(env: str, status: Level, text: str) -> None:
     res = run(inv(f"container:\n  env: {{{env}}}\n"), spark())["nccl-ifname"]
@@ -402,3 +408,10 @@ def test_unreadable_address_line_is_reported_as_a_parse_problem() -> None:
     assert addr.status == Level.FAIL
     assert problem in addr.detail and "parse problem" in addr.detail
     assert problem in res["nccl-gid"].detail
+
+
+def test_every_interface_variable_start_sets_is_checked() -> None:
+    """One list: what `container_env` derives from the fabric interface is what verify-ib
+    checks (Open MPI's variable was missing from verify-ib's own copy of the list)."""
+    detail = run(inv(""), spark())["nccl-ifname"].detail
+    assert all(f"{var}=enp1s0f1np1" in detail for var in IFNAME_VARS), detail

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import signal
 import socket
@@ -45,10 +46,14 @@ def main(argv: list[str]) -> int:
     if unknown:
         logger.warning("%s: ignoring arguments it does not emulate: %s", NAME, " ".join(unknown))
     host = args.host or "0.0.0.0"
-    # Like vLLM, claim the port before the engine starts (connections are refused until ready).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # Like vLLM, claim the port before the engine starts (connections are refused until ready),
+    # on an IPv6 socket only for an IPv6 --host (vLLM's create_server_socket): 0.0.0.0 is
+    # IPv4 only, `::` takes both on Linux.
+    v6 = _is_ipv6(host)
+    sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, args.port))
+    shown = f"[{host}]" if v6 else host  # as vLLM and uvicorn print an IPv6 listen address
 
     def on_term(signum: int, _frame: object) -> None:
         logger.info("%s: received signal %d while starting; exiting", NAME, signum)
@@ -61,4 +66,11 @@ def main(argv: list[str]) -> int:
     engine.start()
     from vllm_standin.api import serve
 
-    return serve(args, engine, sock, host, started, logger)
+    return serve(args, engine, sock, shown, started, logger)
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False

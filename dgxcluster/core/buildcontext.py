@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dgxcluster.core.naming import CONTENT_TAG_PREFIX, MOVING_TAG
+from dgxcluster.core import dockerignore
+from dgxcluster.core.naming import CONTENT_TAG_PREFIX
 from dgxcluster.errors import UsageError
-from dgxcluster.image import dockerignore
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,3 @@ def scan(root: Path, dockerfile: str = "Dockerfile",
     args = tuple(sorted((build_args or {}).items()))
     return BuildContext(root=root, dockerfile=dockerfile, files=tuple(files), build_args=args)
 
-
-def image_refs(name: str, ctx: BuildContext) -> tuple[str, str]:
-    """(`name:ctx-<hex>`, `name:current`)."""
-    return f"{name}:{ctx.content_tag}", f"{name}:{MOVING_TAG}"

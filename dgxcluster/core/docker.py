@@ -1,16 +1,16 @@
-"""Docker operations on one node's dgxcluster containers (argv only, no shell strings).
+"""Docker operations on one node, shared by every capability (argv only, no shell strings).
 
-`stop`, `status` and `logs` find containers by the `dgxcluster.cluster` label, never by
-guessing names, so a renamed head or a leftover from an older config is still found.
+Containers are found by the `dgxcluster.cluster` label, never by guessing names, so a
+renamed head or a leftover from an older config is still found. Each call is bounded in
+time (`QUICK_S`): a hung node is named, not waited on.
 """
 
 from __future__ import annotations
 
-import time
+import textwrap
 from dataclasses import dataclass
 
 from dgxcluster.core import naming
-from dgxcluster.core.progress import Progress
 from dgxcluster.errors import StepError
 from dgxcluster.facts import docker_ps
 from dgxcluster.remote.command import shell
@@ -24,7 +24,7 @@ def list_cluster(conn: Connection, cluster: str, step: str = "preflight") -> lis
     """Every container (any state) labelled with this cluster on the node."""
     res = conn.run(docker_ps.command(naming.cluster_filter(cluster)), timeout=QUICK_S)
     if not res.ok:
-        raise StepError(step, f"docker is not usable: {_first_line(res.stderr or res.stdout)}",
+        raise StepError(step, f"docker is not usable: {first_line(res.stderr or res.stdout)}",
                         conn.node)
     parsed = docker_ps.parse(res.stdout)
     if parsed.error:
@@ -32,8 +32,20 @@ def list_cluster(conn: Connection, cluster: str, step: str = "preflight") -> lis
     return parsed.containers
 
 
-def image_present(conn: Connection, ref: str) -> bool:
-    return conn.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], timeout=QUICK_S).ok
+def require_image(conn: Connection, ref: str, step: str) -> str:
+    """The image ID of `ref` on the node; StepError saying why not (no docker, daemon down,
+    image absent: build it first)."""
+    res = conn.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], timeout=QUICK_S)
+    if res.exit_code == 0:
+        return res.stdout.strip()
+    err = res.stderr.strip()
+    if res.exit_code == 127:
+        why = "docker is not installed here"
+    elif "Cannot connect to the Docker daemon" in err or "docker.sock" in err:
+        why = "the Docker daemon is not running here"
+    else:
+        why = f"image {ref} is not here: build it first (dgxcluster build)"
+    raise StepError(step, why, node=conn.node)
 
 
 @dataclass(frozen=True)
@@ -74,36 +86,21 @@ def remove(conn: Connection, name: str, timeout: float = 60.0) -> bool:
         return True
     if "No such container" in res.stderr:
         return False
-    raise StepError("remove", f"docker rm -f {name}: {_first_line(res.stderr)}", conn.node)
+    raise StepError("remove", f"docker rm -f {name}: {first_line(res.stderr)}", conn.node)
 
 
 def stop(conn: Connection, name: str, grace_s: int = 10) -> None:
     """SIGTERM (tini forwards it to `ray start --block`, which stops Ray), SIGKILL after grace."""
     res = conn.run(["docker", "stop", "-t", str(grace_s), name], timeout=grace_s + 60)
     if not res.ok and "No such container" not in res.stderr:
-        raise StepError("stop", f"docker stop {name}: {_first_line(res.stderr)}", conn.node)
+        raise StepError("stop", f"docker stop {name}: {first_line(res.stderr)}", conn.node)
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
+    """The first non-blank line of a command's output (for one-line error messages)."""
     return next((ln.strip() for ln in text.splitlines() if ln.strip()), "(no output)")
 
 
-def indent(text: str, prefix: str = "    ") -> str:
-    return "\n".join(prefix + ln for ln in text.splitlines())
-
-
-class StatusThrottle:
-    """Reports a node's status when its gist changes, or every `every_s` seconds otherwise:
-    a live display stays current while plain (CI) output is not flooded by poll loops."""
-
-    def __init__(self, progress: Progress, every_s: float = 5.0) -> None:
-        self.progress = progress
-        self.every_s = every_s
-        self._last: dict[str, tuple[str, float]] = {}
-
-    def status(self, node: str, gist: str, message: str | None = None) -> None:
-        now = time.monotonic()
-        prev = self._last.get(node)
-        if prev is None or prev[0] != gist or now - prev[1] >= self.every_s:
-            self._last[node] = (gist, now)
-            self.progress.status(node, message or gist)
+def indented(text: str) -> str:
+    """Command output (a log tail) quoted below a message line, four spaces in."""
+    return textwrap.indent(text, "    ", lambda _line: True)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from dgxcluster.core import dockerignore
+from dgxcluster.core.buildcontext import scan
+from dgxcluster.core.imageid import ImageId
 from dgxcluster.errors import UsageError
-from dgxcluster.image import dockerignore
-from dgxcluster.image.context import image_refs, scan
 
 
 @pytest.fixture
@@ -26,7 +27,8 @@ def test_same_inputs_same_tag(ctx: Path) -> None:
     b = scan(ctx)
     assert a.content_tag == b.content_tag
     assert a.content_tag.startswith("ctx-") and len(a.content_tag) == 16
-    assert image_refs("x/y", a) == (f"x/y:{a.content_tag}", "x/y:current")
+    img = ImageId("x/y", a.content_tag)
+    assert (img.ref, img.moving) == (f"x/y:{a.content_tag}", "x/y:current")
 
 
 def test_content_change_changes_tag(ctx: Path) -> None:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dgxcluster.logs.redact import CollectedRedactor
-from dgxcluster.secrets import MASK, Redactor, Secret
+from dgxcluster.inventory.schema import secret_in_inventory
+from dgxcluster.secrets import MASK, SECRET_NAME_WORDS, CollectedRedactor, Redactor, Secret
 
 TOKEN = "hf_" + "Ab1" * 12
 
@@ -89,3 +89,18 @@ def test_a_token_split_across_chunks_is_still_masked(cuts: list[int]) -> None:
     joined = b"".join(out)
     assert TOKEN.encode() not in joined
     assert joined.count(MASK.encode()) == 6
+
+
+@pytest.mark.parametrize("word", SECRET_NAME_WORDS)
+def test_one_list_of_secret_names_for_the_inventory_and_for_collected_text(word: str) -> None:
+    name = f"MY_{word}"
+    assert CollectedRedactor().text(f"{name}=abcd1234xyz") == f"{name}={MASK}"
+    assert secret_in_inventory(name, "abcd1234xyz") == "its name says it is a secret"
+
+
+def test_one_token_shape_everywhere() -> None:
+    assert CollectedRedactor().text(f"see {TOKEN} here") == f"see {MASK} here"
+    assert Redactor().display(f"see {TOKEN} here") == f"see {MASK} here"
+    assert secret_in_inventory("ANYTHING", TOKEN) == "its value is a Hugging Face token"
+    short = "hf_" + "a" * 19  # one letter short of the shape
+    assert CollectedRedactor().text(short) == short and secret_in_inventory("X", short) is None

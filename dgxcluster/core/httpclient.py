@@ -1,0 +1,97 @@
+"""HTTP from the operator's machine to vLLM on the head: the one HTTP stack dgxcluster uses.
+
+It is the standard library's `http.client`, chosen over httpx on purpose:
+- `status` asks the endpoint on its hot path; importing httpx (and building its TLS context)
+  costs about 0.3 s more than `http.client` on the 2-core CI machine;
+- the endpoint is plain HTTP/1.1 on the cluster's own network: no TLS, HTTP/2 or pooling
+  is needed, and a streamed chat completion is a chunked body read line by line;
+- `http.client` never reads HTTP(S)_PROXY/NO_PROXY from the environment (what httpx needs
+  `trust_env=False` for), so an operator's corporate proxy cannot swallow requests to the
+  nodes;
+- an IPv6 host (`http://[fd00::1]:8000`) needs nothing special: `urlsplit` unbrackets it
+  and `http.client` brackets it again in the Host header.
+
+Failures are OSErrors: ConnectionRefusedError when nothing listens, another OSError
+(timeouts, unreachable hosts, a malformed answer) otherwise; never anything else.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+#: How much of a body is kept when it is read whole (an error page, /v1/models).
+MAX_BODY = 1 << 20
+
+
+def _connect(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 80
+    except ValueError as exc:  # e.g. a port out of range
+        raise OSError(f"bad URL {url!r}: {exc}") from None
+    if parts.scheme != "http" or not parts.hostname:
+        raise OSError(f"bad URL {url!r}: only http://host[:port]/path is supported")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return http.client.HTTPConnection(parts.hostname, port, timeout=timeout), path
+
+
+def get(url: str, timeout: float, headers: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """GET `url`: (HTTP status, body text, at most MAX_BODY bytes)."""
+    conn, path = _connect(url, timeout)
+    try:
+        conn.request("GET", path, headers=dict(headers or {}))
+        resp = conn.getresponse()
+        return resp.status, resp.read(MAX_BODY).decode("utf-8", "replace")
+    except http.client.HTTPException as exc:
+        raise OSError(f"bad HTTP answer: {exc!r}") from None
+    finally:
+        conn.close()
+
+
+def getter(headers: Mapping[str, str]) -> Callable[[str, float], tuple[int, str]]:
+    """`get` with fixed headers (e.g. `Authorization` for an endpoint started with an API
+    key), in the shape `core.endpoint.Getter` takes."""
+    return lambda url, timeout: get(url, timeout, headers)
+
+
+@dataclass
+class Streamed:
+    """An answer whose body is read as it arrives."""
+
+    status: int
+    _resp: http.client.HTTPResponse
+
+    def lines(self) -> Iterator[str]:
+        """The body line by line (for server-sent events), as the server sends them."""
+        try:
+            while line := self._resp.readline():
+                yield line.decode("utf-8", "replace").rstrip("\r\n")
+        except http.client.HTTPException as exc:
+            raise OSError(f"bad HTTP answer: {exc!r}") from None
+
+    def text(self) -> str:
+        try:
+            return self._resp.read(MAX_BODY).decode("utf-8", "replace")
+        except http.client.HTTPException as exc:
+            raise OSError(f"bad HTTP answer: {exc!r}") from None
+
+
+@contextmanager
+def post_json(url: str, body: object, timeout: float) -> Iterator[Streamed]:
+    """POST `body` as JSON; the answer's body is read by the caller, inside the `with`."""
+    conn, path = _connect(url, timeout)
+    try:
+        data = json.dumps(body).encode()
+        conn.request("POST", path, body=data, headers={
+            "Content-Type": "application/json", "Accept": "text/event-stream, application/json"})
+        resp = conn.getresponse()
+        yield Streamed(resp.status, resp)
+    except http.client.HTTPException as exc:
+        raise OSError(f"bad HTTP answer: {exc!r}") from None
+    finally:
+        conn.close()
