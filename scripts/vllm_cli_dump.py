@@ -4,7 +4,7 @@ Runs inside a throwaway virtualenv holding the vLLM release to describe. It buil
 `vllm` parser exactly as `vllm.entrypoints.cli.main.main` does, reads every action of the
 `serve` subparser, then asks the real parser (and the real `validate`) about a set of probe
 values and argv fragments, so that dgxcluster's emulation can be tested against vLLM's answers.
-Prints one JSON document on stdout. Stdlib + vLLM only.
+Writes one JSON document to the file named as its argument. Stdlib + vLLM only.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import sys
 from typing import Any
 
 # vLLM only collects help texts when it sees --help on its command line (arg_utils.NEEDS_HELP).
+sys.argv_out = sys.argv[1] if len(sys.argv) > 1 else "/dev/stdout"  # type: ignore[attr-defined]
 sys.argv = ["vllm", "serve", "--help"]
 
-from vllm.entrypoints.cli import main as cli_main  # noqa: E402
 from vllm.utils.argparse_utils import FlexibleArgumentParser  # noqa: E402
 
 _KINDS = {
@@ -33,7 +33,6 @@ _KINDS = {
     "_AppendAction": "append", "_AppendConstAction": "append_const", "_CountAction": "count",
     "_HelpAction": "help", "_VersionAction": "version", "_ExtendAction": "extend",
 }
-_CMD_MODULES = ["openai", "serve", "launch", "benchmark.main", "collect_env", "run_batch"]
 
 
 def _closure(fn: Any, name: str) -> Any:
@@ -84,24 +83,56 @@ def _jsonable(v: Any) -> Any:
         return {"repr": repr(v)[:200]}
 
 
+def use_cpu_platform() -> str:
+    """With no GPU, vLLM's platform is "unspecified" and its config defaults cannot be built.
+    Fall back to the CPU platform exactly as vLLM's own main() does for `vllm bench`. Only
+    device-dependent defaults can differ from a GB10 machine; option names, nargs, types and
+    choices do not depend on it."""
+    from vllm import platforms
+
+    if platforms.current_platform.is_unspecified():
+        from vllm.platforms.cpu import CpuPlatform
+
+        platforms.current_platform = CpuPlatform()
+    return type(platforms.current_platform).__name__
+
+
+def _main_source() -> str:
+    from vllm.entrypoints.cli import main as cli_main
+
+    return inspect.getsource(cli_main.main)
+
+
 def build_cli() -> tuple[FlexibleArgumentParser, argparse.ArgumentParser, list[str]]:
-    """The top-level `vllm` parser as main() builds it, and its `serve` subparser."""
+    """The top-level `vllm` parser as main() builds it, and its `serve` subparser. The list of
+    command modules and where the epilog comes from are read from main()'s own source, so this
+    follows vLLM as it moves them between releases."""
     import importlib
 
-    from vllm.entrypoints.utils import VLLM_SUBCMD_PARSER_EPILOG
+    src = _main_source()
+    block = src[src.index("CMD_MODULES = ["):]
+    modules = re.findall(r"vllm\.entrypoints\.cli\.([\w.]+),", block[:block.index("]")])
+    epilog_mod = re.search(r"from ([\w.]+) import[^\n]*VLLM_SUBCMD_PARSER_EPILOG", src)
+    epilog = importlib.import_module(epilog_mod.group(1)).VLLM_SUBCMD_PARSER_EPILOG if epilog_mod else ""
 
-    parser = FlexibleArgumentParser(description="vLLM CLI",
-                                    epilog=VLLM_SUBCMD_PARSER_EPILOG.format(subcmd="[subcommand]"))
+    parser = FlexibleArgumentParser(description="vLLM CLI", epilog=epilog.format(subcmd="[subcommand]"))
     parser.add_argument("-v", "--version", action="version", version=importlib.metadata.version("vllm"))
     subparsers = parser.add_subparsers(required=False, dest="subparser")
     cmds: dict[str, Any] = {}
-    for mod in _CMD_MODULES:
+    for mod in modules:
         module = importlib.import_module(f"vllm.entrypoints.cli.{mod}")
         for cmd in module.cmd_init():
             cmd.subparser_init(subparsers).set_defaults(dispatch_function=cmd.cmd)
             cmds[cmd.name] = cmd
     build_cli.cmds = cmds  # type: ignore[attr-defined]
     return parser, subparsers.choices["serve"], list(subparsers.choices)
+
+
+def serve_validate_function() -> Any:
+    """The function `vllm serve`'s validate() calls (validate_parsed_serve_args)."""
+    validate = type(build_cli.cmds["serve"]).validate  # type: ignore[attr-defined]
+    name = re.search(r"(\w+)\(args\)", inspect.getsource(validate)).group(1)  # type: ignore[union-attr]
+    return validate.__globals__[name]
 
 
 def run_real(parser: FlexibleArgumentParser, argv: list[str]) -> dict[str, Any]:
@@ -115,7 +146,7 @@ def run_real(parser: FlexibleArgumentParser, argv: list[str]) -> dict[str, Any]:
             build_cli.cmds["serve"].validate(args)  # type: ignore[attr-defined]
     except SystemExit as e:
         return {"ok": False, "exit": e.code, "stderr": err.getvalue()}
-    except Exception as e:  # noqa: BLE001 - validate raises TypeError/ValueError: vLLM exits 1
+    except Exception as e:
         return {"ok": False, "exit": 1, "raised": f"{type(e).__name__}: {e}"}
     return {"ok": True}
 
@@ -144,7 +175,8 @@ def probe_values(type_desc: dict[str, Any] | None, choices: list[Any] | None) ->
 CONFORMANCE = [
     [], ["--max-model-len", "4096"], ["--max_model_len", "4096"], ["--max-model-len=4k"],
     ["--max-model-len", "auto"], ["--max-model-len", "lots"], ["--enforce-eager"], ["--enforce_eager"],
-    ["--enforce-eager=1"], ["--no-enforce-eager"], ["--enable-prefix-caching"], ["--no-enable-prefix-caching"],
+    ["--enforce-eager=1"], ["--no-enforce-eager"], ["--enable-prefix-caching"],
+    ["--no-enable-prefix-caching"],
     ["-O3"], ["-O", "3"], ["-O=3"], ["-tp", "2"], ["-tp=2"], ["-pp", "2"], ["--swap-space", "4"],
     ["--disable-log-requests"], ["--max-model", "4096"], ["--max", "1"], ["--enable-auto-tool-choice"],
     ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"],
@@ -176,13 +208,14 @@ _RULE = re.compile(r'if args\.(\w+) and not args\.(\w+):\s*raise (\w+)\(\s*"([^"
 
 def validate_rules() -> list[dict[str, str]]:
     """The `A needs B` checks of validate_parsed_serve_args, read from its source."""
-    src = inspect.getsource(sys.modules["vllm.entrypoints.openai.cli_args"].validate_parsed_serve_args)
+    src = inspect.getsource(serve_validate_function())
     return [{"if": a, "requires": b, "raises": exc, "message": msg} for a, b, exc, msg in _RULE.findall(src)]
 
 
 def main() -> None:
     import vllm
 
+    platform_name = use_cpu_platform()
     parser, serve, subcommands = build_cli()
     deprecated = {id(a) for a in FlexibleArgumentParser._deprecated}
     groups = {id(a): g.title for g in serve._action_groups for a in g._group_actions}
@@ -209,6 +242,7 @@ def main() -> None:
         "vllm_version": importlib.metadata.version("vllm"),
         "vllm_module_version": getattr(vllm, "__version__", None),
         "python": platform.python_version(),
+        "platform": platform_name,
         "argparse_prog": {"top": parser.prog, "serve": serve.prog},
         "usage": {"top": parser.format_usage(), "serve": serve.format_usage()},
         "subcommands": subcommands,
@@ -217,11 +251,12 @@ def main() -> None:
         "validate": validate_rules(),
         "unrecognized_example": unrecognized,
         "conformance": [{"argv": c, **run_real(parser, c)} for c in CONFORMANCE],
-        "validate_source": inspect.getsource(
-            sys.modules["vllm.entrypoints.openai.cli_args"].validate_parsed_serve_args),
+        "validate_source": inspect.getsource(serve_validate_function()),
     }
-    json.dump(doc, sys.stdout, indent=1, sort_keys=False)
-    sys.stdout.write("\n")
+    # vLLM's logger writes to stdout: the document goes to the file named on the command line
+    with open(sys.argv_out, "w") as fh:  # type: ignore[attr-defined]
+        json.dump(doc, fh, indent=1, sort_keys=False)
+        fh.write("\n")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ COMMANDS = (
     "logs_cmd",
     "smoke_cmd",
     "model_cmd",
+    "recipe_cmd",
 )
 
 

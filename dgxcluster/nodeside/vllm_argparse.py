@@ -146,6 +146,38 @@ def _default(opt: Mapping[str, Any]) -> Any:
     return None if isinstance(d, dict) and set(d) == {"repr"} else d
 
 
+def lora_module_error(item: Any) -> str | None:
+    """vLLM's LoRAParserAction (entrypoints/openai/cli_args.py): each --lora-modules value is
+    `name=path` or a JSON object of LoRAModulePath's fields."""
+    if item in (None, ""):
+        return None
+    if "=" in item and "," not in item:
+        return None if item.count("=") == 1 else f"Invalid format for --lora-modules: {item}"
+    try:
+        doc = json.loads(item)
+    except json.JSONDecodeError:
+        return f"Invalid JSON format for --lora-modules: {item}"
+    if not isinstance(doc, dict) or not {"name", "path"} <= set(doc) \
+            or set(doc) - {"name", "path", "base_model_name"}:
+        return f"Invalid fields for --lora-modules: {item}"
+    return None
+
+
+class _LoRAAction(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        for item in values or []:
+            err = lora_module_error(item)
+            if err:
+                parser.error(err)
+        setattr(namespace, self.dest, [v for v in values or [] if v not in (None, "")])
+
+
+# custom argparse actions of vLLM's whose value checks are re-created here
+CUSTOM_ACTIONS: dict[str, tuple[type[argparse.Action], Callable[[Any], str | None]]] = {
+    "custom:LoRAParserAction": (_LoRAAction, lora_module_error),
+}
+
 _ACTIONS: dict[str, Any] = {
     "store": "store", "store_true": "store_true", "store_false": "store_false",
     "store_const": "store_const", "append": "append", "append_const": "append_const",
@@ -157,7 +189,7 @@ def add_option(parser: argparse.ArgumentParser, opt: Mapping[str, Any]) -> None:
     kind = opt["kind"]
     if kind in ("help", "version"):
         return
-    action = _ACTIONS.get(kind, "store")
+    action = CUSTOM_ACTIONS[kind][0] if kind in CUSTOM_ACTIONS else _ACTIONS.get(kind, "store")
     kw: dict[str, Any] = {"dest": opt["dest"], "action": action, "default": _default(opt)}
     if kind in ("store", "append", "extend") or kind.startswith("custom:"):
         kw["nargs"] = opt["nargs"]
@@ -174,7 +206,7 @@ def add_option(parser: argparse.ArgumentParser, opt: Mapping[str, Any]) -> None:
     else:
         strings = list(opt["option_strings"])
     if not strings:
-        parser.add_argument(opt["dest"], nargs=opt["nargs"], type=make_type(opt["type"]),
+        parser.add_argument(opt["dest"], nargs=opt["nargs"], type=make_type(opt["type"]) or str,
                             default=_default(opt))
         return
     parser.add_argument(*strings, **kw)
@@ -201,6 +233,11 @@ def build(table: Table, *, raise_errors: bool = False) -> tuple[argparse.Argumen
 
 def preprocess(args: Sequence[str]) -> list[str]:
     """FlexibleArgumentParser.parse_args' rewriting of argv before argparse (vLLM's own rules)."""
+    return _merge_dotted(rewrite(args))
+
+
+def rewrite(args: Sequence[str]) -> list[str]:
+    """Its first pass: `--a_b[.c_d]=v` -> `--a-b[.c_d]=v`, `-O3` -> `--optimization-level 3`."""
     processed: list[str] = []
     for i, arg in enumerate(args):
         if arg.startswith("--help="):
@@ -218,7 +255,7 @@ def preprocess(args: Sequence[str]) -> list[str]:
             processed.append("--optimization-level")
         else:
             processed.append(arg)
-    return _merge_dotted(processed)
+    return processed
 
 
 def _merge_dotted(processed: list[str]) -> list[str]:

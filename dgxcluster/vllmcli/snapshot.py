@@ -107,13 +107,14 @@ class Snapshot:
 
     @property
     def produced(self) -> Mapping[str, Any]:
-        return self.table.get("produced", {})
+        produced: Mapping[str, Any] = self.table.get("produced", {})
+        return produced
 
 
 @functools.cache
 def load(version: str) -> Snapshot:
     """The snapshot of vLLM `version`; a UsageError lists the ones there are."""
-    f = resources.files(__package__).joinpath("snapshots", f"vllm-{version}.json")
+    f = resources.files(__package__).joinpath("snapshots").joinpath(f"vllm-{version}.json")
     if not f.is_file():
         have = ", ".join(available()) or "none"
         raise UsageError(f"no snapshot of vLLM {version}'s command line (have: {have}); "

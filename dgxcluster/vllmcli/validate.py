@@ -64,11 +64,15 @@ class Problem:
 
 
 @dataclass
-class _Use:
+class Use:
+    """One option given in a fragment: argv[start:end] of it set `dest`."""
+
     key: str
     dest: str
     token: str
     values: list[str]
+    start: int = 0
+    end: int = 0
 
 
 def _resolve(parser: argparse.ArgumentParser, token: str) -> tuple[str, Any, str | None] | None:
@@ -93,7 +97,8 @@ class _Scan:
         self.snap = snap
         self.parser = snap.serve_parser
         self.problems: list[Problem] = []
-        self.uses: list[_Use] = []
+        self.uses: list[Use] = []
+        self.start = 0
 
     def add(self, key: str, flag: str, msg: str, severity: Literal["error", "warning"] = "error") -> None:
         self.problems.append(Problem(key, flag, msg, severity))
@@ -106,6 +111,7 @@ class _Scan:
         i = 0
         while i < len(argv):
             tok = argv[i]
+            self.start = i
             i += 1
             if tok == END_OF_OPTIONS:
                 if argv[i:]:
@@ -162,7 +168,7 @@ class _Scan:
             if spelled not in self.snap.flags:
                 self.add(frag.key, tok, f"vLLM reads this abbreviation as {opt.flag}; spell it out "
                          "(a later vLLM may add a flag that makes it ambiguous)", "warning")
-        self.uses.append(_Use(frag.key, action.dest, tok, values))
+        self.uses.append(Use(frag.key, action.dest, tok, values, self.start, i))
         return i
 
     def dotted(self, frag: Fragment, tok: str, argv: list[str], i: int) -> int:
@@ -188,7 +194,7 @@ class _Scan:
             fields = (opt.type or {}).get("fields") or ((opt.type or {}).get("of") or {}).get("fields") or []
             if fields and first not in fields:
                 self.add(frag.key, tok, f"{_cls(opt)} has no field {first!r}{_did_you_mean(first, fields)}")
-        self.uses.append(_Use(frag.key, action.dest, tok, [value]))
+        self.uses.append(Use(frag.key, action.dest, tok, [value], self.start, i))
         return i
 
     def check_value(self, key: str, tok: str, action: argparse.Action, value: str) -> None:
@@ -200,6 +206,13 @@ class _Scan:
             detail = str(e) if isinstance(e, argparse.ArgumentTypeError) else f"not a valid {name}"
             self.add(key, tok, f"invalid value {value!r}: {detail}")
             return
+        opt = self.snap.options.get(action.dest)
+        custom = vllm_argparse.CUSTOM_ACTIONS.get(opt.kind) if opt is not None else None
+        if custom is not None:
+            err = custom[1](converted)
+            if err:
+                self.add(key, tok, err)
+                return
         if action.choices is not None and converted not in action.choices:
             shown = ", ".join(str(c) for c in action.choices)
             close = _did_you_mean(value, [str(c) for c in action.choices])
@@ -214,7 +227,7 @@ class _Scan:
 
 
 def _normal(tok: str) -> str:
-    return vllm_argparse.preprocess([tok])[0] if tok.startswith("--") else tok
+    return vllm_argparse.rewrite([tok])[0] if tok.startswith("--") else tok
 
 
 def _cls(opt: Option) -> str:
@@ -259,6 +272,13 @@ def _skip_values(argv: list[str], i: int, option_like: Any) -> int:
     return i
 
 
+def uses(snap: Snapshot, frag: Fragment) -> list[Use]:
+    """The options `frag` sets, as vLLM reads them (unknown ones left out)."""
+    scan = _Scan(snap)
+    scan.fragment(frag)
+    return scan.uses
+
+
 def check(snap: Snapshot, fragments: Sequence[Fragment], *, generated: Sequence[str] = (),
           owners: Mapping[str, str] = GENERATED_OWNERS) -> list[Problem]:
     """Every problem with `fragments` as flags of `vllm serve` in vLLM `snap.version`.
@@ -274,7 +294,7 @@ def check(snap: Snapshot, fragments: Sequence[Fragment], *, generated: Sequence[
         generated_dests["model_tag"] = generated[0]
     for frag in fragments:
         scan.fragment(frag)
-    seen: dict[str, _Use] = {}
+    seen: dict[str, Use] = {}
     for use in scan.uses:
         opt = snap.options.get(use.dest)
         if use.dest in generated_dests:
@@ -289,6 +309,9 @@ def check(snap: Snapshot, fragments: Sequence[Fragment], *, generated: Sequence[
             else:
                 scan.add(use.key, use.token, f"also set in {first.key} ({first.token})")
         seen.setdefault(use.dest, use)
+        if use.dest == "chat_template" and use.values and not any(c in use.values[0] for c in "{}\n"):
+            scan.add(use.key, use.token, "vLLM checks at start that this file exists in the container "
+                     "(or is one of its built-in templates); dgxcluster cannot check it here", "warning")
         if use.dest == "config":
             scan.add(use.key, use.token, "vLLM reads more options from that file on the node; "
                      "dgxcluster cannot check them", "warning")
