@@ -67,7 +67,7 @@ def ls_cmd(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
     t = Table(title="recipes (dgxcluster recipe show NAME)")
     for col in ("name", "model", "nodes", "memory", "executor", "TP x PP x DP", "vLLM"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("name", "model"), overflow="fold")
     for r in recipes.values():
         t.add_row(r.name, r.model, str(r.nodes), f"{r.memory_gb} GB", r.executor,
                   f"{r.tensor_parallel_size} x {r.pipeline_parallel_size} x {r.data_parallel_size}",
@@ -91,12 +91,16 @@ def show_cmd(
     from dgxcluster.cli.exitcodes import EXIT_USAGE
     from dgxcluster.recipes.catalog import get
 
+    import shlex
+
     recipe = get(name)
     problems = _problems(recipe)
+    command = ["vllm", "serve", *generated_argv(recipe), *recipe.flags]
     if json_out:
-        _json({**recipe.model_dump(mode="json"), "problems": problems})
+        _json({**recipe.model_dump(mode="json"), "command": command, "problems": problems})
     else:
         print(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, width=100), end="")
+        print(f"# command (default serve.host/port): {shlex.join(command)}")
         print(f"# flags checked against vLLM {recipe.vllm}: "
               + ("ok" if not problems else f"{len(problems)} problem(s)"))
         for p in problems:
