@@ -86,12 +86,12 @@ def show_cmd(
 
     Exit 0 if the flags check out, 2 if vLLM would refuse them (each problem is named).
     """
+    import shlex
+
     import yaml
 
     from dgxcluster.cli.exitcodes import EXIT_USAGE
     from dgxcluster.recipes.catalog import get
-
-    import shlex
 
     recipe = get(name)
     problems = _problems(recipe)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -118,6 +119,11 @@ class _Scan:
                     self.add(frag.key, "--", f"vLLM reads no options after `--`: "
                              f"{' '.join(argv[i:])} would be unrecognized arguments")
                 return
+            if re.match(r"^--model(=.+|$)", tok):  # FlexibleArgumentParser moves it in front
+                self.add(frag.key, tok, "dgxcluster passes the model as `vllm serve MODEL` (from "
+                         "serve.model); vLLM would take this as the model and refuse the other one")
+                i += 0 if "=" in tok else 1
+                continue
             if tok.startswith("-O") and tok != "-O":
                 i = self.use(frag, tok, "--optimization-level", [tok[3:] if tok[2:3] == "=" else tok[2:]],
                              argv, i, explicit=True)
@@ -309,6 +315,8 @@ def check(snap: Snapshot, fragments: Sequence[Fragment], *, generated: Sequence[
             else:
                 scan.add(use.key, use.token, f"also set in {first.key} ({first.token})")
         seen.setdefault(use.dest, use)
+        if use.dest == "help":
+            scan.add(use.key, use.token, "makes vLLM print its help and exit instead of serving")
         if use.dest == "chat_template" and use.values and not any(c in use.values[0] for c in "{}\n"):
             scan.add(use.key, use.token, "vLLM checks at start that this file exists in the container "
                      "(or is one of its built-in templates); dgxcluster cannot check it here", "warning")
@@ -325,6 +333,8 @@ def _final_pass(snap: Snapshot, fragments: Sequence[Fragment], generated: Sequen
     for f in fragments:
         argv += list(f.argv)
     keys = ", ".join(dict.fromkeys(f.key for f in fragments)) or "generated"
+    if any(u.dest == "help" for u in scan.uses):
+        return  # argparse would print the help and exit; the scan said so
     try:
         ns = snap.parser.parse_args(vllm_argparse.preprocess(["serve", *argv]))
     except vllm_argparse.ParseError as e:

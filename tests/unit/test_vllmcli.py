@@ -119,6 +119,13 @@ def test_repeating_a_generated_flag_is_refused_naming_the_key_to_set() -> None:
     assert "dgxcluster's executor (Ray)" in msg
 
 
+def test_the_model_and_help_are_refused_in_extra_args() -> None:
+    (msg,) = extra(["--model", "other/model"])
+    assert "passes the model as `vllm serve MODEL` (from serve.model)" in msg
+    (msg,) = extra(["--help"])
+    assert "print its help and exit" in msg
+
+
 def test_wrong_choices_types_and_counts_are_refused() -> None:
     (msg,) = extra(["--kv-cache-dtype", "fp9"])
     assert "invalid choice 'fp9'" in msg and "fp8" in msg
