@@ -217,7 +217,9 @@ def main() -> None:
 
     platform_name = use_cpu_platform()
     parser, serve, subcommands = build_cli()
-    deprecated = {id(a) for a in FlexibleArgumentParser._deprecated}
+    # older vLLM keeps deprecated actions on the class, newer on each parser
+    marked = getattr(serve, "_deprecated", None) or getattr(FlexibleArgumentParser, "_deprecated", set())
+    deprecated = {id(a) for a in marked}
     groups = {id(a): g.title for g in serve._action_groups for a in g._group_actions}
     options: list[dict[str, Any]] = []
     for a in serve._actions:

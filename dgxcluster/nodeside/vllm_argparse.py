@@ -143,6 +143,8 @@ def make_type(desc: Mapping[str, Any] | None) -> Callable[[str], Any] | None:
 def _default(opt: Mapping[str, Any]) -> Any:
     """The recorded default, unless the snapshot could only describe it (`{"repr": ...}`)."""
     d = opt.get("default")
+    if d == argparse.SUPPRESS:
+        return argparse.SUPPRESS  # the very object: argparse tells it by identity
     return None if isinstance(d, dict) and set(d) == {"repr"} else d
 
 

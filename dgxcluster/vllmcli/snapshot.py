@@ -23,7 +23,7 @@ from dgxcluster.nodeside import vllm_argparse
 _NAME = re.compile(r"^vllm-(.+)\.json$")
 
 
-def _version_key(v: str) -> tuple[int | str, ...]:
+def version_key(v: str) -> tuple[int | str, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.+-]", v))
 
 
@@ -31,7 +31,7 @@ def available() -> list[str]:
     """vLLM versions with a committed snapshot, oldest first."""
     names = (m.group(1) for f in resources.files(__package__).joinpath("snapshots").iterdir()
              if (m := _NAME.match(f.name)))
-    return sorted(names, key=_version_key)
+    return sorted(names, key=version_key)
 
 
 @dataclass(frozen=True)

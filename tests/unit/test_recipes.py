@@ -40,6 +40,17 @@ def test_every_recipe_validates_against_its_vllm_snapshot(name: str) -> None:
     assert len(recipe.source) > 40 and ("http" in recipe.source or "/" in recipe.source)
 
 
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_still_validates_in_every_later_vllm_snapshot(name: str) -> None:
+    """So a base-image bump (26.05 -> 26.10 moves vLLM 0.20.1 -> 0.31.0) says which recipes break."""
+    recipe = RECIPES[name]
+    later = [v for v in snapshot.available()
+             if snapshot.version_key(v) >= snapshot.version_key(recipe.min_vllm)]
+    for version in later:
+        problems = errors(check_recipe(recipe.model_copy(update={"vllm": version}), generated_argv(recipe)))
+        assert [str(p) for p in problems] == [], version
+
+
 def test_the_testbed_recipe_serves_the_testbeds_synthetic_model() -> None:
     import hashlib
 
