@@ -212,6 +212,23 @@ def validate_rules() -> list[dict[str, str]]:
     return [{"if": a, "requires": b, "raises": exc, "message": msg} for a, b, exc, msg in _RULE.findall(src)]
 
 
+_ARG_READ = re.compile(r'(?:getattr\(\s*args,\s*"(\w+)"|args\.(\w+))')
+
+
+def validate_calls() -> list[dict[str, str]]:
+    """(function, dest) for each validate_* function validate() calls and each option it reads."""
+    fn = serve_validate_function()
+    out = []
+    for name, rest in re.findall(r"(validate_\w+)\(([^)]*\)?)", inspect.getsource(fn)):
+        called = fn.__globals__.get(name)
+        if called is None or called is fn:
+            continue
+        text = rest if not rest.startswith("args)") else inspect.getsource(called)
+        dests = {a or b for a, b in _ARG_READ.findall(text)} - {"subparser"}
+        out += [{"function": name, "dest": d} for d in sorted(dests)]
+    return out
+
+
 def main() -> None:
     import vllm
 
@@ -226,8 +243,14 @@ def main() -> None:
         kind = _KINDS.get(type(a).__name__, "custom:" + type(a).__name__)
         type_desc = describe_type(a.type)
         choices = [_jsonable(c) for c in a.choices] if a.choices is not None else None
+        # every spelling the parser registers (EnableDisableAction hides --no-enable-x from
+        # option_strings but still accepts it) and the ones that switch the option off
+        strings = list(a.option_strings) + [s for s, act in serve._option_string_actions.items()
+                                            if act is a and s not in a.option_strings]
+        negative = sorted(getattr(a, "negative_option_strings", None)
+                          or [s for s in strings if kind == "boolean_optional" and s.startswith("--no-")])
         entry: dict[str, Any] = {
-            "dest": a.dest, "option_strings": list(a.option_strings), "kind": kind,
+            "dest": a.dest, "option_strings": strings, "negative_option_strings": negative, "kind": kind,
             "nargs": a.nargs, "const": _jsonable(a.const), "default": _jsonable(a.default),
             "type": type_desc, "choices": choices, "required": bool(a.required),
             "metavar": _jsonable(a.metavar), "group": groups.get(id(a)),
@@ -251,6 +274,9 @@ def main() -> None:
         "serve_usage_arg": serve.usage,
         "options": options,
         "validate": validate_rules(),
+        # further checks validate() delegates (e.g. a chat template file must exist): named with
+        # the options they read, so dgxcluster can say it does not re-create them
+        "validate_calls": validate_calls(),
         "unrecognized_example": unrecognized,
         "conformance": [{"argv": c, **run_real(parser, c)} for c in CONFORMANCE],
         "validate_source": inspect.getsource(serve_validate_function()),

@@ -93,7 +93,7 @@ def show_cmd(
     from dgxcluster.cli.exitcodes import EXIT_USAGE
     from dgxcluster.recipes.catalog import get
 
-    recipe = get(name)
+    recipe = get(name, "NAME")
     problems = _problems(recipe)
     command = ["vllm", "serve", *generated_argv(recipe), *recipe.flags]
     if json_out:
@@ -144,7 +144,11 @@ def import_cmd(
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {file}: {exc}", "FILE") from None
-    doc = convert(text, str(file), load(vllm or "0.20.1"), memory_gb=memory_gb)
+    try:
+        snap = load("0.20.1" if vllm is None else vllm)
+    except UsageError as exc:
+        raise UsageError(str(exc).removeprefix("vllm version: "), "--vllm") from None
+    doc = convert(text, str(file), snap, memory_gb=memory_gb)
     out = yaml.safe_dump(doc, sort_keys=False, width=100)
     recipe = parse(out, f"{file} (converted)")
     problems = _problems(recipe)
@@ -155,7 +159,10 @@ def import_cmd(
     if any(p.startswith("error") for p in problems):
         raise UsageError("the converted recipe's flags would be refused by vLLM (above)", "FILE")
     if output:
-        output.write_text(out)
+        try:
+            output.write_text(out)
+        except OSError as exc:
+            raise UsageError(f"cannot write {output}: {exc}", "--output") from None
         print(f"wrote {output}")
     else:
         print(out, end="")

@@ -180,6 +180,29 @@ CUSTOM_ACTIONS: dict[str, tuple[type[argparse.Action], Callable[[Any], str | Non
     "custom:LoRAParserAction": (_LoRAAction, lora_module_error),
 }
 
+class _Switch(argparse.Action):
+    """An on/off option (BooleanOptionalAction, vLLM's EnableDisableAction): every spelling the
+    parser registered, off for the negative ones (`--no-x`, `--disable-x`)."""
+
+    def __init__(self, option_strings: list[str], dest: str, negative: Sequence[str] = (),
+                 **kwargs: Any) -> None:
+        self.negative = frozenset(negative)
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, option_string not in self.negative)
+
+
+def negative_strings(opt: Mapping[str, Any]) -> list[str]:
+    """The spellings that switch an on/off option off (older snapshots: the `--no-` ones)."""
+    if opt.get("negative_option_strings"):
+        return list(opt["negative_option_strings"])
+    if opt["kind"] == "boolean_optional":
+        return [s for s in opt["option_strings"] if s.startswith("--no-")]
+    return []
+
+
 _ACTIONS: dict[str, Any] = {
     "store": "store", "store_true": "store_true", "store_false": "store_false",
     "store_const": "store_const", "append": "append", "append_const": "append_const",
@@ -202,11 +225,12 @@ def add_option(parser: argparse.ArgumentParser, opt: Mapping[str, Any]) -> None:
             kw = {"dest": opt["dest"], "action": "store_true", "default": _default(opt)}
     elif kind in ("store_const", "append_const"):
         kw["const"] = opt.get("const")
-    if kind == "boolean_optional":
-        # BooleanOptionalAction adds the --no- forms itself: give it the positive strings only
-        strings = [s for s in opt["option_strings"] if not s.startswith("--no-")]
-    else:
-        strings = list(opt["option_strings"])
+    strings = list(opt["option_strings"])
+    negative = negative_strings(opt)
+    if negative or kind == "boolean_optional":
+        parser.add_argument(*strings, dest=opt["dest"], action=_Switch, negative=negative,
+                            default=_default(opt))
+        return
     if not strings:
         parser.add_argument(opt["dest"], nargs=opt["nargs"], type=make_type(opt["type"]) or str,
                             default=_default(opt))

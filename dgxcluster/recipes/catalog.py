@@ -38,11 +38,11 @@ def parse(text: str, shown: str) -> Recipe:
         raise InventoryError(shown, problems) from None
 
 
-def load_file(path: Path) -> Recipe:
+def load_file(path: Path, option: str = "recipe") -> Recipe:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}", "recipe") from None
+        raise UsageError(f"cannot read {path}: {exc}", option) from None
     return parse(text, str(path))
 
 
@@ -60,13 +60,14 @@ def builtin() -> dict[str, Recipe]:
     return out
 
 
-def get(name: str) -> Recipe:
-    """A built-in recipe by name, or a recipe file by path (anything with a `/` or `.yaml`)."""
+def get(name: str, option: str = "recipe") -> Recipe:
+    """A built-in recipe by name, or a recipe file by path (anything with a `/` or `.yaml`);
+    a UsageError names `option` (the CLI argument or inventory key it came from)."""
     if "/" in name or name.endswith((".yaml", ".yml")):
-        return load_file(Path(name))
+        return load_file(Path(name), option)
     recipes = builtin()
     if name in recipes:
         return recipes[name]
     close = difflib.get_close_matches(name, list(recipes), n=3, cutoff=0.5)
     hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-    raise UsageError(f"no recipe named {name!r}{hint}; `dgxcluster recipe ls` lists them", "recipe")
+    raise UsageError(f"no recipe named {name!r}{hint}; `dgxcluster recipe ls` lists them", option)

@@ -51,14 +51,14 @@ class Option:
     @property
     def flag(self) -> str:
         """The long spelling (what messages name)."""
-        longs = [s for s in self.option_strings if s.startswith("--") and not s.startswith("--no-")]
+        longs = [s for s in self.option_strings
+                 if s.startswith("--") and not s.startswith(("--no-", "--disable-"))]
         return (longs or list(self.option_strings) or [self.dest])[0]
 
     @property
     def takes_value(self) -> bool:
         return self.nargs != 0 and self.kind not in (
-            "store_true", "store_false", "store_const", "append_const", "count", "boolean_optional",
-            "help", "version")
+            "store_true", "store_false", "store_const", "append_const", "count", "help", "version")
 
 
 @dataclass(frozen=True)
@@ -85,15 +85,7 @@ class Snapshot:
     @functools.cached_property
     def flags(self) -> dict[str, Option]:
         """Every spelling argparse knows (`--no-x` forms of boolean options included)."""
-        out: dict[str, Option] = {}
-        for opt in self.options.values():
-            for s in opt.option_strings:
-                out[s] = opt
-            if opt.kind == "boolean_optional":
-                for s in opt.option_strings:
-                    if s.startswith("--") and not s.startswith("--no-"):
-                        out["--no-" + s[2:]] = opt
-        return out
+        return {s: opt for opt in self.options.values() for s in opt.option_strings}
 
     @functools.cached_property
     def parser(self) -> argparse.ArgumentParser:
@@ -115,7 +107,7 @@ class Snapshot:
 def load(version: str) -> Snapshot:
     """The snapshot of vLLM `version`; a UsageError lists the ones there are."""
     f = resources.files(__package__).joinpath("snapshots").joinpath(f"vllm-{version}.json")
-    if not f.is_file():
+    if not re.fullmatch(r"\d+(\.\d+)*([.+-][0-9A-Za-z.]+)?", version) or not f.is_file():
         have = ", ".join(available()) or "none"
         raise UsageError(f"no snapshot of vLLM {version}'s command line (have: {have}); "
                          f"make one with scripts/vllm-cli-snapshot {version}", "vllm version")

@@ -38,6 +38,9 @@ GENERATED_OWNERS: dict[str, str] = {
 }
 _MULTI = ("append", "extend")
 END_OF_OPTIONS = "--"
+# what the checks validate() delegates look at, where it helps to say so
+_DELEGATED = {"validate_chat_template": ": that the file exists in the container or is one of its "
+              "built-in templates"}
 # Combinations `vllm serve` refuses in ServeSubcommand.cmd (vllm/entrypoints/cli/serve.py, 0.20.1)
 _COMBOS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("headless", "api_server_count"),
@@ -278,6 +281,22 @@ def _skip_values(argv: list[str], i: int, option_like: Any) -> int:
     return i
 
 
+def delegated_checks(snap: Snapshot) -> dict[str, list[str]]:
+    """dest -> the functions vLLM's validate() hands it to (which this module does not re-create).
+    A function is about the option its name names (validate_chat_template -> chat_template); the
+    other options it merely reads are left out, so `--port` is not flagged for a gRPC check."""
+    by_function: dict[str, list[str]] = {}
+    for call in snap.table.get("validate_calls", []):
+        by_function.setdefault(call["function"], []).append(call["dest"])
+    out: dict[str, list[str]] = {}
+    for function, dests in by_function.items():
+        subject = function.removeprefix("validate_").removesuffix("_args").removesuffix("_arg")
+        named = [d for d in dests if d == subject]
+        for d in named or dests:
+            out.setdefault(d, []).append(function)
+    return out
+
+
 def uses(snap: Snapshot, frag: Fragment) -> list[Use]:
     """The options `frag` sets, as vLLM reads them (unknown ones left out)."""
     scan = _Scan(snap)
@@ -301,6 +320,7 @@ def check(snap: Snapshot, fragments: Sequence[Fragment], *, generated: Sequence[
     for frag in fragments:
         scan.fragment(frag)
     seen: dict[str, Use] = {}
+    delegated = delegated_checks(snap)
     for use in scan.uses:
         opt = snap.options.get(use.dest)
         if use.dest in generated_dests:
@@ -317,9 +337,11 @@ def check(snap: Snapshot, fragments: Sequence[Fragment], *, generated: Sequence[
         seen.setdefault(use.dest, use)
         if use.dest == "help":
             scan.add(use.key, use.token, "makes vLLM print its help and exit instead of serving")
-        if use.dest == "chat_template" and use.values and not any(c in use.values[0] for c in "{}\n"):
-            scan.add(use.key, use.token, "vLLM checks at start that this file exists in the container "
-                     "(or is one of its built-in templates); dgxcluster cannot check it here", "warning")
+        for call in delegated.get(use.dest, []):
+            if use.dest == "chat_template" and use.values and any(c in use.values[0] for c in "{}\n"):
+                continue  # an inline template: nothing on the node to look for
+            scan.add(use.key, use.token, f"vLLM {snap.version} also checks this at start "
+                     f"({call}{_DELEGATED.get(call, '')}); dgxcluster cannot check it here", "warning")
         if use.dest == "config":
             scan.add(use.key, use.token, "vLLM reads more options from that file on the node; "
                      "dgxcluster cannot check them", "warning")
