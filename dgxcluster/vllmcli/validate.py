@@ -315,6 +315,9 @@ def check(snap: Snapshot, fragments: Sequence[Fragment], *, generated: Sequence[
     gen = _Scan(snap)
     gen.fragment(Fragment("generated", list(generated)[1:] if generated else []))
     generated_dests = {u.dest: u.token for u in gen.uses}
+    for p in errors(gen.problems):  # what dgxcluster itself passes, unknown to this vLLM release
+        scan.add(owners.get(next((u.dest for u in gen.uses if u.token == p.flag), ""),
+                            "dgxcluster's own flags"), p.flag, p.message)
     if generated:
         generated_dests["model_tag"] = generated[0]
     for frag in fragments:

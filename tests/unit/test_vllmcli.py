@@ -169,6 +169,17 @@ def test_a_chat_template_path_is_a_warning_as_only_the_node_can_check_it() -> No
                  generated=GENERATED) == []
 
 
+def test_headless_with_api_servers_is_refused_as_vllm_serve_does() -> None:
+    (msg,) = extra(["--headless", "--api-server-count", "2"])
+    assert "--api-server-count cannot be used with --headless" in msg
+    assert extra(["--headless"]) == []
+
+
+def test_a_generated_flag_the_release_lacks_is_reported() -> None:
+    (msg,) = extra([], generated=[*GENERATED, "--no-such-generated-flag"])
+    assert msg.startswith("dgxcluster's own flags: --no-such-generated-flag: vLLM 0.20.1's")
+
+
 def test_values_after_double_dash_and_stray_values_are_refused() -> None:
     (msg,) = extra(["--", "--enforce-eager"])
     assert "reads no options after `--`" in msg
