@@ -85,6 +85,7 @@ COMMANDS = (
     "bench_cmd",
     "metrics_cmd",
     "model_cmd",
+    "recipe_cmd",
 )
 
 

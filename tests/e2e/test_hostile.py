@@ -30,9 +30,10 @@ TOKEN = "hf_hostileSecretsFile0123456789abcdef"
 STATE_DIR = "/root/dgxc state;$(touch /tmp/dgxc-pwned-state) `touch /tmp/dgxc-pwned-state2` 'q\" ü"
 MODEL = "dgxc/hostile-model; $(touch /tmp/dgxc-pwned-model) `touch /tmp/dgxc-pwned-model2`"
 SERVED = "served 'q\" ü; $(touch /tmp/dgxc-pwned-served) `touch /tmp/dgxc-pwned-served2` *"
-#: Every hostile value as an extra argument of `vllm serve`, except --help, with which the
-#: real vLLM (and the stand-in) print help and exit: passed literally, as asked.
-EXTRA = [v for k, v in HOSTILE.items() if k != "leading-dashes"]
+#: Every hostile value as the value of a real `vllm serve` option that takes any string
+#: (`--middleware`, repeatable): passed literally, as asked. (A bare hostile value is refused
+#: by vLLM's parser, and so by the stand-in, as an unrecognized argument.)
+EXTRA = [f"--middleware={v}" for v in HOSTILE.values()]
 ENV = {f"DGXC_HOSTILE_{k.upper().replace('-', '_')}": v for k, v in HOSTILE.items()
        if k != "newline"}  # a newline in container.env is refused by validation
 LABEL = f"dgxc.hostile={HOSTILE['subst']} {HOSTILE['backticks']} {HOSTILE['quotes']} ü"

@@ -49,15 +49,30 @@ PLANTED = {
     "nodeside-standalone": ("dgxcluster/nodeside/relay.py",
                             "import dgxcluster.errors  # planted\n",
                             "dgxcluster.nodeside.relay -> dgxcluster.errors"),
+    # the controller importing a node-side program instead of shipping it
+    "nodeside-as-files": ("dgxcluster/models/agent.py",
+                          "import dgxcluster.nodeside.hfcache  # planted\n",
+                          "dgxcluster.models.agent -> dgxcluster.nodeside.hfcache"),
+}
+
+#: More upward imports the layers contract refuses (vLLM's CLI tables sit above core, below
+#: the capabilities): {name: (file, planted line, what lint-imports names)}.
+UPWARD = {
+    "vllmcli-imports-a-capability": ("dgxcluster/vllmcli/fit.py",
+                                     "import dgxcluster.serving.plan  # planted\n",
+                                     "dgxcluster.vllmcli.fit -> dgxcluster.serving.plan"),
+    "core-imports-recipes": ("dgxcluster/core/imageid.py",
+                             "import dgxcluster.recipes.catalog  # planted\n",
+                             "dgxcluster.core.imageid -> dgxcluster.recipes.catalog"),
 }
 
 
-@pytest.mark.parametrize("contract", sorted(PLANTED))
+@pytest.mark.parametrize("contract", sorted(PLANTED) + sorted(UPWARD))
 def test_a_planted_violation_breaks_its_contract(contract: str, tmp_path: Path) -> None:
     shutil.copytree(REPO / "dgxcluster", tmp_path / "dgxcluster",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    path, line, shown = PLANTED[contract]
+    path, line, shown = {**PLANTED, **UPWARD}[contract]
     target = tmp_path / path
     text = target.read_text()
     head, sep, rest = text.partition("\nfrom __future__ import annotations\n")
@@ -140,6 +155,8 @@ def _subpackages() -> set[str]:
 @pytest.mark.parametrize(("contract", "exempt"), [
     ("ssh-only-in-remote", {"dgxcluster.remote"}),
     ("ui-only-in-cli", {"dgxcluster.cli"}),
+    # the two that may import nodeside.vllm_argparse, and nodeside itself
+    ("nodeside-as-files", {"dgxcluster.vllmcli", "dgxcluster.recipes", "dgxcluster.nodeside"}),
 ])
 def test_forbidden_contracts_cover_every_package(contract: str, exempt: set[str]) -> None:
     """A new package must not slip past a forbidden contract by not being listed in it."""

@@ -37,6 +37,8 @@ from dgxcluster.core.durations import parse_duration
 from dgxcluster.errors import UsageError
 from dgxcluster.inventory.schema import ImageSettings
 from dgxcluster.models.repoid import RepoId, check_revision
+from dgxcluster.recipes import catalog as recipe_catalog
+from dgxcluster.vllmcli import snapshot as vllm_snapshot
 from tests.hostile import HOSTILE
 
 #: Hundreds of generated examples: minutes on a loaded 2-core machine, not seconds.
@@ -99,6 +101,8 @@ TAIL: dict[tuple[str, ...], list[str]] = {
     ("exec",): ["--", "true"],
     ("model", "sync"): ["Qwen/Qwen3-0.6B"],
     ("model", "pull"): ["Qwen/Qwen3-0.6B"],
+    ("recipe", "import"): [str(Path(__file__).resolve().parents[1] / "fixtures" / "recipes"
+                               / "spark-vllm-docker-style.yaml")],
 }
 
 
@@ -141,6 +145,10 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "metrics targets --format": texts.filter(lambda s: s not in ("yaml", "file-sd")),
     "metrics targets --output": texts.filter(lambda s: ".." not in s).map(
         lambda s: f"/nonexistent-dgxc-fuzz/d/{s}"),
+    "recipe show name": texts.filter(_rejected(lambda s: recipe_catalog.get(s))),
+    "recipe import file": texts.filter(lambda s: not Path(s).is_file()),
+    "recipe import --vllm": texts.filter(_rejected(vllm_snapshot.load)),
+    "recipe import --output": texts.map(lambda s: f"/nonexistent-dgxc-dir/{s}/out.yaml"),
 }
 #: Parameters for which no rejected value exists (anything is a valid command, count or flag).
 NO_BAD_VALUE = {"exec command", "logs --output",  # any folder name can be made

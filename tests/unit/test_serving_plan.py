@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dgxcluster.core import endpoint
 from dgxcluster.core.containerenv import container_env
 from dgxcluster.core.nodepaths import NodePaths
@@ -152,40 +150,4 @@ def test_an_ipv6_head_gets_a_listening_address_it_is_reached_at() -> None:
     assert plan.config_hash(inv(), IMAGE) == plan.config_hash(inv(SERVE__HOST="0.0.0.0"), IMAGE)
 
 
-def test_the_vllm_standin_accepts_every_argument_start_passes() -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "images" / "testbed" / "standin"))
-    try:
-        from vllm_standin.cli import parser
-    finally:
-        sys.path.pop(0)
-    i = inv("nodes:\n  - {name: a, host: a, fabric_ip: 10.0.0.1}\n"
-            "serve: {model: m, served_model_name: s, revision: r, pipeline_parallel_size: 2}\n"
-            "ray: {num_gpus: 4}\n")
-    argv = plan.serve_command(i)
-    args, unknown = parser().parse_known_args(argv[1:])
-    assert unknown == []
-    assert (args.model, args.tensor_parallel_size, args.pipeline_parallel_size) == ("m", 2, 2)
-    assert args.distributed_executor_backend == "ray" and args.served_model_name == ["s"]
-    # flags it does not emulate (here from serve.extra_args) are accepted and reported, not fatal
-    _, unknown = parser().parse_known_args([*plan.serve_command(inv())[1:]])
-    assert unknown == ["--enforce-eager"]
-
-
-def test_extra_args_never_become_served_model_names() -> None:
-    """vLLM's --served-model-name takes one or more values (nargs="+"): placed last, a bare
-    value in serve.extra_args became a second served name. It now comes right after the
-    model, ended by the next option."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "images" / "testbed" / "standin"))
-    try:
-        from vllm_standin.cli import parser
-    finally:
-        sys.path.pop(0)
-    i = inv("nodes:\n  - {name: a, host: a, fabric_ip: 10.0.0.1}\n"
-            "serve: {model: m, served_model_name: 'my name', extra_args: [bare, -x, 'a b']}\n")
-    args, unknown = parser().parse_known_args(plan.serve_command(i)[1:])
-    assert args.served_model_name == ["my name"] and args.model == "m"
-    assert unknown == ["bare", "-x", "a b"]
+# The stand-in's parsing of what start passes: tests/unit/test_vllm_standin_cli.py

@@ -18,6 +18,17 @@ def test_sizes(n: int, text: str) -> None:
     assert human_bytes(n) == text
 
 
+@pytest.mark.parametrize(("n", "text"), [
+    (512, "512 B"), (1000, "1.0 KiB"), (1024, "1.0 KiB"), (512 * 1024**2, "512.0 MiB"),
+    (1023 * 1024**2, "1.0 GiB"),  # the number stays below 1000, as in decimal units
+    (999.96 * 1024**3, "1.0 TiB"),
+    (int(65.3e9), "60.8 GiB"), (-4 * 1024**3, "-4.0 GiB"),
+])
+def test_binary_sizes(n: int, text: str) -> None:
+    """Memory, as vLLM's start-up log and `vllmcli.fit` show it."""
+    assert human_bytes(n, binary=True) == text
+
+
 def test_rates() -> None:
     assert human_rate(1_250_000_000, 1.0) == "1.25 GB/s"
     assert human_rate(5_000_000, 2.0) == "2.5 MB/s"

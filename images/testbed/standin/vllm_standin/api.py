@@ -394,7 +394,7 @@ async def _run(app: web.Application, api: Api, sock: socket.socket, host: str, p
             await asyncio.sleep(5)
             try:
                 await asyncio.to_thread(api.engine.check_alive)
-            except Exception as exc:  # noqa: BLE001 - any failure means a worker is gone
+            except Exception as exc:
                 api.engine.dead = f"a Ray worker of the engine died: {type(exc).__name__}"
                 logger.error("EngineCore encountered a fatal error. (%s: %s)", NAME, api.engine.dead)
                 logger.error("Engine core proc died unexpectedly, shutting down client.")

@@ -1,50 +1,72 @@
-"""`vllm serve MODEL [options]`: the arguments dgxcluster passes, parsed as vLLM does."""
+"""`vllm serve MODEL [options]`, parsed with vLLM's own argument table (an unknown flag fails as in vLLM)."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import signal
 import socket
 import sys
 import time
+from typing import Any
 
 from vllm_standin import NAME, VERSION, log
 
+# vLLM's `vllm serve` argument table and the stdlib module that rebuilds its parser, staged
+# here by images/testbed/stage-vllm-cli from dgxcluster/vllmcli/snapshots (the same snapshot
+# dgxcluster validates inventory flags against) and dgxcluster/nodeside/vllm_argparse.py.
+CLI_DIR = os.environ.get("DGXCLUSTER_STANDIN_VLLM_CLI") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "vllm_cli")
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vllm", description=f"{NAME}: a test double for vllm serve")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="serve a model over the OpenAI-compatible API (stand-in)")
-    s.add_argument("model")
-    s.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
-    s.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)
-    s.add_argument("--distributed-executor-backend", choices=["ray", "mp", "uni", "external_launcher"])
-    s.add_argument("--host", default=None)
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--max-model-len", type=int, default=None)
-    s.add_argument("--gpu-memory-utilization", type=float, default=0.9)
-    s.add_argument("--served-model-name", nargs="+", default=None)
-    s.add_argument("--revision", default=None)
-    s.add_argument("--trust-remote-code", action="store_true")
-    s.add_argument("--dtype", default="auto")
-    s.add_argument("--api-key", default=None)
-    p.add_argument("--version", action="version", version=f"{VERSION} ({NAME})")
-    return p
+
+def _table() -> tuple[Any, dict[str, Any]]:
+    path = os.path.join(CLI_DIR, "table.json")
+    if not os.path.isfile(path):
+        sys.stderr.write(f"{NAME}: {path} is missing: the image was built without "
+                         "images/testbed/stage-vllm-cli (run images/testbed/fetch-wheels)\n")
+        sys.exit(1)
+    sys.path.insert(0, CLI_DIR)
+    import vllm_argparse
+
+    with open(path) as fh:
+        return vllm_argparse, json.load(fh)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """`vllm ARGV` as vLLM's parser reads it: an unknown or malformed flag exits 2 with vLLM's
+    usage and message; what vLLM's `validate` refuses exits 1 with its TypeError."""
+    argparse_mod, table = _table()
+    if argv[:1] in (["-v"], ["--version"]):
+        sys.stdout.write(f"{table['vllm_version']}\n")
+        sys.exit(0)
+    top, serve = argparse_mod.build(table)
+    args = top.parse_args(argparse_mod.preprocess(argv))
+    if args.subparser != "serve":
+        top.error(f"the {NAME} emulates `vllm serve` only")
+    for message in argparse_mod.validate_messages(table, args):
+        sys.stderr.write(f"Traceback (most recent call last):\n  (vLLM {table['vllm_version']} "
+                         f"validate_parsed_serve_args, emulated by the {NAME})\nTypeError: {message}\n")
+        sys.exit(1)
+    if getattr(args, "model_tag", None):
+        args.model = args.model_tag  # as ServeSubcommand.cmd does
+    args.emulated_vllm = table["vllm_version"]
+    args.non_default = {k: v for k, v in vars(args).items()
+                        if k not in ("subparser", "emulated_vllm") and v != serve.get_default(k)}
+    return args
 
 
 def main(argv: list[str]) -> int:
     started = time.time()
-    args, unknown = parser().parse_known_args(argv)
+    args = parse(argv)
     logger = log.setup()
     logger.info("%s %s: a test double for `vllm serve` (no model is loaded, no GPU is used)",
                 NAME, VERSION)
     logger.info("%s: process started at %s (epoch %.3f) pid %d", NAME,
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), started, os.getpid())
-    logger.info("non-default args: %s", {k: v for k, v in vars(args).items() if v not in (None, False)})
-    if unknown:
-        logger.warning("%s: ignoring arguments it does not emulate: %s", NAME, " ".join(unknown))
+    logger.info("%s: command line parsed with vLLM %s's argument table", NAME, args.emulated_vllm)
+    logger.info("non-default args: %s", args.non_default)
     host = args.host or "0.0.0.0"
     # Like vLLM, claim the port before the engine starts (connections are refused until ready),
     # on an IPv6 socket only for an IPv6 --host (vLLM's create_server_socket): 0.0.0.0 is

@@ -179,11 +179,11 @@ class Engine:
         for w in self.workers:
             try:
                 ray.kill(w)
-            except Exception:  # noqa: BLE001 - best effort at exit
+            except Exception:
                 pass
         if self.pg is not None:
             try:
                 remove_placement_group(self.pg)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         ray.shutdown()
