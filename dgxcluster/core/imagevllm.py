@@ -28,12 +28,20 @@ class ImageVllm:
 
 
 def dockerfile_arg(text: str, name: str) -> str | None:
-    """The default of `ARG name=value` in a Dockerfile (the last one: the final stage's);
-    None when absent, given without a default, or built from other variables."""
-    found: str | None = None
+    """The value `ARG name[=default]` gives in a Dockerfile's final stage (where the image's
+    labels are set): its default there, or, for a bare `ARG name`, the default declared before
+    the first FROM (Docker's scoping rules); None when there is none or it is built from other
+    variables."""
+    globals_: dict[str, str | None] = {}
+    stage: dict[str, str | None] | None = None
     logical = text.replace("\\\r\n", " ").replace("\\\n", " ")
     for line in logical.splitlines():
         words = line.strip().split(None, 1)
+        if not words:
+            continue
+        if words[0].upper() == "FROM":
+            stage = {}
+            continue
         if len(words) < 2 or words[0].upper() != "ARG":
             continue
         try:
@@ -42,9 +50,13 @@ def dockerfile_arg(text: str, name: str) -> str | None:
             continue
         for item in items:
             key, eq, value = item.partition("=")
-            if key == name:
-                found = value if eq and value and "$" not in value else None
-    return found
+            if stage is None:
+                globals_[key] = value if eq else None
+            else:
+                stage[key] = value if eq else globals_.get(key)
+    scope = stage if stage is not None and name in stage else globals_
+    found = scope.get(name)
+    return found if found and "$" not in found else None
 
 
 def image_vllm(inv: InventoryModel) -> ImageVllm:

@@ -60,6 +60,8 @@ def test_the_images_vllm_is_read_from_its_dockerfile_or_build_args(tmp_path: Pat
     ("ARG VLLM_VERSION\n", None),
     ("ARG VLLM_VERSION=${BASE}\n", None),
     ("ARG VLLM_VERSION=0.1\nFROM x\nARG VLLM_VERSION=0.2\n", "0.2"),
+    ("ARG VLLM_VERSION=0.1\nFROM x\nARG VLLM_VERSION\n", "0.1"),  # a stage takes the global
+    ("FROM a\nARG VLLM_VERSION=0.1\nFROM b\nARG VLLM_VERSION=0.3\n", "0.3"),
     ("# ARG VLLM_VERSION=0.1\n", None),
 ])
 def test_dockerfile_arg_defaults(text: str, value: str | None) -> None:
