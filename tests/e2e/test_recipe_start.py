@@ -60,7 +60,9 @@ def test_start_recipe_dry_run_says_where_each_value_came_from(tb: Testbed) -> No
     assert re.search(rf"^  recipe +{RECIPE}  \(start --recipe\)$", out, re.M), out
     assert re.search(r"^  model +Qwen/Qwen3-0\.6B  \(inventory\)$", out, re.M), out
     assert re.search(rf"^  revision +{REVISION}  \(recipe {RECIPE}\)$", out, re.M), out
-    assert re.search(rf"^  max_model_len +4096  \(recipe {RECIPE}\)$", out, re.M), out
+    assert re.search(rf"^  tensor_parallel_size +2  \(recipe {RECIPE}\)$", out, re.M), out
+    # the testbed's inventory sets max_model_len (4096) itself: the inventory's key wins
+    assert re.search(r"^  max_model_len +4096  \(inventory\)$", out, re.M), out
     assert re.search(r"^  port +8000  \(default\)$", out, re.M), out
     assert re.search(r'^  extra_args +\["--enable-prefix-caching", "--max-num-seqs", "8"\] '
                      rf"\(recipe {RECIPE}\) \+ \[\] \(serve\.extra_args\)$", out, re.M), out
