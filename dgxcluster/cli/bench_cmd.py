@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
             inv = state(ctx).inventory()
             url = base_url(inv) + "/v1"
             measured = {"model": inv.serve.model, "revision": inv.serve.revision,
-                        "node_count": len(inv.nodes)}
+                        "node_count": len(inv.nodes), "recipe": inv.serve.recipe}
         key_value = os.environ.get(api_key_env)
         if api_key_env != "VLLM_API_KEY" and not key_value:
             raise UsageError(f"${api_key_env} is not set", "--api-key-env")
