@@ -39,6 +39,7 @@ def check_interval(seconds: float) -> float:
 
 def _node_row(n: NodeStatus, age: float | None) -> list[str]:
     from dgxcluster.cli.servingtext import gpu_cells, memory_cell
+    from dgxcluster.status.report import NO_SMI
 
     if not n.reachable:
         return [n.node, n.role, f"[bold red]unreachable[/bold red]: {n.error}", "", "", "", "",
@@ -51,7 +52,7 @@ def _node_row(n: NodeStatus, age: float | None) -> list[str]:
     else:
         containers = "\n".join(c.describe() for c in n.containers) or "-"
     util, temp, power = gpu_cells(n.gpus) if n.gpus else (
-        "-" if n.gpu_error is None else f"[dim]{n.gpu_error}[/dim]", "", "")
+        "-" if n.gpu_error in (None, NO_SMI) else f"[dim]{n.gpu_error}[/dim]", "", "")
     return [n.node, n.role, ssh, containers, util, temp, power, memory_cell(n.memory)]
 
 
