@@ -49,7 +49,10 @@ from tests.e2e.observe import remove_cluster_containers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
-PREFILL, DECODE, SLOWDOWN = 8000.0, 64.0, 0.1
+#: A prefill of a second or more at depth 0: the cluster's own latency (the stand-in's steps on
+#: a loaded 2-core machine, about 70 ms a request beyond what llama-benchy subtracts) must stay
+#: small beside what is measured.
+PREFILL, DECODE, SLOWDOWN = 2000.0, 64.0, 0.1
 RATES = {"DGXCLUSTER_STANDIN_PREFILL_TPS": str(PREFILL),
          "DGXCLUSTER_STANDIN_DECODE_TPS": str(DECODE),
          "DGXCLUSTER_STANDIN_BATCH_SLOWDOWN": str(SLOWDOWN)}
