@@ -1,44 +1,56 @@
-"""`/proc/meminfo`: how much memory a node has. On a DGX Spark the GPU and the CPU share it, so
-this is also what vLLM's `--gpu-memory-utilization` is a fraction of (nvidia-smi prints "Not
-Supported" for GB10's memory; NVML tools fall back to the system's total, as gpud PR #1170 does:
-128501256192 B on a 128 GB Spark, `MemTotal: 125489508 kB`)."""
+"""`/proc/meminfo`: a node's memory, total and available.
+
+On a DGX Spark the CPU and the GPU share one LPDDR5x pool, so `nvidia-smi` says "Not
+Supported" for memory and the kernel's view is the one that counts: what vLLM's weights and
+KV cache take shows up here. `MemAvailable` is the kernel's estimate of memory available to
+new work without swapping (Linux Documentation/filesystems/proc.rst; since 3.14); the values
+are in KiB, printed as `kB`. Used = total - available.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-ARGV = ["cat", "/proc/meminfo"]
-KIB = 1024
+from dgxcluster.facts import ParseError
+
+FIELDS = ("MemTotal", "MemAvailable")
+ARGV = ["grep", "-E", f"^({'|'.join(FIELDS)}):", "/proc/meminfo"]
+COMMAND = "/proc/meminfo"
+
+_LINE = re.compile(r"^(?P<key>\w+(?:\(\w+\))?):\s+(?P<value>\d+)(?:\s+kB)?\s*$")
 
 
 @dataclass(frozen=True)
-class MemInfo:
-    total_bytes: int = 0
-    available_bytes: int | None = None
-    error: str | None = None
+class Memory:
+    total_bytes: int
+    available_bytes: int | None  # None on kernels without MemAvailable
+
+    @property
+    def used_bytes(self) -> int | None:
+        return None if self.available_bytes is None else self.total_bytes - self.available_bytes
+
+    def to_json(self) -> dict[str, object]:
+        return {"total_bytes": self.total_bytes, "available_bytes": self.available_bytes,
+                "used_bytes": self.used_bytes}
 
 
-def parse(text: str) -> MemInfo:
-    """`Key:  value kB` lines (proc(5)); MemTotal is required, MemAvailable read when there."""
+def parse(text: str) -> Memory:
     values: dict[str, int] = {}
     for line in text.splitlines():
-        key, sep, rest = line.partition(":")
-        words = rest.split()
-        if not sep or not words or not words[0].isdigit():
-            continue
-        unit = words[1] if len(words) > 1 else ""
-        values[key.strip()] = int(words[0]) * (KIB if unit == "kB" else 1)
-    total = values.get("MemTotal")
-    if not total:
-        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "(empty)")
-        return MemInfo(error=f"could not parse /proc/meminfo (no MemTotal): {first[:120]}")
-    return MemInfo(total, values.get("MemAvailable"))
+        m = _LINE.match(line.strip())
+        if m:
+            values[m.group("key")] = int(m.group("value")) * 1024
+    if "MemTotal" not in values:
+        raise ParseError(COMMAND, "no 'MemTotal:' line", text)
+    return Memory(values["MemTotal"], values.get("MemAvailable"))
 
 
 def spark_variant(total_bytes: int) -> int | None:
     """128 or 64 (GB) for a DGX Spark's MemTotal (a 128 GB Spark shows about 119.7 GiB: some of
-    the memory is reserved); None for anything else (the testbed's nodes, a workstation)."""
-    gib = total_bytes / KIB**3
+    the memory is reserved); None for anything else (the testbed's nodes, a workstation).
+    NVML tools fall back to the system's total on GB10 too (gpud PR #1170: 128501256192 B)."""
+    gib = total_bytes / 1024**3
     if 110 <= gib <= 128:
         return 128
     if 55 <= gib <= 64:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from dgxcluster.core import docker
 from dgxcluster.core.units import human_bytes
 from dgxcluster.errors import DgxClusterError
-from dgxcluster.facts import meminfo
+from dgxcluster.facts import ParseError, meminfo
 from dgxcluster.serving.preflight import NodeCheck
 from dgxcluster.vllmcli import fit
 
@@ -41,18 +41,22 @@ class WeightsCheck(NodeCheck, Protocol):
 @dataclass(frozen=True)
 class _Answer:
     model: object
-    memory: meminfo.MemInfo
+    memory: meminfo.Memory | str
 
 
-def read_memory(conn: Connection) -> meminfo.MemInfo:
-    """The node's memory (one round trip); a failure is an answer, not an exception."""
+def read_memory(conn: Connection) -> meminfo.Memory | str:
+    """The node's memory (one round trip); a failure is an answer (what went wrong), not an
+    exception."""
     try:
         res = conn.run(meminfo.ARGV, timeout=docker.QUICK_S)
     except DgxClusterError as exc:
-        return meminfo.MemInfo(error=f"could not read /proc/meminfo: {exc}")
+        return f"could not read /proc/meminfo: {exc}"
     if not res.ok:
-        return meminfo.MemInfo(error=f"could not read /proc/meminfo: {res.stderr.strip()[:200]}")
-    return meminfo.parse(res.stdout)
+        return f"could not read /proc/meminfo: {res.stderr.strip()[:200]}"
+    try:
+        return meminfo.parse(res.stdout)
+    except ParseError as exc:
+        return f"could not parse /proc/meminfo: {exc}"
 
 
 def _g(n: int) -> str:
@@ -96,12 +100,12 @@ class FitCheck:
                 out[node] = (ok, f"{text}; {said}")
         return out
 
-    def fits(self, weights: int | None, memory: meminfo.MemInfo) -> tuple[bool, str]:
+    def fits(self, weights: int | None, memory: meminfo.Memory | str) -> tuple[bool, str]:
         """(start here?, what to show) for one node."""
         if weights is None:
             return True, "fit not estimated (no safetensors files in the snapshot)"
-        if memory.error:
-            return True, f"fit not estimated ({memory.error})"
+        if isinstance(memory, str):
+            return True, f"fit not estimated ({memory})"
         est = fit.estimate(weights, tensor_parallel_size=self.tensor_parallel_size,
                            pipeline_parallel_size=self.pipeline_parallel_size,
                            total_bytes=memory.total_bytes,

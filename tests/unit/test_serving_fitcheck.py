@@ -10,7 +10,8 @@ import pytest
 from dgxcluster.facts import meminfo
 from dgxcluster.inventory.schema import InventoryModel
 from dgxcluster.models.check import start_check
-from dgxcluster.serving.fitcheck import FitCheck, _Answer, for_inventory
+from dgxcluster.serving.fitcheck import FitCheck, _Answer, for_inventory, read_memory
+from tests.fakes import FakeConnection, Reply
 from tests.unit.test_facts import GARBAGE, REAL, body
 from tests.unit.test_model_plan import BIG, SMALL, entry
 
@@ -22,7 +23,6 @@ SPARK_128 = "MemTotal:       125443120 kB\nMemFree:         3778892 kB\nMemAvail
 
 def test_meminfo_of_a_real_kernel() -> None:
     m = meminfo.parse(body(REAL / "meminfo_testbed_host_linux6.18_24GiB.txt"))
-    assert m.error is None
     assert m.total_bytes == 24683584 * 1024 and m.available_bytes and m.available_bytes < m.total_bytes
     assert meminfo.spark_variant(m.total_bytes) is None  # the testbed is no Spark
 
@@ -35,9 +35,10 @@ def test_a_128_gb_spark_reads_as_one() -> None:
 
 
 @pytest.mark.parametrize("text", GARBAGE)
-def test_meminfo_garbage_is_an_error_not_an_exception(text: str) -> None:
-    m = meminfo.parse(text)
-    assert m.error and "could not parse /proc/meminfo" in m.error and m.total_bytes == 0
+def test_meminfo_garbage_is_an_answer_not_an_exception(text: str) -> None:
+    conn = FakeConnection("node1").on("meminfo", Reply(stdout=text))
+    said = read_memory(conn)
+    assert isinstance(said, str) and "could not parse /proc/meminfo" in said
 
 
 def test_the_weights_are_the_safetensors_of_the_served_commit_from_the_scans() -> None:
@@ -76,7 +77,7 @@ class Inner:
 
 
 def judged(check: FitCheck, totals: dict[str, int]) -> dict[str, tuple[bool, str]]:
-    return check.judge({n: _Answer("entry", meminfo.MemInfo(t)) for n, t in totals.items()})
+    return check.judge({n: _Answer("entry", meminfo.Memory(t, None)) for n, t in totals.items()})
 
 
 SPARK = 125443120 * 1024
@@ -116,7 +117,7 @@ def test_what_the_model_check_refuses_stays_refused_and_unknowns_do_not_block() 
     assert v["b"] == (False, "model org/m is not complete here")
     assert judged(FitCheck(Inner(None), 2), {"a": SPARK})["a"] == (
         True, "model org/m complete; fit not estimated (no safetensors files in the snapshot)")
-    unread = FitCheck(Inner(GIB), 2).judge({"a": _Answer("e", meminfo.MemInfo(error="no /proc"))})
+    unread = FitCheck(Inner(GIB), 2).judge({"a": _Answer("e", "no /proc")})
     assert unread["a"] == (True, "model org/m complete; fit not estimated (no /proc)")
 
 
