@@ -8,13 +8,14 @@ section (`fabric`, `image`, `container`, `ray`, `serve`, `model`, `secrets`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, ip_address
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dgxcluster.inventory import crosschecks
+from dgxcluster.inventory import crosschecks, dockergpus, dockeropts
 from dgxcluster.inventory.jumps import JumpHop, parse_jump
 from dgxcluster.secrets import HF_TOKEN_SHAPE, SECRET_NAME_WORDS
 
@@ -219,20 +220,87 @@ class ImageSettings(Strict):
         return _check_env(v)
 
 
-class ContainerSettings(Strict):
-    """`docker run` options for the Ray containers; defaults are the DGX Spark ones."""
+def _docker_checked(check: Callable[[str], object]) -> AfterValidator:
+    """An item validator from a `dockeropts` check (its error names the item's index)."""
 
-    gpus: str = Field(default="all", pattern=r"^(all|none|[0-9]+|device=[0-9,]+)$")
+    def run(v: str) -> str:
+        check(v)
+        return v
+
+    return AfterValidator(run)
+
+
+Device = Annotated[str, _docker_checked(dockeropts.check_device)]
+Capability = Annotated[str, _docker_checked(dockeropts.check_capability)]
+Volume = Annotated[str, _docker_checked(dockeropts.volume_target)]
+
+
+class ContainerSettings(Strict):
+    """`docker run` options for the Ray containers; defaults are the DGX Spark ones. Each value
+    is checked for what Docker makes of it (`dockeropts`, `dockergpus`: Docker's own parsing)."""
+
+    gpus: str = Field(default="all", min_length=1, max_length=1024,
+                      description="all | none | N | device=0,1 | docker's --gpus syntax")
     network: str = Field(default="host", pattern=r"^[a-z0-9_.-]+$")
     ipc: str | None = Field(default="host", pattern=r"^[a-z0-9_:.-]+$")
-    shm_size: str = Field(default="10.24g", pattern=r"^[0-9]+(\.[0-9]+)?[bkmgBKMG]?$")
-    devices: list[str] = Field(default_factory=lambda: ["/dev/infiniband"])
-    cap_add: list[str] = Field(default_factory=lambda: ["IPC_LOCK"])
+    shm_size: str = Field(default="10.24g", max_length=64)
+    devices: list[Device] = Field(default_factory=lambda: ["/dev/infiniband"])
+    cap_add: list[Capability] = Field(default_factory=lambda: ["IPC_LOCK"])
     ulimits: dict[str, str] = Field(default_factory=lambda: {"memlock": "-1"})
     hf_cache: str = Field(default="~/.cache/huggingface", min_length=1, max_length=1024)
-    volumes: list[str] = Field(default_factory=list, description="extra HOST:CONTAINER[:ro]")
+    volumes: list[Volume] = Field(default_factory=list, description="extra HOST:CONTAINER[:MODE]")
     env: dict[str, str] = Field(default_factory=dict, description="extra env set at docker run")
     extra_args: list[str] = Field(default_factory=list, description="extra docker run options")
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v: str) -> str:
+        _no_control_chars(v, "gpus")
+        if v != "none":
+            dockergpus.read(v)
+        return v
+
+    @property
+    def gpus_arg(self) -> str | None:
+        """The `--gpus` argv element Docker reads as `gpus` means (`"device=0,1"`), or None."""
+        return None if self.gpus == "none" else dockergpus.render(dockergpus.read(self.gpus))
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm(cls, v: str) -> str:
+        dockeropts.check_shm_size(v)
+        return v
+
+    @field_validator("ipc")
+    @classmethod
+    def _ipc(cls, v: str | None) -> str | None:
+        if v is not None:
+            dockeropts.check_ipc(v)
+        return v
+
+    @field_validator("ulimits")
+    @classmethod
+    def _ulimits(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            try:
+                dockeropts.parse_ulimit(f"{name}={value}")
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return v
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, v: list[str]) -> list[str]:
+        for i, why in dockeropts.duplicate_targets(v):
+            raise ValueError(f"item {i} ({v[i]}): {why}")
+        return v
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra(cls, v: list[str]) -> list[str]:
+        for i, why in dockeropts.extra_arg_problems(v):
+            raise ValueError(f"item {i}: {why}")
+        return v
 
     @field_validator("env")
     @classmethod
