@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dgxcluster.inventory import crosschecks, dockergpus, dockeropts
+from dgxcluster.inventory import crosschecks, dockergpus, dockeropts, imageref
 from dgxcluster.inventory.jumps import JumpHop, parse_jump
 from dgxcluster.secrets import HF_TOKEN_SHAPE, SECRET_NAME_WORDS
 
@@ -203,9 +203,28 @@ def _check_env(v: dict[str, str]) -> dict[str, str]:
     return v
 
 
-class ImageSettings(Strict):
-    """The image every node runs; its tag is derived from the build context's content."""
+class RegistryLogin(Strict):
+    """Credentials for a private registry. The password is never here: `password_secret` names
+    the variable (in the environment or `secrets.file`) that holds it."""
 
+    user: str = Field(min_length=1, max_length=256, description="not a secret; NGC: $oauthtoken")
+    password_secret: str = Field(pattern=ENV_NAME_RE, description="e.g. NGC_API_KEY")
+    registry: str | None = Field(default=None, description="default: the registry of image.ref")
+
+    @field_validator("user", "registry")
+    @classmethod
+    def _plain(cls, v: str | None) -> str | None:
+        return _not_an_option(v, "value")
+
+
+class ImageSettings(Strict):
+    """The image every node runs: built from a context (its tag is derived from the content)
+    or pulled by reference on one node and shipped to the others (`source: pull`)."""
+
+    source: Literal["build", "pull"] = "build"
+    ref: str | None = Field(default=None, max_length=512,
+                            description="source pull: REPOSITORY[:TAG][@DIGEST] to pull")
+    login: RegistryLogin | None = None
     name: str = Field(default="dgxcluster/vllm-gb10", pattern=r"^[a-z0-9][a-z0-9._/-]{0,127}$")
     context: Path = Path("../images/vllm-gb10")
     dockerfile: str = Field(default="Dockerfile", min_length=1)
@@ -218,6 +237,26 @@ class ImageSettings(Strict):
     @classmethod
     def _args(cls, v: dict[str, str]) -> dict[str, str]:
         return _check_env(v)
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, v: str | None) -> str | None:
+        if v is not None:
+            imageref.parse(v)
+        return v
+
+    @model_validator(mode="after")
+    def _pull_needs(self) -> ImageSettings:
+        if self.source != "pull":
+            return self
+        if self.ref is None:
+            raise ValueError("image.source: pull needs image.ref, the image to pull "
+                             "(e.g. nvcr.io/nvidia/vllm:26.10-py3)")
+        if self.strategy == "each":
+            raise ValueError("image.source: pull pulls on one node and ships that copy to the "
+                             "others (strategy: distribute); pulling on every node can give "
+                             "different images when the tag moves")
+        return self
 
 
 def _docker_checked(check: Callable[[str], object]) -> AfterValidator:
@@ -439,6 +478,12 @@ class InventoryModel(Strict):
                 if key in secret_names:
                     errors.append(((*section, key), f"{key} is listed in secrets.env, so its value "
                                    f"must not be here: {_secret_hint(key)}"))
+        login = self.image.login
+        if login is not None and login.password_secret in secret_names:
+            errors.append((("image", "login", "password_secret"),
+                           f"{login.password_secret} is listed in secrets.env, so it would also "
+                           "reach every container's env-file: leave it out of secrets.env (the "
+                           "pull reads it from the environment or secrets.file by itself)"))
         ray_arg = self.image.build_args.get(RAY_VERSION_ARG)
         if ray_arg is not None and ray_arg != self.ray.version:
             errors.append((("image", "build_args", RAY_VERSION_ARG),
