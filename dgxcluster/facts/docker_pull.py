@@ -1,4 +1,5 @@
-"""`docker pull REF`: its argv and what its output says (layers, digest, status, errors).
+"""What `docker pull REF` prints: layers, digest, status, errors (the argv, with the login
+around it, is `image.dockercmd.pull_argv`).
 
 docker/cli `cli/command/image/pull.go`: `docker pull [-q] [--platform P] [-a] NAME[:TAG|@DIGEST]`;
 with no tag it prints `Using default tag: latest`; then the daemon's JSON stream as
@@ -22,10 +23,6 @@ _PULLING = re.compile(r"^(\S+): Pulling from (\S+)\s*$")
 _DIGEST = re.compile(r"^Digest: (sha256:[0-9a-f]{64})\s*$")
 _STATUS = re.compile(r"^Status: (Downloaded newer image|Image is up to date) for (\S+)\s*$")
 DONE_STATES = ("Pull complete", "Already exists")
-
-
-def argv(ref: str) -> list[str]:
-    return ["docker", "pull", ref]
 
 
 @dataclass

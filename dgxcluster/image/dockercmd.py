@@ -71,7 +71,7 @@ def finalize_argv(ref: str, moving: str, image_id: str, record_dir: str, record_
 PIN = r"""id=$1 rdir=$2 rec=$3; shift 3
 got=$(docker image inspect --format '{{.Id}}' "$id" 2>/dev/null)
 if [ "$got" != "$id" ]; then
-  was=$(docker image inspect --format '{{.Id}}' "$1" 2>&1 | head -n 1)
+  was=$(docker image inspect --format '{{.Id}}' "$1" 2>&1 | grep -m 1 .)
   echo "dgxcluster: image id mismatch: expected $id here; $1 is: $was" >&2; exit 9
 fi
 for t in "$@"; do docker tag "$id" "$t" || exit 1; done

@@ -233,8 +233,10 @@ class _Pull:
         self.digest = self._pick_digest(digests) or (
             f"{self.repository}@{said.digest}" if said.digest else None)
         got = "downloaded" if said.updated else "already up to date"
-        self.pulled_detail = (f"pulled {self.ref} in {time.monotonic() - t0:.1f}s ({got}; "
-                              f"{said.layers} layer(s), {said.present} already here)")
+        # layers counted over every line (the tail holds only the last TAIL_LINES)
+        layers = (f"{len(progress.layers)} layer(s), {progress.present} already here"
+                  if progress.layers else "no layer to fetch")
+        self.pulled_detail = f"pulled {self.ref} in {time.monotonic() - t0:.1f}s ({got}; {layers})"
         return True
 
     def _password(self) -> Secret:

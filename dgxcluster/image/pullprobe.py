@@ -6,7 +6,8 @@ pulled (`nvcr.io/nvidia/vllm:26.10-py3`), dgxcluster's tag for it (`<name>:pull-
 prints tab-separated records:
   home <TAB> $HOME
   image <TAB> ref|want|current <TAB> docker's exit status <TAB> "<id> <repo digests JSON>" or
-        docker's complaint (first line)
+        docker's complaint (its first non-empty line: with --format, docker 20.10 prints an
+        empty line for a missing image before its error)
   record <TAB> the node's image record (JSON on one line), if there is one
 """
 
@@ -27,7 +28,7 @@ printf 'home\t%s\n' "$HOME"
 one() {
   [ -n "$2" ] || return 0
   out=$(docker image inspect --format '{{.Id}} {{json .RepoDigests}}' "$2" 2>&1); rc=$?
-  printf 'image\t%s\t%s\t%s\n' "$1" "$rc" "$(printf '%s\n' "$out" | head -n 1)"
+  printf 'image\t%s\t%s\t%s\n' "$1" "$rc" "$(printf '%s\n' "$out" | grep -m 1 .)"
 }
 one ref "$1"; one want "$2"; one current "$3"
 if [ -f "$rec" ]; then printf 'record\t'; tr -d '\n' < "$rec"; echo; fi
