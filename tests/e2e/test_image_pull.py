@@ -116,11 +116,12 @@ def _inventory(tb: Testbed, tmp: Path, ref: str, login: bool = False) -> Path:
     return inv
 
 
-def _build(inv: Path, tmp: Path, *args: str, env: dict[str, str] | None = None
-           ) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
+def _build(inv: Path, tmp: Path, *args: str, env: dict[str, str] | None = None,
+           verbose: bool = False) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
     from tests.conftest import run_cli
 
-    p = run_cli("-i", str(inv), "build", "--all-nodes", "--json", *args,
+    p = run_cli(*(["-v"] if verbose else []), "-i", str(inv), "build", "--all-nodes", "--json",
+                *args,
                 env={"DGXCLUSTER_LOG_DIR": str(tmp / "logs"), **(env or {})})
     return p, (json.loads(p.stdout) if p.stdout.strip().startswith("{") else {})
 
@@ -247,7 +248,7 @@ def test_a_login_lives_only_for_its_pull_and_its_password_only_on_stdin(
     assert p.returncode == 1
     assert "401 Unauthorized" in p.stdout and "docker login localhost:5002 failed" in p.stdout
 
-    p, data = _build(inv, tmp_path, "-v", env={"DGXTB_REGISTRY_PW": PASSWORD})
+    p, data = _build(inv, tmp_path, env={"DGXTB_REGISTRY_PW": PASSWORD}, verbose=True)
     assert p.returncode == 0, p.stderr[-3000:]
     assert _rows(data)["node1"].startswith(f"pull changed pulled {AUTH_REF} in ")
     logs = "".join(f.read_text() for f in (tmp_path / "logs").rglob("*") if f.is_file())
