@@ -321,3 +321,14 @@ def test_pull_after_a_scoped_login_with_every_layer_held() -> None:
     said = docker_pull.parse(_body("docker_login_pull_layers_held_testbed_registry2.8.2_docker20.10.txt"))
     assert (said.updated, said.layers, said.error) == (True, 0, None)
     assert said.reference == "localhost:5002/k/pulltest:1"
+
+
+def test_a_pulled_images_vllm_is_not_read_from_the_default_dockerfile() -> None:
+    from dgxcluster.core.imagevllm import image_vllm
+
+    pulled = BASE + "image: {source: pull, ref: 'vllm/vllm-openai:v0.9.0'}\n"
+    got = image_vllm(parse_inventory(pulled, environ={}))
+    assert got.version is None and "vllm/vllm-openai:v0.9.0" in got.where
+    said = parse_inventory(BASE + "image: {source: pull, ref: 'vllm/vllm-openai:v0.9.0', "
+                           "build_args: {VLLM_VERSION: 0.9.0}}\n", environ={})
+    assert image_vllm(said).version == "0.9.0"
