@@ -30,7 +30,7 @@ from dgxcluster.core.session import Session
 from dgxcluster.core.stages import DONE, Ledger, Next, Stage, walk
 from dgxcluster.core.steps import Outcome, Status, failed
 from dgxcluster.errors import DgxClusterError, HostKeyError, NodesFailed, UsageError
-from dgxcluster.facts import docker_pull, ray_version
+from dgxcluster.facts import docker_pull, image_entrypoint, ray_version
 from dgxcluster.image import dockercmd, pullprobe
 from dgxcluster.image.pullplan import STEP_NAMES, Act, PullPlan, make_plan, settle
 from dgxcluster.image.records import ImageRecord, now
@@ -82,6 +82,7 @@ class _Pull:
         self.ray: str | None = None  # Ray's version in the image; "" none; None not known
         self.ray_error: str | None = None
         self.pulled_detail = "pulled"
+        self.entrypoint: list[str] | None = None  # the image's ENTRYPOINT, when asked
 
     # -- the stages ----------------------------------------------------------------------
 
@@ -141,6 +142,7 @@ class _Pull:
             self.digest = self.digest or src.probe.record.digest
         else:
             self.ray = self._ray_version(conn)
+            self.entrypoint = self._entrypoint(conn)
         self.digest = self.digest or self._digest_of(src.probe)
         if src.act in (Act.PULL, Act.FOUND):
             how = "pulled" if src.act is Act.PULL else "found"
@@ -273,6 +275,16 @@ class _Pull:
         self.ray_error = found.error
         return "" if found.missing else found.version
 
+    def _entrypoint(self, conn: Connection) -> list[str] | None:
+        """The source image's ENTRYPOINT (None when docker's answer cannot be read)."""
+        assert self._plan().source_id is not None
+        try:
+            res = conn.run(image_entrypoint.argv(str(self._plan().source_id)),
+                           timeout=PROBE_TIMEOUT_S)
+        except DgxClusterError:
+            return None
+        return image_entrypoint.parse(res.stdout) if res.ok else None
+
     def _pick_digest(self, digests_json: str) -> str | None:
         try:
             digests = [str(d) for d in json.loads(digests_json or "[]")]
@@ -372,6 +384,14 @@ class _Pull:
     def _ray_notes(self) -> list[str]:
         if self.dry_run or self._plan().source is None:
             return []
+        notes = []
+        if self.entrypoint and not image_entrypoint.passes_through(self.entrypoint):
+            notes.append(f"{self.ref}'s ENTRYPOINT is {json.dumps(self.entrypoint)}: `start` "
+                         "passes `ray start ...` to it as arguments, so it must run the command "
+                         "it is given, or start's containers will not run Ray")
+        return notes + self._ray_version_notes()
+
+    def _ray_version_notes(self) -> list[str]:
         if self.ray == "":
             return [f"{self.ref} has no Ray, and `start` runs vLLM over Ray: it will refuse "
                     "this image. Use an image with Ray, or build one (image.source: build)."]

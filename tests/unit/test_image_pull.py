@@ -332,3 +332,16 @@ def test_a_pulled_images_vllm_is_not_read_from_the_default_dockerfile() -> None:
     said = parse_inventory(BASE + "image: {source: pull, ref: 'vllm/vllm-openai:v0.9.0', "
                            "build_args: {VLLM_VERSION: 0.9.0}}\n", environ={})
     assert image_vllm(said).version == "0.9.0"
+
+
+def test_entrypoints_that_run_their_command_and_one_that_does_not() -> None:
+    from dgxcluster.facts import image_entrypoint as ep
+
+    none, vllm, ours = (ep.parse(ln) for ln in
+                        _body("docker_inspect_entrypoint_testbed_docker20.10.txt").splitlines())
+    assert (none, vllm) == ([], ["vllm", "serve"])
+    assert ours == ["/usr/bin/tini", "--", "/usr/local/bin/dgxcluster-entrypoint"]
+    assert ep.passes_through([]) and ep.passes_through(ours)
+    assert ep.passes_through(["/opt/nvidia/nvidia_entrypoint.sh"])
+    assert not ep.passes_through(vllm) and not ep.passes_through(["/usr/bin/tini", "--", "vllm"])
+    assert ep.parse("Error: No such image: x") is None
