@@ -345,3 +345,28 @@ def test_entrypoints_that_run_their_command_and_one_that_does_not() -> None:
     assert ep.passes_through(["/opt/nvidia/nvidia_entrypoint.sh"])
     assert not ep.passes_through(vllm) and not ep.passes_through(["/usr/bin/tini", "--", "vllm"])
     assert ep.parse("Error: No such image: x") is None
+
+
+@pytest.mark.parametrize("kind", sorted(__import__("tests.hostile", fromlist=["HOSTILE"]).HOSTILE))
+def test_hostile_image_refs_and_login_users_are_refused_naming_the_key(kind: str) -> None:
+    """docker's reference grammar has no room for any of them (so none reaches a node); a
+    login user is refused where it would be an option or break the line."""
+    import yaml
+
+    from tests.hostile import HOSTILE
+
+    value = HOSTILE[kind]
+    doc = yaml.safe_load(BASE)
+    doc["image"] = {"source": "pull", "ref": value}
+    with pytest.raises(InventoryError) as info:
+        parse_inventory(yaml.safe_dump(doc), "inv.yaml", environ={})
+    assert ": image.ref: " in str(info.value)
+    doc["image"] = {"source": "pull", "ref": "r:1", "login": {"user": value, "password_secret": "K"}}
+    try:
+        inv = parse_inventory(yaml.safe_dump(doc), "inv.yaml", environ={})
+    except InventoryError as exc:
+        assert ": image.login.user: " in str(exc)
+        return
+    assert inv.image.login is not None
+    argv = dockercmd.pull_argv("r:1", None, inv.image.login.user)
+    assert argv[-1] == value  # one argv element, given to `docker login --username` by the script
