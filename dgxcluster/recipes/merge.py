@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from dgxcluster.errors import InventoryError
+from dgxcluster.errors import InventoryError, UsageError
 from dgxcluster.inventory.load import ENV_PREFIX, Inventory, revalidate
 from dgxcluster.inventory.schema import InventoryModel
 from dgxcluster.inventory.yamlfile import format_path
@@ -228,4 +228,19 @@ def resolve(inv: M, override: str | None = None,
     if not ref:
         return plain(inv, environ)
     named_by = "start --recipe" if override else "serve.recipe"
-    return apply(inv, find(ref, inv, option), named_by=named_by, ref=ref, environ=environ)
+    try:
+        recipe = find(ref, inv, option)
+    except UsageError as exc:
+        var = _env_name(environ, ref) if not override else None
+        if var is None:
+            raise
+        raise UsageError(str(exc).removeprefix(f"{option}: "), f"{var} (serve.recipe)") from None
+    return apply(inv, recipe, named_by=named_by, ref=ref, environ=environ)
+
+
+def _env_name(environ: Mapping[str, str] | None, ref: str) -> str | None:
+    """The DGXCLUSTER_SERVE__RECIPE variable that set serve.recipe to `ref`, if one did: an error
+    must name where the value came from."""
+    env = os.environ if environ is None else environ
+    return next((k for k, v in env.items() if k.upper() == f"{ENV_PREFIX}SERVE__RECIPE" and v == ref),
+                None)
