@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from dgxcluster.errors import CommandTimeout, InventoryError, UsageError
 from dgxcluster.remote.command import Argv
 from dgxcluster.remote.connection import Connection
+from dgxcluster.remote.output import DEFAULT_KEEP
 from dgxcluster.remote.result import GroupResult, Result
 from dgxcluster.secrets import Redactor
 
@@ -30,6 +31,8 @@ T = TypeVar("T")
 ConnectionFactory = Callable[["NodeSpec"], Connection]
 #: Called with (node, stream, line) for live output of fan-out commands.
 NodeLineCallback = Callable[[str, str, str], None]
+#: Called with (node, stream, block of lines as bytes) for live output too big for lines.
+NodeLinesCallback = Callable[[str, str, bytes], None]
 
 
 def ssh_factory(inventory: Inventory, redactor: Redactor) -> ConnectionFactory:
@@ -207,19 +210,21 @@ class Cluster:
         *,
         timeout: float | None = None,
         on_line: NodeLineCallback | None = None,
+        on_lines: NodeLinesCallback | None = None,
+        keep: int = DEFAULT_KEEP,
     ) -> GroupResult[Result]:
-        """Run one command (or a per-node command) everywhere; non-zero exits are not errors."""
+        """Run one command (or a per-node command) everywhere; non-zero exits are not errors.
+        `on_line` gets (node, stream, line) per line, `on_lines` (node, stream, block of
+        lines); each Result keeps the last `keep` bytes of each stream."""
 
         def one(c: Connection) -> Result:
             cmd = argv(c.node) if callable(argv) else argv
-            cb = None
-            if on_line is not None:
-                node = c.node
-
-                def cb(stream: str, line: str) -> None:
-                    on_line(node, stream, line)
-
-            return c.run(cmd, timeout=timeout, on_line=cb)
+            node = c.node
+            line_cb = None if on_line is None else (
+                lambda stream, text: on_line(node, stream, text))
+            lines_cb = None if on_lines is None else (
+                lambda stream, block: on_lines(node, stream, block))
+            return c.run(cmd, timeout=timeout, on_line=line_cb, on_lines=lines_cb, keep=keep)
 
         return self.map(one, nodes)
 
@@ -230,3 +235,4 @@ class Cluster:
         for c in conns:
             with contextlib.suppress(Exception):  # closing is best effort
                 c.close()
+

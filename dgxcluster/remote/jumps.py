@@ -24,6 +24,7 @@ from dgxcluster.errors import ConnectError, HostKeyError
 from dgxcluster.inventory.schema import SshSettings
 from dgxcluster.remote.hostkeys import changed_key_error, load_known_hosts, policy_for
 from dgxcluster.remote.route import Hop, Route, SshLookup
+from dgxcluster.remote.transport import transport as make_transport
 from dgxcluster.runlog import get_logger
 
 ROLE = "jump host"
@@ -218,7 +219,7 @@ class Gateways:
                 hostname=hop.host, port=hop.port, username=hop.user, sock=sock,
                 key_filename=keys or None,  # type: ignore[arg-type]
                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-                channel_timeout=timeout,
+                channel_timeout=timeout, transport_factory=make_transport,
             )
         except BaseException as exc:
             client.close()

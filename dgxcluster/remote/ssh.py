@@ -27,13 +27,24 @@ from dgxcluster.inventory.schema import NodeSpec, SshSettings
 from dgxcluster.remote.command import Argv, for_display, to_command_line
 from dgxcluster.remote.hostkeys import changed_key_error, load_known_hosts, policy_for
 from dgxcluster.remote.jumps import Gateways, Lease, Retryable
-from dgxcluster.remote.process import KILLED, ChunkCallback, LineCallback, RemoteProcess
+from dgxcluster.remote.output import DEFAULT_KEEP
+from dgxcluster.remote.process import (
+    KILLED,
+    ChunkCallback,
+    LineCallback,
+    LinesCallback,
+    RemoteProcess,
+)
 from dgxcluster.remote.result import Result
 from dgxcluster.remote.route import DIRECT, Route
+from dgxcluster.remote.transport import transport
 from dgxcluster.runlog import get_logger
 from dgxcluster.secrets import Redactor
 
 CHUNK = 256 * 1024
+#: One read of a channel's output: more than paramiko's window (2 MiB), so a read takes all
+#: that arrived (paramiko copies what a partial read leaves behind, every time).
+RECV = 4 << 20
 
 # paramiko logs transport failures to stderr by itself; we report them as ConnectError instead.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -104,6 +115,7 @@ class SshConnection:
             "banner_timeout": timeout,
             "auth_timeout": timeout,
             "channel_timeout": timeout,
+            "transport_factory": transport,
         }
         if self._identity is not None:
             kwargs["key_filename"] = str(self._identity)
@@ -263,15 +275,18 @@ class SshConnection:
         hold_stdin: bool = False,
         timeout: float | None = None,
         on_line: LineCallback | None = None,
+        on_lines: LinesCallback | None = None,
         on_stdout_chunk: ChunkCallback | None = None,
+        keep: int = DEFAULT_KEEP,
     ) -> RemoteProcess:
         cmdline = to_command_line(argv)
         shown = self._redact(for_display(argv))
         limit = self._ssh.command_timeout if timeout is None else timeout
         chan = self._channel()
         self._answered(chan, f"starting `{_brief(shown)}`", lambda: chan.exec_command(cmdline))
-        return _SshProcess(self, chan, shown, limit, on_line, on_stdout_chunk)._begin(
-            stdin, hold_stdin)
+        proc = _SshProcess(self, chan, shown, limit, on_line=on_line, on_lines=on_lines,
+                           on_chunk=on_stdout_chunk, keep=keep, redactor=self._redact)
+        return proc._begin(stdin, hold_stdin)
 
     def run(
         self,
@@ -280,10 +295,12 @@ class SshConnection:
         stdin: bytes | BinaryIO | None = None,
         timeout: float | None = None,
         on_line: LineCallback | None = None,
+        on_lines: LinesCallback | None = None,
         on_stdout_chunk: ChunkCallback | None = None,
+        keep: int = DEFAULT_KEEP,
     ) -> Result:
-        proc = self.start(argv, stdin=stdin, timeout=timeout, on_line=on_line,
-                          on_stdout_chunk=on_stdout_chunk)
+        proc = self.start(argv, stdin=stdin, timeout=timeout, on_line=on_line, on_lines=on_lines,
+                          on_stdout_chunk=on_stdout_chunk, keep=keep)
         try:
             return proc.result()
         except BaseException:
@@ -369,12 +386,11 @@ class _SshProcess(RemoteProcess):
     released), a pump thread reads both output streams until the command ends."""
 
     def __init__(self, conn: SshConnection, chan: paramiko.Channel, shown: str, limit: float,
-                 on_line: LineCallback | None, on_chunk: ChunkCallback | None) -> None:
-        super().__init__(conn.node, shown, on_line)
+                 **output: Any) -> None:
+        super().__init__(conn.node, shown, **output)
         self._conn = conn
         self._chan = chan
         self._limit = limit
-        self._on_chunk = on_chunk
         self._started = time.monotonic()
 
     def _begin(self, stdin: bytes | BinaryIO | None, hold: bool) -> _SshProcess:
@@ -409,15 +425,8 @@ class _SshProcess(RemoteProcess):
                 chan.shutdown_write()
 
     def _pump(self) -> None:
-        redact = self._conn._redact
-
-        def line(stream: str, text: str) -> None:
-            self._line(stream, redact(text))
-
-        out = _Collector("stdout", line, self._on_chunk)
-        err = _Collector("stderr", line, None)
         try:
-            code = _pump(self._chan, out, err, self._started + self._limit)
+            code = _pump(self._chan, self, self._started + self._limit)
         except TimeoutError:
             self._close_channel()
             self._conn._log.warning("remote.timeout", argv=self.argv, timeout_s=self._limit)
@@ -437,9 +446,7 @@ class _SshProcess(RemoteProcess):
             return
         duration = time.monotonic() - self._started
         self._conn._log.debug("remote.run", argv=self.argv, exit=code, duration_s=round(duration, 3))
-        self._finish(Result(node=self.node, argv=self.argv, exit_code=code,
-                            stdout=redact(out.text()), stderr=redact(err.text()),
-                            duration_s=duration))
+        self._finish(self._result(code, duration))
 
 
 def _usable(sftp: paramiko.SFTPClient | None) -> bool:
@@ -473,47 +480,14 @@ def _sftp_makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
         sftp.mkdir(path, mode=0o700)
 
 
-class _Collector:
-    """Accumulates one stream; hands complete lines (or raw chunks) to callbacks as they come."""
-
-    def __init__(
-        self, name: str, on_line: LineCallback | None, on_chunk: Callable[[bytes], None] | None
-    ) -> None:
-        self.name = name
-        self.on_line = on_line
-        self.on_chunk = on_chunk
-        self.parts: list[bytes] = []
-        self.pending = b""
-
-    def feed(self, data: bytes) -> None:
-        if self.on_chunk is not None:
-            self.on_chunk(data)
-            return
-        self.parts.append(data)
-        if self.on_line is not None:
-            self.pending += data
-            *lines, self.pending = self.pending.replace(b"\r", b"\n").split(b"\n")
-            for line in lines:
-                if line:
-                    self.on_line(self.name, line.decode("utf-8", "replace"))
-
-    def finish(self) -> None:
-        if self.on_line is not None and self.pending:
-            self.on_line(self.name, self.pending.decode("utf-8", "replace"))
-            self.pending = b""
-
-    def text(self) -> str:
-        return b"".join(self.parts).decode("utf-8", "replace")
-
-
-def _pump(chan: paramiko.Channel, out: _Collector, err: _Collector, deadline: float) -> int | None:
-    """Read both streams until the command exits; None if the connection dropped."""
+def _pump(chan: paramiko.Channel, proc: RemoteProcess, deadline: float) -> int | None:
+    """Read both streams into `proc` until the command exits; None if the connection dropped."""
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
         select.select([chan], [], [], min(remaining, 1.0))
-        _drain(chan, out, err)
+        _drain(chan, proc)
         if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
             if chan.eof_received or chan.closed:
                 break
@@ -521,23 +495,21 @@ def _pump(chan: paramiko.Channel, out: _Collector, err: _Collector, deadline: fl
         transport = chan.get_transport()
         dropped = chan.closed or transport is None or not transport.is_active()
         if dropped and not chan.exit_status_ready():
-            out.finish()
-            err.finish()
+            proc._output_end()
             return None
-    _drain(chan, out, err)  # anything that arrived with the exit status
-    out.finish()
-    err.finish()
+    _drain(chan, proc)  # anything that arrived with the exit status
+    proc._output_end()
     code = chan.recv_exit_status()
     if code == -1 and _connection_gone(chan):
         return None  # the server sent no exit status: sshd died or the network went away
     return code
 
 
-def _drain(chan: paramiko.Channel, out: _Collector, err: _Collector) -> None:
+def _drain(chan: paramiko.Channel, proc: RemoteProcess) -> None:
     while chan.recv_ready():
-        out.feed(chan.recv(CHUNK))
+        proc._output("stdout", chan.recv(RECV))
     while chan.recv_stderr_ready():
-        err.feed(chan.recv_stderr(CHUNK))
+        proc._output("stderr", chan.recv_stderr(RECV))
 
 
 def _connection_gone(chan: paramiko.Channel, grace_s: float = 1.0) -> bool:
