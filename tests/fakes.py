@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
 from dgxcluster.errors import CommandTimeout, ConnectError
+from dgxcluster.remote import scope
 from dgxcluster.remote.command import Argv, for_display, to_command_line
 from dgxcluster.remote.output import DEFAULT_KEEP
 from dgxcluster.remote.process import (
@@ -57,6 +58,7 @@ class FakeProcess(RemoteProcess):
         self._kill = threading.Event()
 
     def _begin(self) -> FakeProcess:
+        self._join_scope()
         r = self._reply
         if r.delay_s or r.until_eof:
             threading.Thread(target=self._play, daemon=True, name=f"fake-{self.node}").start()
@@ -138,6 +140,7 @@ class FakeConnection:
         keep: int = DEFAULT_KEEP,
     ) -> RemoteProcess:
         line = to_command_line(argv)  # same refusal of secrets as the real transport
+        scope.check(self.name)
         if self.unreachable:
             raise ConnectError(self.name, self.unreachable)
         data = stdin.read() if stdin is not None and not isinstance(stdin, bytes) else stdin

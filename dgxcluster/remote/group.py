@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from dgxcluster.errors import CommandTimeout, InventoryError, UsageError
+from dgxcluster.remote import scope
 from dgxcluster.remote.command import Argv
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.output import DEFAULT_KEEP
@@ -128,13 +129,6 @@ class Cluster:
                 self._conns[name] = c
             return c
 
-    def dedicated(self, name: str) -> Connection:
-        """A connection to `name` of its own, outside the pool: `close()` (which `map` calls
-        when interrupted, to unblock its threads) does not touch it. The caller closes it.
-        For what must outlive an interrupted fan-out, such as the cluster lock held while
-        the rollback runs."""
-        return self._factory(self.inventory.node(name))
-
     def map(
         self,
         fn: Callable[[Connection], T],
@@ -148,6 +142,11 @@ class Cluster:
         the node's entry is a CommandTimeout naming the node, its connection is closed
         (which ends the remote operation the call is waiting on) and `map` returns without
         waiting for the call itself.
+
+        Interrupted (Ctrl-C), `map` closes the channels its calls opened, not the
+        connections (`scope.py`), and raises at once: what runs next (a rollback) reuses
+        the same connections, and a command started outside the fan-out (the cluster lock)
+        keeps running.
         """
         targets = list(nodes) if nodes is not None else list(self.names)
         result: GroupResult[T] = GroupResult(order=targets)
@@ -159,9 +158,10 @@ class Cluster:
         futures: dict[Future[T], str] = {}
         started: dict[str, float] = {}
         what = getattr(fn, "__name__", "the node's work")
+        calls = scope.Scope()
         try:
             for name in targets:
-                futures[pool.submit(self._call, fn, name, started)] = name
+                futures[pool.submit(self._call, fn, name, started, calls)] = name
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
@@ -177,7 +177,7 @@ class Cluster:
         except BaseException:
             for fut in futures:
                 fut.cancel()
-            self.close()
+            calls.cancel()
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -199,9 +199,12 @@ class Cluster:
                     conn.close()
         return late
 
-    def _call(self, fn: Callable[[Connection], T], name: str, started: dict[str, float]) -> T:
+    def _call(self, fn: Callable[[Connection], T], name: str, started: dict[str, float],
+              calls: scope.Scope) -> T:
         started[name] = time.monotonic()
-        return fn(self.conn(name))
+        with scope.entered(calls):
+            scope.check(name)
+            return fn(self.conn(name))
 
     def run(
         self,

@@ -21,33 +21,42 @@ DEFAULT_KEEP = 64 << 20
 
 
 class Tail:
-    """The last `limit` bytes of a stream; `dropped` counts the bytes before them."""
+    """The last `limit` bytes of a stream; `dropped` counts the bytes before them.
 
-    def __init__(self, limit: int) -> None:
+    Kept raw, exactly as the command printed them, plus `hold` bytes more: `value` redacts
+    before it cuts, so a secret (at most `hold` bytes) that the cut would split is masked
+    whole rather than shown in part.
+    """
+
+    def __init__(self, limit: int, hold: int = 0) -> None:
         self.limit = max(0, limit)
+        self._keep = self.limit + hold if self.limit else 0
         self._parts: deque[bytes] = deque()
         self._size = 0
+        self._total = 0
         self.dropped = 0
 
     def add(self, data: bytes) -> None:
         if not data:
             return
+        self._total += len(data)
         self._parts.append(data)
         self._size += len(data)
-        while self._parts and self._size - len(self._parts[0]) >= self.limit:
-            first = self._parts.popleft()
-            self._size -= len(first)
-            self.dropped += len(first)
+        while self._parts and self._size - len(self._parts[0]) >= self._keep:
+            self._size -= len(self._parts.popleft())
 
-    def value(self) -> bytes:
-        """The kept bytes (at most `limit`); `dropped` then counts everything before them."""
+    def value(self, redact: Callable[[bytes], bytes] | None = None) -> bytes:
+        """The kept bytes, redacted, at most `limit`; `dropped` then counts what came before
+        them (bytes of the stream, plus what redaction cut)."""
         data = b"".join(self._parts)
-        cut = len(data) - self.limit
-        if cut > 0:
-            data = data[cut:]
-            self.dropped += cut
-            self._parts = deque([data])
-            self._size = len(data)
+        data = data[len(data) - self._keep:] if len(data) > self._keep else data
+        before = self._total - len(data)
+        if redact is not None:
+            data = redact(data)
+        if len(data) > self.limit:
+            before += len(data) - self.limit
+            data = data[len(data) - self.limit:] if self.limit else b""
+        self.dropped = before
         return data
 
 

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from dgxcluster.remote import scope
 from dgxcluster.remote.output import DEFAULT_KEEP, Lines, Tail
 from dgxcluster.remote.result import Result
 from dgxcluster.secrets import Redactor
@@ -57,8 +58,8 @@ class RemoteProcess:
         self._on_lines = on_lines
         self._on_chunk = on_chunk
         self._redactor = redactor or Redactor()
-        self._tails = {"stdout": Tail(0 if on_chunk else keep), "stderr": Tail(keep)}
         hold = max((len(v.encode()) for v in self._redactor.values), default=0)
+        self._tails = {"stdout": Tail(0 if on_chunk else keep, hold), "stderr": Tail(keep, hold)}
         self._splitters = {s: Lines(lambda block, s=s: self._block(s, block),  # type: ignore[misc]
                                     redact=self._redactor.redact_bytes, hold=hold)
                            for s in ("stdout", "stderr")}
@@ -70,6 +71,14 @@ class RemoteProcess:
         self._done = threading.Event()
         self._released = threading.Event()
         self._killed = False
+        self._scope: scope.Scope | None = None
+        self._scope_token = 0
+
+    def _join_scope(self) -> None:
+        """The transport's channel is running: a cancelled fan-out (`scope.py`) kills it."""
+        self._scope = scope.current()
+        if self._scope is not None:
+            self._scope_token = self._scope.add(self.kill)
 
     # -- fed by the transport ------------------------------------------------------------
 
@@ -78,6 +87,7 @@ class RemoteProcess:
         if stream == "stdout" and self._on_chunk is not None:
             self._on_chunk(data)
             return
+        self._tails[stream].add(data)
         self._splitters[stream].feed(data)
 
     def _output_end(self) -> None:
@@ -87,7 +97,6 @@ class RemoteProcess:
 
     def _block(self, stream: str, raw: bytes) -> None:
         block = self._redactor.redact_bytes(raw)
-        self._tails[stream].add(block)
         if stream == "stdout":
             with self._cond:
                 self._history.append((self._seq, block))
@@ -104,10 +113,10 @@ class RemoteProcess:
                     self._on_line(stream, line.decode("utf-8", "replace"))
 
     def _result(self, exit_code: int, duration_s: float) -> Result:
-        """The Result of a command that ended: the kept tail of each stream (redacted as
-        its lines were, before any byte was kept)."""
+        """The Result of a command that ended: the kept tail of each stream, redacted."""
         out, err = self._tails["stdout"], self._tails["stderr"]
-        stdout, stderr = out.value(), err.value()
+        redact = self._redactor.redact_bytes
+        stdout, stderr = out.value(redact), err.value(redact)
         return Result(node=self.node, argv=self.argv, exit_code=exit_code,
                       stdout=stdout.decode("utf-8", "replace"),
                       stderr=stderr.decode("utf-8", "replace"),
@@ -122,6 +131,8 @@ class RemoteProcess:
             self._done.set()
             self._released.set()  # nothing more goes to a process that ended
             self._cond.notify_all()
+        if self._scope is not None:
+            self._scope.remove(self._scope_token)
 
     def _close_channel(self) -> None:
         """The transport's part of `kill()`."""

@@ -22,8 +22,9 @@ from fabric import Config
 from fabric import Connection as FabricConnection
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-from dgxcluster.errors import CommandTimeout, ConnectError, HostKeyError
+from dgxcluster.errors import Cancelled, CommandTimeout, ConnectError, HostKeyError
 from dgxcluster.inventory.schema import NodeSpec, SshSettings
+from dgxcluster.remote import scope
 from dgxcluster.remote.command import Argv, for_display, to_command_line
 from dgxcluster.remote.hostkeys import changed_key_error, load_known_hosts, policy_for
 from dgxcluster.remote.jumps import Gateways, Lease, Retryable
@@ -282,6 +283,7 @@ class SshConnection:
         cmdline = to_command_line(argv)
         shown = self._redact(for_display(argv))
         limit = self._ssh.command_timeout if timeout is None else timeout
+        scope.check(self.node)
         chan = self._channel()
         self._answered(chan, f"starting `{_brief(shown)}`", lambda: chan.exec_command(cmdline))
         proc = _SshProcess(self, chan, shown, limit, on_line=on_line, on_lines=on_lines,
@@ -315,17 +317,33 @@ class SshConnection:
     @contextlib.contextmanager
     def _sftp_errors(self, doing: str, path: str, limit: float) -> Iterator[None]:
         """A node that stops answering mid-transfer: the channel's timeout fires, the
-        connection (whose state is now unknown) is closed, and the error names the path."""
+        connection (whose state is now unknown) is closed, and the error names the path.
+        An interrupted fan-out (`scope.py`) closes only the SFTP channel, and the connection
+        stays."""
+        scope.check(self.node)
         try:
-            yield
-        except TimeoutError:
-            self.close()
-            raise ConnectError(self.node, f"no answer within {limit:g}s while {doing} {path} "
-                               "(SFTP)") from None
-        except (paramiko.SSHException, EOFError) as exc:
-            self.close()
-            raise ConnectError(self.node, f"connection lost while {doing} {path}: "
-                               f"{exc or type(exc).__name__}") from None
+            with scope.registered(self._drop_sftp):
+                yield
+        except (TimeoutError, paramiko.SSHException, EOFError, OSError) as exc:
+            current = scope.current()
+            if current is not None and current.cancelled:
+                raise Cancelled(self.node) from None
+            if isinstance(exc, TimeoutError):
+                self.close()
+                raise ConnectError(self.node, f"no answer within {limit:g}s while {doing} "
+                                   f"{path} (SFTP)") from None
+            if isinstance(exc, (paramiko.SSHException, EOFError)):
+                self.close()
+                raise ConnectError(self.node, f"connection lost while {doing} {path}: "
+                                   f"{exc or type(exc).__name__}") from None
+            raise
+
+    def _drop_sftp(self) -> None:
+        with self._lock:
+            sftp, self._sftp = self._sftp, None
+        if sftp is not None:
+            with contextlib.suppress(Exception):
+                sftp.close()
 
     def _sftp_client(self, limit: float) -> paramiko.SFTPClient:
         with self._lock:
@@ -394,6 +412,7 @@ class _SshProcess(RemoteProcess):
         self._started = time.monotonic()
 
     def _begin(self, stdin: bytes | BinaryIO | None, hold: bool) -> _SshProcess:
+        self._join_scope()
         if stdin is None and not hold:
             self._chan.shutdown_write()
         else:

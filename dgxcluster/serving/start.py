@@ -37,7 +37,7 @@ from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.secrets import render_env_file
 from dgxcluster.serving import plan, raywait, vllm
-from dgxcluster.serving.lock import ClusterLock, lock_path
+from dgxcluster.serving.lock import ClusterLock
 from dgxcluster.serving.preflight import (
     NodeCheck,
     NodeFacts,
@@ -116,8 +116,7 @@ def start(session: Session, options: StartOptions | None = None,
     if opts.dry_run:
         report.dry_run = _dry_run(session, image, config)
         return report
-    lock = ClusterLock(session.cluster.dedicated(inv.head_name),
-                       lock_path(inv.state_dir, inv.cluster), "start", own_connection=True)
+    lock = ClusterLock(session.cluster.conn(inv.head_name), inv.state_dir, inv.cluster, "start")
     try:
         _Run(session, opts, prog, report, lock).run()
     finally:

@@ -35,7 +35,7 @@ from dgxcluster.core.buildcontext import scan
 from tests import hfcache
 from tests.clirun import Background, CmdlineSampler
 from tests.conftest import BUILD_ARGS, REPO, Testbed, flat
-from tests.leaks import STATE, assert_no_leaks, node_leaks
+from tests.leaks import LOCK_HELD, STATE, assert_no_leaks, node_leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -284,8 +284,7 @@ def test_worker_cut_off_after_its_container_started_is_reported_and_cleaned_late
 def test_sigint_during_start_rolls_back_while_holding_the_lock(tb: Testbed) -> None:
     """Ctrl-C while the workers start (a fan-out): the rollback removes everything, and the
     lock stays held until it is done (no second start can slip in half-way)."""
-    lock = f"{STATE}/{tb.name}/lock"
-    probe = ('flock -n "$1" true && echo free || echo held; '
+    probe = (f'{LOCK_HELD} && echo held || echo free; '
              'docker ps -aq --filter "label=dgxcluster.role=head" | wc -l')
     run = background(tb, "start")
     run.wait_for(r"^node2: ray-workers: docker run")
@@ -294,7 +293,7 @@ def test_sigint_during_start_rolls_back_while_holding_the_lock(tb: Testbed) -> N
 
     def watch() -> None:
         while run.proc.poll() is None:
-            out = tb.node_exec("node1", "sh", "-c", probe, "sh", lock, check=False).stdout.split()
+            out = tb.node_exec("node1", "sh", "-c", probe, "sh", tb.name, check=False).stdout.split()
             if len(out) == 2 and run.proc.poll() is None:
                 seen.append((out[0], int(out[1])))
 

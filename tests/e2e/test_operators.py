@@ -1,0 +1,84 @@
+"""Operators as they really are (issue 12): two people with different SSH users on one
+cluster, one connection per node per invocation (`scripts/testbed logins` counts them).
+
+On the 2-node docker testbed with a second, non-root SSH user `ana` in group docker
+(`scripts/testbed up --user ana`); the vLLM stand-in is the only double.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.clirun import Background
+from tests.conftest import Testbed, flat, run_cli
+from tests.leaks import lock_held
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+
+ENV = {"HF_TOKEN": "hf_e2eoperators0123456789abcdef"}
+USER = "ana"
+
+
+@pytest.fixture(scope="module")
+def tb(testbed_docker: Testbed) -> Iterator[Testbed]:
+    testbed_docker.tb("up", str(testbed_docker.n), "--docker", "--user", USER)
+    testbed_docker.ensure_image()
+    testbed_docker.ensure_model()
+    testbed_docker.dgx("stop", env=ENV)
+    yield testbed_docker
+    testbed_docker.dgx("stop", env=ENV)
+
+
+def logins(tb: Testbed, node: str) -> int:
+    return len(tb.tb("logins", node).stdout.splitlines())
+
+
+def as_user(tb: Testbed, tmp_path: Path, user: str = USER) -> Path:
+    """The testbed's inventory as the second operator has it: their SSH user and key."""
+    inv = yaml.safe_load(tb.inventory.read_text())
+    inv["ssh"]["user"] = user
+    inv["ssh"]["identity_file"] = str(Path(inv["ssh"]["identity_file"]).parent / f"id_{user}")
+    inv["ssh"]["known_hosts"] = str(tb.known_hosts)
+    inv["image"]["context"] = str(tb.inventory.parent / inv["image"]["context"])
+    path = tmp_path / f"inventory-{user}.yaml"
+    path.write_text(yaml.safe_dump(inv))
+    return path
+
+
+def test_one_lock_for_every_ssh_user_naming_the_holder(tb: Testbed, tmp_path: Path) -> None:
+    """root's `start` holds the cluster lock; ana (another SSH user) is refused for start
+    and stop, told who holds it; once root's run ends the lock is free for ana at once."""
+    ana = as_user(tb, tmp_path)
+    first = Background("-i", str(tb.inventory), "start", env=ENV)
+    try:
+        first.wait_for(r"^node1: (preflight|lock)")
+        assert lock_held(tb, "node1")
+        for cmd in ("start", "stop"):
+            r = run_cli("-i", str(ana), cmd, env=ENV, timeout=300)
+            text = flat(r.stderr)
+            assert r.returncode == 1, r.stderr
+            assert re.search(rf"the lock of cluster {tb.name} on node1 is held by dgxcluster "
+                             rf"start by root@\S+ pid {first.pid} since \S+Z \(ssh user root on "
+                             r"node1\)", text), text
+        assert first.finish() == 0, first.stderr
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+    r = run_cli("-i", str(ana), "stop", env=ENV, timeout=300)  # ana's stop of root's cluster
+    assert r.returncode == 0, r.stderr
+    assert not lock_held(tb, "node1")
+
+
+def test_one_connection_per_node_per_invocation(tb: Testbed) -> None:
+    """An idle `stop` (lock, discover) logs in once on each node; so do `start` (lock,
+    preflight, Ray, vLLM, the readiness wait) and `status`."""
+    for argv in (["stop"], ["start"], ["status"], ["stop"]):
+        before = {n: logins(tb, n) for n in tb.nodes}
+        r = tb.dgx(*argv, env=ENV)
+        assert r.returncode == 0, r.stderr
+        assert {n: logins(tb, n) - before[n] for n in tb.nodes} == {"node1": 1, "node2": 1}, argv
