@@ -116,6 +116,24 @@ def serve_command(inv: InventoryModel) -> list[str]:
     return argv
 
 
+# Run as the container's user before the launch, in the foreground: can it write the log
+# directory (vllm.log, vllm.pid, vllm.exit)? A detached launch that cannot is silent.
+# `true`, not `:`: a failed redirection on a special builtin ends a POSIX shell outright.
+_LAUNCH_CHECK = (
+    f'd="$1"; true >"$d/{VLLM_LOG}" && true >"$d/{VLLM_PID}" && rm -f "$d/{VLLM_PID}" '
+    '|| { echo "container user $(id -u):$(id -g)" >&2; exit 73; }'
+)
+#: Exit status of `launch_check` when the container's user cannot write the log directory.
+LAUNCH_CHECK_EXIT = 73
+
+
+def launch_check(inv: InventoryModel) -> list[str]:
+    """`docker exec` (foreground) that creates this run's empty vllm.log as the container's
+    user, or says which user could not."""
+    head = naming.container_name(inv.cluster, HEAD)
+    return ["docker", "exec", head, *shell(_LAUNCH_CHECK, CONTAINER_LOG_DIR)]
+
+
 def serve_exec(inv: InventoryModel) -> list[str]:
     """`docker exec -d` that starts vLLM in the head container, detached from this session."""
     head = naming.container_name(inv.cluster, HEAD)

@@ -455,10 +455,10 @@ class _Run:
             self.out(self.head, "vllm", Status.UNCHANGED, "already running (still loading)")
         else:
             self.p.status(self.head, "vllm: launching vllm serve")
+            vllm.clear_state(conn, paths)
             if not head_new:
-                vllm.clear_state(conn, paths)
                 self.created.vllm_on = self.head
-            vllm.launch(conn, self.inv)
+            vllm.launch(conn, self.inv, paths)
             self.out(self.head, "vllm", Status.CHANGED,
                      f"launched `vllm serve {plan.require_model(self.inv)}`, log "
                      f"{paths.vllm_log}")

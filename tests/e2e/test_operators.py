@@ -8,14 +8,17 @@ On the 2-node docker testbed with a second, non-root SSH user `ana` in group doc
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.clirun import Background
-from tests.conftest import Testbed, flat, run_cli
+from tests.conftest import REPO, Testbed, flat
+from tests.e2e.test_start_stop import HOLD
 from tests.leaks import lock_held
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -51,27 +54,31 @@ def as_user(tb: Testbed, tmp_path: Path, user: str = USER) -> Path:
 
 
 def test_one_lock_for_every_ssh_user_naming_the_holder(tb: Testbed, tmp_path: Path) -> None:
-    """root's `start` holds the cluster lock; ana (another SSH user) is refused for start
-    and stop, told who holds it; once root's run ends the lock is free for ana at once."""
+    """ana (a non-root SSH user in group docker) holds the cluster lock; root (another SSH
+    user) is refused for start and stop, told who holds it; ana's holder is SIGKILLed (no
+    cleanup code runs) and the lock is free for root at once: nothing stale."""
     ana = as_user(tb, tmp_path)
-    first = Background("-i", str(tb.inventory), "start", env=ENV)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(ana)], stdout=subprocess.PIPE,
+                              text=True, cwd=str(REPO))
     try:
-        first.wait_for(r"^node1: (preflight|lock)")
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "LOCKED"
         assert lock_held(tb, "node1")
         for cmd in ("start", "stop"):
-            r = run_cli("-i", str(ana), cmd, env=ENV, timeout=300)
+            r = tb.dgx(cmd, env=ENV)
             text = flat(r.stderr)
             assert r.returncode == 1, r.stderr
             assert re.search(rf"the lock of cluster {tb.name} on node1 is held by dgxcluster "
-                             rf"start by root@\S+ pid {first.pid} since \S+Z \(ssh user root on "
-                             r"node1\)", text), text
-        assert first.finish() == 0, first.stderr
+                             rf"test-holder by \S+@\S+ pid {holder.pid} since \S+Z \(ssh user "
+                             rf"{USER} on node1\)", text), text
     finally:
-        if first.proc.poll() is None:
-            first.proc.kill()
-    r = run_cli("-i", str(ana), "stop", env=ENV, timeout=300)  # ana's stop of root's cluster
-    assert r.returncode == 0, r.stderr
+        holder.kill()  # SIGKILL
+        holder.wait()
+    deadline = time.monotonic() + 10  # sshd closes the channel once it sees the TCP close
+    while lock_held(tb, "node1") and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not lock_held(tb, "node1")
+    r = tb.dgx("stop", env=ENV)
+    assert r.returncode == 0, r.stderr
 
 
 def test_one_connection_per_node_per_invocation(tb: Testbed) -> None:
