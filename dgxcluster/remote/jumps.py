@@ -13,6 +13,7 @@ each.
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import threading
 import time
@@ -35,6 +36,17 @@ def ssh_config_lookup() -> SshLookup:
     from fabric import Config
 
     return Config().base_ssh_config.lookup  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=64)
+def resolved_host(host: str) -> str:
+    """`host` as `ssh` reaches it: ~/.ssh/config's HostName for an alias, else `host`. For
+    addresses this machine opens itself (the HTTP endpoint), which know no ssh aliases."""
+    try:
+        cfg = ssh_config_lookup()(host)
+    except Exception:  # an unreadable ssh config: the connection step reports it
+        return host
+    return str(cfg.get("hostname") or host)
 
 
 def local_user() -> str:

@@ -149,6 +149,10 @@ def env_file_values(secrets: Mapping[str, Secret]) -> dict[str, str | Secret]:
     return {name: secrets[name] for name in sorted(secrets)}
 
 
+#: Serve settings that shape how we wait or what we print, not what runs.
+_NOT_RUN = {"ready_timeout_s", "stop_timeout_s", "public_host"}
+
+
 def config_hash(inv: InventoryModel, image: str) -> str:
     """Hash of everything that shapes the running cluster; a change means a restart.
 
@@ -165,7 +169,7 @@ def config_hash(inv: InventoryModel, image: str) -> str:
                   for n in inv.nodes],
         "container": inv.container.model_dump(mode="json"),
         "ray": inv.ray.model_dump(mode="json", exclude={"start_timeout_s"}),
-        "serve": {**inv.serve.model_dump(mode="json", exclude={"ready_timeout_s", "stop_timeout_s"}),
+        "serve": {**inv.serve.model_dump(mode="json", exclude=_NOT_RUN),
                   "host": listen_host(inv)},
         "secrets": sorted(inv.secrets.env),
     }

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, Testbed, flat
+from tests.conftest import REPO, Testbed, flat, run_cli
 from tests.e2e.test_start_stop import HOLD
 from tests.leaks import lock_held
 
@@ -89,3 +89,26 @@ def test_one_connection_per_node_per_invocation(tb: Testbed) -> None:
         r = tb.dgx(*argv, env=ENV)
         assert r.returncode == 0, r.stderr
         assert {n: logins(tb, n) - before[n] for n in tb.nodes} == {"node1": 1, "node2": 1}, argv
+
+
+def test_an_alias_host_this_machine_cannot_resolve_is_probed_at_its_hostname(
+        tb: Testbed, tmp_path: Path) -> None:
+    """Issue 12: with `host: node1`, an ~/.ssh/config alias (`scripts/testbed ssh-config`),
+    the endpoint was `http://node1:8000`, which this machine cannot resolve: a healthy start
+    was rolled back as not ready. Now start, status and the printed endpoint use the alias's
+    HostName."""
+    home = tmp_path / "home"
+    tb.tb("ssh-config", str(home))
+    inv = home / "inventory.yaml"
+    assert "host: node1\n" in inv.read_text()
+    ip = yaml.safe_load(tb.inventory.read_text())["nodes"][0]["host"]
+    env = {**ENV, "HOME": str(home)}
+    try:
+        r = run_cli("-i", str(inv), "start", env=env, timeout=900)
+        assert r.returncode == 0, r.stderr
+        assert f"http://{ip}:8000/v1" in flat(r.stdout), r.stdout
+        s = run_cli("-i", str(inv), "status", env=env, timeout=300)
+        assert s.returncode == 0, s.stdout + s.stderr
+        assert f"http://{ip}:8000" in flat(s.stdout) and "ready" in s.stdout, s.stdout
+    finally:
+        assert run_cli("-i", str(inv), "stop", env=env, timeout=300).returncode == 0
