@@ -49,8 +49,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=int, default=300, help="output size in MB (default 300)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--name", default="bexec", help="the testbed's name (default bexec)")
     a = ap.parse_args()
-    name = "bexec"
+    name = a.name
     inv = testbed_up(name, 1)
     try:
         text = inv.read_text()
