@@ -118,3 +118,12 @@ class NodesFailed(DgxClusterError):
 
 class LockHeld(DgxClusterError):
     """Another dgxcluster run holds the cluster lock."""
+
+
+class Cancelled(DgxClusterError):
+    """The fan-out this call belonged to was interrupted (Ctrl-C): it starts nothing more.
+    Seen only by the abandoned worker threads of that fan-out; the CLI reports the interrupt."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        super().__init__(f"{node}: interrupted")

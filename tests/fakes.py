@@ -16,11 +16,19 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from dgxcluster.errors import CommandTimeout, ConnectError
+from dgxcluster.remote import scope
 from dgxcluster.remote.command import Argv, for_display, to_command_line
-from dgxcluster.remote.process import KILLED, ChunkCallback, LineCallback, RemoteProcess
+from dgxcluster.remote.output import DEFAULT_KEEP
+from dgxcluster.remote.process import (
+    KILLED,
+    ChunkCallback,
+    LineCallback,
+    LinesCallback,
+    RemoteProcess,
+)
 from dgxcluster.remote.result import Result
 
 
@@ -43,14 +51,14 @@ class FakeProcess(RemoteProcess):
     release, then the exit code."""
 
     def __init__(self, node: str, argv: str, reply: Reply, timeout: float | None,
-                 on_line: LineCallback | None, on_chunk: ChunkCallback | None) -> None:
-        super().__init__(node, argv, on_line)
+                 **output: Any) -> None:
+        super().__init__(node, argv, **output)
         self._reply = reply
         self._timeout = timeout
-        self._on_chunk = on_chunk
         self._kill = threading.Event()
 
     def _begin(self) -> FakeProcess:
+        self._join_scope()
         r = self._reply
         if r.delay_s or r.until_eof:
             threading.Thread(target=self._play, daemon=True, name=f"fake-{self.node}").start()
@@ -80,19 +88,12 @@ class FakeProcess(RemoteProcess):
         if r.until_eof and not self._released.wait(timeout):  # kill() releases too
             self._finish(CommandTimeout(self.node, self.argv, timeout or 0.0))
             return
-        self._finish(Result(node=self.node, argv=self.argv,
-                            exit_code=KILLED if self._killed else r.exit_code,
-                            stdout="" if self._on_chunk else r.stdout, stderr=r.stderr,
-                            duration_s=r.delay_s))
+        self._finish(self._result(KILLED if self._killed else r.exit_code, r.delay_s))
 
     def _emit(self, r: Reply) -> None:
-        if self._on_chunk is not None:
-            self._on_chunk(r.stdout.encode())
-        else:
-            for ln in r.stdout.splitlines():
-                self._line("stdout", ln)
-        for ln in r.stderr.splitlines():
-            self._line("stderr", ln)
+        self._output("stdout", r.stdout.encode())
+        self._output("stderr", r.stderr.encode())
+        self._output_end()
 
 
 @dataclass
@@ -134,9 +135,12 @@ class FakeConnection:
         hold_stdin: bool = False,
         timeout: float | None = None,
         on_line: LineCallback | None = None,
+        on_lines: LinesCallback | None = None,
         on_stdout_chunk: ChunkCallback | None = None,
+        keep: int = DEFAULT_KEEP,
     ) -> RemoteProcess:
         line = to_command_line(argv)  # same refusal of secrets as the real transport
+        scope.check(self.name)
         if self.unreachable:
             raise ConnectError(self.name, self.unreachable)
         data = stdin.read() if stdin is not None and not isinstance(stdin, bytes) else stdin
@@ -147,7 +151,8 @@ class FakeConnection:
             if re.search(pattern, line):
                 reply = r if isinstance(r, Reply) else r([str(a) for a in argv], data)
                 break
-        proc = FakeProcess(self.name, for_display(argv), reply, timeout, on_line, on_stdout_chunk)
+        proc = FakeProcess(self.name, for_display(argv), reply, timeout, on_line=on_line,
+                           on_lines=on_lines, on_chunk=on_stdout_chunk, keep=keep)
         self.processes.append(proc)
         return proc._begin()
 
@@ -158,10 +163,12 @@ class FakeConnection:
         stdin: bytes | BinaryIO | None = None,
         timeout: float | None = None,
         on_line: LineCallback | None = None,
+        on_lines: LinesCallback | None = None,
         on_stdout_chunk: ChunkCallback | None = None,
+        keep: int = DEFAULT_KEEP,
     ) -> Result:
-        return self.start(argv, stdin=stdin, timeout=timeout, on_line=on_line,
-                          on_stdout_chunk=on_stdout_chunk).result()
+        return self.start(argv, stdin=stdin, timeout=timeout, on_line=on_line, on_lines=on_lines,
+                          on_stdout_chunk=on_stdout_chunk, keep=keep).result()
 
     def put(self, data: bytes, path: str, mode: int = 0o644, *,
             timeout: float | None = None) -> None:

@@ -8,7 +8,8 @@ After a fault and whatever dgxcluster does about it, each node must hold none of
 - env-files: anything in `<state_dir>/<cluster>/env` (start's 0600 env-files, build's
   BuildKit secret files, model pull's token file);
 - temporary files: `*.tmp-*` from atomic SFTP puts, anything in `<state_dir>/<cluster>/tmp`;
-- a held cluster lock (`flock -n` on `<state_dir>/<cluster>/lock` fails).
+- a held cluster lock (its abstract UNIX socket `@dgxcluster/<cluster>/lock` listening in
+  the node's network namespace, `/proc/net/unix`).
 
 Processes that are ending (a `docker build` that notices its client is gone at its next
 write) get `wait_s` to go; anything still there then is a leak.
@@ -43,14 +44,24 @@ fi
 for f in "$root"/env/* "$root"/env/.[!.]*; do [ -e "$f" ] && echo "env-file $f"; done
 for f in "$root"/tmp/* "$root"/tmp/.[!.]*; do [ -e "$f" ] && echo "temp-file $f"; done
 find "$root" /root /tmp -xdev -name '*.tmp-*' 2>/dev/null | sed 's/^/temp-file /'
-if [ -e "$root/lock" ] && ! flock -n "$root/lock" true; then echo "lock held: $root/lock"; fi
+grep -q " @dgxcluster/$2/lock\$" /proc/net/unix && echo "lock held: @dgxcluster/$2/lock"
 true
 """
+
+#: The cluster lock (nodeside/clusterlock.py): an abstract UNIX socket while held.
+LOCK_HELD = 'grep -q " @dgxcluster/$1/lock$" /proc/net/unix'
+
+
+def lock_held(tb: Testbed, node: str, cluster: str | None = None) -> bool:
+    """Is the cluster lock held on `node` (by anyone)?"""
+    return tb.node_exec(node, "sh", "-c", LOCK_HELD, "sh", cluster or tb.name,
+                        check=False).returncode == 0
 
 
 def node_leaks(tb: Testbed, node: str, cluster: str | None = None, state: str = STATE) -> list[str]:
     root = f"{state}/{cluster or tb.name}"
-    found = sorted(set(tb.node_exec(node, "sh", "-c", _FILES, "sh", root).stdout.splitlines()))
+    found = sorted(set(tb.node_exec(node, "sh", "-c", _FILES, "sh", root,
+                                    cluster or tb.name).stdout.splitlines()))
     for proc in _processes(tb.tb("ps", node).stdout):
         if not _BASELINE.match(proc):
             found.append("process " + proc[:300])

@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         json_out: Annotated[
             bool,
-            typer.Option("--json", help="Print [{node, exit_code, stdout, stderr, duration_s}]."),
+            typer.Option("--json", help="Print [{node, exit_code, stdout, stderr, duration_s, "
+                         "truncated, dropped_bytes}]: each stream's last MiB (truncated: more "
+                         "came; dropped_bytes: how much)."),
         ] = False,
         timeout: Annotated[
             Optional[float],  # noqa: UP045
@@ -32,7 +34,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a command on all nodes (or the --node ones) in parallel.
 
-        Each output line is prefixed with its node name, as pdsh does. The command runs
+        Each output line is prefixed with its node name, as pdsh does, and printed as it
+        arrives (any size: a line over 1 MiB is printed in 1 MiB pieces). The command runs
         as argv, not through a shell: use `-- sh -c '...'` for pipes or variables.
         Exit 0 if all succeeded, 1 if a command failed, 3 if a node was unreachable.
         """
@@ -40,19 +43,22 @@ def register(app: typer.Typer) -> None:
         import sys
         import threading
 
-        from dgxcluster.execute import outcomes, run_everywhere
+        from dgxcluster.execute import outcomes, prefixed, run_everywhere
 
         lock = threading.Lock()
 
-        def live(node: str, stream: str, line: str) -> None:
+        def live(node: str, stream: str, block: bytes) -> None:
             out = sys.stdout if stream == "stdout" else sys.stderr
+            first, rest = prefixed(node, block)
             with lock:
-                out.write(f"{node}: {line}\n")
                 out.flush()
+                out.buffer.write(first)
+                out.buffer.write(rest)
+                out.buffer.flush()
 
         with state(ctx).session("exec") as session:
             results = run_everywhere(
-                session, command, node, timeout=timeout, on_line=None if json_out else live
+                session, command, node, timeout=timeout, on_output=None if json_out else live
             )
         if json_out:
             rows: list[dict[str, object]] = []

@@ -53,9 +53,25 @@ def host_port(host: str, port: int) -> str:
     return f"{url_host(host)}:{port}"
 
 
+def public_host(inv: InventoryModel) -> str:
+    """Where clients reach vLLM: `serve.public_host`, else the head's `host` as ssh reaches
+    it (an ~/.ssh/config alias is resolved to its HostName: this machine's HTTP client does
+    not read ssh aliases, so `http://node1:8000` would not resolve)."""
+    if inv.serve.public_host:
+        return inv.serve.public_host
+    host = inv.head_node.host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        from dgxcluster.remote.jumps import resolved_host  # reads ~/.ssh/config (Fabric)
+
+        return resolved_host(host)
+    return host
+
+
 def base_url(inv: InventoryModel) -> str:
-    """`http://<head host>:<serve.port>`, the server root (`/health`, `/v1/...` below it)."""
-    return f"http://{host_port(inv.head_node.host, inv.serve.port)}"
+    """`http://<public host>:<serve.port>`, the server root (`/health`, `/v1/...` below it)."""
+    return f"http://{host_port(public_host(inv), inv.serve.port)}"
 
 
 def api_url(inv: InventoryModel) -> str:
@@ -69,7 +85,7 @@ def listen_host(inv: InventoryModel) -> str:
     on the address it is probed and advertised at."""
     host = inv.serve.host
     if host == ANY_IPV4 and "host" not in inv.serve.model_fields_set \
-            and is_ipv6(inv.head_node.host):
+            and is_ipv6(public_host(inv)):
         return ANY_IPV6
     return host
 

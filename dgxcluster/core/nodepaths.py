@@ -17,7 +17,6 @@ from dgxcluster.remote.connection import Connection
 #: The layout under `<state_dir>/<cluster>` on every node.
 ENV_DIR = "env"  # 0700: the 0600 env-files that carry secrets into containers
 LOG_DIR = "logs"  # mounted into the Ray containers at /var/log/dgxcluster
-LOCK_FILE = "lock"
 RECORDS_DIR = "records"  # JSON records of what dgxcluster did (images built, models verified)
 BIN_DIR = "bin"  # node-side helpers, content-addressed names
 TMP_DIR = "tmp"
@@ -111,10 +110,6 @@ class NodePaths:
     @property
     def vllm_log(self) -> str:
         return self.sub(LOG_DIR, VLLM_LOG)
-
-    @property
-    def lock_file(self) -> str:
-        return self.sub(LOCK_FILE)
 
     @property
     def records_dir(self) -> str:

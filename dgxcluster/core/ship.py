@@ -10,6 +10,9 @@ one file:
   would spend;
 - `run(conn, paths, PROGRAM, ...)`: runs at once and puts the bundle only when python3
   could not open it: no extra round trip when present. For one-shot programs (hfcache).
+  `home_path` + `missing` + `put_at` do the same for a program started with
+  `Connection.start` (the cluster lock), without asking the node for $HOME: a session's
+  commands start in the login user's home, where a home-relative path resolves.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import io
 import zipfile
 from importlib import resources
 
-from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.nodepaths import BIN_DIR, NodePaths, home_relative
 from dgxcluster.remote.command import Arg, shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import Result
@@ -56,9 +59,23 @@ def digest() -> str:
     return hashlib.sha256(bundle()).hexdigest()[:12]
 
 
+def name() -> str:
+    return f"nodeside-{digest()}.pyz"
+
+
 def path(paths: NodePaths) -> str:
     """Where the bundle lives on a node (absolute)."""
-    return paths.bin_file(f"nodeside-{digest()}.pyz")
+    return paths.bin_file(name())
+
+
+def home_path(state_dir: str, cluster: str) -> str:
+    """The same place, relative to the login user's home when under `~` (no round trip)."""
+    return home_relative(state_dir, cluster, BIN_DIR, name())
+
+
+def missing(res: Result, pyz: str) -> bool:
+    """Did the program not run because the node lacks the bundle?"""
+    return res.exit_code == 2 and "can't open file" in res.stderr and pyz in res.stderr
 
 
 def argv(pyz: str, program: str, *args: Arg) -> list[Arg]:
@@ -69,14 +86,19 @@ def ensure(conn: Connection, paths: NodePaths) -> str:
     """The bundle's path on the node, put there first if missing."""
     pyz = path(paths)
     if conn.run(shell(_CHECK, pyz), timeout=CHECK_TIMEOUT_S).exit_code != 0:
-        try:
-            conn.put(bundle(), pyz, mode=0o644)
-        except OSError:
-            # another run shipping the same file at once may have removed our temporary
-            # file as a leftover: fine if its copy landed
-            if conn.run(["test", "-f", pyz], timeout=CHECK_TIMEOUT_S).exit_code != 0:
-                raise
+        put_at(conn, pyz)
     return pyz
+
+
+def put_at(conn: Connection, pyz: str) -> None:
+    """Put the bundle at `pyz` (absolute, or relative to the login user's home)."""
+    try:
+        conn.put(bundle(), pyz, mode=0o644)
+    except OSError:
+        # another run shipping the same file at once may have removed our temporary
+        # file as a leftover: fine if its copy landed
+        if conn.run(["test", "-f", pyz], timeout=CHECK_TIMEOUT_S).exit_code != 0:
+            raise
 
 
 def run(conn: Connection, paths: NodePaths, program: str, *args: str,
@@ -85,7 +107,7 @@ def run(conn: Connection, paths: NodePaths, program: str, *args: str,
     pyz = path(paths)
     cmd = argv(pyz, program, *args)
     res = conn.run(cmd, stdin=stdin, timeout=timeout)
-    if res.exit_code == 2 and "can't open file" in res.stderr and pyz in res.stderr:
+    if missing(res, pyz):
         ensure(conn, paths)
         res = conn.run(cmd, stdin=stdin, timeout=timeout)
     return res

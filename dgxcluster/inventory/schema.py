@@ -391,6 +391,11 @@ class ServeSettings(Strict):
     pipeline_parallel_size: int = Field(default=1, ge=1, le=1024)
     port: Port = 8000
     host: str = "0.0.0.0"  # noqa: S104 - the API must be reachable from the operator's machine
+    public_host: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=r"^[^\s/@]+$",
+        description="the host clients reach vLLM at: the printed endpoint, and what start's "
+                    "readiness check, status, smoke and bench use; default: the head's host "
+                    "(an ~/.ssh/config alias resolved to its HostName)")
     max_model_len: int | None = Field(default=None, ge=1)
     gpu_memory_utilization: float | None = Field(default=SAFE_GPU_MEMORY_UTILIZATION, gt=0, le=1)
     served_model_name: str | None = Field(default=None, min_length=1, max_length=512)

@@ -19,6 +19,9 @@ from typing import Any
 from dgxcluster.models.repoid import COMMIT_RE
 
 StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+#: A blob being received (nodeside/hfcache.py's TMP_SUFFIX): what an interrupted `model sync`
+#: leaves behind; the next receive removes it before it writes anything.
+INCOMING_SUFFIX = ".dgxc-incoming"
 
 
 class BlobState(str, enum.Enum):
@@ -120,6 +123,11 @@ class CacheEntry:
     @property
     def size(self) -> int:
         return sum(st[0] for st in self.blobs.values())
+
+    @property
+    def leftovers(self) -> dict[str, int]:
+        """Partial blobs an interrupted `model sync` left (not a downloader's `.incomplete`)."""
+        return {b: n for b, n in self.partial.items() if b.endswith(INCOMING_SUFFIX)}
 
 
 @dataclass

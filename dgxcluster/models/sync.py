@@ -181,16 +181,28 @@ def _verify_peers(run: _Run) -> None:
     run.scan(list(res.values))
 
 
+def _room(run: _Run, n: str) -> tuple[int, dict[str, int]]:
+    """Free bytes for the copy, and the partial blobs an interrupted sync left there: they
+    count as free (the receiver removes them before it writes anything)."""
+    entry = run.entries[n]
+    left = entry.leftovers if entry is not None else {}
+    return run.free[n] + sum(left.values()), left
+
+
 def _copy(run: _Run, attempt: int) -> bool:
     """One round; False when no peer lacks anything (nothing was sent)."""
     plans: dict[str, list[str]] = {}
     for n in run.live_peers:
         paths = needs(run.src, run.entries[n])
         size = bytes_of(run.src, paths)
-        if paths and size > run.free[n]:
+        room, left = _room(run, n)
+        if paths and size > room:
             run.fail(n, f"needs {human_bytes(size)} but the HF cache has "
-                        f"{human_bytes(run.free[n])} free")
+                        f"{human_bytes(room)} free")
             continue
+        if paths and left and not attempt:
+            run.note(n, f"{len(left)} partial file(s) ({human_bytes(sum(left.values()))}) of "
+                        "an interrupted copy found, removed before this one")
         plans[n] = paths
     groups = group_by_need(plans)
     if not groups:

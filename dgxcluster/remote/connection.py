@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from dgxcluster.remote.command import Argv
-from dgxcluster.remote.process import ChunkCallback, LineCallback, RemoteProcess
+from dgxcluster.remote.output import DEFAULT_KEEP
+from dgxcluster.remote.process import ChunkCallback, LineCallback, LinesCallback, RemoteProcess
 from dgxcluster.remote.result import Result
 
-__all__ = ["ChunkCallback", "Connection", "LineCallback", "RemoteProcess"]
+__all__ = ["ChunkCallback", "Connection", "LineCallback", "LinesCallback", "RemoteProcess"]
 
 
 @runtime_checkable
@@ -38,14 +39,19 @@ class Connection(Protocol):
         hold_stdin: bool = False,
         timeout: float | None = None,
         on_line: LineCallback | None = None,
+        on_lines: LinesCallback | None = None,
         on_stdout_chunk: ChunkCallback | None = None,
+        keep: int = DEFAULT_KEEP,
     ) -> RemoteProcess:
         """Start argv and return at once; the output streams to the callbacks.
 
         `stdin` is sent first; with `hold_stdin` stdin then stays open until
         `RemoteProcess.release()` (or the process ends), else it ends after the payload.
         Past `timeout` (default ssh.command_timeout) the process ends in CommandTimeout.
-        Raises ConnectError here if the node cannot be reached.
+        `on_line` gets each non-empty line, `on_lines` blocks of lines (one call per chunk
+        read: for big outputs). The Result keeps the last `keep` bytes of each stream
+        (`Result.dropped` counts the rest). Raises ConnectError here if the node cannot be
+        reached.
         """
         ...
 
@@ -56,7 +62,9 @@ class Connection(Protocol):
         stdin: bytes | BinaryIO | None = None,
         timeout: float | None = None,
         on_line: LineCallback | None = None,
+        on_lines: LinesCallback | None = None,
         on_stdout_chunk: ChunkCallback | None = None,
+        keep: int = DEFAULT_KEEP,
     ) -> Result:
         """Run argv to its end (`start(...).result()`); never raises for a non-zero exit
         (call `.check()`).

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from dgxcluster.errors import CommandTimeout, InventoryError, UsageError
+from dgxcluster.remote import scope
 from dgxcluster.remote.command import Argv
 from dgxcluster.remote.connection import Connection
+from dgxcluster.remote.output import DEFAULT_KEEP
 from dgxcluster.remote.result import GroupResult, Result
 from dgxcluster.secrets import Redactor
 
@@ -30,6 +32,8 @@ T = TypeVar("T")
 ConnectionFactory = Callable[["NodeSpec"], Connection]
 #: Called with (node, stream, line) for live output of fan-out commands.
 NodeLineCallback = Callable[[str, str, str], None]
+#: Called with (node, stream, block of lines as bytes) for live output too big for lines.
+NodeLinesCallback = Callable[[str, str, bytes], None]
 
 
 def ssh_factory(inventory: Inventory, redactor: Redactor) -> ConnectionFactory:
@@ -125,13 +129,6 @@ class Cluster:
                 self._conns[name] = c
             return c
 
-    def dedicated(self, name: str) -> Connection:
-        """A connection to `name` of its own, outside the pool: `close()` (which `map` calls
-        when interrupted, to unblock its threads) does not touch it. The caller closes it.
-        For what must outlive an interrupted fan-out, such as the cluster lock held while
-        the rollback runs."""
-        return self._factory(self.inventory.node(name))
-
     def map(
         self,
         fn: Callable[[Connection], T],
@@ -145,6 +142,11 @@ class Cluster:
         the node's entry is a CommandTimeout naming the node, its connection is closed
         (which ends the remote operation the call is waiting on) and `map` returns without
         waiting for the call itself.
+
+        Interrupted (Ctrl-C), `map` closes the channels its calls opened, not the
+        connections (`scope.py`), and raises at once: what runs next (a rollback) reuses
+        the same connections, and a command started outside the fan-out (the cluster lock)
+        keeps running.
         """
         targets = list(nodes) if nodes is not None else list(self.names)
         result: GroupResult[T] = GroupResult(order=targets)
@@ -156,9 +158,10 @@ class Cluster:
         futures: dict[Future[T], str] = {}
         started: dict[str, float] = {}
         what = getattr(fn, "__name__", "the node's work")
+        calls = scope.Scope()
         try:
             for name in targets:
-                futures[pool.submit(self._call, fn, name, started)] = name
+                futures[pool.submit(self._call, fn, name, started, calls)] = name
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
@@ -174,7 +177,7 @@ class Cluster:
         except BaseException:
             for fut in futures:
                 fut.cancel()
-            self.close()
+            calls.cancel()
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -196,9 +199,12 @@ class Cluster:
                     conn.close()
         return late
 
-    def _call(self, fn: Callable[[Connection], T], name: str, started: dict[str, float]) -> T:
+    def _call(self, fn: Callable[[Connection], T], name: str, started: dict[str, float],
+              calls: scope.Scope) -> T:
         started[name] = time.monotonic()
-        return fn(self.conn(name))
+        with scope.entered(calls):
+            scope.check(name)
+            return fn(self.conn(name))
 
     def run(
         self,
@@ -207,19 +213,21 @@ class Cluster:
         *,
         timeout: float | None = None,
         on_line: NodeLineCallback | None = None,
+        on_lines: NodeLinesCallback | None = None,
+        keep: int = DEFAULT_KEEP,
     ) -> GroupResult[Result]:
-        """Run one command (or a per-node command) everywhere; non-zero exits are not errors."""
+        """Run one command (or a per-node command) everywhere; non-zero exits are not errors.
+        `on_line` gets (node, stream, line) per line, `on_lines` (node, stream, block of
+        lines); each Result keeps the last `keep` bytes of each stream."""
 
         def one(c: Connection) -> Result:
             cmd = argv(c.node) if callable(argv) else argv
-            cb = None
-            if on_line is not None:
-                node = c.node
-
-                def cb(stream: str, line: str) -> None:
-                    on_line(node, stream, line)
-
-            return c.run(cmd, timeout=timeout, on_line=cb)
+            node = c.node
+            line_cb = None if on_line is None else (
+                lambda stream, text: on_line(node, stream, text))
+            lines_cb = None if on_lines is None else (
+                lambda stream, block: on_lines(node, stream, block))
+            return c.run(cmd, timeout=timeout, on_line=line_cb, on_lines=lines_cb, keep=keep)
 
         return self.map(one, nodes)
 
@@ -230,3 +238,4 @@ class Cluster:
         for c in conns:
             with contextlib.suppress(Exception):  # closing is best effort
                 c.close()
+

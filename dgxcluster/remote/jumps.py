@@ -13,6 +13,7 @@ each.
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import threading
 import time
@@ -24,6 +25,7 @@ from dgxcluster.errors import ConnectError, HostKeyError
 from dgxcluster.inventory.schema import SshSettings
 from dgxcluster.remote.hostkeys import changed_key_error, load_known_hosts, policy_for
 from dgxcluster.remote.route import Hop, Route, SshLookup
+from dgxcluster.remote.transport import transport as make_transport
 from dgxcluster.runlog import get_logger
 
 ROLE = "jump host"
@@ -34,6 +36,17 @@ def ssh_config_lookup() -> SshLookup:
     from fabric import Config
 
     return Config().base_ssh_config.lookup  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=64)
+def resolved_host(host: str) -> str:
+    """`host` as `ssh` reaches it: ~/.ssh/config's HostName for an alias, else `host`. For
+    addresses this machine opens itself (the HTTP endpoint), which know no ssh aliases."""
+    try:
+        cfg = ssh_config_lookup()(host)
+    except Exception:  # an unreadable ssh config: the connection step reports it
+        return host
+    return str(cfg.get("hostname") or host)
 
 
 def local_user() -> str:
@@ -218,7 +231,7 @@ class Gateways:
                 hostname=hop.host, port=hop.port, username=hop.user, sock=sock,
                 key_filename=keys or None,  # type: ignore[arg-type]
                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-                channel_timeout=timeout,
+                channel_timeout=timeout, transport_factory=make_transport,
             )
         except BaseException as exc:
             client.close()

@@ -13,7 +13,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Result:
-    """One command's outcome on one node. The caller decides if non-zero is an error."""
+    """One command's outcome on one node. The caller decides if non-zero is an error.
+
+    `stdout`/`stderr` are what was kept of each stream: its last bytes, when the command
+    printed more than the transport keeps; `dropped` then says how many bytes of which
+    stream came before them (`truncated`).
+    """
 
     node: str
     argv: str  # for display: quoted, secrets masked
@@ -21,6 +26,11 @@ class Result:
     stdout: str
     stderr: str
     duration_s: float
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        return any(self.dropped.values())
 
     @property
     def ok(self) -> bool:
@@ -39,6 +49,9 @@ class Result:
             "stdout": self.stdout,
             "stderr": self.stderr,
             "duration_s": round(self.duration_s, 3),
+            "truncated": self.truncated,
+            "dropped_bytes": {"stdout": self.dropped.get("stdout", 0),
+                              "stderr": self.dropped.get("stderr", 0)},
         }
 
 

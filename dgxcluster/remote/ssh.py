@@ -22,18 +22,30 @@ from fabric import Config
 from fabric import Connection as FabricConnection
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-from dgxcluster.errors import CommandTimeout, ConnectError, HostKeyError
+from dgxcluster.errors import Cancelled, CommandTimeout, ConnectError, HostKeyError
 from dgxcluster.inventory.schema import NodeSpec, SshSettings
+from dgxcluster.remote import scope
 from dgxcluster.remote.command import Argv, for_display, to_command_line
 from dgxcluster.remote.hostkeys import changed_key_error, load_known_hosts, policy_for
 from dgxcluster.remote.jumps import Gateways, Lease, Retryable
-from dgxcluster.remote.process import KILLED, ChunkCallback, LineCallback, RemoteProcess
+from dgxcluster.remote.output import DEFAULT_KEEP
+from dgxcluster.remote.process import (
+    KILLED,
+    ChunkCallback,
+    LineCallback,
+    LinesCallback,
+    RemoteProcess,
+)
 from dgxcluster.remote.result import Result
 from dgxcluster.remote.route import DIRECT, Route
+from dgxcluster.remote.transport import transport
 from dgxcluster.runlog import get_logger
 from dgxcluster.secrets import Redactor
 
 CHUNK = 256 * 1024
+#: One read of a channel's output: more than paramiko's window (2 MiB), so a read takes all
+#: that arrived (paramiko copies what a partial read leaves behind, every time).
+RECV = 4 << 20
 
 # paramiko logs transport failures to stderr by itself; we report them as ConnectError instead.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -104,6 +116,7 @@ class SshConnection:
             "banner_timeout": timeout,
             "auth_timeout": timeout,
             "channel_timeout": timeout,
+            "transport_factory": transport,
         }
         if self._identity is not None:
             kwargs["key_filename"] = str(self._identity)
@@ -263,15 +276,19 @@ class SshConnection:
         hold_stdin: bool = False,
         timeout: float | None = None,
         on_line: LineCallback | None = None,
+        on_lines: LinesCallback | None = None,
         on_stdout_chunk: ChunkCallback | None = None,
+        keep: int = DEFAULT_KEEP,
     ) -> RemoteProcess:
         cmdline = to_command_line(argv)
         shown = self._redact(for_display(argv))
         limit = self._ssh.command_timeout if timeout is None else timeout
+        scope.check(self.node)
         chan = self._channel()
         self._answered(chan, f"starting `{_brief(shown)}`", lambda: chan.exec_command(cmdline))
-        return _SshProcess(self, chan, shown, limit, on_line, on_stdout_chunk)._begin(
-            stdin, hold_stdin)
+        proc = _SshProcess(self, chan, shown, limit, on_line=on_line, on_lines=on_lines,
+                           on_chunk=on_stdout_chunk, keep=keep, redactor=self._redact)
+        return proc._begin(stdin, hold_stdin)
 
     def run(
         self,
@@ -280,10 +297,12 @@ class SshConnection:
         stdin: bytes | BinaryIO | None = None,
         timeout: float | None = None,
         on_line: LineCallback | None = None,
+        on_lines: LinesCallback | None = None,
         on_stdout_chunk: ChunkCallback | None = None,
+        keep: int = DEFAULT_KEEP,
     ) -> Result:
-        proc = self.start(argv, stdin=stdin, timeout=timeout, on_line=on_line,
-                          on_stdout_chunk=on_stdout_chunk)
+        proc = self.start(argv, stdin=stdin, timeout=timeout, on_line=on_line, on_lines=on_lines,
+                          on_stdout_chunk=on_stdout_chunk, keep=keep)
         try:
             return proc.result()
         except BaseException:
@@ -298,17 +317,33 @@ class SshConnection:
     @contextlib.contextmanager
     def _sftp_errors(self, doing: str, path: str, limit: float) -> Iterator[None]:
         """A node that stops answering mid-transfer: the channel's timeout fires, the
-        connection (whose state is now unknown) is closed, and the error names the path."""
+        connection (whose state is now unknown) is closed, and the error names the path.
+        An interrupted fan-out (`scope.py`) closes only the SFTP channel, and the connection
+        stays."""
+        scope.check(self.node)
         try:
-            yield
-        except TimeoutError:
-            self.close()
-            raise ConnectError(self.node, f"no answer within {limit:g}s while {doing} {path} "
-                               "(SFTP)") from None
-        except (paramiko.SSHException, EOFError) as exc:
-            self.close()
-            raise ConnectError(self.node, f"connection lost while {doing} {path}: "
-                               f"{exc or type(exc).__name__}") from None
+            with scope.registered(self._drop_sftp):
+                yield
+        except (TimeoutError, paramiko.SSHException, EOFError, OSError) as exc:
+            current = scope.current()
+            if current is not None and current.cancelled:
+                raise Cancelled(self.node) from None
+            if isinstance(exc, TimeoutError):
+                self.close()
+                raise ConnectError(self.node, f"no answer within {limit:g}s while {doing} "
+                                   f"{path} (SFTP)") from None
+            if isinstance(exc, (paramiko.SSHException, EOFError)):
+                self.close()
+                raise ConnectError(self.node, f"connection lost while {doing} {path}: "
+                                   f"{exc or type(exc).__name__}") from None
+            raise
+
+    def _drop_sftp(self) -> None:
+        with self._lock:
+            sftp, self._sftp = self._sftp, None
+        if sftp is not None:
+            with contextlib.suppress(Exception):
+                sftp.close()
 
     def _sftp_client(self, limit: float) -> paramiko.SFTPClient:
         with self._lock:
@@ -369,15 +404,15 @@ class _SshProcess(RemoteProcess):
     released), a pump thread reads both output streams until the command ends."""
 
     def __init__(self, conn: SshConnection, chan: paramiko.Channel, shown: str, limit: float,
-                 on_line: LineCallback | None, on_chunk: ChunkCallback | None) -> None:
-        super().__init__(conn.node, shown, on_line)
+                 **output: Any) -> None:
+        super().__init__(conn.node, shown, **output)
         self._conn = conn
         self._chan = chan
         self._limit = limit
-        self._on_chunk = on_chunk
         self._started = time.monotonic()
 
     def _begin(self, stdin: bytes | BinaryIO | None, hold: bool) -> _SshProcess:
+        self._join_scope()
         if stdin is None and not hold:
             self._chan.shutdown_write()
         else:
@@ -409,15 +444,8 @@ class _SshProcess(RemoteProcess):
                 chan.shutdown_write()
 
     def _pump(self) -> None:
-        redact = self._conn._redact
-
-        def line(stream: str, text: str) -> None:
-            self._line(stream, redact(text))
-
-        out = _Collector("stdout", line, self._on_chunk)
-        err = _Collector("stderr", line, None)
         try:
-            code = _pump(self._chan, out, err, self._started + self._limit)
+            code = _pump(self._chan, self, self._started + self._limit)
         except TimeoutError:
             self._close_channel()
             self._conn._log.warning("remote.timeout", argv=self.argv, timeout_s=self._limit)
@@ -437,9 +465,7 @@ class _SshProcess(RemoteProcess):
             return
         duration = time.monotonic() - self._started
         self._conn._log.debug("remote.run", argv=self.argv, exit=code, duration_s=round(duration, 3))
-        self._finish(Result(node=self.node, argv=self.argv, exit_code=code,
-                            stdout=redact(out.text()), stderr=redact(err.text()),
-                            duration_s=duration))
+        self._finish(self._result(code, duration))
 
 
 def _usable(sftp: paramiko.SFTPClient | None) -> bool:
@@ -473,47 +499,14 @@ def _sftp_makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
         sftp.mkdir(path, mode=0o700)
 
 
-class _Collector:
-    """Accumulates one stream; hands complete lines (or raw chunks) to callbacks as they come."""
-
-    def __init__(
-        self, name: str, on_line: LineCallback | None, on_chunk: Callable[[bytes], None] | None
-    ) -> None:
-        self.name = name
-        self.on_line = on_line
-        self.on_chunk = on_chunk
-        self.parts: list[bytes] = []
-        self.pending = b""
-
-    def feed(self, data: bytes) -> None:
-        if self.on_chunk is not None:
-            self.on_chunk(data)
-            return
-        self.parts.append(data)
-        if self.on_line is not None:
-            self.pending += data
-            *lines, self.pending = self.pending.replace(b"\r", b"\n").split(b"\n")
-            for line in lines:
-                if line:
-                    self.on_line(self.name, line.decode("utf-8", "replace"))
-
-    def finish(self) -> None:
-        if self.on_line is not None and self.pending:
-            self.on_line(self.name, self.pending.decode("utf-8", "replace"))
-            self.pending = b""
-
-    def text(self) -> str:
-        return b"".join(self.parts).decode("utf-8", "replace")
-
-
-def _pump(chan: paramiko.Channel, out: _Collector, err: _Collector, deadline: float) -> int | None:
-    """Read both streams until the command exits; None if the connection dropped."""
+def _pump(chan: paramiko.Channel, proc: RemoteProcess, deadline: float) -> int | None:
+    """Read both streams into `proc` until the command exits; None if the connection dropped."""
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
         select.select([chan], [], [], min(remaining, 1.0))
-        _drain(chan, out, err)
+        _drain(chan, proc)
         if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
             if chan.eof_received or chan.closed:
                 break
@@ -521,23 +514,21 @@ def _pump(chan: paramiko.Channel, out: _Collector, err: _Collector, deadline: fl
         transport = chan.get_transport()
         dropped = chan.closed or transport is None or not transport.is_active()
         if dropped and not chan.exit_status_ready():
-            out.finish()
-            err.finish()
+            proc._output_end()
             return None
-    _drain(chan, out, err)  # anything that arrived with the exit status
-    out.finish()
-    err.finish()
+    _drain(chan, proc)  # anything that arrived with the exit status
+    proc._output_end()
     code = chan.recv_exit_status()
     if code == -1 and _connection_gone(chan):
         return None  # the server sent no exit status: sshd died or the network went away
     return code
 
 
-def _drain(chan: paramiko.Channel, out: _Collector, err: _Collector) -> None:
+def _drain(chan: paramiko.Channel, proc: RemoteProcess) -> None:
     while chan.recv_ready():
-        out.feed(chan.recv(CHUNK))
+        proc._output("stdout", chan.recv(RECV))
     while chan.recv_stderr_ready():
-        err.feed(chan.recv_stderr(CHUNK))
+        proc._output("stderr", chan.recv_stderr(RECV))
 
 
 def _connection_gone(chan: paramiko.Channel, grace_s: float = 1.0) -> bool:

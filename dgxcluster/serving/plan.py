@@ -117,6 +117,24 @@ def serve_command(inv: InventoryModel) -> list[str]:
     return argv
 
 
+# Run as the container's user before the launch, in the foreground: can it write the log
+# directory (vllm.log, vllm.pid, vllm.exit)? A detached launch that cannot is silent.
+# `true`, not `:`: a failed redirection on a special builtin ends a POSIX shell outright.
+_LAUNCH_CHECK = (
+    f'd="$1"; true >"$d/{VLLM_LOG}" && true >"$d/{VLLM_PID}" && rm -f "$d/{VLLM_PID}" '
+    '|| { echo "container user $(id -u):$(id -g)" >&2; exit 73; }'
+)
+#: Exit status of `launch_check` when the container's user cannot write the log directory.
+LAUNCH_CHECK_EXIT = 73
+
+
+def launch_check(inv: InventoryModel) -> list[str]:
+    """`docker exec` (foreground) that creates this run's empty vllm.log as the container's
+    user, or says which user could not."""
+    head = naming.container_name(inv.cluster, HEAD)
+    return ["docker", "exec", head, *shell(_LAUNCH_CHECK, CONTAINER_LOG_DIR)]
+
+
 def serve_exec(inv: InventoryModel) -> list[str]:
     """`docker exec -d` that starts vLLM in the head container, detached from this session."""
     head = naming.container_name(inv.cluster, HEAD)
@@ -130,6 +148,10 @@ def gpus_needed(inv: InventoryModel) -> int:
 def env_file_values(secrets: Mapping[str, Secret]) -> dict[str, str | Secret]:
     """What goes in the 0600 env-file: the secrets, and only them (the rest is visible -e)."""
     return {name: secrets[name] for name in sorted(secrets)}
+
+
+#: Serve settings that shape how we wait or what we print, not what runs.
+_NOT_RUN = {"ready_timeout_s", "stop_timeout_s", "public_host"}
 
 
 def config_hash(inv: InventoryModel, image: str) -> str:
@@ -148,7 +170,7 @@ def config_hash(inv: InventoryModel, image: str) -> str:
                   for n in inv.nodes],
         "container": inv.container.model_dump(mode="json"),
         "ray": inv.ray.model_dump(mode="json", exclude={"start_timeout_s"}),
-        "serve": {**inv.serve.model_dump(mode="json", exclude={"ready_timeout_s", "stop_timeout_s"}),
+        "serve": {**inv.serve.model_dump(mode="json", exclude=_NOT_RUN),
                   "host": listen_host(inv)},
         "secrets": sorted(inv.secrets.env),
     }

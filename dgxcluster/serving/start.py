@@ -37,7 +37,7 @@ from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.secrets import render_env_file
 from dgxcluster.serving import plan, raywait, vllm
-from dgxcluster.serving.lock import ClusterLock, lock_path
+from dgxcluster.serving.lock import ClusterLock
 from dgxcluster.serving.preflight import (
     NodeCheck,
     NodeFacts,
@@ -118,8 +118,7 @@ def start(session: Session, options: StartOptions | None = None,
     if opts.dry_run:
         report.dry_run = _dry_run(session, image, config)
         return report
-    lock = ClusterLock(session.cluster.dedicated(inv.head_name),
-                       lock_path(inv.state_dir, inv.cluster), "start", own_connection=True)
+    lock = ClusterLock(session.cluster.conn(inv.head_name), inv.state_dir, inv.cluster, "start")
     try:
         _Run(session, opts, prog, report, lock).run()
     finally:
@@ -470,10 +469,10 @@ class _Run:
             self.out(self.head, "vllm", Status.UNCHANGED, "already running (still loading)")
         else:
             self.p.status(self.head, "vllm: launching vllm serve")
+            vllm.clear_state(conn, paths)
             if not head_new:
-                vllm.clear_state(conn, paths)
                 self.created.vllm_on = self.head
-            vllm.launch(conn, self.inv)
+            vllm.launch(conn, self.inv, paths)
             self.out(self.head, "vllm", Status.CHANGED,
                      f"launched `vllm serve {plan.require_model(self.inv)}`, log "
                      f"{paths.vllm_log}")

@@ -13,7 +13,7 @@ from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.errors import ConnectError
-from dgxcluster.serving.lock import ClusterLock, lock_path
+from dgxcluster.serving.lock import ClusterLock
 from dgxcluster.serving.teardown import Found, discover, teardown
 
 
@@ -32,8 +32,7 @@ def stop(session: Session, keep_containers: bool = False,
     report = StopReport()
     lock: ClusterLock | None = None
     try:
-        lock = ClusterLock(session.cluster.dedicated(inv.head_name),
-                           lock_path(inv.state_dir, inv.cluster), "stop", own_connection=True)
+        lock = ClusterLock(session.cluster.conn(inv.head_name), inv.state_dir, inv.cluster, "stop")
         lock.acquire()
     except ConnectError as exc:
         # A start cannot run without the head either; clean what can be reached.

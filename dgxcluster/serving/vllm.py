@@ -4,6 +4,10 @@ Readiness is what a client sees: `GET /health` answers 200, then `GET /v1/models
 model, both over HTTP from this machine to the head's management address. Meanwhile the
 launcher's exit-status file and the container state are read on the node, so a vLLM that
 dies while loading fails `start` at once, with its last log lines, instead of a 30-minute wait.
+The launch itself is checked too: the container's user must be able to write the log
+directory (checked in the foreground before the detached launch), and vLLM's pid must be
+recorded within `LAUNCH_GRACE_S`. Each run's log is its own: the previous one is kept as
+`vllm.log.1`, never shown as this run's.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import TYPE_CHECKING
 from dgxcluster.core import docker, endpoint, httpclient, naming
 from dgxcluster.core.docker import indented, parse_state
 from dgxcluster.core.endpoint import EndpointProbe, Getter
-from dgxcluster.core.nodepaths import VLLM_EXIT, VLLM_LOG, VLLM_PID
+from dgxcluster.core.nodepaths import LOG_DIR, VLLM_EXIT, VLLM_LOG, VLLM_PID
 from dgxcluster.core.progress import Progress, StatusThrottle
 from dgxcluster.errors import CommandTimeout, ConnectError, StepError
 from dgxcluster.facts import vllm_log
@@ -25,6 +29,8 @@ from dgxcluster.remote.connection import Connection
 from dgxcluster.serving.plan import (
     CONTAINER_LOG_DIR,
     HEAD,
+    LAUNCH_CHECK_EXIT,
+    launch_check,
     model_id,
     serve_exec,
 )
@@ -36,6 +42,8 @@ if TYPE_CHECKING:
 TAIL_LINES = 40
 POLL_S = 0.25
 HTTP_TIMEOUT_S = 3.0
+#: vLLM's pid must be in vllm.pid this long after the launch (the launcher writes it at once).
+LAUNCH_GRACE_S = 15.0
 
 _PROBE = (
     'printf "state=%s\\n" "$(docker inspect -f "{{.State.Status}} {{.State.ExitCode}}" "$1" '
@@ -90,13 +98,25 @@ def probe(conn: Connection, inv: InventoryModel, paths: NodePaths) -> ServeProbe
 
 
 def clear_state(conn: Connection, paths: NodePaths) -> None:
-    """Forget the previous vLLM's pid and exit status (a new head container has new pids)."""
-    conn.run(shell(f'rm -f "$1/{VLLM_PID}" "$1/{VLLM_EXIT}"', paths.log_dir),
-             timeout=docker.QUICK_S).check()
+    """Forget the previous vLLM's pid and exit status (a new head container has new pids),
+    and keep its log aside as vllm.log.1: this run's log starts empty."""
+    conn.run(shell(f'rm -f "$1/{VLLM_PID}" "$1/{VLLM_EXIT}"; '
+                   f'if [ -e "$1/{VLLM_LOG}" ]; then mv -f "$1/{VLLM_LOG}" "$1/{VLLM_LOG}.1"; fi',
+                   paths.log_dir), timeout=docker.QUICK_S).check()
 
 
-def launch(conn: Connection, inv: InventoryModel) -> None:
-    res = conn.run(serve_exec(inv), timeout=60)
+def launch(conn: Connection, inv: InventoryModel, paths: NodePaths) -> None:
+    """Check that the container's user can write the log directory, then launch detached."""
+    res = conn.run(launch_check(inv), timeout=60)
+    if res.exit_code == LAUNCH_CHECK_EXIT:
+        why = res.stderr.strip().splitlines()
+        raise StepError("vllm", f"vLLM cannot start: the head container's user cannot write "
+                        f"{CONTAINER_LOG_DIR} ({paths.log_dir} on the node): "
+                        f"{'; '.join(why[-2:])}. Give that user write access to "
+                        f"{paths.log_dir}, or run the container as the SSH user "
+                        f"(container.extra_args --user)", conn.node)
+    if res.ok:
+        res = conn.run(serve_exec(inv), timeout=60)
     if not res.ok:
         raise StepError("vllm", f"docker exec failed: {(res.stderr or res.stdout).strip()}", conn.node)
 
@@ -115,24 +135,27 @@ def ready(inv: InventoryModel, get: Getter = httpclient.get) -> EndpointProbe:
 def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_s: float,
                progress: Progress, get: Getter = httpclient.get,
                sleep: Callable[[float], None] = time.sleep,
-               gate: Callable[[], bool] | None = None) -> float:
+               gate: Callable[[], bool] | None = None,
+               launch_grace_s: float = LAUNCH_GRACE_S,
+               clock: Callable[[], float] = time.monotonic) -> float:
     """Seconds until ready. Raises StepError('vllm-ready') with the log tail on failure.
 
     `gate` (called every round; it may raise) must also say True before this returns.
+    No pid recorded `launch_grace_s` after the launch: vLLM never started; fail at once.
     """
-    t0 = time.monotonic()
+    t0 = clock()
     live = StatusThrottle(progress)
     while True:
         gated = gate() if gate is not None else True
         state = ready(inv, get)
         if state.ready and gated:
-            return time.monotonic() - t0
+            return clock() - t0
         why = state.error or state.state
         try:
             p = probe(conn, inv, paths)
         except CommandTimeout as exc:
             raise ConnectError(conn.node, f"stopped answering while vLLM loaded: {exc}") from None
-        elapsed = time.monotonic() - t0
+        elapsed = clock() - t0
         if not p.container.running:
             tail = docker.log_tail(conn, naming.container_name(inv.cluster, HEAD))
             raise StepError("vllm-ready", f"the head container stopped "
@@ -141,6 +164,11 @@ def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_
             raise StepError("vllm-ready", f"vLLM exited with status {p.exit_code} after "
                             f"{elapsed:.0f}s; last {TAIL_LINES} lines of "
                             f"{paths.vllm_log}:\n{indented(log_tail(conn, paths))}",
+                            conn.node)
+        if not p.pid and elapsed > launch_grace_s:
+            raise StepError("vllm-ready", f"vLLM did not launch: no pid in "
+                            f"{paths.sub(LOG_DIR, VLLM_PID)} {elapsed:.0f}s after the launch; "
+                            f"{paths.vllm_log} says:\n{indented(log_tail(conn, paths))}",
                             conn.node)
         if elapsed > timeout_s:
             raise StepError("vllm-ready", f"vLLM not ready within {timeout_s:g}s ({why}); "

@@ -210,3 +210,67 @@ def test_secret_from_environment_is_masked_in_verbose_output(testbed3: Testbed) 
     p = testbed3.dgx("-v", "exec", "-n", "node1", "--", "echo", token, env={"HF_TOKEN": token})
     assert token not in p.stdout + p.stderr
     assert "******" in p.stdout
+
+
+#: Runs argv and writes its peak RSS (kB) to a file. A small process of its own: a child's
+#: ru_maxrss counts the memory of the process it was forked from (pytest's, here).
+_MEASURE = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def _exec_measured(tb: Testbed, *args: str) -> tuple[int, bytes, bytes, float]:
+    """Run the CLI, its output to files: (exit code, stdout, stderr, its peak RSS in MB)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DGXCLUSTER_")}
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile() as out, \
+            tempfile.TemporaryFile() as err:
+        rss = Path(tmp) / "rss"
+        code = subprocess.run([sys.executable, "-c", _MEASURE, str(rss), sys.executable, "-m",
+                               "dgxcluster", "-i", str(tb.inventory), *args], stdout=out,
+                              stderr=err, env=env, cwd=str(REPO), timeout=600,
+                              check=False).returncode
+        out.seek(0)
+        err.seek(0)
+        return code, out.read(), err.read(), int(rss.read_text()) / 1024
+
+
+def test_big_output_streams_pdsh_style_in_bounded_memory(testbed3: Testbed) -> None:
+    """100 MB of short lines, and one 40 MB line: every byte printed, each line prefixed,
+    the CLI's peak RSS under 100 MB (before: the whole output was kept, ~5x its size, and a
+    long line was re-split on every chunk: 40 MB took 19 s). --json keeps each stream's
+    last MiB and says how much it dropped."""
+    n = 2_440_000  # lines of 41 bytes: 100 MB
+    lines = f"yes 0123456789012345678901234567890123456789 | head -n {n}"
+    code, out, err, rss = _exec_measured(testbed3, "exec", "-n", "node1", "--", "sh", "-c", lines)
+    assert code == 0, err
+    assert len(out) == n * (41 + len("node1: "))
+    assert out.startswith(b"node1: 0123") and out.count(b"\nnode1: 0123456789") == n - 1
+    assert rss < 100, f"peak RSS {rss:.0f} MB"
+
+    one = "head -c 40000000 /dev/zero | tr '\\0' x"
+    code, out, err, rss = _exec_measured(testbed3, "exec", "-n", "node2", "--", "sh", "-c", one)
+    assert code == 0, err
+    pieces = out.split(b"\n")[:-1]  # a line over 1 MiB is printed in 1 MiB pieces
+    assert all(p.startswith(b"node2: ") for p in pieces)
+    assert sum(len(p) - len(b"node2: ") for p in pieces) == 40_000_000
+    assert rss < 100, f"peak RSS {rss:.0f} MB"
+
+    code, out, err, rss = _exec_measured(testbed3, "exec", "--json", "-n", "node3", "--",
+                                         "sh", "-c", lines)
+    assert code == 0, err
+    row = json.loads(out)[0]
+    assert row["truncated"] is True
+    assert len(row["stdout"]) == 1 << 20 and row["stdout"].endswith("0123456789\n")
+    assert row["dropped_bytes"] == {"stdout": n * 41 - (1 << 20), "stderr": 0}
+    assert rss < 100, f"peak RSS {rss:.0f} MB"

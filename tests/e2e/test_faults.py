@@ -35,7 +35,7 @@ from dgxcluster.core.buildcontext import scan
 from tests import hfcache
 from tests.clirun import Background, CmdlineSampler
 from tests.conftest import BUILD_ARGS, REPO, Testbed, flat
-from tests.leaks import STATE, assert_no_leaks, node_leaks
+from tests.leaks import LOCK_HELD, STATE, assert_no_leaks, node_leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -191,6 +191,67 @@ def test_a_flag_vllm_refuses_let_through_fails_start_fast_with_vllms_message(tb:
     # the following start is the next test's first one
 
 
+def test_container_user_that_cannot_write_the_log_fails_fast(tb: Testbed) -> None:
+    """Issue 12: `container.extra_args: [--user, "1000:1000"]` with SSH user root: that user
+    cannot write the log directory (root's, mounted at /var/log/dgxcluster), so a detached
+    vLLM launch would record nothing and `start` would wait its whole ready timeout, then show
+    the previous run's vllm.log. Now start fails at step 'vllm' naming the user and the
+    directory, rolls back, and shows nothing of the previous run's log (the flag test's)."""
+    before = tb.node_exec("node1", "cat", f"{STATE}/{tb.name}/logs/vllm.log", check=False).stdout
+    as_1000 = {"DGXCLUSTER_CONTAINER__EXTRA_ARGS": json.dumps(["--user", "1000:1000"])}
+    r = dgx(tb, "start", env=as_1000)
+    _timed("container user cannot write the log: start fails", r.elapsed)
+    text = flat(r.stderr)
+    assert r.returncode == 1, r.stderr
+    assert "start failed at step 'vllm'" in text, text
+    assert ("vLLM cannot start: the head container's user cannot write /var/log/dgxcluster "
+            f"({STATE}/{tb.name}/logs on the node)") in text, text
+    assert "container user 1000:1000" in text and "Permission denied" in text, text
+    assert "not ready within" not in text and "rolled back" in text
+    last = [ln for ln in before.splitlines() if ln.strip()][-1:] or ["(no previous log)"]
+    assert last[0] not in r.stderr  # the previous run's log is not shown as this one's
+    assert_no_leaks(tb)
+    # the following start is the next test's first one
+
+
+FULL = "dgxc/fault-full"
+HF = "/root/.cache/huggingface"
+
+
+def test_model_sync_after_a_full_disk_reuses_the_partial_files_space(tb: Testbed) -> None:
+    """Issue 12: a blob cut off by ENOSPC (`<blob>.dgxc-incoming`, written here by dd until
+    the node's small disk, a tmpfs, is full) made every later sync refuse: the free-space
+    check counted the partial file against the copy. Now it counts as free, the report says
+    what was found, the receiver removes it, the copy lands, and a second sync is a no-op."""
+    hub = f"{HF}/hub"
+    folder = f"{hub}/models--{FULL.replace('/', '--')}"
+    tb.node_exec("node1", *hfcache.build_argv(hub, hfcache.spec(
+        FULL, {"model.safetensors": 6_000_000, "config.json": "{}"})))
+    blob = tb.node_exec("node1", "sh", "-c", 'ls -S "$1/blobs" | head -n 1', "sh",
+                        folder).stdout.strip()
+    used = tb.node_exec("node2", "sh", "-c", 'du -sk "$1" 2>/dev/null | cut -f1', "sh",
+                        HF, check=False).stdout.strip()
+    tb.tb("tmpfs", "node2", HF, f"{int(used or 0) + 8192}k")
+    try:
+        part = f"{folder}/blobs/{blob}.dgxc-incoming"
+        fill = tb.node_exec("node2", "sh", "-c", 'mkdir -p "${1%/*}" && dd if=/dev/zero '
+                            'of="$1" bs=64k', "sh", part, check=False)
+        assert "No space left on device" in fill.stderr, fill.stderr
+        r = dgx(tb, "model", "sync", FULL, env={"COLUMNS": "300"})
+        text = flat(r.stdout)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert re.search(r"1 partial file\(s\) \([\d.]+ MB\) of an interrupted copy found, "
+                         r"removed before this one", text), text
+        assert tb.node_exec("node2", "test", "-e", part, check=False).returncode != 0
+        again = dgx(tb, "model", "sync", FULL, env={"COLUMNS": "300"})
+        assert again.returncode == 0 and "partial" not in again.stdout, again.stdout
+        assert "complete and verified" in flat(again.stdout), again.stdout
+    finally:
+        tb.tb("tmpfs", "node2", HF, "off")
+        tb.node_exec("node1", "rm", "-rf", folder)
+        tb.node_exec("node2", "rm", "-rf", folder)
+
+
 def test_dockerd_stopped_on_one_node(tb: Testbed) -> None:
     start_ok(tb)
     tb.tb("dockerd", "node2", "stop")
@@ -304,8 +365,7 @@ def test_worker_cut_off_after_its_container_started_is_reported_and_cleaned_late
 def test_sigint_during_start_rolls_back_while_holding_the_lock(tb: Testbed) -> None:
     """Ctrl-C while the workers start (a fan-out): the rollback removes everything, and the
     lock stays held until it is done (no second start can slip in half-way)."""
-    lock = f"{STATE}/{tb.name}/lock"
-    probe = ('flock -n "$1" true && echo free || echo held; '
+    probe = (f'{LOCK_HELD} && echo held || echo free; '
              'docker ps -aq --filter "label=dgxcluster.role=head" | wc -l')
     run = background(tb, "start")
     run.wait_for(r"^node2: ray-workers: docker run")
@@ -314,7 +374,7 @@ def test_sigint_during_start_rolls_back_while_holding_the_lock(tb: Testbed) -> N
 
     def watch() -> None:
         while run.proc.poll() is None:
-            out = tb.node_exec("node1", "sh", "-c", probe, "sh", lock, check=False).stdout.split()
+            out = tb.node_exec("node1", "sh", "-c", probe, "sh", tb.name, check=False).stdout.split()
             if len(out) == 2 and run.proc.poll() is None:
                 seen.append((out[0], int(out[1])))
 

@@ -23,7 +23,7 @@ import yaml
 
 from dgxcluster.core.buildcontext import scan
 from tests.conftest import BUILD_ARGS, REPO, Testbed, run_cli
-from tests.leaks import STATE, assert_no_leaks, node_leaks
+from tests.leaks import assert_no_leaks, lock_held, node_leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -61,8 +61,7 @@ def test_changed_host_key_start_and_build_refuse_before_changing_anything(
     try:
         start = tb.dgx("start", env=ENV)
         build = run_cli("-i", str(inv), "build")
-        lock_free = tb.node_exec("node1", "flock", "-n", f"{STATE}/{tb.name}/lock", "true",
-                                 check=False).returncode == 0
+        lock_free = not lock_held(tb, "node1")
         built = tb.node_exec("node1", "docker", "image", "inspect", f"dgxcluster/testbed:{tag}",
                              check=False).returncode == 0
         left = node_leaks(tb, "node1")

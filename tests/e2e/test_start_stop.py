@@ -239,12 +239,12 @@ def test_restart_replaces_a_different_config_and_stop_cleans_reachable_nodes(cle
 HOLD = """
 import sys, time
 from dgxcluster.inventory import load_inventory
-from dgxcluster.serving.lock import ClusterLock, lock_path
+from dgxcluster.serving.lock import ClusterLock
 from dgxcluster.core.session import Session
 inv = load_inventory(sys.argv[1])
 with Session.open(inv, command="test") as s:
     conn = s.cluster.conn(inv.head_name)
-    with ClusterLock(conn, lock_path(inv.state_dir, inv.cluster), "test-holder"):
+    with ClusterLock(conn, inv.state_dir, inv.cluster, "test-holder"):
         print("LOCKED", flush=True)
         time.sleep(600)
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,36 @@ def test_wait_gives_up_with_the_reason_and_the_log_tail() -> None:
             vllm.wait_ready(conn, i, PATHS, -1, RecordingProgress(), sleep=lambda _s: None)
     assert err.value.step == "vllm-ready" and "not ready within -1s" in str(err.value)
     assert "Connection refused" in str(err.value) and "last line" in str(err.value)
+
+
+def test_the_endpoint_uses_the_ssh_alias_hostname_or_serve_public_host(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: `host: node1` (an ~/.ssh/config alias) became `http://node1:8000`, which
+    this machine's HTTP client cannot resolve. The alias's HostName is used; a configured
+    `serve.public_host` wins (the address clients should use); an IP is used as it is."""
+    from dgxcluster.remote import jumps
+
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text(
+        "Host node1\n  HostName 10.9.8.7\n  User nvidia\nHost node6\n  HostName fd00::6\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    jumps.resolved_host.cache_clear()
+    try:
+        assert endpoint.base_url(inv("node1")) == "http://10.9.8.7:8000"
+        assert endpoint.base_url(inv("node6")) == "http://[fd00::6]:8000"
+        assert endpoint.listen_host(inv("node6")) == "::"  # vLLM listens where it is probed
+        assert endpoint.base_url(inv("spark9")) == "http://spark9:8000"  # no alias: as it is
+        assert endpoint.base_url(inv("10.0.0.1")) == "http://10.0.0.1:8000"
+        pub = inv("node1", serve=", public_host: llm.example.org")
+        assert endpoint.api_url(pub) == "http://llm.example.org:8000/v1"
+    finally:
+        jumps.resolved_host.cache_clear()
+
+
+def test_public_host_is_left_out_of_the_config_hash_and_checked() -> None:
+    from dgxcluster.serving import plan
+
+    assert plan.config_hash(inv("10.0.0.1"), "img") == plan.config_hash(
+        inv("10.0.0.1", serve=", public_host: llm.example.org"), "img")  # no restart for it
+    with pytest.raises(InventoryError, match="public_host"):
+        inv("10.0.0.1", serve=", public_host: 'http://x/'")

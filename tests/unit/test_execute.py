@@ -10,7 +10,7 @@ from dgxcluster.cli.exitcodes import exit_code_of
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Status
 from dgxcluster.errors import CommandTimeout, UsageError
-from dgxcluster.execute import outcomes, run_everywhere
+from dgxcluster.execute import KEEP_BYTES, outcomes, prefixed, run_everywhere
 from dgxcluster.inventory import parse_inventory
 from tests.fakes import FakeConnection, Reply
 
@@ -26,12 +26,12 @@ def _session(fakes: dict[str, FakeConnection], tmp: Path) -> Session:
 def test_runs_argv_on_the_selected_nodes_in_inventory_order(tmp_path: Path) -> None:
     fakes = {f"n{i}": FakeConnection(f"n{i}").on("uname", Reply(stdout=f"Linux n{i}\n"))
              for i in (1, 2, 3)}
-    lines: list[tuple[str, str, str]] = []
+    blocks: list[tuple[str, str, bytes]] = []
     res = run_everywhere(_session(fakes, tmp_path), ["uname", "-a"], ["n3", "n1"],
-                         on_line=lambda n, s, ln: lines.append((n, s, ln)))
+                         on_output=lambda n, s, block: blocks.append((n, s, block)))
     assert list(res) == ["n1", "n3"] and fakes["n2"].calls == []
     assert fakes["n1"].calls == [["uname", "-a"]]
-    assert sorted(lines) == [("n1", "stdout", "Linux n1"), ("n3", "stdout", "Linux n3")]
+    assert sorted(blocks) == [("n1", "stdout", b"Linux n1\n"), ("n3", "stdout", b"Linux n3\n")]
     assert [o.status for o in outcomes(res)] == [Status.CHANGED, Status.CHANGED]
 
 
@@ -53,3 +53,22 @@ def test_outcomes_say_exit_code_timeout_and_unreachable(tmp_path: Path) -> None:
     assert got["n3"] == (Status.UNREACHABLE, "no route to host")
     assert exit_code_of(outcomes(res)) == 3
     assert exit_code_of([o for o in outcomes(res) if o.node != "n3"]) == 1
+
+
+def test_output_is_printed_pdsh_style_each_line_prefixed() -> None:
+    first, rest = prefixed("n1", b"a\n\nb\n")
+    assert first + bytes(rest) == b"n1: a\nn1: \nn1: b\n"
+    assert prefixed("n1", b"") == (b"", memoryview(b""))
+
+
+def test_each_node_keeps_only_the_tail_of_a_big_output_and_says_so(tmp_path: Path) -> None:
+    big = "x" * 99 + "\n"
+    fakes = {"n1": FakeConnection("n1").on("", Reply(stdout=big * 30000, stderr="e\n"))}
+    seen = [0]
+    res = run_everywhere(_session(fakes, tmp_path), ["cat", "big"], ["n1"],
+                         on_output=lambda n, s, block: seen.__setitem__(0, seen[0] + len(block)))
+    r = res.values["n1"]
+    assert seen[0] == 3_000_002  # everything was handed on live
+    assert len(r.stdout) == KEEP_BYTES and r.stdout.endswith(big) and r.stderr == "e\n"
+    assert r.truncated and r.dropped == {"stdout": 3_000_000 - KEEP_BYTES}
+    assert r.to_json()["dropped_bytes"] == {"stdout": 3_000_000 - KEEP_BYTES, "stderr": 0}

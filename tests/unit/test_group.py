@@ -102,30 +102,60 @@ def test_select_rejects_unknown_node() -> None:
         cluster({}).select(["n9"])
 
 
-def test_interrupted_fanout_closes_the_pool_but_not_a_dedicated_connection(
+def test_interrupted_fanout_kills_its_channels_but_keeps_connections_and_the_lock(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C in a fan-out closes the pooled connections (to unblock its threads); the
-    cluster lock sits on a dedicated one, so it stays held while the rollback runs."""
-    from dgxcluster.remote import group
+    """Ctrl-C in a fan-out kills the commands its calls started (unblocking its threads) and
+    refuses anything they start next, but keeps the connections: the rollback after it runs
+    on the same ones (one connection per node per invocation), and the cluster lock, started
+    outside any fan-out on the pooled connection, stays held."""
+    import threading
+
+    from dgxcluster.errors import Cancelled
+    from dgxcluster.remote import group, scope
 
     inv = parse_inventory(INV, environ={})
     made: list[FakeConnection] = []
 
     def factory(spec: object) -> FakeConnection:
-        made.append(FakeConnection(spec.name).on("", Reply(delay_s=0.5)))  # type: ignore[attr-defined]
+        made.append(FakeConnection(spec.name).on("lock", Reply(stdout="LOCKED\n", until_eof=True))  # type: ignore[attr-defined]
+                    .on("sleep", Reply(delay_s=30)).on("", Reply(stdout="ok\n")))
         return made[-1]
 
     c = Cluster(inv, factory=factory)  # type: ignore[arg-type]
-    pooled = c.conn("n1")
-    lock_conn = c.dedicated("n1")
-    assert lock_conn is not pooled and c.conn("n1") is pooled
+    with scope.detached():
+        lock = c.conn("n1").start(["lock"], hold_stdin=True)
+    assert lock.wait_line(lambda ln: ln == "LOCKED", 5) == "LOCKED"
+    running = threading.Barrier(5)  # four nodes' calls and the interrupt
+    after: dict[str, BaseException] = {}
+    ended = threading.Semaphore(0)
 
-    def interrupted(*_a: object, **_k: object) -> None:
+    def call(conn: FakeConnection) -> None:  # type: ignore[misc]
+        proc = conn.start(["sleep", "30"])
+        running.wait(5)
+        proc.result()
+        try:
+            conn.run(["next", "step"])
+        except Cancelled as exc:
+            after[conn.node] = exc
+        finally:
+            ended.release()
+
+    real_wait = group.wait
+
+    def interrupted(*a: object, **k: object) -> object:
+        running.wait(5)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(group, "wait", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        c.map(lambda conn: conn.run(["sleep", "1"]))
-    assert pooled.closed  # type: ignore[attr-defined]
-    assert not lock_conn.closed  # type: ignore[attr-defined]
-
+        c.map(call)  # type: ignore[arg-type]
+    monkeypatch.setattr(group, "wait", real_wait)
+    sleeps = [p for f in made for p in f.processes if p.argv == "sleep 30"]
+    assert len(sleeps) == 4 and all(p.wait(5) and p.result().exit_code == -9 for p in sleeps)
+    assert all(ended.acquire(timeout=5) for _ in made)  # the abandoned calls start nothing more
+    assert sorted(after) == ["n1", "n2", "n3", "n4"]
+    assert not lock.done and not any(f.closed for f in made)
+    res = c.run(["rollback"])  # the rollback: the same four connections
+    assert res.ok and len(made) == 4
+    lock.release()
+    assert lock.result().exit_code == 0

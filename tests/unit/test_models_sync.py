@@ -149,3 +149,41 @@ def test_a_peer_short_of_space_fails_alone(nodes: dict[str, LocalConnection], re
     assert by["n2"].status is Status.FAILED and "HF cache has 1.0 kB free" in by["n2"].detail
     assert by["n3"].status is Status.CHANGED
     assert relay.calls == [("n1", ["n3"])]
+
+
+def test_a_partial_blob_left_by_a_full_disk_counts_as_free_and_is_removed(
+        nodes: dict[str, LocalConnection], relay: LocalRelay, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: ENOSPC mid-copy left `<blob>.dgxc-incoming` on n2, and the free-space check
+    counted it against the copy, so every re-run was refused. Now it counts as free (the
+    receiver removes it first), the report says what was found, and the copy lands."""
+    blob = max((_entry(nodes["n1"]) / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+    left = _entry(nodes["n2"]) / "blobs" / f"{blob.name}.dgxc-incoming"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(blob.read_bytes()[: BIG - 300_000])  # what the full disk let through
+    real_scan = sync_mod._Run.scan
+
+    def scan(self: sync_mod._Run, names: list[str]) -> object:
+        res = real_scan(self, names)
+        if "n2" in self.free:  # the disk is full but for what the partial file holds
+            self.free["n2"] = 400_000 if left.exists() else BIG
+        return res
+
+    monkeypatch.setattr(sync_mod._Run, "scan", scan)
+    with _session(nodes, tmp_path) as s:
+        report = sync(s, REPO)
+    by = {o.node: o for o in report.outcomes}
+    assert by["n2"].status is Status.CHANGED, by["n2"].detail
+    assert "1 partial file(s) (1.2 MB) of an interrupted copy found, removed" in by["n2"].detail
+    assert not left.exists()
+    assert _files(_entry(nodes["n2"])) == _files(_entry(nodes["n1"]))
+    assert "partial" not in by["n3"].detail
+
+
+def test_only_syncs_own_partial_files_count_as_free() -> None:
+    from dgxcluster.models.layout import INCOMING_SUFFIX, CacheEntry
+    from dgxcluster.nodeside import hfcache
+
+    assert INCOMING_SUFFIX == hfcache.TMP_SUFFIX
+    e = CacheEntry("models--org--tiny", partial={"ab.dgxc-incoming": 5, "cd.incomplete": 7})
+    assert e.leftovers == {"ab.dgxc-incoming": 5}  # a downloader's .incomplete is not ours

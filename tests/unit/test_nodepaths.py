@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from dgxcluster.core import ship
 from dgxcluster.core.nodepaths import NodePaths, build_subdir, home_relative
-from dgxcluster.serving.lock import lock_path
 
 P = NodePaths("/home/nvidia", "~/.local/state/dgxcluster", "spark")
 ROOT = "/home/nvidia/.local/state/dgxcluster/spark"
@@ -16,7 +16,6 @@ def test_the_layout_under_the_cluster_root() -> None:
     assert P.env_dir == f"{ROOT}/env" and P.env_file("head") == f"{ROOT}/env/head.env"
     assert P.env_file("model-pull-ab12") == f"{ROOT}/env/model-pull-ab12.env"
     assert P.log_dir == f"{ROOT}/logs" and P.vllm_log == f"{ROOT}/logs/vllm.log"
-    assert P.lock_file == f"{ROOT}/lock"
     assert P.records_dir == f"{ROOT}/records"
     assert P.image_record("dgxcluster/vllm-gb10") == f"{ROOT}/records/image-dgxcluster_vllm-gb10.json"
     assert P.model_records_dir == f"{ROOT}/records/models"
@@ -38,6 +37,6 @@ def test_paths_the_node_expands_itself(state_dir: str, unresolved: str, relative
     assert NodePaths.unresolved(state_dir, "spark").root == unresolved
     assert NodePaths.unresolved(state_dir, "spark").log_dir == f"{unresolved}/logs"
     assert home_relative(state_dir, "spark", "env") == f"{relative}/env"
-    resolved = NodePaths("/home/u", state_dir, "spark").lock_file
-    rel = lock_path(state_dir, "spark")
+    resolved = ship.path(NodePaths("/home/u", state_dir, "spark"))
+    rel = ship.home_path(state_dir, "spark")  # the node-side bundle, where a session starts
     assert resolved == (rel if rel.startswith("/") else f"/home/u/{rel}")

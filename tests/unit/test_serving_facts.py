@@ -120,13 +120,3 @@ def test_preflight_sections_split_one_round_trip_into_facts() -> None:
     assert sec["home"] == ("/home/nvidia", 0)
     assert sec["image"][1] == 1 and sec["smi"][1] == 127
     assert sec["ss"] == ("LISTEN 0 4096 *:6379 *:*", -1)  # cut short: no exit status seen
-
-
-def test_lock_path_matches_node_paths_without_asking_the_node() -> None:
-    from dgxcluster.core.nodepaths import NodePaths
-    from dgxcluster.serving.lock import lock_path
-
-    assert lock_path("~/.local/state/dgxcluster", "spark") == ".local/state/dgxcluster/spark/lock"
-    assert lock_path("/var/lib/dgxc", "spark") == "/var/lib/dgxc/spark/lock"
-    home = NodePaths("/home/u", "~/.local/state/dgxcluster", "spark")
-    assert home.lock_file == f"/home/u/{lock_path('~/.local/state/dgxcluster', 'spark')}"

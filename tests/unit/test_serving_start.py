@@ -29,8 +29,9 @@ from tests.fakes import FakeConnection, Reply
 class FakeLock:
     events: ClassVar[list[str]] = []
 
-    def __init__(self, conn: object, path: str, command: str, **_kw: object) -> None:
-        self.shown = f"{path} ({command})"
+    def __init__(self, conn: object, state_dir: str, cluster: str, command: str,
+                 **_kw: object) -> None:
+        self.shown = f"the lock of cluster {cluster} ({command})"
 
     def acquire(self) -> None:
         FakeLock.events.append("acquire")

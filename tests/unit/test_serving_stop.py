@@ -33,7 +33,8 @@ class FakeLock:
     taken: ClassVar[list[str]] = []
     refuse: ClassVar[str | None] = None
 
-    def __init__(self, conn: object, path: str, command: str, **_kw: object) -> None:
+    def __init__(self, conn: object, state_dir: str, cluster: str, command: str,
+                 **_kw: object) -> None:
         self.command = command
 
     def acquire(self) -> None:

@@ -1,0 +1,120 @@
+"""A command's output as it arrives, in time linear in its size and bounded memory.
+
+Each chunk read from a channel is looked at once, with bytes methods (C loops): complete
+lines are handed on in blocks (one call per chunk, not per line, so 300 MB of short lines
+is not millions of Python calls), and only the last `keep` bytes of each stream are kept for
+the `Result` (how much was dropped before them is counted, so the caller can say the output
+was truncated). A line longer than `MAX_LINE` without a newline is handed on in `MAX_LINE`
+pieces, so no single line can make memory grow either. Carriage returns end lines, as a
+progress bar's updates are lines to whoever reads them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+#: A line longer than this without a newline is handed on in pieces of this size.
+MAX_LINE = 1 << 20
+#: What a `Result` keeps of each stream unless the caller asks for another bound.
+DEFAULT_KEEP = 64 << 20
+
+
+class Tail:
+    """The last `limit` bytes of a stream; `dropped` counts the bytes before them.
+
+    Kept raw, exactly as the command printed them, plus `hold` bytes more: `value` redacts
+    before it cuts, so a secret (at most `hold` bytes) that the cut would split is masked
+    whole rather than shown in part.
+    """
+
+    def __init__(self, limit: int, hold: int = 0) -> None:
+        self.limit = max(0, limit)
+        self._keep = self.limit + hold if self.limit else 0
+        self._parts: deque[bytes] = deque()
+        self._size = 0
+        self._total = 0
+        self.dropped = 0
+
+    def add(self, data: bytes) -> None:
+        if not data:
+            return
+        self._total += len(data)
+        self._parts.append(data)
+        self._size += len(data)
+        while self._parts and self._size - len(self._parts[0]) >= self._keep:
+            self._size -= len(self._parts.popleft())
+
+    def value(self, redact: Callable[[bytes], bytes] | None = None) -> bytes:
+        """The kept bytes, redacted, at most `limit`; `dropped` then counts what came before
+        them (bytes of the stream, plus what redaction cut)."""
+        data = b"".join(self._parts)
+        data = data[len(data) - self._keep:] if len(data) > self._keep else data
+        before = self._total - len(data)
+        if redact is not None:
+            data = redact(data)
+        if len(data) > self.limit:
+            before += len(data) - self.limit
+            data = data[len(data) - self.limit:] if self.limit else b""
+        self.dropped = before
+        return data
+
+
+class Lines:
+    """Splits a byte stream into blocks of complete lines, each ending in `\\n`.
+
+    A long line is cut into pieces only once `hold` more bytes have arrived, after `redact`
+    ran over all of it: a secret (at most `hold` bytes) that a cut would split is masked
+    before the cut, never shown in halves.
+    """
+
+    def __init__(self, emit: Callable[[bytes], None], max_line: int = MAX_LINE,
+                 redact: Callable[[bytes], bytes] | None = None, hold: int = 0) -> None:
+        self._emit = emit
+        self._max = max_line
+        self._redact = redact
+        self._hold = hold
+        self._pending = bytearray()
+        self._cr = False  # the last chunk ended in \r: a \n may follow in the next one
+
+    def feed(self, data: bytes) -> None:
+        if self._cr:
+            data = b"\r" + data
+            self._cr = False
+        if data.endswith(b"\r"):
+            data = data[:-1]
+            self._cr = True
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._pending += data
+            self._cut_long()
+            return
+        start = 0
+        if self._pending:  # the line the last chunk began ends here: on its own, not copied
+            start = data.find(b"\n") + 1  # along with the rest of this chunk
+            self._pending += data[:start]
+            self._emit(bytes(self._pending))
+        if start <= end:
+            self._emit(data[start : end + 1] if start or end + 1 < len(data) else data)
+        self._pending = bytearray(data[end + 1 :])
+        self._cut_long()
+
+    def _cut_long(self) -> None:
+        if len(self._pending) >= self._max + self._hold and self._redact is not None:
+            self._pending = bytearray(self._redact(bytes(self._pending)))
+        while len(self._pending) >= self._max + self._hold:
+            piece = bytes(self._pending[: self._max])
+            del self._pending[: self._max]
+            self._emit(piece + b"\n")
+
+    def finish(self) -> None:
+        """The stream ended: an unterminated last line is handed on too."""
+        if self._cr:
+            self._cr = False
+            self._emit(bytes(self._pending) + b"\n")
+            self._pending = bytearray()
+        elif self._pending:
+            self._emit(bytes(self._pending) + b"\n")
+            self._pending = bytearray()
