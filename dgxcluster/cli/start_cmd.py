@@ -153,7 +153,6 @@ def register(app: typer.Typer) -> None:
         with st.session("stop") as session, LiveNodes(inv.names, "dgxcluster stop") as live:
             report = run_stop(session, keep_containers=keep_containers, progress=live)
         _report_stop(report, len(inv.names))
-        finish(report.outcomes)
         failed = [o for o in report.outcomes if o.status is Status.FAILED]
         for node in dict.fromkeys(o.node for o in failed):
             why = next(o.detail for o in failed if o.node == node).splitlines()[0]
