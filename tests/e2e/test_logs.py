@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.children import spawn
 from tests.conftest import REPO, Testbed
 from tests.e2e.observe import (
     API_KEY,
@@ -163,7 +164,7 @@ def _followers(tb: Testbed, node: str) -> list[str]:
 def test_follow_interleaves_nodes_and_stops_the_remote_followers(planted: Testbed) -> None:
     tb = planted
     env = {k: v for k, v in os.environ.items() if not k.startswith("DGXCLUSTER_")}
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "dgxcluster", "-i", str(tb.inventory), "logs", "--follow"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
     seen: dict[str, list[str]] = {"node1": [], "node2": []}
