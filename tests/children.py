@@ -10,7 +10,7 @@
   ends, pass or fail (`reap`, from the autouse fixture in tests/conftest.py), so a `start`
   left running cannot hold the cluster lock into the next test.
 - `lock_holders`: the dgxcluster processes of this test run that hold a cluster lock, found
-  from the lock shells on the nodes (the testbed's nodes share this host's PID namespace).
+  from the lock processes on the nodes (the testbed's nodes share this host's PID namespace).
 """
 
 from __future__ import annotations
@@ -90,8 +90,10 @@ def kill_group(proc: subprocess.Popen[Any], grace_s: float = TERM_GRACE_S) -> No
 
 # -- who holds a cluster lock ----------------------------------------------------------------
 
-#: The lock shell's script (dgxcluster/serving/lock.py) and the holder text it is given.
-_LOCK_SCRIPT = "flock -w 2 9"
+#: How a lock holder's node-side process shows in its argv: the flock(1) shell script of
+#: serving/lock.py, or (since issue 12 phase 2) the shipped `clusterlock` program, each given
+#: the lock (path, or cluster name) then the holder text.
+_FLOCK_SCRIPT, _LOCK_PROGRAM = "flock -w 2 9", "clusterlock"
 _HOLDER = re.compile(r"^dgxcluster (\S+) by (\S+) pid (\d+) since (\S+)$")
 
 
@@ -99,7 +101,7 @@ _HOLDER = re.compile(r"^dgxcluster (\S+) by (\S+) pid (\d+) since (\S+)$")
 class Holder:
     pid: int  # the dgxcluster process
     text: str  # "dgxcluster start by root@host pid 123 since ..."
-    lock: str  # the lock file, as the lock shell was given it
+    lock: str  # the lock, as its node-side process was given it (file or cluster name)
 
 
 def lock_holders() -> list[Holder]:
@@ -112,7 +114,7 @@ def lock_holders() -> list[Holder]:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if not any(_LOCK_SCRIPT in a for a in argv):
+        if not any(a == _LOCK_PROGRAM or _FLOCK_SCRIPT in a for a in argv):
             continue
         for i, arg in enumerate(argv[1:], 1):
             holder = _HOLDER.match(arg)

@@ -88,3 +88,19 @@ def test_a_lock_holder_of_this_run_is_found_named_and_ended(tmp_path: Path) -> N
         assert all(h.pid != holder.pid for h in children.lock_holders())
     finally:
         children.reap(mark)
+
+
+def test_a_holder_of_the_shipped_clusterlock_program_is_found_too() -> None:
+    """The lock as a node-side program (`python3 PYZ clusterlock CLUSTER HOLDER`)."""
+    mark = children.mark()
+    try:
+        holder = children.spawn(["sleep", "300"])
+        text = f"dgxcluster stop by tester@here pid {holder.pid} since 2026-12-02T00:00:00Z"
+        lock = children.spawn([sys.executable, "-c", "print('LOCKED', flush=True); "
+                               "import time; time.sleep(300)", "clusterlock", "c1", text],
+                              stdout=subprocess.PIPE, text=True)
+        assert lock.stdout is not None and lock.stdout.readline() == "LOCKED\n"
+        found = [h for h in children.lock_holders() if h.pid == holder.pid]
+        assert found == [children.Holder(holder.pid, text, "c1")]
+    finally:
+        children.reap(mark)
