@@ -1,5 +1,6 @@
 """The real CLI in the background, for tests that inject a fault at a given moment: wait for
-a line of its live output, then cut a node, kill sshd, or send SIGINT."""
+a line of its live output, then cut a node, kill sshd, or send SIGINT (started by
+`tests.children.spawn`: SIGINT at its default, killed with its process group at the test's end)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from tests.children import spawn
 from tests.conftest import REPO
 
 
@@ -22,9 +24,8 @@ class Background:
         full = {k: v for k, v in os.environ.items() if not k.startswith("DGXCLUSTER_")}
         full.update(env or {})
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "dgxcluster", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=full, cwd=str(REPO))
+        self.proc = spawn([sys.executable, "-m", "dgxcluster", *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=full, cwd=str(REPO))
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._out: list[str] = []

@@ -11,11 +11,14 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests import children
 
 REPO = Path(__file__).resolve().parents[1]
 TESTBED = REPO / "scripts" / "testbed"
@@ -103,9 +106,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 900,
             input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DGXCLUSTER_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "dgxcluster", *args], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, input=input,
-                          cwd=str(cwd or REPO))
+    return children.run([sys.executable, "-m", "dgxcluster", *args], env=full_env,
+                        timeout=timeout, input=input, cwd=str(cwd or REPO))
 
 
 def _up(name: str, n: int, docker: bool) -> Testbed:
@@ -123,6 +125,25 @@ def _down(name: str) -> None:
         return
     subprocess.run([str(TESTBED), "--name", name, "down"], capture_output=True, timeout=900,
                    check=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_child_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Before an end-to-end test: no dgxcluster process of this run still holds a cluster lock
+    (one left by an earlier test is named, ended, and reported as a warning, so that its
+    failure does not become every later test's "the lock is held"). After any test: every
+    child it started (tests/children.py) is killed with its process group, pass or fail."""
+    if request.node.get_closest_marker("e2e") is not None:
+        for holder in children.lock_holders():
+            ended = children.end_holder(holder)
+            message = (f"before {request.node.nodeid}: {holder.text} still held the cluster "
+                       f"lock {holder.lock}" + (" (ended it)" if ended else ""))
+            if not ended:
+                pytest.fail(message + "; it would not end", pytrace=False)
+            warnings.warn(message, pytest.PytestWarning, stacklevel=1)
+    since = children.mark()
+    yield
+    children.reap(since)
 
 
 @pytest.fixture(scope="session")

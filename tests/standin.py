@@ -21,6 +21,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from tests.children import spawn
+
 REPO = Path(__file__).resolve().parents[1]
 STANDIN = REPO / "images" / "testbed" / "standin"
 
@@ -115,9 +117,9 @@ def loopback(env: dict[str, str] | None = None, model: str = "org/m",
     """The stand-in's API served by a child process on 127.0.0.1; yields its root URL."""
     port = free_port()
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "tests.standin", "--port", str(port),
-                             "--model", model], cwd=str(REPO), env={**os.environ, **(env or {})},
-                            stdout=out, stderr=subprocess.STDOUT)
+    proc = spawn([sys.executable, "-m", "tests.standin", "--port", str(port), "--model", model],
+                 cwd=str(REPO), env={**os.environ, **(env or {})}, stdout=out,
+                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dgxcluster.cli.state import errors_to_exit, finish, state
+from dgxcluster.cli.state import errors_to_exit, finish, interrupt_on_signals, state
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +60,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError("give either --all-nodes or --node, not both", "--all-nodes")
         if strategy is not None and strategy not in ("each", "distribute"):
             raise UsageError(f"must be 'each' or 'distribute', not {strategy!r}", "--strategy")
+        interrupt_on_signals(sigint="terminal")
         st = state(ctx)
         inv = st.inventory()
         from dgxcluster.image.run import build

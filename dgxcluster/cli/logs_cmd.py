@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dgxcluster.cli.state import errors_to_exit, finish, state
+from dgxcluster.cli.state import errors_to_exit, finish, interrupt_on_signals, state
 
 
 def register(app: typer.Typer) -> None:
@@ -117,21 +117,7 @@ def _follow(session: object, node: list[str] | None, since_s: int) -> None:
             sys.stderr.write(text + "\n")
             sys.stderr.flush()
 
-    _interrupt_on_signals()
+    interrupt_on_signals()  # Ctrl-C/SIGTERM end --follow cleanly (remote followers stopped)
     with session:
         result = follow(session, node, since_s=since_s, on_line=emit, on_note=note)
     finish(Outcome(n, "follow", Status.UNREACHABLE, why) for n, why in result.unreachable.items())
-
-
-def _interrupt_on_signals() -> None:
-    """Ctrl-C and SIGTERM end --follow cleanly (remote followers stopped), even when the
-    shell that started us in the background set SIGINT to be ignored."""
-    import signal
-
-    def interrupt(_sig: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupt)
-
-

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from dgxcluster.cli.state import errors_to_exit, finish, state
+from dgxcluster.cli.state import errors_to_exit, finish, interrupt_on_signals, state
 
 if TYPE_CHECKING:
     from dgxcluster.models.presence import Presence
@@ -65,6 +65,7 @@ def sync_cmd(
     from dgxcluster.models.repoid import RepoId
     from dgxcluster.models.sync import sync
 
+    interrupt_on_signals(sigint="terminal")
     repo = RepoId.parse(model)
     st = state(ctx)
     inv = st.inventory()

@@ -6,24 +6,13 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from dgxcluster.cli.state import errors_to_exit, finish, state
+from dgxcluster.cli.state import errors_to_exit, finish, interrupt_on_signals, state
 
 if TYPE_CHECKING:
     from dgxcluster.inventory.load import Inventory
     from dgxcluster.recipes.merge import Merged
     from dgxcluster.serving.preflight import NodeCheck
     from dgxcluster.serving.stop import StopReport
-
-
-def _interrupt_on_term() -> None:
-    """SIGTERM/SIGHUP (a closed terminal, `kill`) roll a start back, as Ctrl-C does."""
-    import signal
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGHUP, interrupt)
 
 
 def _model_check(merged: Merged[Inventory], force: bool) -> NodeCheck | None:
@@ -100,7 +89,7 @@ def register(app: typer.Typer) -> None:
         from dgxcluster.serving.start import StartFailed, StartOptions
         from dgxcluster.serving.start import start as run_start
 
-        _interrupt_on_term()
+        interrupt_on_signals(sigint="terminal")  # SIGTERM/SIGHUP/Ctrl-C roll a start back
         st = state(ctx)
         st.recipe = recipe
         inv = st.inventory()
@@ -151,12 +140,12 @@ def register(app: typer.Typer) -> None:
         from dgxcluster.core.steps import Status
         from dgxcluster.serving.stop import stop as run_stop
 
+        interrupt_on_signals(sigint="terminal")
         st = state(ctx)
         inv = st.inventory()
         with st.session("stop") as session, LiveNodes(inv.names, "dgxcluster stop") as live:
             report = run_stop(session, keep_containers=keep_containers, progress=live)
         _report_stop(report, len(inv.names))
-        finish(report.outcomes)
         failed = [o for o in report.outcomes if o.status is Status.FAILED]
         for node in dict.fromkeys(o.node for o in failed):
             why = next(o.detail for o in failed if o.node == node).splitlines()[0]

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 import typer
 
@@ -107,15 +107,36 @@ def _error(text: str) -> None:
     sys.stderr.flush()
 
 
-def interrupt_on_signals() -> None:
-    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) all raise KeyboardInterrupt, so a
-    command stops the way Ctrl-C stops it, also when started in the background with SIGINT
-    ignored."""
+def interrupt_on_signals(sigint: Literal["always", "terminal"] = "always") -> None:
+    """SIGTERM and SIGHUP (a closed terminal) raise KeyboardInterrupt, so a command stops the
+    way Ctrl-C stops it (a start rolls back, locks are released).
+
+    SIGINT's handling: a program started with SIGINT ignored (a non-interactive shell's
+    background job, `nohup ... &`, some CI runners) inherits that, and Python then never
+    raises KeyboardInterrupt on it. `sigint="always"` gives SIGINT its default back in any
+    case: the followers an operator ends with Ctrl-C (`status --watch`, `logs --follow`,
+    `bench`). `sigint="terminal"` does so only when the command runs attached to a terminal as
+    its foreground job (`attached_to_terminal`), so an operator's Ctrl-C always works, while a
+    detached run keeps what whoever started it chose: `start`, `stop`, `build`, `model sync`.
+    """
     import signal
 
     def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if sigint == "always" or attached_to_terminal():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
+
+
+def attached_to_terminal(fd: int = 0) -> bool:
+    """Whether `fd` (stdin) is a terminal whose foreground process group is this process's:
+    where a Ctrl-C typed on it is sent to us. A non-interactive shell's background job has
+    /dev/null as stdin, and an interactive shell's runs in a process group of its own."""
+    import os
+
+    try:
+        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False

@@ -81,6 +81,7 @@ def cmd_up(a: argparse.Namespace) -> int:
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"dgxtb-{inst.name}",
                  "-f", str(inst.key)])
         net.ensure_bridges(inst)
+        users.ensure_keys(inst)
 
     def bring_up(node: Node) -> None:
         net.ensure_netns(node)

@@ -79,8 +79,19 @@ def key(inst: Instance, name: str) -> Path:
     return inst.root / f"id_{name}"
 
 
+def ensure_keys(inst: Instance) -> None:
+    """Each user's SSH key pair, made once for the testbed before its nodes come up in
+    parallel (made per node, two nodes raced to create the same file and ssh-keygen refused)."""
+    for name in inst.users:
+        k = key(inst, name)
+        if not k.exists():
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"dgxtb-{name}",
+                 "-f", str(k)])
+
+
 def ensure(node: Node, names: list[str]) -> list[User]:
-    """The node's user database, homes and keys for `names` (idempotent)."""
+    """The node's user database, homes and authorized keys for `names` (idempotent; the
+    keys themselves come from `ensure_keys`)."""
     host = {f: Path(f"/etc/{f}").read_text() for f in FILES}
     users = allocate(names, host["passwd"], host["group"])
     etc = node.dir / "etc"
@@ -94,9 +105,6 @@ def ensure(node: Node, names: list[str]) -> list[User]:
         os.chmod(target, 0o640 if name == "shadow" else 0o644)
     for u in users:
         k = key(node.inst, u.name)
-        if not k.exists():
-            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"dgxtb-{u.name}",
-                 "-f", str(k)])
         ssh = home / u.name / ".ssh"
         ssh.mkdir(parents=True, exist_ok=True)
         (ssh / "authorized_keys").write_text(Path(str(k) + ".pub").read_text())

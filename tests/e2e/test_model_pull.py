@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from tests.children import spawn
 from tests.conftest import Testbed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -25,7 +26,7 @@ def test_pull_with_the_hub_unreachable_fails_clearly_and_leaks_no_token(
     tb.ensure_image()
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("DGXCLUSTER_")}
     env["HF_TOKEN"] = TOKEN
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "dgxcluster", "-v", "-i", str(tb.inventory), "model", "pull",
          MODEL], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     seen: list[str] = []

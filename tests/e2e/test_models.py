@@ -15,6 +15,7 @@ import pytest
 from dgxcluster.core.session import Session
 from dgxcluster.inventory import load_inventory
 from dgxcluster.models.check import model_presence
+from tests.children import spawn
 from tests.conftest import PREFIX, Testbed, _down, _up
 from tests.hfcache import BUILD_SCRIPT, spec
 
@@ -183,7 +184,7 @@ def test_a_node_cut_off_mid_sync_is_reported_and_the_next_sync_completes_it(
                     "burst", "64k", "latency", "200ms"], check=True)
     proc: subprocess.Popen[str] | None = None
     try:
-        proc = subprocess.Popen(
+        proc = spawn(
             [*_cli(tb), "model", "sync", repo, "--json"], stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, env=_env(env))
         first = ""

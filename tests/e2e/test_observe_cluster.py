@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.children import spawn
 from tests.conftest import REPO, Testbed
 from tests.e2e.observe import bundle_from, every_byte, manifest, remove_cluster_containers
 
@@ -59,9 +60,9 @@ def running(tb: Testbed) -> Iterator[Testbed]:
 def test_status_during_start_then_after_it_was_interrupted(tb: Testbed) -> None:
     env = {**ENV, "DGXCLUSTER_CONTAINER__ENV": json.dumps({"DGXCLUSTER_STANDIN_LOAD_S": "600"})}
     full = {k: v for k, v in os.environ.items() if not k.startswith("DGXCLUSTER_")} | env
-    proc = subprocess.Popen([sys.executable, "-m", "dgxcluster", "-i", str(tb.inventory), "start"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full,
-                            cwd=str(REPO))
+    proc = spawn([sys.executable, "-m", "dgxcluster", "-i", str(tb.inventory), "start"],
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full,
+                  cwd=str(REPO))
     during: dict[str, object] = {}
     try:
         deadline = time.monotonic() + 300

@@ -44,6 +44,7 @@ from pathlib import Path
 import pytest
 
 from tests.benchcorpus import Corpus, serve_corpus
+from tests.children import spawn
 from tests.conftest import REPO, Testbed, flat
 from tests.e2e.observe import remove_cluster_containers
 
@@ -224,9 +225,9 @@ def watch_under_pty(tb: Testbed, frames: int, timeout: float = 180) -> tuple[int
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 180, 0, 0))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DGXCLUSTER_")}
     env["TERM"] = "xterm-256color"
-    proc = subprocess.Popen([sys.executable, "-m", "dgxcluster", "-i", str(tb.inventory),
-                             "status", "--watch", "1"], stdin=slave, stdout=slave, stderr=slave,
-                            env=env, cwd=str(REPO), start_new_session=True)
+    proc = spawn([sys.executable, "-m", "dgxcluster", "-i", str(tb.inventory),
+                  "status", "--watch", "1"], stdin=slave, stdout=slave, stderr=slave,
+                  env=env, cwd=str(REPO), start_new_session=True)
     os.close(slave)
     out = b""
     deadline = time.monotonic() + timeout

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.children import spawn
 from tests.conftest import REPO, Testbed, flat, run_cli
 from tests.leaks import assert_no_leaks
 
@@ -64,9 +65,9 @@ def leftovers(tb: Testbed) -> dict[str, list[str]]:
 def popen_start(tb: Testbed, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("DGXCLUSTER_")}
     full.update(env)
-    return subprocess.Popen([sys.executable, "-m", "dgxcluster", "-i", str(tb.inventory), "start",
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=full, cwd=str(REPO))
+    return spawn([sys.executable, "-m", "dgxcluster", "-i", str(tb.inventory), "start", *args],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full,
+                 cwd=str(REPO))
 
 
 class CmdlineSampler(threading.Thread):
@@ -252,8 +253,8 @@ with Session.open(inv, command="test") as s:
 
 def test_lock_refuses_a_second_run_naming_the_holder_and_dies_with_it(clean: Testbed) -> None:
     tb = clean
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tb.inventory)], stdout=subprocess.PIPE,
-                              text=True, cwd=str(REPO))
+    holder = spawn([sys.executable, "-c", HOLD, str(tb.inventory)], stdout=subprocess.PIPE,
+                   text=True, cwd=str(REPO))
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "LOCKED"
         for cmd in ("start", "stop"):

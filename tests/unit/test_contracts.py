@@ -169,3 +169,24 @@ def test_nodeside_contract_forbids_every_other_package() -> None:
     listed = set(_contracts()["nodeside-standalone"]["forbidden_modules"])  # type: ignore[arg-type]
     missing = _subpackages() - listed - {"dgxcluster.nodeside"}
     assert not missing, f"nodeside-standalone: add {sorted(missing)} to forbidden_modules"
+
+
+TIMEOUTS = """\
+import pytest, sys
+class Show:
+    def pytest_collection_finish(self, session):
+        for item in session.items:
+            mark = item.get_closest_marker("timeout")
+            print("TIMEOUT", item.path.parent.name, mark.args[0] if mark else None)
+sys.exit(pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider",
+                      "tests/unit/test_units.py", "tests/e2e/test_faults.py"], plugins=[Show()]))
+"""
+
+
+def test_the_unit_timeout_holds_unit_tests_only_also_in_a_whole_suite_run() -> None:
+    """tests/unit/conftest.py's 120 s limit: pytest calls its hook with every item of the run,
+    so in a whole-suite run it reached the end-to-end tests too (CI failed a 5-minute one)."""
+    p = subprocess.run([sys.executable, "-c", TIMEOUTS], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    shown = {ln for ln in p.stdout.splitlines() if ln.startswith("TIMEOUT ")}
+    assert shown == {"TIMEOUT unit 120", "TIMEOUT e2e None"}, p.stdout + p.stderr

@@ -12,6 +12,7 @@ import pytest
 from dgxcluster.core.buildcontext import BuildContext, scan
 from dgxcluster.image import sync
 from dgxcluster.image.probe import RemoteFile
+from tests.children import spawn
 
 
 @pytest.fixture
@@ -143,8 +144,7 @@ def test_build_stops_and_secrets_go_when_the_client_is_gone(tmp_path: Path) -> N
              f"open({str(marker)!r}, 'w')"]  # one process, as `docker build` is
     argv = sync.argv(str(tmp_path / "build"), sync.SyncPlan((), (), {}, 0), str(secrets),
                      "x:ctx-1", build)
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     proc.stdin.write(empty.getvalue())
     proc.stdin.close()

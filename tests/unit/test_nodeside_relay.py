@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests import nodeside
+from tests.children import spawn
 
 TOKEN = "t" * 64
 
@@ -37,8 +38,8 @@ def _until_json(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
 
 
 def _popen(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(nodeside.argv("relay", *args), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    return spawn(nodeside.argv("relay", *args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE, cwd=cwd)
 
 
 @pytest.fixture
