@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.children import spawn
 from tests.conftest import REPO, Testbed, flat, run_cli
 from tests.e2e.test_start_stop import HOLD
 from tests.leaks import lock_held
@@ -58,8 +59,8 @@ def test_one_lock_for_every_ssh_user_naming_the_holder(tb: Testbed, tmp_path: Pa
     user) is refused for start and stop, told who holds it; ana's holder is SIGKILLed (no
     cleanup code runs) and the lock is free for root at once: nothing stale."""
     ana = as_user(tb, tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(ana)], stdout=subprocess.PIPE,
-                              text=True, cwd=str(REPO))
+    holder = spawn([sys.executable, "-c", HOLD, str(ana)], stdout=subprocess.PIPE,
+                   text=True, cwd=str(REPO))
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "LOCKED"
         assert lock_held(tb, "node1")

@@ -16,6 +16,7 @@ from dgxcluster.errors import ConnectError, LockHeld, StepError
 from dgxcluster.remote.process import KILLED
 from dgxcluster.serving.lock import HELD_EXIT, ClusterLock
 from tests import nodeside
+from tests.children import spawn
 from tests.fakes import FakeConnection, Reply
 
 STATE = "~/.local/state/dgxcluster"
@@ -80,8 +81,8 @@ def test_unreachable_head() -> None:
 # -- the node-side program, run here -------------------------------------------------------
 
 def _holder(name: str, text: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(nodeside.argv("clusterlock", name, text), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = spawn(nodeside.argv("clusterlock", name, text), stdin=subprocess.PIPE,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"LOCKED\n"
     return proc
