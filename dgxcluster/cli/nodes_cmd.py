@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
                 "port": n.port,
                 "user": n.user or inv.ssh.user,
                 "fabric_ip": str(n.fabric_ip),
-                "rail_ips": [str(ip) for ip in n.rails],
+                "rail_ips": [str(ip) for ip in n.rail_addresses],
                 "role": "head" if n.name == inv.head_name else "worker",
             }
             for n in inv.nodes
