@@ -14,6 +14,7 @@ left-out nodes are named, and `serve.nodes` must list the ones that serve.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from dgxcluster.inventory import topology
@@ -212,7 +213,7 @@ def _order_problems(inv: InventoryModel) -> list[Problem]:
                  "reaches only neighbours); use the native executor, a switch, or at most three "
                  "nodes of the ring")]
     ring = nodes + nodes[:1] if len(nodes) > 2 else nodes
-    missing = [(a, b) for a, b in zip(ring, ring[1:]) if b not in topo.neighbours(a)]
+    missing = [(a, b) for a, b in pairwise(ring) if b not in topo.neighbours(a)]
     if missing:
         a, b = missing[0]
         return [(_key(inv, prefer_nodes=True), f"{a} and {b} hold consecutive ranks but no cable "

@@ -111,6 +111,17 @@ class Topology:
         """Every pair of ports that share a segment: all pairs on a switch, each cable on a ring."""
         return [(a, b, seg) for seg in self.segments for a, b in seg.pairs()]
 
+    def links_of(self, node: str) -> list[tuple[Port, Port, int]]:
+        """(the node's port, the peer's port, segment index) for every link of `node`: what
+        it pings, both ends addressed."""
+        out = []
+        for i, seg in enumerate(self.segments):
+            for a, b in seg.pairs():
+                for mine, peer in ((a, b), (b, a)):
+                    if mine.node == node:
+                        out.append((mine, peer, i))
+        return out
+
     def neighbours(self, node: str) -> set[str]:
         return {q.node for a, b, _ in self.pairs() for p, q in ((a, b), (b, a)) if p.node == node}
 

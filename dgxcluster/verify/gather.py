@@ -122,14 +122,8 @@ def gather_node(conn: Connection, inv: InventoryModel,
 def ping_targets(inv: InventoryModel, node: str) -> list[tuple[str, str, int, str]]:
     """(local interface, peer address, segment index, peer node) for every pair of ports
     that share a segment with one of `node`'s: all peers on a switch, each cable on a ring."""
-    topo = topology.of(inv)
-    out = []
-    for i, seg in enumerate(topo.segments):
-        for a, b in seg.pairs():
-            for mine, peer in ((a, b), (b, a)):
-                if mine.node == node and peer.address is not None:
-                    out.append((mine.interface, str(peer.address), i, peer.node))
-    return out
+    return [(mine.interface, str(peer.address), i, peer.node)
+            for mine, peer, i in topology.of(inv).links_of(node)]
 
 
 def ping_peers(conn: Connection, inv: InventoryModel, facts: NodeFacts,
