@@ -83,10 +83,12 @@ def gather(session: Session, nodes: Sequence[str],
 
 
 def plan(session: Session, nodes: Sequence[str], progress: Progress | None = None) -> FabricReport:
-    """What apply would do, per node; a refused node FAILs (exit 1), nothing is changed."""
+    """What apply would do, per node (`changed` reads "would ...", as build's dry run); a
+    refused node FAILs (exit 1). Nothing is changed."""
     report = gather(session, nodes, progress)
     for name, p in report.plans.items():
-        status = Status.FAILED if p.refusals else Status.UNCHANGED
+        status = (Status.FAILED if p.refusals else
+                  Status.CHANGED if p.changed else Status.UNCHANGED)
         report.outcomes.append(Outcome(name, STEP, status, p.summary(),
                                        data={"changed": p.changed, "diff": p.diff(),
                                              "live": p.live, "refusals": p.refusals}))
