@@ -23,7 +23,12 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        from dgxcluster.inventory import placement, topology
+
         inv = state(ctx).inventory()
+        topo = topology.of(inv)
+        serving = (set(placement.place(inv).nodes) if placement.problem(inv) is None
+                   else set(inv.names))
         rows = [
             {
                 "name": n.name,
@@ -32,18 +37,25 @@ def register(app: typer.Typer) -> None:
                 "user": n.user or inv.ssh.user,
                 "fabric_ip": str(n.fabric_ip),
                 "rail_ips": [str(ip) for ip in n.rail_addresses],
-                "role": "head" if n.name == inv.head_name else "worker",
+                "fabric": [{"interface": p.interface, "rdma_device": p.rdma_device,
+                            "address": str(p.address) if p.address else None}
+                           for p in topo.ports(n.name)],
+                "role": ("head" if n.name == inv.head_name else
+                         "worker" if n.name in serving else "idle"),
             }
             for n in inv.nodes
         ]
         if json_out:
             typer.echo(json.dumps(rows, indent=2))
             return
-        table = Table(title=f"cluster {inv.cluster} ({inv.source})", title_justify="left")
-        for col in ("node", "role", "ssh", "fabric_ip", "rails"):
+        table = Table(title=f"cluster {inv.cluster} ({inv.source}): {topology.describe(topo)}",
+                      title_justify="left")
+        for col in ("node", "role", "ssh", "fabric_ip", "fabric interfaces"):
             table.add_column(col)
         for r in rows:
             user = f"{r['user']}@" if r["user"] else ""
             table.add_row(str(r["name"]), str(r["role"]), f"{user}{r['host']}:{r['port']}",
-                          str(r["fabric_ip"]), ", ".join(r["rail_ips"]))  # type: ignore[arg-type]
+                          str(r["fabric_ip"]), ", ".join(
+                              f"{p.interface} {p.address or '-'}"
+                              for p in topo.ports(str(r["name"]))))
         Console().print(table)
