@@ -342,7 +342,7 @@ def _graph_problems(inv: InventoryModel, kind: Kind, inferred: bool) -> list[Pro
     found = _graph_kind(inv.names, edges)
     shape = ", ".join(sorted("-".join(sorted(e)) for e in edges))
     if found is None:
-        why = ("they form neither a ring (one cycle through every node) nor a mesh (every pair "
+        why = ("form neither a ring (one cycle through every node) nor a mesh (every pair "
                f"cabled): {shape}; NCCL's RDMA cannot be routed through a node")
         return [(("fabric", "links") if inferred else ("fabric", "topology"), f"the cables {why}")]
     if kind == "mesh" and found != "mesh":
