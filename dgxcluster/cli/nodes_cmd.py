@@ -17,15 +17,19 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="Print the nodes as JSON.")] = False,
     ) -> None:
         """List the inventory's nodes, their SSH address, fabric IP and role. Connects nowhere;
-        use it to check an inventory file (exit 2 if it is wrong)."""
+        use it to check an inventory file (exit 2 if it is wrong), the recipe it names and
+        its vLLM flags (checked against the image's vLLM release, as `start` does)."""
         import json
 
         from rich.console import Console
         from rich.table import Table
 
+        from dgxcluster.cli.servesettings import check_flags
         from dgxcluster.inventory import placement, topology
 
-        inv = state(ctx).inventory()
+        st = state(ctx)
+        inv = st.inventory()
+        flags = check_flags(st.merged())
         topo = topology.of(inv)
         serving = (set(placement.place(inv).nodes) if placement.problem(inv) is None
                    else set(inv.names))
@@ -59,3 +63,6 @@ def register(app: typer.Typer) -> None:
                               f"{p.interface} {p.address or '-'}"
                               for p in topo.ports(str(r["name"]))))
         Console().print(table)
+        recipe = st.merged().label
+        typer.echo(f"serve: {inv.serve.model or '(no model)'}" + (f" ({recipe})" if recipe else "")
+                   + f"; {flags.summary()}")

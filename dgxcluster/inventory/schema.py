@@ -314,9 +314,17 @@ class RaySettings(Strict):
     version: str = Field(default="2.57.1", pattern=r"^[0-9][0-9a-z.+-]*$")
 
 
+#: NVIDIA's vLLM container release notes ("Known Issues", 26.01-26.10): vLLM's default
+#: allocation over-commits DGX Spark's unified memory; its two-Spark playbook passes 0.8.
+SAFE_GPU_MEMORY_UTILIZATION = 0.8
+
+
 class ServeSettings(Strict):
     """What `vllm serve` runs in the head container."""
 
+    recipe: str | None = Field(
+        default=None, min_length=1, max_length=1024,
+        description="a recipe (`dgxcluster recipe ls`) or recipe file; the keys set here win")
     model: str | None = Field(default=None, min_length=1, max_length=512)
     revision: str | None = Field(default=None, max_length=128)
     tensor_parallel_size: int = Field(default=2, ge=1, le=1024)
@@ -329,7 +337,7 @@ class ServeSettings(Strict):
     port: Port = 8000
     host: str = "0.0.0.0"  # noqa: S104 - the API must be reachable from the operator's machine
     max_model_len: int | None = Field(default=None, ge=1)
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    gpu_memory_utilization: float | None = Field(default=SAFE_GPU_MEMORY_UTILIZATION, gt=0, le=1)
     served_model_name: str | None = Field(default=None, min_length=1, max_length=512)
     extra_args: list[str] = Field(default_factory=list)
     ready_timeout_s: Seconds = 1800.0
@@ -341,6 +349,11 @@ class ServeSettings(Strict):
     @classmethod
     def _plain(cls, v: str | None) -> str | None:
         return _not_an_option(v, "value")
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe(cls, v: str | None) -> str | None:
+        return None if v is None else _no_control_chars(v, "recipe")
 
     @field_validator("extra_args")
     @classmethod

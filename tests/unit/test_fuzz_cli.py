@@ -148,6 +148,8 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "metrics targets --output": texts.filter(lambda s: ".." not in s).map(
         lambda s: f"/nonexistent-dgxc-fuzz/d/{s}"),
     "recipe show name": texts.filter(_rejected(lambda s: recipe_catalog.get(s))),
+    "start --recipe": texts.filter(lambda s: not Path(s).exists()).filter(
+        _rejected(lambda s: recipe_catalog.get(s, "--recipe"))),
     "recipe import file": texts.filter(lambda s: not Path(s).is_file()),
     "recipe import --vllm": texts.filter(_rejected(vllm_snapshot.load)),
     "recipe import --output": texts.map(lambda s: f"/nonexistent-dgxc-dir/{s}/out.yaml"),
