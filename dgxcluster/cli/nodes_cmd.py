@@ -31,8 +31,7 @@ def register(app: typer.Typer) -> None:
         inv = st.inventory()
         flags = check_flags(st.merged())
         topo = topology.of(inv)
-        serving = (set(placement.place(inv).nodes) if placement.problem(inv) is None
-                   else set(inv.names))
+        serving = set(placement.serving(inv))
         rows = [
             {
                 "name": n.name,

@@ -99,6 +99,12 @@ def place(inv: InventoryModel) -> Placement:
                      nodes, tuple(n for n in inv.names if n not in nodes))
 
 
+def serving(inv: InventoryModel) -> tuple[str, ...]:
+    """The nodes `start` runs on (the placement's), or every node while the sizes cannot be
+    placed (start refuses then; status and nodes still show every node)."""
+    return place(inv).nodes if problem(inv) is None else tuple(inv.names)
+
+
 def problem(inv: InventoryModel) -> str | None:
     """The first reason the serve sizes cannot be placed, or None (start asks this)."""
     found = _problems(inv)
