@@ -196,9 +196,9 @@ def _size_problem(inv: InventoryModel) -> Problem | None:
 def _executor_problems(inv: InventoryModel) -> list[Problem]:
     executor = getattr(inv.serve, "executor", "ray")
     if inv.serve.data_parallel_size > 1 and executor != "native":
-        return [(("serve", "data_parallel_size"), "replicas run behind vLLM's own data-parallel "
-                 "front end, which the native executor launches on every node (serve.executor: "
-                 f"native); the {executor} executor does not")]
+        return [(("serve", "data_parallel_size"), "data-parallel needs serve.executor: native "
+                 "(replicas run behind vLLM's own data-parallel front end, which the native "
+                 f"executor launches on every node; the {executor} executor cannot)")]
     return []
 
 

@@ -65,7 +65,7 @@ def test_too_many_gpus_keeps_its_message() -> None:
 def test_replicas_over_nodes_with_two_gpus_each() -> None:
     """Placement is modelled for DP now; launching replicas waits for the native executor."""
     text = nodes(2) + "ray: {num_gpus: 2}\nserve: {tensor_parallel_size: 1, data_parallel_size: 4}\n"
-    assert "the ray executor does not" in refused(text)
+    assert "data-parallel needs serve.executor: native" in refused(text)
     inv = load(nodes(2) + "ray: {num_gpus: 2}\n")
     s = inv.serve.model_copy(update={"tensor_parallel_size": 1, "data_parallel_size": 4})
     p = placement.place(inv.model_copy(update={"serve": s}))
