@@ -6,10 +6,11 @@ each cable of the closed ring, on its own /24), every node with simulated hardwa
 follows the cabling (`--simhw auto`) and one dgxcluster-labelled container
 (observe_setup.populate). On a switch the 2- and 4-node figures use inventories of the first
 N nodes of the 8; a ring of N is cabled differently, so each N is its own testbed. Runs
-alternate pdsh, verify-ib and status, so all see the same machine state; medians are printed, with ratios against the
-pdsh round. Every verify-ib run must end PASS on everything but container-rdma (the testbed
-inventory leaves the DGX container options out), so a failing run is not mistaken for a fast
-one. Goal (issue 15): status within 1.3x of one pdsh round at any N.
+alternate pdsh, verify-ib and status, so all see the same machine state; medians are
+printed, with ratios against the pdsh round. Every verify-ib run must PASS everything but
+container-rdma (the testbed inventory leaves the DGX container options out), so a failing
+run is not mistaken for a fast one. Goal (issue 15): status within 1.3x of one pdsh round
+at any N.
 """
 
 from __future__ import annotations
