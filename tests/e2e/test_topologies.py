@@ -155,6 +155,7 @@ def test_ring3_tp2_on_two_of_three_nodes_with_ray(ring3: Testbed, tmp_path: Path
 def test_switch4_verify_ib_pings_every_pair(switch4: Testbed, tmp_path: Path) -> None:
     rc, rows = verify(inventory(switch4, tmp_path / "inv.yaml"))
     assert rc == 0, not_passing(rows)
+    assert len([r for r in rows if r["check"] == "link"]) == 6 * 2  # every pair, both rails
     pings = {r["node"]: r["detail"] for r in rows if r["check"] == "ping"}
     for node in switch4.nodes:
         for peer in switch4.nodes:
