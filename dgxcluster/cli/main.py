@@ -78,6 +78,7 @@ COMMANDS = (
     "exec_cmd",
     "build_cmd",
     "verify_cmd",
+    "fabric_cmd",
     "start_cmd",
     "status_cmd",
     "logs_cmd",

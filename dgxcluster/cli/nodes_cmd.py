@@ -25,10 +25,13 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from dgxcluster.cli.servesettings import check_flags
+        from dgxcluster.inventory import placement, topology
 
         st = state(ctx)
         inv = st.inventory()
         flags = check_flags(st.merged())
+        topo = topology.of(inv)
+        serving = set(placement.serving(inv))
         rows = [
             {
                 "name": n.name,
@@ -36,21 +39,28 @@ def register(app: typer.Typer) -> None:
                 "port": n.port,
                 "user": n.user or inv.ssh.user,
                 "fabric_ip": str(n.fabric_ip),
-                "rail_ips": [str(ip) for ip in n.rails],
-                "role": "head" if n.name == inv.head_name else "worker",
+                "rail_ips": [str(ip) for ip in n.rail_addresses],
+                "fabric": [{"interface": p.interface, "rdma_device": p.rdma_device,
+                            "address": str(p.address) if p.address else None}
+                           for p in topo.ports(n.name)],
+                "role": ("head" if n.name == inv.head_name else
+                         "worker" if n.name in serving else "idle"),
             }
             for n in inv.nodes
         ]
         if json_out:
             typer.echo(json.dumps(rows, indent=2))
             return
-        table = Table(title=f"cluster {inv.cluster} ({inv.source})", title_justify="left")
-        for col in ("node", "role", "ssh", "fabric_ip", "rails"):
+        table = Table(title=f"cluster {inv.cluster} ({inv.source}): {topology.describe(topo)}",
+                      title_justify="left")
+        for col in ("node", "role", "ssh", "fabric_ip", "fabric interfaces"):
             table.add_column(col)
         for r in rows:
             user = f"{r['user']}@" if r["user"] else ""
             table.add_row(str(r["name"]), str(r["role"]), f"{user}{r['host']}:{r['port']}",
-                          str(r["fabric_ip"]), ", ".join(r["rail_ips"]))  # type: ignore[arg-type]
+                          str(r["fabric_ip"]), ", ".join(
+                              f"{p.interface} {p.address or '-'}"
+                              for p in topo.ports(str(r["name"]))))
         Console().print(table)
         recipe = st.merged().label
         typer.echo(f"serve: {inv.serve.model or '(no model)'}" + (f" ({recipe})" if recipe else "")

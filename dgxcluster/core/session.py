@@ -6,8 +6,8 @@ per-invocation log directory, and the `Cluster` of reusable connections.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +52,14 @@ class Session:
         cluster = Cluster(inventory, factory=factory, redactor=red)
         logs = RunLogs.create(command, log_dir, red)
         return cls(inventory=inventory, cluster=cluster, redactor=red, secrets=secrets, logs=logs)
+
+    def only(self, names: Sequence[str]) -> Session:
+        """This session narrowed to `names` (inventory order kept), with its own connections:
+        `start` runs on the serving nodes only, leaving the placement's idle nodes alone.
+        The caller closes it."""
+        inv = self.inventory.model_copy(
+            update={"nodes": [n for n in self.inventory.nodes if n.name in names]})
+        return replace(self, inventory=inv, cluster=self.cluster.narrowed(inv))
 
     def close(self) -> None:
         self.cluster.close()

@@ -69,3 +69,40 @@ def parse(text: str) -> PingResult:
     return PingResult(int(stats.group("tx")), int(stats.group("rx")),
                       float(rtt.group("avg")) if rtt else None, mtu,
                       error if int(stats.group("rx")) == 0 else None)
+
+
+#: Runs one ping per (interface, peer) pair at once and prints each one's output after a
+#: `@@ping N` marker: every peer of a node in one round trip. $1 is the payload size, then
+#: interface/peer pairs. The pings' temporary directory is removed before it exits.
+BATCH_SCRIPT = (
+    'size="$1"; shift; d=$(mktemp -d) || exit 1; trap \'rm -rf "$d"\' EXIT; i=0; '
+    'while [ $# -ge 2 ]; do '
+    '( ping -n -M do -s "$size" -c 2 -i 0.2 -W 1 -I "$1" "$2" >"$d/$i" 2>&1; '
+    'echo "@@rc $?" >>"$d/$i" ) & i=$((i+1)); shift 2; done; wait; '
+    'j=0; while [ $j -lt $i ]; do echo "@@ping $j"; cat "$d/$j"; j=$((j+1)); done'
+)
+MISSING = "ping: command not found"
+
+
+def batch_args(targets: list[tuple[str, str]], mtu: int) -> list[str]:
+    """The arguments of BATCH_SCRIPT for (interface, peer address) pairs."""
+    return [str(payload_for(mtu)), *(x for pair in targets for x in pair)]
+
+
+def split_batch(text: str, count: int) -> dict[int, str]:
+    """Each ping's output by its index; a missing block is left out (the caller says so)."""
+    out: dict[int, list[str]] = {}
+    cur: int | None = None
+    for ln in text.splitlines():
+        m = re.fullmatch(r"@@ping (\d+)", ln.strip())
+        if m:
+            cur = int(m.group(1))
+            out[cur] = []
+        elif cur is not None:
+            out[cur].append(ln)
+    return {i: "\n".join(v) for i, v in out.items() if i < count}
+
+
+def not_installed(block: str) -> bool:
+    """ping itself is missing (the shell's exit code 127)."""
+    return "@@rc 127" in block

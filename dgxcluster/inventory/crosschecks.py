@@ -1,5 +1,6 @@
 """Checks across sections that would otherwise fail late, on the nodes: jump hosts that loop,
-ports that Ray and vLLM cannot all bind on the head, a TP x PP the cluster's GPUs cannot hold.
+ports that Ray and vLLM cannot all bind on the head (TP x PP x DP: placement.py; the
+fabric: topology.py).
 
 Pure functions of the validated model (no I/O); `schema.InventoryModel` calls them.
 """
@@ -60,19 +61,6 @@ def port_problems(inv: InventoryModel) -> list[Problem]:
             errors.append((path, f"{port} is taken by {taken}; choose a port outside "
                            f"{RAY_CLIENT_PORT}-{RAY_WORKER_PORTS[-1]}, other than {RAY_AGENT_PORT}"))
     return errors
-
-
-def parallel_problem(inv: InventoryModel) -> str | None:
-    """Why serve's TP x PP cannot be placed on the cluster's GPUs, or None."""
-    tp, pp = inv.serve.tensor_parallel_size, inv.serve.pipeline_parallel_size
-    per_node = inv.gpus_per_node
-    have = per_node * len(inv.nodes)
-    if tp * pp <= have:
-        return None
-    source = ("ray.num_gpus" if inv.ray.num_gpus is not None
-              else "one per DGX Spark; set ray.num_gpus for another count")
-    return (f"tensor_parallel_size {tp} x pipeline_parallel_size {pp} needs {tp * pp} GPUs, "
-            f"but the {len(inv.nodes)} node(s) have {have} ({per_node} each: {source})")
 
 
 def jump_hops(inv: InventoryModel, name: str) -> tuple[JumpHop, ...] | None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Interface, ip_address
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dgxcluster.inventory import crosschecks, dockergpus, dockeropts, imageref
+from dgxcluster.inventory import crosschecks, dockergpus, dockeropts, imageref, placement, topology
 from dgxcluster.inventory.jumps import JumpHop, parse_jump
 from dgxcluster.secrets import HF_TOKEN_SHAPE, SECRET_NAME_WORDS
 
@@ -109,6 +109,43 @@ def _secret_hint(key: str) -> str:
             f"secrets.file (mode 0600) or export it, and list {key} in secrets.env")
 
 
+class Rail(Strict):
+    """One fabric rail: a net device and the RDMA device behind it (a CX-7 twin)."""
+
+    interface: Interface
+    rdma_device: RdmaDevice | None = None
+
+
+class LinkEnd(Strict):
+    """One end of a cable of a ring or mesh: a node's interface (and RDMA device) and address."""
+
+    node: Name
+    interface: Interface
+    rdma_device: RdmaDevice | None = Field(
+        default=None, description="default: the DGX Spark name of the interface's twin "
+                                  "(enp1s0f0np0 -> rocep1s0f0)")
+    address: IPv4Address
+
+
+class Link(Strict):
+    """One cable (one twin of it) of a ring or mesh: two ends on a subnet of their own."""
+
+    subnet: IPv4Network
+    ends: list[LinkEnd] = Field(min_length=2, max_length=2)
+
+    @field_validator("subnet", mode="before")
+    @classmethod
+    def _network(cls, v: object) -> object:
+        if isinstance(v, str) and "/" in v:
+            try:
+                IPv4Network(v, strict=True)
+            except ValueError as exc:
+                if "host bits set" in str(exc):
+                    raise ValueError(f"{v} has host bits set: write the network, e.g. "
+                                     f"{IPv4Network(v, strict=False)}") from None
+        return v
+
+
 class NodeSpec(Strict):
     """One machine: how to reach it over SSH and its address on the ConnectX-7 fabric."""
 
@@ -123,6 +160,10 @@ class NodeSpec(Strict):
     )
     jump: Jump | None = Field(
         default=None, description="jump host(s); a hop may name a node; 'none': direct")
+    rails: list[Rail] | None = Field(
+        default=None, min_length=1,
+        description="this node's rails when they differ from fabric.rails (cabled on another "
+                    "QSFP port: asymmetric cabling)")
 
     @field_validator("host")
     @classmethod
@@ -133,7 +174,8 @@ class NodeSpec(Strict):
         return v
 
     @property
-    def rails(self) -> list[IPv4Address]:
+    def rail_addresses(self) -> list[IPv4Address]:
+        """The node's address on each of its rails (direct/switch fabrics), first = fabric_ip."""
         return list(self.rail_ips) if self.rail_ips else [self.fabric_ip]
 
 
@@ -152,13 +194,6 @@ class SshSettings(Strict):
         default=None, description="jump host(s) for every node without its own nodes[].jump")
 
 
-class Rail(Strict):
-    """One fabric rail: a net device and the RDMA device behind it (a CX-7 twin)."""
-
-    interface: Interface
-    rdma_device: RdmaDevice | None = None
-
-
 def _spark_rails() -> list[Rail]:
     return [
         Rail(interface="enp1s0f1np1", rdma_device="rocep1s0f1"),
@@ -169,11 +204,23 @@ def _spark_rails() -> list[Rail]:
 class FabricSettings(Strict):
     """The RoCE fabric every node shares (defaults: DGX Spark, cable in QSFP port 1)."""
 
+    topology: Literal["direct", "switch", "ring", "mesh"] | None = Field(
+        default=None, description="how the nodes are cabled; inferred when unambiguous "
+                                  "(inventory/topology.py)")
     rails: list[Rail] = Field(default_factory=_spark_rails, min_length=1)
+    prefix_length: int = Field(default=24, ge=8, le=30,
+                               description="subnet size of each rail (direct, switch)")
+    links: list[Link] = Field(default_factory=list,
+                              description="ring/mesh: each cable twin, its two ends and subnet")
+    bootstrap_interface: Interface | None = Field(
+        default=None, description="the interface carrying fabric_ip on a ring or mesh (NCCL's "
+                                  "bootstrap, Ray, vLLM): default enP7s7, the management port")
     mtu: int = Field(default=9000, ge=576, le=65536)
     link_speed_mbps: int = Field(default=200000, ge=1)
     nccl_ib_gid_index: int | None = Field(default=3, ge=0, le=255)
-    min_busbw_gbs: float = Field(default=21.875, gt=0, description="NCCL all_gather busbw floor")
+    min_busbw_gbs: float | None = Field(
+        default=None, gt=0, description="NCCL busbw floor; default by topology (21.875 direct/"
+                                        "switch, 10 ring/mesh: NVIDIA's cluster setup floors)")
     min_ib_write_gbits: float = Field(default=90.0, gt=0, description="ib_write_bw floor per rail")
     nccl_env: dict[str, str] = Field(default_factory=dict, description="extra NCCL_* settings")
 
@@ -389,6 +436,11 @@ class ServeSettings(Strict):
     revision: str | None = Field(default=None, max_length=128)
     tensor_parallel_size: int = Field(default=2, ge=1, le=1024)
     pipeline_parallel_size: int = Field(default=1, ge=1, le=1024)
+    data_parallel_size: int = Field(
+        default=1, ge=1, le=1024, description="replicas behind vLLM's data-parallel front end")
+    nodes: list[Name] | None = Field(
+        default=None, min_length=1,
+        description="the nodes that serve, head first (default: every node)")
     port: Port = 8000
     host: str = "0.0.0.0"  # noqa: S104 - the API must be reachable from the operator's machine
     public_host: str | None = Field(
@@ -495,11 +547,10 @@ class InventoryModel(Strict):
                            f"{ray_arg} differs from ray.version {self.ray.version}: set ray.version "
                            f"only (build passes it as {RAY_VERSION_ARG})"))
         errors += crosschecks.jump_problems(self) + crosschecks.port_problems(self)
-        parallel = self.parallel_problem()
-        explicit = {"tensor_parallel_size", "pipeline_parallel_size"} & self.serve.model_fields_set
-        if parallel and explicit:  # defaults are checked by start (a 1-node cluster may exec)
-            errors.append((("serve", "tensor_parallel_size" if "tensor_parallel_size" in explicit
-                            else "pipeline_parallel_size"), parallel))
+        fabric = topology.problems(self)
+        errors += fabric
+        if not fabric:  # placement reads the topology (ring order)
+            errors += placement.problems(self)
         errors += self._serve_host_check()
         if errors:
             raise CrossCheckError(errors)
@@ -520,10 +571,12 @@ class InventoryModel(Strict):
                 seen[key].setdefault(value, i)
             if node.rail_ips is None:
                 continue
-            if len(node.rail_ips) != len(self.fabric.rails):
+            rails, where = ((node.rails, f"nodes[{i}].rails") if node.rails is not None
+                            else (self.fabric.rails, "fabric.rails"))
+            if len(node.rail_ips) != len(rails):
                 errors.append((("nodes", i, "rail_ips"),
-                               f"has {len(node.rail_ips)} address(es) but fabric.rails has "
-                               f"{len(self.fabric.rails)}"))
+                               f"has {len(node.rail_ips)} address(es) but {where} has "
+                               f"{len(rails)}"))
             elif node.rail_ips[0] != node.fabric_ip:
                 errors.append((("nodes", i, "rail_ips"), "first rail address must equal fabric_ip"))
         return errors
@@ -544,8 +597,9 @@ class InventoryModel(Strict):
         return 1 if self.ray.num_gpus is None else self.ray.num_gpus
 
     def parallel_problem(self) -> str | None:
-        """Why serve's TP x PP cannot be placed on the cluster's GPUs, or None."""
-        return crosschecks.parallel_problem(self)
+        """Why serve's TP x PP x DP cannot be placed on the serving nodes, or None
+        (inventory/placement.py; `start` asks it with default sizes too)."""
+        return placement.problem(self)
 
     def _serve_host_check(self) -> list[tuple[tuple[str | int, ...], str]]:
         """An IPv4 `serve.host` cannot answer on the head's IPv6 address (vLLM opens an IPv6
@@ -578,8 +632,8 @@ class InventoryModel(Strict):
     def names(self) -> list[str]:
         return [n.name for n in self.nodes]
 
-    def subnet_of(self, rail: int, node: NodeSpec, prefix: int = 24) -> IPv4Interface:
-        return IPv4Interface(f"{node.rails[rail]}/{prefix}")
+    def subnet_of(self, rail: int, node: NodeSpec) -> IPv4Interface:
+        return IPv4Interface(f"{node.rail_addresses[rail]}/{self.fabric.prefix_length}")
 
 
 class CrossCheckError(ValueError):

@@ -121,6 +121,12 @@ class Cluster:
             )
         return [n for n in self.names if n in wanted]
 
+    def narrowed(self, inventory: Inventory) -> Cluster:
+        """A cluster of `inventory` (this one's, with fewer nodes) reaching its nodes the same
+        way, with connections of its own; the caller closes it."""
+        return Cluster(inventory, factory=self._factory, redactor=self.redactor,
+                       max_parallel=self._max)
+
     def conn(self, name: str) -> Connection:
         with self._lock:
             c = self._conns.get(name)

@@ -32,6 +32,7 @@ from dgxcluster.errors import (
     UsageError,
 )
 from dgxcluster.facts.ray_status import RayStatus
+from dgxcluster.inventory import placement
 from dgxcluster.remote.command import for_display
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
@@ -110,6 +111,13 @@ def start(session: Session, options: StartOptions | None = None,
     too_big = inv.parallel_problem()  # also with defaults (TP 2 on one node): caught at load
     if too_big:                       # when set explicitly
         raise UsageError(too_big, "serve.tensor_parallel_size")
+    serving = placement.serving(inv)
+    if len(serving) < len(inv.names):  # serve.nodes leaves nodes idle: Ray must not count them
+        narrowed = session.only(serving)
+        try:
+            return start(narrowed, options, progress)
+        finally:
+            narrowed.close()
     image = imageid.expected(inv).ref
     config = plan.config_hash(inv, image)
     report = StartReport(endpoint=endpoint.api_url(inv), model=plan.model_id(inv),

@@ -21,6 +21,7 @@ from dgxcluster.core.servingmetrics import MetricsError, Reader
 from dgxcluster.core.session import Session
 from dgxcluster.errors import CommandTimeout, ConnectError, DgxClusterError
 from dgxcluster.facts.vllm_metrics import ServingMetrics
+from dgxcluster.inventory import placement
 from dgxcluster.remote.connection import Connection
 from dgxcluster.secrets import CollectedRedactor
 from dgxcluster.status.probe import NodeProbe, parse, status_argv
@@ -161,7 +162,7 @@ def gather(
         head=head,
         nodes=done.nodes,
         image=image_summary(inv.image.name, done.nodes, tag, tag_error),
-        ray=ray_summary(head, done.probes.get(head), len(inv.nodes)),
+        ray=ray_summary(head, done.probes.get(head), len(placement.serving(inv))),
         vllm=vllm,
         vllm_process=vllm_process(
             done.probes.get(head), next((n for n in done.nodes if n.node == head), None),

@@ -24,6 +24,7 @@ from dgxcluster.core.endpoint import NOT_SERVING, READY, UNHEALTHY, UNREACHABLE,
 from dgxcluster.core.servingmetrics import MetricsError, Reader
 from dgxcluster.core.session import Session
 from dgxcluster.facts.vllm_metrics import ServingMetrics
+from dgxcluster.inventory import placement
 from dgxcluster.secrets import CollectedRedactor
 from dgxcluster.status.gather import node_round
 from dgxcluster.status.probe import NodeProbe
@@ -142,7 +143,7 @@ class Watch:
         status = ClusterStatus(
             cluster=inv.cluster, head=head, nodes=rows,
             image=image_summary(inv.image.name, rows, None, None),
-            ray=ray_summary(head, self._probes.get(head), len(inv.nodes)),
+            ray=ray_summary(head, self._probes.get(head), len(placement.serving(inv))),
             vllm=vllm,
             vllm_process=vllm_process(
                 self._probes.get(head), next((n for n in rows if n.node == head), None),

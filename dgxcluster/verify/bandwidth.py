@@ -2,15 +2,18 @@
 
 1. The image `start` runs (`core.imageid.expected`) must be on every node; its tools decide
    what runs.
-2. `ib_write_bw` per rail between neighbouring nodes (a ring; one pair for two nodes):
+2. `ib_write_bw` per link: on a switch per rail between neighbouring nodes (a ring; one pair
+   for two nodes), on a ring or mesh over each cable twin, each end with its own RDMA device:
    about 93-98 Gb/s per twin when healthy.
-3. NCCL all_gather/all_reduce across all nodes with NCCL_DEBUG=INFO, through the torch probe
+3. NCCL all_gather/all_reduce across the serving nodes (`inventory.placement`, head first:
+   N ranks) with NCCL_DEBUG=INFO, through the torch probe
    in dgxcluster's node-side bundle (`nodeside/nccl_probe.py`; the bundle, shipped by
    `core.ship`, is mounted into the containers and torchrun runs `nodeside.pyz nccl_probe`
    on every node at once).
    nccl-tests spans nodes only through MPI between the containers, which dgxcluster does not
    set up, so its binaries in the image are reported but not used. The probe prints nccl-tests'
-   table; busbw and the transport NCCL chose (parsed from its log) decide PASS/FAIL.
+   table; busbw (recomputed here for N ranks from size and time, `verify.busbw`) and the
+   transport NCCL chose (parsed from its log) decide PASS/FAIL.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
 from dgxcluster.errors import DgxClusterError
 from dgxcluster.facts import ParseError, ib_write_bw, nccl_libs, nccl_log, nccl_tests
+from dgxcluster.inventory import placement, topology
+from dgxcluster.inventory.schema import InventoryModel
+from dgxcluster.inventory.topology import Port
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import Result
-from dgxcluster.verify import containers, nccl_library
+from dgxcluster.verify import busbw, containers, nccl_library
 from dgxcluster.verify.results import CLUSTER, CheckResult, Checks, Level
 
 #: Where the node-side bundle is mounted in the probe's containers.
@@ -53,11 +59,33 @@ class Bench:
     bundles: dict[str, str] = field(default_factory=dict)  # node -> its node-side bundle
 
 
-def run_bandwidth(session: Session, nodes: list[str], min_busbw: float,
+def rank_nodes(inv: InventoryModel, reachable: list[str]) -> list[str]:
+    """The nodes the NCCL probe runs on, rank 0 first: the serving nodes (placement) that
+    answered, else every reachable node with the head first."""
+    if placement.problem(inv) is None:
+        serving = [n for n in placement.place(inv).nodes if n in reachable]
+        if len(serving) >= 2:
+            return serving
+    head = inv.head_name
+    return ([head] if head in reachable else []) + [n for n in reachable if n != head]
+
+
+def floor_for(inv: InventoryModel, min_busbw: float | None) -> float:
+    """--min-busbw, else fabric.min_busbw_gbs, else the topology's default floor."""
+    if min_busbw is not None:
+        return min_busbw
+    if inv.fabric.min_busbw_gbs is not None:
+        return inv.fabric.min_busbw_gbs
+    return busbw.default_floor(topology.of(inv).point_to_point)
+
+
+def run_bandwidth(session: Session, reachable: list[str], min_busbw: float | None,
                   progress: Progress | None = None) -> list[CheckResult]:
-    """Measure; `nodes` are reachable nodes in inventory order. Never raises for a node."""
+    """Measure; `reachable` are the nodes that answered. Never raises for a node."""
     prog = progress or NullProgress()
+    inv = session.inventory
     c = Checks(CLUSTER)
+    nodes = rank_nodes(inv, reachable)
     bench = _preflight(session, nodes, c, prog)
     if bench is None:
         return c.results
@@ -77,18 +105,19 @@ def run_bandwidth(session: Session, nodes: list[str], min_busbw: float,
                                    f"{bench.image} has no torch.distributed: cannot "
                                    "run the NCCL probe", "use a vLLM image (it carries torch)"))
         return results
-    results += _nccl_library(bench, bench.image)
-    results += _nccl(session, nodes, min_busbw, bench, prog)
+    results += _nccl_library(bench, bench.image, inv)
+    results += _nccl(session, nodes, floor_for(inv, min_busbw), bench, prog)
     return results
 
 
-def _nccl_library(bench: Bench, image: str) -> list[CheckResult]:
+def _nccl_library(bench: Bench, image: str, inv: InventoryModel) -> list[CheckResult]:
     try:
         libs = nccl_libs.parse(bench.tools_output)
     except ParseError as exc:
         return [CheckResult(CLUSTER, nccl_library.CHECK, Level.WARN, str(exc),
                             "run the image with python3 and look at its libnccl")]
-    return nccl_library.judge(libs, image)
+    return nccl_library.judge(libs, image) + nccl_library.subnet_routing(
+        libs, image, topology.of(inv).point_to_point)
 
 
 def _preflight(session: Session, nodes: list[str], c: Checks, prog: Progress) -> Bench | None:
@@ -157,54 +186,72 @@ def _pair_run(session: Session, jobs: dict[str, list[str]], timeout: float) -> d
     return out
 
 
+def ib_pairs(inv: InventoryModel, nodes: list[str]) -> list[tuple[Port, Port]]:
+    """(client, server) ports to measure: each cable twin of a ring or mesh once; on a
+    switch, per rail, each node to the next (one pair for two nodes)."""
+    topo = topology.of(inv)
+    if topo.point_to_point:
+        return [(a, b) for seg in topo.segments for a, b in seg.pairs()
+                if a.node in nodes and b.node in nodes]
+    out = []
+    ring = [(nodes[i], nodes[(i + 1) % len(nodes)]) for i in range(len(nodes))]
+    for a, b in ring[:1] if len(nodes) == 2 else ring:
+        for seg in topo.segments:
+            pa = next((p for p in seg.ports if p.node == a), None)
+            pb = next((p for p in seg.ports if p.node == b), None)
+            if pa is not None and pb is not None and pa.rdma_device and pb.rdma_device:
+                out.append((pa, pb))
+    return out
+
+
+_RETRY = 'i=0; while [ $i -lt 30 ]; do "$@" && exit 0; i=$((i+1)); sleep 0.5; done; exit 1'
+
+
 def _ib_write_bw(session: Session, nodes: list[str], image: str,
                  prog: Progress) -> list[CheckResult]:
     inv = session.inventory
     floor = inv.fabric.min_ib_write_gbits
-    pairs = [(nodes[i], nodes[(i + 1) % len(nodes)]) for i in range(len(nodes))]
-    if len(nodes) == 2:
-        pairs = pairs[:1]
     out: list[CheckResult] = []
-    for a, b in pairs:
+    for k, (pa, pb) in enumerate(ib_pairs(inv, nodes)):
+        a, b = pa.node, pb.node
         c = Checks(f"{a}->{b}")
-        for r, rail in enumerate(inv.fabric.rails):
-            if not rail.rdma_device or r >= len(inv.node(b).rails):
-                continue
-            check = f"ib-write-bw {rail.rdma_device}"
-            prog.status(a, f"ib_write_bw {rail.rdma_device} -> {b}")
-            gid = inv.fabric.nccl_ib_gid_index
-            server = ib_write_bw.argv(rail.rdma_device, port=IB_PORT + r, gid_index=gid,
-                                      duration_s=IB_SECONDS)
-            client = ib_write_bw.argv(rail.rdma_device, port=IB_PORT + r, gid_index=gid,
-                                      duration_s=IB_SECONDS, server_ip=str(inv.node(b).rails[r]))
-            sname, cname = (naming.verify_container(inv.cluster, f"ibw-{x}")
-                            for x in ("server", "client"))
-            retry = 'i=0; while [ $i -lt 30 ]; do "$@" && exit 0; i=$((i+1)); sleep 0.5; done; exit 1'
-            jobs = {
-                b: containers.run_argv(inv, b, image, "ibw-server", server[0], server[1:]),
-                a: containers.run_argv(inv, a, image, "ibw-client", "sh",
-                                       ["-c", retry, "sh", *client]),
-            }
-            got = _pair_run(session, jobs, timeout=IB_SECONDS * 4 + 60)
-            session.cluster.run(containers.remove(sname), [b], timeout=60)
-            session.cluster.run(containers.remove(cname), [a], timeout=60)
-            res = got[a]
-            if isinstance(res, str):
-                c.fail(check, f"could not run ib_write_bw on {a}: {res}", "see the node's error")
-                continue
-            try:
-                bw = ib_write_bw.parse(res.stdout + "\n" + res.stderr)
-            except ParseError as exc:
-                c.fail(check, f"{exc}", "check the rail (verify-ib without --bandwidth) and that "
-                       "the image's ib_write_bw sees /dev/infiniband")
-                continue
-            gbits = bw.average_gbits or 0.0
-            text = (f"{gbits:.2f} Gb/s over {rail.rdma_device} to {b} {inv.node(b).rails[r]} "
-                    f"(floor {floor:g}; mtu {bw.info.get('Mtu', '?')}, link {bw.link_type or '?'})")
-            if gbits < floor:
-                c.fail(check, text, "check link speed, MTU and cabling of this rail on both nodes")
-            else:
-                c.ok(check, text)
+        check = f"ib-write-bw {pa.rdma_device}"
+        prog.status(a, f"ib_write_bw {pa.rdma_device} -> {b} {pb.rdma_device}")
+        gid = inv.fabric.nccl_ib_gid_index
+        port = IB_PORT + k % 64
+        server = ib_write_bw.argv(pb.rdma_device or "", port=port, gid_index=gid,
+                                  duration_s=IB_SECONDS)
+        client = ib_write_bw.argv(pa.rdma_device or "", port=port, gid_index=gid,
+                                  duration_s=IB_SECONDS, server_ip=str(pb.address))
+        sname, cname = (naming.verify_container(inv.cluster, f"ibw-{x}")
+                        for x in ("server", "client"))
+        jobs = {
+            b: containers.run_argv(inv, b, image, "ibw-server", server[0], server[1:]),
+            a: containers.run_argv(inv, a, image, "ibw-client", "sh",
+                                   ["-c", _RETRY, "sh", *client]),
+        }
+        got = _pair_run(session, jobs, timeout=IB_SECONDS * 4 + 60)
+        session.cluster.run(containers.remove(sname), [b], timeout=60)
+        session.cluster.run(containers.remove(cname), [a], timeout=60)
+        res = got[a]
+        if isinstance(res, str):
+            c.fail(check, f"could not run ib_write_bw on {a}: {res}", "see the node's error")
+            out += c.results
+            continue
+        try:
+            bw = ib_write_bw.parse(res.stdout + "\n" + res.stderr)
+        except ParseError as exc:
+            c.fail(check, f"{exc}", "check the link (verify-ib without --bandwidth) and that "
+                   "the image's ib_write_bw sees /dev/infiniband")
+            out += c.results
+            continue
+        gbits = bw.average_gbits or 0.0
+        text = (f"{gbits:.2f} Gb/s over {pa.rdma_device} to {b} {pb.rdma_device} {pb.address} "
+                f"(floor {floor:g}; mtu {bw.info.get('Mtu', '?')}, link {bw.link_type or '?'})")
+        if gbits < floor:
+            c.fail(check, text, "check link speed, MTU and cabling of this link on both nodes")
+        else:
+            c.ok(check, text)
         out += c.results
     return out
 
@@ -248,12 +295,25 @@ def _nccl(session: Session, nodes: list[str], min_busbw: float, bench: Bench,
     session.cluster.run(containers.remove(name), nodes, timeout=60)
     errors = {n: v for n, v in got.items() if isinstance(v, str)}
     texts = {n: v.stdout + "\n" + v.stderr for n, v in got.items() if isinstance(v, Result)}
+    rails = len(topology.of(inv).rdma_devices(nodes[0]))
     return c.results + judge_nccl(texts.get(nodes[0], ""), "\n".join(texts.values()), errors,
-                                  min_busbw, len(inv.fabric.rdma_devices))
+                                  min_busbw, rails, nranks=len(nodes))
+
+
+def _measured(op: str, row: nccl_tests.Row, nranks: int) -> tuple[float, float, float | None]:
+    """(busbw, algbw, printed busbw) of the row's faster placement, busbw recomputed for
+    `nranks` ranks from its size and time as nccl-tests defines it."""
+    timed = [m for m in (row.oop, row.ip) if m is not None and m.time_us]
+    if not timed:
+        best = row.best_busbw or 0.0
+        return best, 0.0, best
+    m = min(timed, key=lambda x: x.time_us or 0.0)
+    t = m.time_us or 1.0
+    return busbw.busbw(op, row.size, t, nranks), busbw.algbw(row.size, t), m.busbw
 
 
 def judge_nccl(head_output: str, all_output: str, errors: dict[str, str], min_busbw: float,
-               n_rails: int) -> list[CheckResult]:
+               n_rails: int, nranks: int = 2) -> list[CheckResult]:
     """PASS/FAIL per collective from the probe's table and NCCL's log. Pure."""
     c = Checks(CLUSTER)
     try:
@@ -273,15 +333,18 @@ def judge_nccl(head_output: str, all_output: str, errors: dict[str, str], min_bu
     for op in ("all_gather", "all_reduce"):
         t = tables.get(op)
         check = f"nccl-{op}"
-        if t is None or t.busbw_at_largest is None:
+        if t is None or t.busbw_at_largest is None or t.largest is None:
             c.fail(check, f"no {op} result in the probe's output", "run again with -v")
             continue
-        size = t.largest.size if t.largest else 0
-        bw = t.busbw_at_largest
+        size = t.largest.size
+        bw, alg, printed = _measured(op, t.largest, nranks)
         how = transport.detail if transport else "transport unknown (no NCCL INFO lines)"
         avg = f", avg {t.avg_busbw:g}" if t.avg_busbw is not None else ""
-        text = (f"busbw {bw:.2f} GB/s at {size / 2**30:g} GiB{avg} (floor {min_busbw:g}); "
-                f"{how}{_log_evidence(log)}")
+        odd = (f"; the probe printed busbw {printed:.2f}, not the {nranks}-rank value"
+               if printed is not None and abs(printed - bw) > 0.02 * max(bw, 0.01) else "")
+        text = (f"busbw {bw:.2f} GB/s at {size / 2**30:g} GiB{avg} (floor {min_busbw:g}; algbw "
+                f"{alg:.2f} over {nranks} ranks, floor {busbw.algbw_floor(op, min_busbw, nranks):.2f})"
+                f"{odd}; {how}{_log_evidence(log)}")
         rails = _rails_used(log, n_rails) if log and transport and transport.rdma else None
         if transport is not None and transport.sockets:
             c.fail(check, f"NCCL used TCP sockets: {text}", FIX_SOCKETS)

@@ -9,14 +9,16 @@ from ipaddress import IPv4Address, IPv4Network
 
 from dgxcluster.core.containerenv import IFNAME_VARS
 from dgxcluster.facts.ipaddr import Interface
+from dgxcluster.inventory import topology
 from dgxcluster.inventory.schema import InventoryModel, NodeSpec
 from dgxcluster.verify.gather import NodeFacts
 from dgxcluster.verify.node_checks import FIX_NO_RDMA
 from dgxcluster.verify.rdma import RdmaDev, rdma_view
 from dgxcluster.verify.results import CLUSTER, CheckResult, Checks
 
-ENV_FIX = ("correct fabric.rails (dgxcluster derives these variables from it), or the override "
-           "in fabric.nccl_env / container.env")
+ENV_FIX = ("correct the node's rails or links (nodes[].rails, fabric.rails, fabric.links: "
+           "dgxcluster derives these variables from them), or the override in fabric.nccl_env / "
+           "container.env")
 
 
 def nccl_list(value: str) -> tuple[str, list[tuple[str, int | None]]]:
@@ -67,7 +69,8 @@ def _ifnames(c: Checks, inv: InventoryModel, facts: NodeFacts, env: dict[str, st
         return
     ifaces = facts.ifaces.value or {}
     devs = rdma_view(facts) or {}
-    fabric = set(inv.fabric.interfaces)
+    topo = topology.of(inv)
+    fabric = {p.interface for p in topo.ports(facts.node)} | {topo.bootstrap_interface(facts.node)}
     bad: list[str] = []
     warn: list[str] = []
     good: list[str] = []
@@ -88,15 +91,15 @@ def _ifnames(c: Checks, inv: InventoryModel, facts: NodeFacts, env: dict[str, st
             warn.append(f"{var}={val} selects {', '.join(chosen)}, not a fabric interface")
         else:
             good.append(f"{var}={val}")
-    _report_ifnames(c, bad, warn, good)
+    _report_ifnames(c, bad, warn, good, topo.bootstrap_interface(facts.node))
 
 
-def _report_ifnames(c: Checks, bad: list[str], warn: list[str], good: list[str]) -> None:
+def _report_ifnames(c: Checks, bad: list[str], warn: list[str], good: list[str],
+                    want: str) -> None:
     if bad:
         c.fail("nccl-ifname", "; ".join(bad + warn), ENV_FIX)
     elif warn:
-        c.warn("nccl-ifname", "; ".join(warn + good),
-               "point it at the fabric interface (fabric.rails[0].interface)")
+        c.warn("nccl-ifname", "; ".join(warn + good), f"point it at {want}")
     elif good:
         c.ok("nccl-ifname", ", ".join(good) + " (existing, UP)")
     else:
@@ -235,6 +238,10 @@ def _host_ip(c: Checks, inv: InventoryModel, spec: NodeSpec, facts: NodeFacts,
         return
     ifaces: dict[str, Interface] = facts.ifaces.value or {}
     where = next((n for n, i in ifaces.items() if i.has(ip)), None)
+    topo = topology.of(inv)
+    carrier = topo.bootstrap_interface(spec.name)
+    allowed = {carrier} | ({p.interface for p in topo.ports(spec.name)}
+                           if not topo.point_to_point else set())
     text = f"VLLM_HOST_IP and Ray --node-ip-address {ip}"
     if ip != spec.fabric_ip:
         c.fail("host-ip", f"{text} differ from the node's fabric_ip {spec.fabric_ip}", ENV_FIX)
@@ -244,10 +251,12 @@ def _host_ip(c: Checks, inv: InventoryModel, spec: NodeSpec, facts: NodeFacts,
     elif where is None:
         c.fail("host-ip", f"{text} is not configured on {spec.name}: Ray/vLLM would fail "
                "('Tensor parallel size exceeds available GPUs')",
-               f"set nodes[{spec.name}].fabric_ip to the address on {inv.fabric.rails[0].interface}")
-    elif where not in inv.fabric.interfaces:
-        c.fail("host-ip", f"{text} is on {where}, not a fabric interface: NCCL/Ray traffic "
-               "would take that path", f"use the address of {inv.fabric.rails[0].interface}")
+               f"set nodes[{spec.name}].fabric_ip to the address on {carrier}")
+    elif where not in allowed:
+        what = ("the interface every node reaches it on (fabric.bootstrap_interface)"
+                if topo.point_to_point else "a fabric interface")
+        c.fail("host-ip", f"{text} is on {where}, not {what}: NCCL/Ray traffic "
+               "would take that path", f"use the address of {carrier}")
     elif ip.is_link_local:
         c.warn("host-ip", f"{text} is link-local (on {where}); Ray and vLLM may pick another IP",
                f"give {where} a static address (NVIDIA's playbook: 192.168.100.x/24)")

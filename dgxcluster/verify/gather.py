@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from dgxcluster.core.progress import NullProgress, Progress
-from dgxcluster.facts import ParseError, ethtool, ibdev2netdev, ibv_devinfo, ipaddr, nvidia_smi
+from dgxcluster.facts import ParseError, ethtool, ibdev2netdev, ibv_devinfo, ipaddr, netplan, nvidia_smi
 from dgxcluster.facts import ping as ping_fact
+from dgxcluster.inventory import topology
 from dgxcluster.inventory.schema import InventoryModel
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
@@ -51,7 +52,9 @@ class NodeFacts:
     ifaces: Fact[dict[str, ipaddr.Interface]] = field(default_factory=Fact)
     speeds: dict[str, Fact[ethtool.LinkSettings]] = field(default_factory=dict)
     smi: Fact[nvidia_smi.SmiInfo] = field(default_factory=Fact)
+    #: (peer node, segment index: rail r of a switch, link i of a ring) -> this node's ping
     pings: dict[tuple[str, int], Fact[ping_fact.PingResult]] = field(default_factory=dict)
+    netplan: Fact[netplan.Netplan] = field(default_factory=Fact)
 
 
 def run_tool(conn: Connection, argv: list[str], timeout: float = TOOL_TIMEOUT_S) -> Result:
@@ -106,34 +109,45 @@ def gather_node(conn: Connection, inv: InventoryModel,
         if alt.ok:
             facts.ifaces = alt
     present = facts.ifaces.value or {}
-    for rail in inv.fabric.rails:
-        if rail.interface in present:
-            facts.speeds[rail.interface] = _fact(tool(ethtool.argv(rail.interface)), ethtool.parse)
-    prog.status(conn.node, "reading GPU")
+    for port in topology.of(inv).ports(conn.node):
+        if port.interface in present:
+            facts.speeds[port.interface] = _fact(tool(ethtool.argv(port.interface)), ethtool.parse)
+    prog.status(conn.node, "reading GPU and netplan")
     facts.smi = _fact(tool(nvidia_smi.ARGV), nvidia_smi.parse)
+    facts.netplan = _fact(conn.run(netplan.ARGV, timeout=TOOL_TIMEOUT_S), netplan.parse)
     prog.status(conn.node, "facts read")
     return facts
 
 
+def ping_targets(inv: InventoryModel, node: str) -> list[tuple[str, str, int, str]]:
+    """(local interface, peer address, segment index, peer node) for every pair of ports
+    that share a segment with one of `node`'s: all peers on a switch, each cable on a ring."""
+    return [(mine.interface, str(peer.address), i, peer.node)
+            for mine, peer, i in topology.of(inv).links_of(node)]
+
+
 def ping_peers(conn: Connection, inv: InventoryModel, facts: NodeFacts,
                progress: Progress | None = None) -> NodeFacts:
-    """Don't-fragment pings sized to fabric.mtu to every other node, on every rail."""
+    """Don't-fragment pings sized to fabric.mtu over every link of this node, all at once
+    (one round trip: `ping.BATCH_SCRIPT`)."""
     prog = progress or NullProgress()
-    for peer in inv.nodes:
-        if peer.name == conn.node:
-            continue
-        for r, rail in enumerate(inv.fabric.rails):
-            if r >= len(peer.rails):
-                continue
-            prog.status(conn.node, f"ping {peer.name} via {rail.interface}")
-            res = run_tool(conn, ping_fact.argv(str(peer.rails[r]), rail.interface,
-                                                inv.fabric.mtu), timeout=30)
-            if res.exit_code == 127:
-                facts.pings[(peer.name, r)] = Fact(missing=True, error="ping not installed")
-                return facts
+    targets = ping_targets(inv, conn.node)
+    if not targets:
+        return facts
+    prog.status(conn.node, f"pinging {len(targets)} peer address(es)")
+    res = run_tool(conn, shell(ping_fact.BATCH_SCRIPT, *ping_fact.batch_args(
+        [(iface, addr) for iface, addr, _, _ in targets], inv.fabric.mtu)), timeout=30)
+    blocks = ping_fact.split_batch(res.stdout, len(targets))
+    for i, (_iface, _addr, seg, peer) in enumerate(targets):
+        block = blocks.get(i)
+        if block is None:
+            facts.pings[(peer, seg)] = Fact(error=f"no result ({(res.stderr or res.stdout).strip()[:200]})")
+        elif ping_fact.not_installed(block):
+            facts.pings[(peer, seg)] = Fact(missing=True, error="ping not installed")
+        else:
             try:
-                facts.pings[(peer.name, r)] = Fact(ping_fact.parse(res.stdout + "\n" + res.stderr))
+                facts.pings[(peer, seg)] = Fact(ping_fact.parse(block))
             except ParseError as exc:
-                facts.pings[(peer.name, r)] = Fact(error=str(exc))
+                facts.pings[(peer, seg)] = Fact(error=str(exc))
     prog.status(conn.node, "pings done")
     return facts

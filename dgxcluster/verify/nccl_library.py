@@ -47,3 +47,38 @@ def judge(libs: NcclLibs, image: str) -> list[CheckResult]:
            f"{system.label()}{same}{override}: mismatched NCCL builds have hung TP=2 runs after "
            f"about 20 minutes ({ISSUE})", _fix(loaded, system))
     return c.results
+
+
+#: The first NCCL release with NCCL_IB_SUBNET_AWARE_ROUTING (NVIDIA/nccl commit 5c1c4288,
+#: "Add subnet-aware routing for DGX Spark multi-node ring connection", first in v2.30.7-1).
+SUBNET_ROUTING_SINCE = (2, 30, 7)
+SUBNET_CHECK = "nccl-subnet-routing"
+
+
+def _version(text: str | None) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(x) for x in (text or "").split("+")[0].split(".")[:3])
+    except ValueError:
+        return None
+
+
+def subnet_routing(libs: NcclLibs, image: str, point_to_point: bool) -> list[CheckResult]:
+    """On a ring or mesh NCCL must pick the port on the peer's subnet, which only NCCL
+    2.30.7+ does (NCCL_IB_SUBNET_AWARE_ROUTING); older ones time out in ibv_modify_qp."""
+    c = Checks(CLUSTER)
+    if not point_to_point or libs.torch is None:
+        return c.results
+    loaded = libs.loaded[0].version if libs.loaded else libs.torch
+    have = _version(loaded)
+    want = ".".join(map(str, SUBNET_ROUTING_SINCE))
+    if have is None:
+        c.warn(SUBNET_CHECK, f"cannot tell the NCCL version vLLM loads in {image} ({loaded!r}); "
+               f"a ring or mesh needs NCCL {want}+", f"use an image whose NCCL is {want} or newer")
+    elif have < SUBNET_ROUTING_SINCE:
+        c.fail(SUBNET_CHECK, f"vLLM loads NCCL {loaded} in {image}: NCCL_IB_SUBNET_AWARE_ROUTING "
+               f"(a ring or mesh, each cable its own subnet) exists from NCCL {want}; older NCCL "
+               "connects through the wrong port (ibv_modify_qp ... 110, a QP timeout)",
+               f"use an image with NCCL {want} or newer")
+    else:
+        c.ok(SUBNET_CHECK, f"NCCL {loaded} has NCCL_IB_SUBNET_AWARE_ROUTING (since {want})")
+    return c.results

@@ -1,10 +1,15 @@
 """Per-node checks of the fabric: RDMA devices and ports, twins, net devices, addresses,
 MTU, link speed, GPU and jumbo pings. Pure: facts in, `CheckResult`s out.
+
+A node's fabric is its own ports (`inventory.topology`): its rails on a direct/switch
+fabric (`nodes[].rails`, else `fabric.rails`), the ends of its cables on a ring or mesh.
 """
 
 from __future__ import annotations
 
-from dgxcluster.inventory.schema import InventoryModel, NodeSpec, Rail
+from dgxcluster.inventory import topology
+from dgxcluster.inventory.schema import InventoryModel, NodeSpec
+from dgxcluster.inventory.topology import Port
 from dgxcluster.verify.gather import NodeFacts
 from dgxcluster.verify.rdma import RdmaDev, by_port, cabled_ports, rdma_view
 from dgxcluster.verify.results import CheckResult, Checks, Level, worst
@@ -17,15 +22,25 @@ FIX_NO_RDMA = (
 NETPLAN = "/etc/netplan/40-cx7.yaml"
 
 
+def rails_key(inv: InventoryModel, spec: NodeSpec) -> str:
+    """Where the inventory names this node's fabric interfaces (for messages and fixes)."""
+    if topology.of(inv).point_to_point:
+        return "fabric.links"
+    return f"nodes[{inv.names.index(spec.name)}].rails" if spec.rails is not None \
+        else "fabric.rails"
+
+
 def node_checks(inv: InventoryModel, spec: NodeSpec, facts: NodeFacts) -> list[CheckResult]:
     c = Checks(spec.name)
     devs = rdma_view(facts)
+    ports = topology.of(inv).ports(spec.name)
+    where = rails_key(inv, spec)
     _rdma_devices(c, facts, devs)
-    _rdma_ports(c, inv, devs)
-    _twins(c, inv, devs)
-    _interfaces(c, inv, facts)
-    _addresses(c, inv, spec, facts)
-    _mtu(c, inv, facts, devs)
+    _rdma_ports(c, ports, where, devs)
+    _twins(c, ports, where, devs)
+    _interfaces(c, ports, where, facts)
+    _addresses(c, inv, spec, ports, facts)
+    _mtu(c, inv, ports, facts, devs)
     _speed(c, inv, facts)
     _gpu(c, facts)
     _pings(c, inv, facts)
@@ -62,11 +77,11 @@ def _rdma_devices(c: Checks, facts: NodeFacts, devs: dict[str, RdmaDev] | None) 
     c.ok("rdma-devices", f"{len(devs)} device(s): {listing}{fw}")
 
 
-def _rail_port(i: int, rail: Rail, devs: dict[str, RdmaDev], problems: list[tuple[Level, str]],
-               ok: list[str]) -> None:
+def _rail_port(i: int, rail: Port, where: str, devs: dict[str, RdmaDev],
+               problems: list[tuple[Level, str]], ok: list[str]) -> None:
     """One rail's RDMA port: exists, ACTIVE, Ethernet, and paired with the rail's interface."""
     if not rail.rdma_device:
-        problems.append((Level.WARN, f"fabric.rails[{i}] ({rail.interface}) names no rdma_device"))
+        problems.append((Level.WARN, f"{where}[{i}] ({rail.interface}) names no rdma_device"))
         return
     d = devs.get(rail.rdma_device)
     if d is None:
@@ -78,27 +93,28 @@ def _rail_port(i: int, rail: Rail, devs: dict[str, RdmaDev], problems: list[tupl
     elif d.link_layer and d.link_layer.lower() != "ethernet":
         problems.append((Level.WARN, f"{d.name} link_layer is {d.link_layer}, not Ethernet (RoCE)"))
     if d.netdev and d.netdev != rail.interface:
-        problems.append((Level.FAIL, f"{d.name} is the RDMA side of {d.netdev}, but fabric.rails "
+        problems.append((Level.FAIL, f"{d.name} is the RDMA side of {d.netdev}, but {where} "
                                      f"pairs it with {rail.interface}"))
     if d.active and not (d.netdev and d.netdev != rail.interface):
         ok.append(f"{d.name} ({d.netdev or '?'}) ACTIVE")
 
 
-def _rdma_ports(c: Checks, inv: InventoryModel, devs: dict[str, RdmaDev] | None) -> None:
+def _rdma_ports(c: Checks, ports: list[Port], where: str,
+                devs: dict[str, RdmaDev] | None) -> None:
     if devs is None or not devs:
         c.fail("rdma-ports", "no RDMA devices (see rdma-devices)", FIX_NO_RDMA)
         return
     problems: list[tuple[Level, str]] = []
     ok: list[str] = []
-    for i, rail in enumerate(inv.fabric.rails):
-        _rail_port(i, rail, devs, problems, ok)
+    for i, rail in enumerate(ports):
+        _rail_port(i, rail, where, devs, problems, ok)
     if not problems:
         c.ok("rdma-ports", ", ".join(ok))
         return
     level = worst(lv for lv, _ in problems)
     detail = "; ".join(t for _, t in problems)
     rail_ports = set()
-    for rail in inv.fabric.rails:
+    for rail in ports:
         dev = devs.get(rail.rdma_device or "")
         if dev is not None and dev.port:
             rail_ports.add(dev.port)
@@ -107,20 +123,22 @@ def _rdma_ports(c: Checks, inv: InventoryModel, devs: dict[str, RdmaDev] | None)
         twins = [d for d in by_port(devs)[other[0]] if d.active]
         names = ", ".join(f"{d.netdev or '?'}/{d.name}" for d in twins)
         fix = (f"the cable seems to be in {other[0]} ({names} active): move it to the port "
-               f"fabric.rails names, or set fabric.rails to {names}")
+               f"{where} names, or set {where} to {names}")
     elif any("pairs it with" in t for _, t in problems):
-        fix = "correct fabric.rails: pair each interface with its own RDMA device (see ibdev2netdev)"
+        fix = f"correct {where}: pair each interface with its own RDMA device (see ibdev2netdev)"
     else:
         fix = ("check the QSFP cable and the peer node; `ibdev2netdev` must show each rail (Up) "
                "and `ibv_devinfo` PORT_ACTIVE")
     c.add("rdma-ports", level, detail, fix)
 
 
-def _twins(c: Checks, inv: InventoryModel, devs: dict[str, RdmaDev] | None) -> None:
+def _twins(c: Checks, ports: list[Port], where: str, devs: dict[str, RdmaDev] | None) -> None:
+    """Every active twin of a port the node uses is one of its rails (a ring uses both ports:
+    all four twins)."""
     if devs is None or not devs:
         c.fail("twins", "no RDMA devices (see rdma-devices)", FIX_NO_RDMA)
         return
-    listed = set(inv.fabric.rdma_devices)
+    listed = {p.rdma_device for p in ports if p.rdma_device}
     groups = by_port(devs)
     if not any(d.port for d in devs.values()):
         c.warn("twins", "cannot group devices into ports (no net device names known)",
@@ -136,21 +154,21 @@ def _twins(c: Checks, inv: InventoryModel, devs: dict[str, RdmaDev] | None) -> N
                     if d.active and d.name not in listed]
     listed_active = [d for d in devs.values() if d.name in listed and d.active]
     if missing:
-        c.fail("twins", f"active twin(s) not in fabric.rails: {', '.join(missing)}; NCCL would use "
+        c.fail("twins", f"active twin(s) not in {where}: {', '.join(missing)}; NCCL would use "
                "only part of the port (about 12-13.5 GB/s instead of ~22)",
-               "add every twin of the cabled port to fabric.rails (interface + rdma_device)")
+               f"add every twin of the cabled port to {where} (interface + rdma_device)")
     elif not seen:
-        c.fail("twins", "no port of fabric.rails' RDMA devices found on this node",
-               "set fabric.rails to the twins of the cabled port (see ibdev2netdev)")
+        c.fail("twins", f"no port of {where}' RDMA devices found on this node",
+               f"set {where} to the twins of the cabled port (see ibdev2netdev)")
     elif not listed_active:
         other = [p for p in cabled_ports(devs) if not any(d.name in listed for d in groups[p])]
-        where = (f"; the cable is in {other[0]} (" + ", ".join(
+        cable = (f"; the cable is in {other[0]} (" + ", ".join(
             f"{d.netdev or '?'}/{d.name}" for d in groups[other[0]] if d.active) + ")") if other else ""
-        c.fail("twins", "no twin of fabric.rails is active (" + "; ".join(seen) + f"){where}",
-               "move the cable to the port fabric.rails names, or set fabric.rails to the active "
+        c.fail("twins", f"no twin of {where} is active (" + "; ".join(seen) + f"){cable}",
+               f"move the cable to the port {where} names, or set {where} to the active "
                "twins" if other else "check the QSFP cable and the peer node")
     else:
-        c.ok("twins", "fabric.rails covers every active twin (" + "; ".join(seen) + ")")
+        c.ok("twins", f"{where} covers every active twin (" + "; ".join(seen) + ")")
 
 
 def _ifaces_or_fail(c: Checks, check: str, facts: NodeFacts) -> bool:
@@ -161,12 +179,12 @@ def _ifaces_or_fail(c: Checks, check: str, facts: NodeFacts) -> bool:
     return False
 
 
-def _interfaces(c: Checks, inv: InventoryModel, facts: NodeFacts) -> None:
+def _interfaces(c: Checks, ports: list[Port], where: str, facts: NodeFacts) -> None:
     if not _ifaces_or_fail(c, "interfaces", facts):
         return
     ifaces = facts.ifaces.value or {}
     bad, good = [], []
-    for rail in inv.fabric.rails:
+    for rail in ports:
         i = ifaces.get(rail.interface)
         if i is None:
             others = ", ".join(n for n in ifaces if n != "lo")
@@ -178,21 +196,31 @@ def _interfaces(c: Checks, inv: InventoryModel, facts: NodeFacts) -> None:
     if bad:
         c.fail("interfaces", "; ".join(bad),
                "bring the fabric interfaces up (`sudo ip link set IFACE up`; permanently in "
-               f"{NETPLAN}), or correct fabric.rails[].interface")
+               f"{NETPLAN}: dgxcluster fabric apply), or correct {where}")
     else:
         c.ok("interfaces", ", ".join(good))
 
 
-def _addresses(c: Checks, inv: InventoryModel, spec: NodeSpec, facts: NodeFacts) -> None:
+def _address_key(inv: InventoryModel, port: Port, r: int) -> str:
+    if topology.of(inv).point_to_point:
+        for i, link in enumerate(inv.fabric.links):
+            for j, e in enumerate(link.ends):
+                if e.node == port.node and e.interface == port.interface:
+                    return f"fabric.links[{i}].ends[{j}].address"
+    return "fabric_ip" if r == 0 else f"rail_ips[{r}]"
+
+
+def _addresses(c: Checks, inv: InventoryModel, spec: NodeSpec, ports: list[Port],
+               facts: NodeFacts) -> None:
     if not _ifaces_or_fail(c, "addresses", facts):
         return
     ifaces = facts.ifaces.value or {}
     bad, good = [], []
-    for r, rail in enumerate(inv.fabric.rails):
-        if r >= len(spec.rails):
-            continue
-        want = spec.rails[r]
-        what = "fabric_ip" if r == 0 else f"rail_ips[{r}]"
+    for r, rail in enumerate(ports):
+        want = rail.address
+        if want is None:
+            continue  # the inventory gives this rail no address (no rail_ips)
+        what = _address_key(inv, rail, r)
         i = ifaces.get(rail.interface)
         if i is not None and i.has(want):
             good.append(f"{rail.interface} has {want}")
@@ -206,20 +234,23 @@ def _addresses(c: Checks, inv: InventoryModel, spec: NodeSpec, facts: NodeFacts)
             text += f"; {want} is on {elsewhere}"
         bad.append(text)
     if bad:
+        keys = ("fabric.links" if topology.of(inv).point_to_point
+                else f"nodes[{spec.name}].fabric_ip/rail_ips")
         c.fail("addresses", "; ".join(bad),
-               f"set nodes[{spec.name}].fabric_ip/rail_ips to the addresses the rails carry, or "
-               f"address the rails (sudo ip addr add IP/24 dev IFACE; permanently in {NETPLAN})")
+               f"address the interfaces as the inventory says (dgxcluster fabric apply writes "
+               f"{NETPLAN} and applies it), or set {keys} to the addresses they carry")
     else:
         c.ok("addresses", ", ".join(good))
 
 
-def _mtu(c: Checks, inv: InventoryModel, facts: NodeFacts, devs: dict[str, RdmaDev] | None) -> None:
+def _mtu(c: Checks, inv: InventoryModel, ports: list[Port], facts: NodeFacts,
+         devs: dict[str, RdmaDev] | None) -> None:
     if not _ifaces_or_fail(c, "mtu", facts):
         return
     ifaces = facts.ifaces.value or {}
     want = inv.fabric.mtu
     bad, good, warn = [], [], []
-    for rail in inv.fabric.rails:
+    for rail in ports:
         i = ifaces.get(rail.interface)
         if i is None:
             bad.append(f"{rail.interface} missing")
@@ -290,18 +321,23 @@ def _gpu(c: Checks, facts: NodeFacts) -> None:
 
 
 def _pings(c: Checks, inv: InventoryModel, facts: NodeFacts) -> None:
+    """This node's pings over each of its links (the per-link table has both directions)."""
     if not facts.pings:
         if len(inv.nodes) > 1:
             c.warn("ping", "no peer was pinged", "check the inventory's nodes")
         return
     size = inv.fabric.mtu - 28
+    segments = topology.of(inv).segments
     bad, good, too_big = [], [], False
-    names = set(inv.names)
     for (peer, r), f in facts.pings.items():
-        if r >= len(inv.fabric.rails) or peer not in names or r >= len(inv.node(peer).rails):
+        if r >= len(segments):
             continue
-        rail = inv.fabric.rails[r].interface
-        ip = inv.node(peer).rails[r]
+        seg = segments[r]
+        mine = next((p for p in seg.ports if p.node == facts.node), None)
+        theirs = next((p for p in seg.ports if p.node == peer), None)
+        if mine is None or theirs is None:
+            continue
+        rail, ip = mine.interface, theirs.address
         if f.missing:
             c.warn("ping", "ping is not installed", "install iputils-ping")
             return
@@ -321,8 +357,8 @@ def _pings(c: Checks, inv: InventoryModel, facts: NodeFacts) -> None:
     if bad:
         fix = (f"make the MTU {inv.fabric.mtu} on every fabric interface, on both ends"
                if too_big else
-               "check the cable, the peer's addresses (fabric_ip/rail_ips) and that both ends of "
-               "each rail share a subnet")
+               "check the cable, the peer's addresses and that both ends of each link share a "
+               "subnet (see the link rows)")
         c.fail("ping", f"{size}-byte don't-fragment pings failed: " + "; ".join(bad), fix)
     else:
         c.ok("ping", f"{size}-byte don't-fragment pings answered: " + ", ".join(good))

@@ -7,8 +7,9 @@ bandwidth) use the node name `cluster`; ib_write_bw pairs use `nodeA->nodeB`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from dgxcluster.core.steps import Outcome, Status
 
@@ -36,10 +37,15 @@ class CheckResult:
     status: Level
     detail: str
     fix: str = ""
+    data: Mapping[str, Any] | None = None  # figures for --json (the per-link table)
 
-    def to_json(self) -> dict[str, str]:
-        return {"node": self.node, "check": self.check, "status": self.status.value,
-                "detail": self.detail, "fix": self.fix if self.status != Level.PASS else ""}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"node": self.node, "check": self.check,
+                               "status": self.status.value, "detail": self.detail,
+                               "fix": self.fix if self.status != Level.PASS else ""}
+        if self.data is not None:
+            out["data"] = dict(self.data)
+        return out
 
     def labelled(self, label: str) -> CheckResult:
         return replace(self, detail=f"{label}: {self.detail}")
@@ -59,7 +65,7 @@ class Report:
     def warned(self) -> list[CheckResult]:
         return [r for r in self.results if r.status == Level.WARN]
 
-    def to_json(self) -> list[dict[str, str]]:
+    def to_json(self) -> list[dict[str, Any]]:
         return [r.to_json() for r in self.results]
 
     @property
@@ -95,3 +101,6 @@ class Checks:
 
     def fail(self, check: str, detail: str, fix: str) -> None:
         self.add(check, Level.FAIL, detail, fix)
+
+    def extend(self, results: Iterable[CheckResult]) -> None:
+        self.results.extend(results)

@@ -17,6 +17,8 @@ from dgxcluster.errors import ConnectError
 from dgxcluster.verify.cluster_checks import cluster_checks
 from dgxcluster.verify.env_checks import container_checks, env_checks
 from dgxcluster.verify.gather import NodeFacts, gather_node, ping_peers
+from dgxcluster.verify.links import link_checks
+from dgxcluster.verify.netplan_check import netplan_check
 from dgxcluster.verify.node_checks import node_checks
 from dgxcluster.verify.results import SIMULATED, CheckResult, Level, Report
 
@@ -55,16 +57,15 @@ def verify_ib(session: Session, nodes: Sequence[str] | None = None, *, bandwidth
     results = _per_node(inv, targets, report, failures, facts)
     results += container_checks(inv)
     shared = cluster_checks(inv, [inv.node(n) for n in targets if n in facts], facts)
+    shared += link_checks(inv, facts)
     if report.simulated:
-        shared = [r.labelled(f"{SIMULATED} on {', '.join(report.simulated)}")
-                  if r.check == "cabling" else r for r in shared]
+        label = f"{SIMULATED} on {', '.join(report.simulated)}"
+        shared = [r.labelled(label) if r.check in ("cabling", "link") else r for r in shared]
     results += shared
     if bandwidth:
         from dgxcluster.verify.bandwidth import run_bandwidth
 
-        floor = min_busbw if min_busbw is not None else inv.fabric.min_busbw_gbs
-        reachable = [n for n in targets if n in facts]
-        results += run_bandwidth(session, reachable, floor, prog)
+        results += run_bandwidth(session, [n for n in targets if n in facts], min_busbw, prog)
     for name in facts:
         prog.status(name, "done")
     report.results = results
@@ -89,7 +90,7 @@ def _per_node(inv: Inventory, targets: Sequence[str], report: Report, failures: 
         else:
             f = facts[name]
             node_results = node_checks(inv, spec, f) + env_checks(
-                inv, spec, f, container_env(inv, name))
+                inv, spec, f, container_env(inv, name)) + netplan_check(inv, spec, f)
             if f.simulated:
                 node_results = [r.labelled(SIMULATED) for r in node_results]
                 report.simulated.append(name)

@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from testbed_lib import baseimage, daemons, disks, hfcache, net, simhw, users
+from testbed_lib import baseimage, daemons, disks, hfcache, net, netplan, simhw, users
 from testbed_lib.inventory import alias_inventory, ssh_config
 from testbed_lib.inventory import paths as inventory_paths
 from testbed_lib.inventory import write as write_inventory
-from testbed_lib.layout import STATE, Instance, Node, allocate, instances
+from testbed_lib.layout import STATE, Instance, Node, allocate, instances, topology_problem
 from testbed_lib.sh import TestbedError, ensure_tools, run
 
 BASE_TOOLS = ["sshd", "ssh-keygen", "ip", "iptables", "nsenter"]
@@ -63,12 +63,33 @@ def node_of(inst: Instance, name: str) -> Node:
 
 # -- commands --------------------------------------------------------------------------------
 
+def _set_topology(inst: Instance, a: argparse.Namespace) -> None:
+    """--topology/--ports for a new testbed; a running one keeps its cabling unless the same
+    is asked (a different one needs `down` first: its bridges and veths differ)."""
+    ports = [int(p) for p in a.ports.split(",")] if a.ports else []
+    topology = a.topology or (inst.topology if inst.nodes else "switch")
+    problem = topology_problem(topology, a.n, ports)
+    if problem:
+        raise TestbedError(problem)
+    if len(ports) == 1:
+        ports = ports * a.n
+    rewire = topology in ("ring", "mesh") and inst.nodes not in (0, a.n)
+    if inst.nodes and (topology != inst.topology or (a.ports and ports != inst.ports) or rewire):
+        raise TestbedError(f"testbed {inst.name} is cabled as a {inst.topology}"
+                           f"{' (ports ' + ','.join(map(str, inst.ports)) + ')' if inst.ports else ''}"
+                           f": take it down first (scripts/testbed --name {inst.name} down)")
+    inst.topology = topology
+    inst.ports = ports or inst.ports
+    inst.explicit = inst.explicit or a.topology is not None
+
+
 def cmd_up(a: argparse.Namespace) -> int:
     t0 = time.monotonic()
     ensure_tools(BASE_TOOLS + (DOCKER_TOOLS if a.docker else []))
     with locked():
         inst = allocate(a.name)
         old = inst.nodes
+        _set_topology(inst, a)
         inst.nodes = a.n
         inst.docker = inst.docker or a.docker
         inst.mtu = a.mtu
@@ -86,6 +107,7 @@ def cmd_up(a: argparse.Namespace) -> int:
     def bring_up(node: Node) -> None:
         net.ensure_netns(node)
         net.ensure_private_ns(node)
+        netplan.ensure(node)
         net.set_links(node, True)
         net.set_isolated(node, False)
         if node.mnt_ns.exists():
@@ -98,6 +120,8 @@ def cmd_up(a: argparse.Namespace) -> int:
         daemons.start_sshd(node)
         if inst.docker:
             daemons.start_dockerd(node)
+        if a.simhw:
+            simhw.install(node, a.simhw)
 
     parallel(bring_up, inst.all_nodes())
     if inst.docker:
@@ -107,7 +131,7 @@ def cmd_up(a: argparse.Namespace) -> int:
         baseimage.ensure_image_inputs()
     inv, kh = write_inventory(inst, Path(a.inventory_dir) if a.inventory_dir else None)
     print(f"testbed {inst.name}: {inst.nodes} node(s) up in {time.monotonic() - t0:.1f}s"
-          f"{' with docker' if inst.docker else ''}")
+          f"{' with docker' if inst.docker else ''}; fabric: {_describe(inst)}")
     print(f"  inventory:   {inv}")
     print(f"  known_hosts: {kh}")
     for name in inst.users:
@@ -146,12 +170,22 @@ def cmd_down(a: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(inst: Instance) -> str:
+    if inst.topology in ("ring", "mesh"):
+        return f"{inst.topology}, {len(inst.wiring()) // 2} cables (port 0 to the next node's port 1)"
+    ports = sorted({inst.port_of(i) for i in range(1, inst.nodes + 1)})
+    return f"{inst.topology}, QSFP port {'/'.join(map(str, ports))}" + (
+        f" ({','.join(str(inst.port_of(i)) for i in range(1, inst.nodes + 1))})"
+        if len(ports) > 1 else "")
+
+
 def _node_status(node: Node) -> dict[str, object]:
     return {
         "node": node.name,
         "mgmt_ip": node.mgmt_ip,
         "mgmt_ip6": node.mgmt_ip6,
-        "fabric_ip": node.rail_ip(0),
+        "fabric_ip": node.fabric_ip,
+        "fabric": [m.ifname for _, m in node.members()],
         "links": "up" if net.links_up(node) else "CUT",
         "sshd": "running" if daemons.sshd_running(node) else "stopped",
         "hung": daemons.hang_pidfile(node).exists(),
@@ -166,9 +200,10 @@ def cmd_status(a: argparse.Namespace) -> int:
     inst = need(a.name)
     rows = [_node_status(n) for n in inst.all_nodes()]
     if a.json:
-        print(json.dumps({"name": inst.name, "index": inst.index, "nodes": rows}, indent=2))
+        print(json.dumps({"name": inst.name, "index": inst.index, "topology": inst.topology,
+                          "nodes": rows}, indent=2))
         return 0
-    print(f"testbed {inst.name} (index {inst.index}, mtu {inst.mtu})")
+    print(f"testbed {inst.name} (index {inst.index}, mtu {inst.mtu}; {_describe(inst)})")
     for r in rows:
         print(f"  {r['node']:<8} {r['mgmt_ip']:<15} fabric {r['fabric_ip']:<15} links {r['links']:<4}"
               f" sshd {r['sshd']:<8}{' HUNG' if r['hung'] else ''}"
@@ -177,15 +212,34 @@ def cmd_status(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cut(a: argparse.Namespace, up: bool) -> None:
+    inst = need(a.name)
+    node = node_of(inst, a.node)
+    if a.link:
+        peer = node_of(inst, a.link)
+        if inst.topology == "switch":
+            raise TestbedError("through a switch each node has one cable, to the switch: use "
+                               f"--fabric to pull {a.node}'s")
+        ends = net.set_cable(inst, node, peer, up)
+        if not ends:
+            raise TestbedError(f"no cable joins {a.node} and {a.link} ({_describe(inst)})")
+        print(f"cable {a.node} - {a.link}: {'plugged back' if up else 'pulled'} "
+              f"({', '.join(ends)})")
+    elif a.fabric:
+        net.set_links(node, up, fabric_only=True)
+        print(f"{a.node}: fabric cable(s) {'plugged back' if up else 'pulled'}")
+    else:
+        net.set_links(node, up)
+        print(f"{a.node}: {'back on' if up else 'cut off'} the network")
+
+
 def cmd_cut(a: argparse.Namespace) -> int:
-    net.set_links(node_of(need(a.name), a.node), False)
-    print(f"{a.node}: cut off the network")
+    _cut(a, False)
     return 0
 
 
 def cmd_heal(a: argparse.Namespace) -> int:
-    net.set_links(node_of(need(a.name), a.node), True)
-    print(f"{a.node}: back on the network")
+    _cut(a, True)
     return 0
 
 
@@ -387,6 +441,17 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("n", type=int)
     up.add_argument("--docker", action="store_true", help="also run a dockerd per node")
     up.add_argument("--mtu", type=int, default=9000, help="fabric MTU (default 9000)")
+    up.add_argument("--topology", choices=("switch", "direct", "ring", "mesh"),
+                    help="how the fabric is cabled: switch (default: one bridge per rail, every "
+                    "node's QSFP port on it), direct (two nodes), ring (port 0 of each node to "
+                    "port 1 of the next, closed; each cable twin its own bridge and /24), mesh "
+                    "(three nodes, every pair cabled); the inventory then says fabric.topology")
+    up.add_argument("--ports", metavar="P[,P...]",
+                    help="switch/direct: the QSFP port (0 or 1) of each node, or one for all "
+                    "(default 1); e.g. --topology direct --ports 1,0 is asymmetric cabling")
+    up.add_argument("--simhw", choices=list(simhw.PROFILES),
+                    help="also give every node simulated hardware of this profile (auto: "
+                    "follows the cabling and cut cables)")
     up.add_argument("--inventory-dir", help="where to write the inventory (default inventory/)")
     up.add_argument("--user", action="append", metavar="NAME",
                     help="also an SSH user NAME (not root, own key, in group docker) on every "
@@ -398,8 +463,10 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="show each node's links and daemons")
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
-    for name, fn, helptext in (("cut", cmd_cut, "take NODE off the network"),
-                               ("heal", cmd_heal, "put NODE back on the network"),
+    for name, fn, helptext in (("cut", cmd_cut, "take NODE off the network (or, with --fabric "
+                                "or --link PEER, pull one of its cables)"),
+                               ("heal", cmd_heal, "put NODE back on the network (or plug back "
+                                "the cable --fabric/--link names)"),
                                ("hang", cmd_hang, "make NODE's port 22 accept TCP and never answer"),
                                ("unhang", cmd_unhang, "undo hang"),
                                ("isolate", cmd_isolate, "make NODE unreachable from this machine "
@@ -407,6 +474,13 @@ def parser() -> argparse.ArgumentParser:
                                ("unisolate", cmd_unisolate, "undo isolate")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("node")
+        if name in ("cut", "heal"):
+            g = s.add_mutually_exclusive_group()
+            g.add_argument("--fabric", action="store_true",
+                           help="only NODE's fabric cable(s); management (SSH) stays up")
+            g.add_argument("--link", metavar="PEER",
+                           help="only the cable between NODE and PEER (ring, mesh, direct): "
+                           "both ends lose carrier")
         if name == "hang":
             s.add_argument("--during-sftp-write", metavar="GLOB",
                            help="instead, arm a one-shot trap: NODE stops answering (its sshd "

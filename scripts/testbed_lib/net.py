@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from testbed_lib.layout import MGMT_IF, NSDIR, RAIL_IFS, Instance, Node, mgmt_gateway, mgmt_gateway6
+from testbed_lib.layout import MGMT_IF, NSDIR, Instance, Node, Wire, mgmt_gateway, mgmt_gateway6
 from testbed_lib.sh import ok, run
 
 #: IPv6 addresses skip duplicate address detection: usable at once, not "tentative" for ~1 s.
@@ -31,8 +31,12 @@ def link_exists(name: str, netns: str | None = None) -> bool:
     return ok(cmd)
 
 
+def bridge_kinds(inst: Instance) -> list[str]:
+    return ["m", *(w.key for w in inst.wiring())]
+
+
 def ensure_bridges(inst: Instance) -> None:
-    for kind in ("m", "r0", "r1"):
+    for kind in bridge_kinds(inst):
         br = inst.bridge(kind)
         if not link_exists(br):
             run(["ip", "link", "add", br, "type", "bridge"])
@@ -48,7 +52,7 @@ def ensure_bridges(inst: Instance) -> None:
 
 
 def remove_bridges(inst: Instance) -> None:
-    for kind in ("m", "r0", "r1"):
+    for kind in dict.fromkeys([*bridge_kinds(inst), "r0", "r1"]):
         br = inst.bridge(kind)
         while ok(["iptables", "-C", "FORWARD", "-i", br, "-j", "ACCEPT"]):
             run(["iptables", "-D", "FORWARD", "-i", br, "-j", "ACCEPT"])
@@ -61,12 +65,10 @@ def ensure_netns(node: Node) -> None:
         run(["ip", "netns", "add", node.netns])
     ns = node.netns
     run(["ip", "-n", ns, "link", "set", "lo", "up"])
-    plan = [
-        ("m", MGMT_IF, node.mgmt_ip, node.inst.bridge("m"), 1500),
-        ("a", RAIL_IFS[0], node.rail_ip(0), node.inst.bridge("r0"), node.inst.mtu),
-        ("b", RAIL_IFS[1], node.rail_ip(1), node.inst.bridge("r1"), node.inst.mtu),
-    ]
-    for kind, ifname, ip, bridge, mtu in plan:
+    plan = [("m", MGMT_IF, f"{node.mgmt_ip}/24", node.inst.bridge("m"), 1500)]
+    plan += [(m.kind, m.ifname, m.ip, node.inst.bridge(w.key), node.inst.mtu)
+             for w, m in node.members()]
+    for kind, ifname, cidr_ip, bridge, mtu in plan:
         hv = node.host_veth(kind)
         if not link_exists(hv):
             run(["ip", "link", "add", hv, "mtu", str(mtu), "type", "veth",
@@ -74,7 +76,7 @@ def ensure_netns(node: Node) -> None:
         run(["ip", "link", "set", hv, "master", bridge, "up"])
         addrs = run(["ip", "-n", ns, "-o", "addr", "show", "dev", ifname]).stdout
         # the management port is dual-stack (IPv6 for tests of IPv6 `host:` addresses)
-        for cidr in [f"{ip}/24"] + ([f"{node.mgmt_ip6}/64"] if kind == "m" else []):
+        for cidr in [cidr_ip] + ([f"{node.mgmt_ip6}/64"] if kind == "m" else []):
             if f" {cidr} " not in addrs:
                 run(["ip", "-n", ns, "addr", "add", cidr, "dev", ifname, *_NODAD[":" in cidr]])
         run(["ip", "-n", ns, "link", "set", ifname, "up"])
@@ -102,9 +104,36 @@ def ensure_private_ns(node: Node) -> None:
          "sh", "-c", script, "sh", str(d), node.name])
 
 
-def set_links(node: Node, up: bool) -> None:
-    for kind in ("m", "a", "b"):
+def fabric_kinds(node: Node) -> list[str]:
+    return [m.kind for _, m in node.members()]
+
+
+def set_links(node: Node, up: bool, fabric_only: bool = False) -> None:
+    """The node's veths on this machine's side: down is a pulled cable (the node's own
+    interfaces stay administratively up and lose carrier)."""
+    for kind in ([] if fabric_only else ["m"]) + fabric_kinds(node):
         run(["ip", "link", "set", node.host_veth(kind), "up" if up else "down"])
+
+
+def cable_wires(inst: Instance, a: Node, b: Node) -> list[Wire]:
+    """The wires (both twins) of the cable joining nodes a and b: a ring's cable, or on a
+    direct/switch fabric every rail (a switch port per node: both ends go dark only for a
+    direct cable)."""
+    return [w for w in inst.wiring()
+            if {m.node for m in w.members} >= {a.i, b.i}
+            and (w.cable is None or set(w.cable) == {a.i, b.i})]
+
+
+def set_cable(inst: Instance, a: Node, b: Node, up: bool) -> list[str]:
+    """Pull (or plug back) the cable between a and b: both ends' veths of its twins."""
+    changed = []
+    for w in cable_wires(inst, a, b):
+        for m in w.members:
+            if m.node in (a.i, b.i):
+                veth = inst.node(m.node).host_veth(m.kind)
+                run(["ip", "link", "set", veth, "up" if up else "down"])
+                changed.append(f"{inst.node(m.node).name}:{m.ifname}")
+    return changed
 
 
 def links_up(node: Node) -> bool:

@@ -118,6 +118,22 @@ def _all_up() -> dict[str, str]:
     return files
 
 
+def _auto() -> dict[str, str]:
+    """Per device, its block as captured with the port ACTIVE and DOWN: the scripts pick one
+    by the carrier of the device's interface, live (see `_auto_script`)."""
+    devinfo = capture(F_DEVINFO_PORT1)
+    files = {"nvidia-smi": capture(F_SMI), "ethtool/speed": speed_lines()["200000"] + "\n",
+             "devices": " ".join(PORT0[:1] + PORT1[:1] + PORT0[1:] + PORT1[1:]) + "\n"}
+    for dev in PORT0 + PORT1:
+        for state, active in (("up", True), ("down", False)):
+            text = set_state(devinfo, dev, active)
+            block = next(b for b in text.split("\n\n") if b.startswith(f"hca_id:\t{dev}\n"))
+            files[f"devinfo/{dev}.{state}"] = block.rstrip("\n") + "\n"
+        files[f"netdev/{dev}"] = NETDEV[dev]
+    return files
+
+
+AUTO = "auto"
 PROFILES = {p.name: p for p in [
     Profile("healthy", "cable in QSFP port 1, both twins PORT_ACTIVE at MTU 4096, 200G",
             [F_DEVINFO_PORT1, F_IBDEV_PORT1, F_ETHTOOL, F_SMI], lambda: _cabled(PORT1, "200000")),
@@ -129,11 +145,45 @@ PROFILES = {p.name: p for p in [
             [F_DEVINFO_PORT1, F_IBDEV_PORT1, F_ETHTOOL, F_SMI], lambda: _cabled(PORT0, "200000")),
     Profile("all-up", "both QSFP ports cabled, all 4 twins ACTIVE, RoCE MTU 1024 (MTU 1500)",
             [F_DEVINFO_ALL, F_IBDEV_ALL, F_ETHTOOL, F_SMI], _all_up),
+    Profile(AUTO, "follows the testbed's cabling, live: a twin is PORT_ACTIVE at MTU 4096 and "
+            "200G while its interface has carrier, PORT_DOWN when its cable is cut or absent",
+            [F_DEVINFO_PORT1, F_IBDEV_PORT1, F_ETHTOOL, F_SMI], _auto),
 ]}
+
+#: `carrier NETDEV`: true while the node's interface has a link (LOWER_UP), as a real
+#: CX-7 port has while its cable is plugged into a live peer.
+_CARRIER = ('carrier() { ip -o link show dev "$1" 2>/dev/null | grep -q "[<,]LOWER_UP[,>]"; }\n')
+
+
+def _auto_script(tool: str, data: str) -> str:
+    if tool == "ibv_devinfo":
+        return (_CARRIER + f'd="{data}"; first=1\n'
+                'for dev in $(cat "$d/devices"); do nd=$(cat "$d/netdev/$dev")\n'
+                '  if carrier "$nd"; then s=up; else s=down; fi\n'
+                '  [ "$first" = 1 ] || echo; first=0; cat "$d/devinfo/$dev.$s"; done\n')
+    if tool == "ibdev2netdev":
+        return (_CARRIER + f'd="{data}"\n'
+                'for dev in roceP2p1s0f0 roceP2p1s0f1 rocep1s0f0 rocep1s0f1; do '
+                'nd=$(cat "$d/netdev/$dev")\n'
+                '  if carrier "$nd"; then s=Up; else s=Down; fi\n'
+                '  echo "$dev port 1 ==> $nd ($s)"; done\n')
+    if tool == "ethtool":
+        return (_CARRIER + 'iface=""; for a in "$@"; do case "$a" in -*) ;; *) iface="$a";; '
+                'esac; done\n'
+                'if ! ip -o link show dev "$iface" >/dev/null 2>&1; then\n'
+                '  echo "netlink error: no device matches name (offset 24)" >&2\n'
+                '  echo "netlink error: No such device" >&2; exit 1; fi\n'
+                'echo "Settings for $iface:"\n'
+                f'if carrier "$iface"; then cat "{data}/ethtool/speed"; '
+                'else printf "\\tSpeed: Unknown!\\n"; fi\n')
+    return f'cat "{data}/{tool}"\n'
+
 
 
 def _script(tool: str, profile: str, sources: str) -> str:
     note = f"dgxtb: simulated hardware (profile {profile}): {tool} replays {sources}"
+    if profile == AUTO:
+        return f"#!/bin/sh\n# {note}\necho '{note}' >&2\n{_auto_script(tool, '/usr/local/sbin/' + DATA)}"
     if tool == "ethtool":
         body = (
             'iface=""; for a in "$@"; do case "$a" in -*) ;; *) iface="$a";; esac; done\n'
@@ -153,7 +203,8 @@ def install(node: Node, profile: str) -> list[str]:
     p = PROFILES[profile]
     remove(node)
     data = node.sbin / DATA
-    (data / "ethtool").mkdir(parents=True, exist_ok=True)
+    for sub in ("ethtool", "devinfo", "netdev"):
+        (data / sub).mkdir(parents=True, exist_ok=True)
     for rel, text in p.build().items():
         (data / rel).write_text(text)
     (data / "profile").write_text(profile + "\n")

@@ -134,6 +134,8 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "exec --node": node_names,
     "build --node": node_names,
     "verify-ib --node": node_names,
+    "fabric plan --node": node_names,
+    "fabric apply --node": node_names,
     "model sync --from": node_names,
     "logs --node": node_names,
     "logs --since": texts.filter(_rejected(parse_duration)),

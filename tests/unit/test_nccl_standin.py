@@ -106,3 +106,35 @@ def test_simhw_lists_the_stand_ins_profiles(standin: ModuleType) -> None:
     for files in standin.PROFILES.values():
         for f in files:
             assert (REAL / f).exists(), f
+
+
+def test_ring_settings_give_ncclS_internal_ib_over_every_twin(standin: ModuleType) -> None:
+    """NCCL_NET_PLUGIN=none (a ring or mesh) loads no external plugin: NCCL's own IB transport,
+    over the four twins NCCL_IB_HCA names, bootstrapping on the management interface."""
+    env = {"DGXCLUSTER_STANDIN_NCCL": "ngc-ibext", "NCCL_NET_PLUGIN": "none",
+           "NCCL_IB_HCA": "rocep1s0f1,roceP2p1s0f1,rocep1s0f0,roceP2p1s0f0",
+           "NCCL_SOCKET_IFNAME": "enP7s7", "VLLM_HOST_IP": "10.210.2.12"}
+    text = "\n".join(standin.nccl_lines({"NCCL_DEBUG": "INFO", **env}, "node2", 7, 1, 3)) + "\n"
+    log = nccl_log.parse(text)
+    assert log.transport.rdma and log.transport.net == "IB"
+    assert log.ib_devices == ["rocep1s0f1", "roceP2p1s0f1", "rocep1s0f0", "roceP2p1s0f0"]
+    assert "OOB enP7s7:10.210.2.12<0>" in text and "rank 1 nranks 3" in text
+    assert "NCCL_SOCKET_IFNAME set to enP7s7" in text
+    head = standin.tables("ngc-ibext", ["node1", "node2", "node3"]) + text
+    res = {r.check: r for r in judge_nccl(head, head, {}, 10.0, 4, nranks=3)}
+    assert res["nccl-all_reduce"].status == Level.PASS, res["nccl-all_reduce"]
+
+
+def test_rank_zero_learns_every_ranks_host(standin: ModuleType) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    hosts: list[list[str]] = []
+    threads = [threading.Thread(target=lambda r=r: hosts.append(
+        standin.rendezvous(r, 3, "127.0.0.1", port, timeout=30, host=f"node{r + 1}")))
+        for r in (1, 2, 0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert ["node1", "node2", "node3"] in hosts

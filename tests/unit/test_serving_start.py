@@ -153,3 +153,25 @@ def test_the_same_config_running_and_ready_is_left_alone(inv_text: str, tmp_path
         ("a", Status.UNCHANGED), ("b", Status.UNCHANGED)]
     assert all(len(f.calls) == 1 for f in fakes.values())  # the preflight read, nothing else
     assert FakeLock.events == ["acquire", "release"]
+
+
+def test_serve_nodes_leaving_a_node_idle_start_runs_on_the_serving_nodes_only(
+        inv_text: str, tmp_path: Path) -> None:
+    """TP 2 on a and b of three: c holds no Ray worker (Ray would count its GPU and could place
+    a rank there), and no command at all runs on it."""
+    text = inv_text.replace("serve: {model: org/tiny}",
+                            "  - {name: c, host: 10.0.0.3, fabric_ip: 192.0.2.3}\n"
+                            "serve: {model: org/tiny, tensor_parallel_size: 2, nodes: [a, b]}")
+    lines = text.splitlines()
+    c = next(ln for ln in lines if "name: c" in ln)
+    lines.remove(c)
+    lines.insert(next(i for i, ln in enumerate(lines) if "name: b" in ln) + 1, c)
+    fakes = {n: FakeConnection(n).on("@@home", _gather()) for n in ("a", "b")}
+    fakes["c"] = FakeConnection("c")
+    fakes["b"].on(r"^docker run", Reply(exit_code=125, stderr="port is already allocated"))
+    with pytest.raises(StartFailed) as info:
+        start(_session("\n".join(lines) + "\n", fakes, tmp_path),
+              StartOptions(model_check=ModelCheck(set())), RecordingProgress())
+    assert info.value.step == "ray-workers" and list(info.value.errors) == ["b"]
+    assert fakes["c"].calls == []
+    assert {o.node for o in info.value.outcomes} == {"a", "b"}

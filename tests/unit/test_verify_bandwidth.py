@@ -95,12 +95,12 @@ def test_healthy_pair_passes_with_evidence() -> None:
     session, _fakes = spark_pair(HEALTHY, IB_LOG)
     res = by_check(run_bandwidth(session, ["spark1", "spark2"], 21.875))
     ib0 = res[("spark1->spark2", "ib-write-bw rocep1s0f1")]
-    assert ib0.status == Level.PASS and ib0.detail.startswith("92.57 Gb/s over rocep1s0f1 to spark2 "
-                                                               "192.168.100.11 (floor 90")
+    assert ib0.status == Level.PASS and ib0.detail.startswith(
+        "92.57 Gb/s over rocep1s0f1 to spark2 rocep1s0f1 192.168.100.11 (floor 90")
     assert res[("spark1->spark2", "ib-write-bw roceP2p1s0f1")].status == Level.PASS
     ag = res[("cluster", "nccl-all_gather")]
     assert ag.status == Level.PASS
-    assert "busbw 22.46 GB/s at 4 GiB, avg 21.4033 (floor 21.875)" in ag.detail
+    assert "busbw 22.46 GB/s at 4 GiB, avg 21.4033 (floor 21.875; algbw 44.92 over 2 ranks" in ag.detail
     assert "over rocep1s0f1, roceP2p1s0f1" in ag.detail and "GPU Direct RDMA disabled" in ag.detail
     assert res[("cluster", "nccl-all_reduce")].status == Level.PASS
     lib = res[("cluster", "nccl-library")]

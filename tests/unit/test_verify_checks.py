@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from dgxcluster.core.containerenv import IFNAME_VARS, container_env
+from dgxcluster.errors import InventoryError
 from dgxcluster.facts import ethtool, ibdev2netdev, ibv_devinfo, nvidia_smi
 from dgxcluster.facts import ping as ping_fact
 from dgxcluster.facts.ipaddr import Interface
@@ -259,7 +260,8 @@ def test_socket_ifname_variables(env: str, status: Level, text: str) -> None:
 def test_host_ip_override_and_link_local() -> None:
     res = run(inv("container:\n  env: {VLLM_HOST_IP: 192.168.100.10}\n"), spark(1))["host-ip"]
     assert res.status == Level.FAIL and "differ from the node's fabric_ip 192.168.100.11" in res.detail
-    ll = TWO.replace("192.168.100.10", "169.254.1.10").replace("192.168.101.10", "169.254.2.10")
+    ll = (TWO.replace("192.168.100.10", "169.254.1.10").replace("192.168.101.10", "169.254.2.10")
+          .replace("192.168.100.11", "169.254.1.11").replace("192.168.101.11", "169.254.2.11"))
     f = spark()
     ifaces = dict(f.ifaces.value or {})
     ifaces["enp1s0f1np1"] = replace(ifaces["enp1s0f1np1"], ipv4=[IPv4Interface("169.254.1.10/16")])
@@ -300,10 +302,10 @@ def test_cluster_mtu_mismatch_and_cabling_on_different_ports() -> None:
     port0 = {"rocep1s0f0": True, "roceP2p1s0f0": True, "rocep1s0f1": False, "roceP2p1s0f1": False}
     res = _cluster(inv(), spark(0), spark(1, mtu=1500, states=port0))
     assert res["mtu-match"].status == Level.FAIL
-    assert "spark1 9000, spark2 1500" in res["mtu-match"].detail
+    assert "rail 0: spark1 enp1s0f1np1 9000, spark2 enp1s0f1np1 1500" in res["mtu-match"].detail
     assert res["cabling"].status == Level.FAIL
-    assert "not cabled on port 1: spark2 (active ports: spark1: port 1; spark2: port 0)" \
-        in res["cabling"].detail
+    assert ("not cabled where the rails say: spark2 (rails on port 1, active: port 0)"
+            in res["cabling"].detail)
 
 
 def test_cluster_ring_node_with_both_ports_is_fine() -> None:
@@ -314,19 +316,28 @@ def test_cluster_ring_node_with_both_ports_is_fine() -> None:
 def test_cluster_subnets() -> None:
     split = TWO.replace("fabric_ip: 192.168.100.11, rail_ips: [192.168.100.11",
                         "fabric_ip: 192.168.102.11, rail_ips: [192.168.102.11")
-    res = _cluster(inv(base=split), spark(0), spark(1))
+    with pytest.raises(InventoryError, match=r"nodes\[1\]\.rail_ips\[0\]: 192\.168\.102\.11 is "
+                       r"not in 192\.168\.100\.0/24, the subnet every node's rail 0 shares"):
+        inv(base=split)  # the inventory's own addresses: refused at load
+    narrow = spark(1)  # the node puts its address in a /25: the live subnets differ
+    ifaces = dict(narrow.ifaces.value or {})
+    ifaces["enp1s0f1np1"] = replace(ifaces["enp1s0f1np1"],
+                                    ipv4=[IPv4Interface("192.168.100.11/25")])
+    narrow.ifaces = Fact(ifaces)
+    res = _cluster(inv(), spark(0), narrow)
     assert res["rail-subnets"].status == Level.FAIL
-    assert "rail 0 (enp1s0f1np1)" in res["rail-subnets"].detail
+    assert ("rail 0 (spark1:enp1s0f1np1 - spark2:enp1s0f1np1): 192.168.100.0/24: spark1 "
+            "192.168.100.10; 192.168.100.0/25: spark2 192.168.100.11") in res["rail-subnets"].detail
     same = TWO.replace("192.168.101.", "192.168.100.1")
     shared = _cluster(inv(base=same), spark(0), spark(1))["rail-subnets"]
-    assert shared.status == Level.WARN and "rails 0 and 1 share 192.168.100.0/24" in shared.detail
+    assert shared.status == Level.WARN and "rail 0 and rail 1 share 192.168.100.0/24" in shared.detail
 
 
 def test_duplicate_rail_ips() -> None:
     dup = TWO.replace("192.168.101.11]", "192.168.101.10]")
     res = _cluster(inv(base=dup), spark(0), spark(1))
     assert res["fabric-ips-unique"].status == Level.FAIL
-    assert "192.168.101.10 (spark1 rail 1 and spark2 rail 1)" in res["fabric-ips-unique"].detail
+    assert "192.168.101.10 (spark1 enP2p1s0f1np1 and spark2 enP2p1s0f1np1)" in res["fabric-ips-unique"].detail
 
 
 # -- checks an expert judges differently (issue 13) ---------------------------------------------
@@ -365,7 +376,8 @@ def test_jumbo_mtu_above_the_expected_passes_and_below_fails() -> None:
 def test_cluster_mtu_differing_but_all_jumbo_only_warns() -> None:
     res = _cluster(inv(), spark(0, mtu=9216), spark(1, mtu=9000))
     assert res["mtu-match"].status == Level.WARN
-    assert "spark1 9216" in res["mtu-match"].detail and "spark2 9000" in res["mtu-match"].detail
+    assert "spark1 enp1s0f1np1 9216" in res["mtu-match"].detail
+    assert "spark2 enp1s0f1np1 9000" in res["mtu-match"].detail
 
 
 def _no_ipv4_on_second_twin(f: NodeFacts, problem: str | None = None) -> NodeFacts:

@@ -1,0 +1,169 @@
+"""Beyond a cabled pair, on the testbed: a 3-node ring (each cable twin its own /24) and 4
+nodes through a switch. verify-ib per topology (every cable of the ring, every pair on the
+switch; a pulled cable is named), then TP=2 on a subset of the nodes with the Ray executor:
+start, status, a chat completion, stop. The idle node is left alone by start.
+
+Real sshd, dockerd and Ray per node; the RDMA/GPU tools are the testbed's simulated hardware
+(`--simhw auto`, following the cabling and cuts) and vLLM is the stand-in.
+One testbed per topology, module-scoped; the cluster is started once per topology.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import PREFIX, REPO, TESTBED, Testbed, _down, run_cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+
+ENV = {"HF_TOKEN": f"hf_e2e{uuid.uuid4().hex}"}
+MODEL = "Qwen/Qwen3-0.6B"
+
+
+def _up(name: str, n: int, topology: str) -> Testbed:
+    proc = subprocess.run([str(TESTBED), "--name", name, "up", str(n), "--docker", "--topology",
+                           topology, "--simhw", "auto"], capture_output=True, text=True,
+                          timeout=1800, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"testbed up failed: {proc.stderr}\n{proc.stdout}")
+    stem = f"testbed-{name}"
+    return Testbed(name, n, True, REPO / "inventory" / f"{stem}.yaml",
+                   REPO / "inventory" / f"{stem}.known_hosts")
+
+
+def _prepare(tb: Testbed, serving: list[str]) -> None:
+    """The image on the serving nodes only (the idle ones need none), the model everywhere."""
+    subprocess.run([str(REPO / "images" / "testbed" / "fetch-wheels")], check=True,
+                   capture_output=True, timeout=900)
+    p = tb.dgx("build", *[a for n in serving for a in ("--node", n)], timeout=1800)
+    if p.returncode != 0:
+        pytest.fail(f"dgxcluster build failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    tb.ensure_model(MODEL)
+
+
+def inventory(tb: Testbed, path: Path, serving: list[str] | None = None) -> Path:
+    """The testbed's inventory: serving TP=2 on `serving` when given, else with the DGX
+    container options (which the testbed's dockerd cannot give) so verify-ib can pass all."""
+    data = yaml.safe_load(tb.inventory.read_text())
+    data["ssh"]["known_hosts"] = str(tb.known_hosts)
+    data["image"]["context"] = str(tb.inventory.parent / data["image"]["context"])
+    if serving:
+        data["serve"].update(tensor_parallel_size=2, nodes=serving)
+    else:
+        data["container"]["devices"] = ["/dev/infiniband"]
+        data["container"]["ulimits"] = {"memlock": "-1"}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def verify(inv: Path) -> tuple[int, list[dict[str, Any]]]:
+    p = run_cli("-i", str(inv), "verify-ib", "--json", timeout=180)
+    assert "Traceback" not in p.stderr, p.stderr
+    return p.returncode, json.loads(p.stdout)
+
+
+def not_passing(rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(r["node"], r["check"]) for r in rows if r["status"] != "PASS"}
+
+
+def containers(tb: Testbed, node: str) -> list[str]:
+    out = tb.node_exec(node, "docker", "ps", "-a", "--filter",
+                       f"label=dgxcluster.cluster={tb.name}", "--format", "{{.Names}}").stdout
+    return out.split()
+
+
+def serve_and_check(tb: Testbed, inv: Path, serving: list[str]) -> None:
+    """start TP=2 on `serving`; status shows Ray on exactly those; a chat answers; stop."""
+    idle = [n for n in tb.nodes if n not in serving]
+    start = run_cli("-i", str(inv), "start", env=ENV, timeout=900)
+    assert start.returncode == 0, start.stdout + start.stderr
+    for node in idle:
+        assert containers(tb, node) == [], node  # start left the idle node alone
+    for node in serving:
+        assert len(containers(tb, node)) == 1, node
+    status = run_cli("-i", str(inv), "status", "--json", env=ENV, timeout=180)
+    assert status.returncode == 0, status.stdout + status.stderr
+    st = json.loads(status.stdout)
+    assert st["ray"]["nodes_alive"] == len(serving) == st["ray"]["nodes_expected"], st["ray"]
+    assert st["ray"]["gpus_total"] == len(serving)
+    url = next(ln.split()[1] for ln in start.stdout.splitlines() if ln.startswith("endpoint: "))
+    r = httpx.post(f"{url}/chat/completions", timeout=60, json={
+        "model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "hello"}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"]
+    again = run_cli("-i", str(inv), "start", env=ENV, timeout=300)
+    assert again.returncode == 0 and "already running" in again.stdout.lower(), again.stdout
+    stop = run_cli("-i", str(inv), "stop", env=ENV, timeout=300)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert all(containers(tb, n) == [] for n in tb.nodes)
+
+
+@pytest.fixture(scope="module")
+def ring3() -> Iterator[Testbed]:
+    tb = _up(f"{PREFIX}ring", 3, "ring")
+    _prepare(tb, ["node1", "node2"])
+    yield tb
+    tb.dgx("stop", env=ENV)
+    _down(tb.name)
+
+
+@pytest.fixture(scope="module")
+def switch4() -> Iterator[Testbed]:
+    tb = _up(f"{PREFIX}sw4", 4, "switch")
+    _prepare(tb, ["node1", "node3"])
+    yield tb
+    tb.dgx("stop", env=ENV)
+    _down(tb.name)
+
+
+def test_ring3_verify_ib_checks_every_cable_and_names_a_pulled_one(ring3: Testbed,
+                                                                   tmp_path: Path) -> None:
+    inv = inventory(ring3, tmp_path / "inv.yaml")
+    rc, rows = verify(inv)
+    assert rc == 0, not_passing(rows)
+    links = [r for r in rows if r["check"] == "link"]
+    assert len(links) == 6  # 3 cables x 2 twins, each its own subnet
+    assert {r["node"] for r in links} >= {"node1:enp1s0f0np0<->node2:enp1s0f1np1",
+                                          "node3:enp1s0f0np0<->node1:enp1s0f1np1"}
+    ring3.tb("cut", "node2", "--link", "node3")
+    try:
+        rc, rows = verify(inv)
+    finally:
+        ring3.tb("heal", "node2", "--link", "node3")
+    assert rc == 1
+    failed_links = {r["node"] for r in rows if r["check"] == "link" and r["status"] == "FAIL"}
+    assert failed_links == {"node2:enp1s0f0np0<->node3:enp1s0f1np1",
+                            "node2:enP2p1s0f0np0<->node3:enP2p1s0f1np1"}
+    cabling = next(r for r in rows if r["check"] == "cabling")
+    assert cabling["status"] == "FAIL" and "2 of 6 links not active" in cabling["detail"]
+    assert ("node1", "ping") not in not_passing(rows)  # node1's own cables are fine
+
+
+def test_ring3_tp2_on_two_of_three_nodes_with_ray(ring3: Testbed, tmp_path: Path) -> None:
+    serve_and_check(ring3, inventory(ring3, tmp_path / "inv.yaml", ["node1", "node2"]),
+                    ["node1", "node2"])
+
+
+def test_switch4_verify_ib_pings_every_pair(switch4: Testbed, tmp_path: Path) -> None:
+    rc, rows = verify(inventory(switch4, tmp_path / "inv.yaml"))
+    assert rc == 0, not_passing(rows)
+    assert len([r for r in rows if r["check"] == "link"]) == 6 * 2  # every pair, both rails
+    pings = {r["node"]: r["detail"] for r in rows if r["check"] == "ping"}
+    for node in switch4.nodes:
+        for peer in switch4.nodes:
+            if peer != node:
+                assert f"{peer} " in pings[node], (node, pings[node])
+
+
+def test_switch4_tp2_on_head_and_node3_with_ray(switch4: Testbed, tmp_path: Path) -> None:
+    serve_and_check(switch4, inventory(switch4, tmp_path / "inv.yaml", ["node1", "node3"]),
+                    ["node1", "node3"])
