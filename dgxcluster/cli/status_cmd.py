@@ -104,6 +104,10 @@ def _print(report: ClusterStatus) -> None:
     else:
         line = f"[yellow]{v.state}[/yellow]: {v.error} (endpoint {v.url}/v1)"
     out.print(f"[bold]vllm[/bold]   {line}", highlight=False, soft_wrap=True)
+    auth_style = "green" if report.auth.startswith("on") else "yellow"
+    out.print(f"[bold]auth[/bold]   [{auth_style}]{report.auth}[/{auth_style}]"
+              + ("" if report.auth != "off" else " (anyone who reaches the port can use it; "
+                 "set serve.api_key)"), highlight=False, soft_wrap=True)
     proc = report.vllm_process
     if proc is not None and not v.ready and proc.state != "absent":
         out.print(f"       on {report.head}: {proc.describe()}", highlight=False, soft_wrap=True)

@@ -288,6 +288,11 @@ class ServeSettings(Strict):
     gpu_memory_utilization: float | None = Field(default=SAFE_GPU_MEMORY_UTILIZATION, gt=0, le=1)
     served_model_name: str | None = Field(default=None, min_length=1, max_length=512)
     extra_args: list[str] = Field(default_factory=list)
+    api_key: str | None = Field(
+        default=None, pattern=ENV_NAME_RE, max_length=128,
+        description="the NAME of a secret (environment or secrets.file, never a value) that "
+        "vLLM requires as `Authorization: Bearer` on /v1/*; it reaches vLLM only as "
+        "VLLM_API_KEY in the head's 0600 env-file")
     ready_timeout_s: Seconds = 1800.0
     stop_timeout_s: Seconds = Field(
         default=30.0, description="grace period for vLLM to exit on SIGTERM at stop"

@@ -108,6 +108,7 @@ def start(session: Session, options: StartOptions | None = None,
     too_big = inv.parallel_problem()  # also with defaults (TP 2 on one node): caught at load
     if too_big:                       # when set explicitly
         raise UsageError(too_big, "serve.tensor_parallel_size")
+    key = endpoint.api_key(inv, session.secrets)  # named but unset: exit 2, nothing touched
     image = imageid.expected(inv).ref
     config = plan.config_hash(inv, image)
     report = StartReport(endpoint=endpoint.api_url(inv), model=plan.model_id(inv),
@@ -119,7 +120,7 @@ def start(session: Session, options: StartOptions | None = None,
     lock = ClusterLock(session.cluster.dedicated(inv.head_name),
                        lock_path(inv.state_dir, inv.cluster), "start", own_connection=True)
     try:
-        _Run(session, opts, prog, report, lock).run()
+        _Run(session, opts, prog, report, lock, endpoint.getter(key)).run()
     finally:
         lock.release()
     report.elapsed_s = time.monotonic() - t0
@@ -148,8 +149,9 @@ class _Run:
     """One locked start: the stages, what they created, and the rollback."""
 
     def __init__(self, session: Session, opts: StartOptions, progress: Progress,
-                 report: StartReport, lock: ClusterLock) -> None:
+                 report: StartReport, lock: ClusterLock, get: endpoint.Getter) -> None:
         self.lock = lock
+        self.get = get
         self.s = session
         self.inv = session.inventory
         self.opts = opts
@@ -351,13 +353,13 @@ class _Run:
             f.busy_ports = set()
 
     def _ready_now(self) -> bool:
-        return vllm.ready(self.inv).ready
+        return vllm.ready(self.inv, self.get).ready
 
     # -- env-files, Ray ----------------------------------------------------------------
 
     def _env_file(self, conn: Connection) -> None:
         """The node's 0600 env-file (its secrets), written just before its container starts."""
-        values = plan.env_file_values(self.s.secrets)
+        values = plan.env_file_values(self.s.secrets, self.inv, plan.role_of(self.inv, conn.node))
         data = render_env_file(values) if values else b"# no secrets\n"
         paths = self.facts[conn.node].paths
         path = paths.env_file(plan.role_of(self.inv, conn.node))
@@ -465,7 +467,8 @@ class _Run:
                      f"{paths.vllm_log}")
         self.step = "vllm-ready"
         timeout = self.opts.ready_timeout_s or self.inv.serve.ready_timeout_s
-        took = vllm.wait_ready(conn, self.inv, paths, timeout, self.p, gate=self._ray_confirmed)
+        took = vllm.wait_ready(conn, self.inv, paths, timeout, self.p, self.get,
+                               gate=self._ray_confirmed)
         self.report.ready_after_s = took
         self.out(self.head, "vllm-ready", Status.CHANGED,
                  f"{plan.model_id(self.inv)} ready at {self.report.endpoint} after {took:.1f}s")

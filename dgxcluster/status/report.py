@@ -163,6 +163,7 @@ class ClusterStatus:
     vllm_process: VllmProcess | None = None
     serving: ServingMetrics | None = None  # rank 0's /metrics, when it answered
     serving_error: str | None = None
+    auth: str = "off"  # the endpoint's API key (serve.api_key): "off" or "on (NAME)"
 
     @property
     def unreachable(self) -> list[str]:
@@ -184,7 +185,7 @@ class ClusterStatus:
             "vllm": {**self.vllm.to_json(), "process": self.vllm_process.to_json()
                      if self.vllm_process else None,
                      "metrics": self.serving.to_json() if self.serving else None,
-                     "metrics_error": self.serving_error},
+                     "metrics_error": self.serving_error, "auth": self.auth},
         }
 
 

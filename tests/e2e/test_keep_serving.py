@@ -1,0 +1,103 @@
+"""Keeping the endpoint safe and serving, end to end on the docker testbed (issue 17).
+
+API key: `serve.api_key` names VLLM_API_KEY; the stand-in enforces it as vLLM's
+AuthenticationMiddleware does (401 `{"error": "Unauthorized"}` on /v1/*, /health open), and
+the key never shows in a process list, `-v` output, `--dry-run`, a run log, the node's vLLM
+log or a `logs` bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Testbed
+from tests.e2e.observe import bundle_from
+from tests.e2e.test_start_stop import STATE, CmdlineSampler, endpoint_of, leftovers
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+
+KEY = f"vk-e2e-{uuid.uuid4().hex}"
+FAST = {"DGXCLUSTER_CONTAINER__ENV": json.dumps({"DGXCLUSTER_STANDIN_LOAD_S": "0"})}
+AUTH = {**FAST, "DGXCLUSTER_SERVE__API_KEY": "VLLM_API_KEY", "VLLM_API_KEY": KEY}
+
+
+@pytest.fixture(scope="module")
+def tb(testbed_docker: Testbed) -> Iterator[Testbed]:
+    testbed_docker.ensure_image()
+    testbed_docker.ensure_model()
+    testbed_docker.dgx("stop", env=FAST)
+    yield testbed_docker
+    testbed_docker.dgx("stop", env=FAST)
+
+
+def test_api_key_guards_v1_and_never_shows(tb: Testbed, tmp_path: Path) -> None:
+    missing = tb.dgx("start", env={**AUTH, "VLLM_API_KEY": ""})
+    assert missing.returncode == 2, missing.stderr
+    assert "serve.api_key" in missing.stderr and "VLLM_API_KEY" in missing.stderr
+    assert leftovers(tb) == {"node1": [], "node2": []}
+
+    sampler = CmdlineSampler(KEY)
+    sampler.start()
+    r = tb.dgx("-v", "start", env={**AUTH, "DGXCLUSTER_LOG_DIR": str(tmp_path / "runlogs")})
+    sampler.stop()
+    assert r.returncode == 0, r.stderr
+    assert sampler.hits == [] and sampler.saw_ray
+    assert KEY not in r.stdout + r.stderr
+    assert '"Authorization: Bearer $VLLM_API_KEY"' in r.stdout
+    for f in (tmp_path / "runlogs").rglob("*"):
+        assert not f.is_file() or KEY.encode() not in f.read_bytes(), f
+
+    url = endpoint_of(r.stdout)
+    root = url.removesuffix("/v1")
+    assert httpx.get(f"{root}/health", timeout=30).status_code == 200
+    bare = httpx.get(f"{url}/models", timeout=30)
+    assert (bare.status_code, bare.json()) == (401, {"error": "Unauthorized"})
+    wrong = httpx.post(f"{url}/chat/completions", timeout=30,
+                       headers={"Authorization": "Bearer nope"}, json={"model": "x"})
+    assert wrong.status_code == 401
+    ok = httpx.get(f"{url}/models", timeout=30, headers={"Authorization": f"Bearer {KEY}"})
+    assert ok.status_code == 200 and ok.json()["data"][0]["id"] == "Qwen/Qwen3-0.6B"
+
+    head_env = tb.node_exec("node1", "cat", f"{STATE}/{tb.name}/env/head.env").stdout
+    worker_env = tb.node_exec("node2", "cat", f"{STATE}/{tb.name}/env/worker.env").stdout
+    assert f"VLLM_API_KEY={KEY}" in head_env.splitlines() and "VLLM_API_KEY" not in worker_env
+
+    status = tb.dgx("status", "--json", env=AUTH)
+    assert status.returncode == 0, status.stderr
+    vllm = json.loads(status.stdout)["vllm"]
+    assert (vllm["state"], vllm["auth"]) == ("ready", "on (VLLM_API_KEY)")
+    keyless = tb.dgx("status", env={**AUTH, "VLLM_API_KEY": ""})
+    assert "on (VLLM_API_KEY, not set here)" in keyless.stdout
+    assert "401" in keyless.stdout and "API key" in keyless.stdout
+
+    smoke = tb.dgx("smoke", "--max-tokens", "4", env=AUTH)
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    again = tb.dgx("start", env=AUTH)
+    assert again.returncode == 0 and "already running" in again.stdout  # probe sends the key
+
+    dry = tb.dgx("-v", "start", "--dry-run", env=AUTH)
+    assert dry.returncode == 0 and "VLLM_API_KEY=******" in dry.stdout
+    assert KEY not in dry.stdout + dry.stderr
+
+    vllm_log = tb.node_exec("node1", "cat", f"{STATE}/{tb.name}/logs/vllm.log").stdout
+    assert "Application startup complete" in vllm_log or "Started server process" in vllm_log
+    assert KEY not in vllm_log
+    # a bundle collected by an operator who does not hold the key: masked by its name
+    p = tb.dgx("logs", "-o", str(tmp_path / "b"), env={**FAST, "VLLM_API_KEY": ""})
+    assert p.returncode == 0, p.stderr
+    folder, archive = bundle_from(p.stdout)
+    for f in folder.rglob("*"):
+        assert not f.is_file() or KEY.encode() not in f.read_bytes(), f
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            data = tar.extractfile(member) if member.isfile() else None
+            assert data is None or KEY.encode() not in data.read(), member.name
+    assert tb.dgx("stop", env=FAST).returncode == 0
+    assert leftovers(tb) == {"node1": [], "node2": []}
