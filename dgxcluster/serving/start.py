@@ -36,7 +36,7 @@ from dgxcluster.remote.command import for_display
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.secrets import render_env_file
-from dgxcluster.serving import plan, raywait, vllm
+from dgxcluster.serving import dropcaches, plan, raywait, vllm
 from dgxcluster.serving.lock import ClusterLock, lock_path
 from dgxcluster.serving.preflight import (
     NodeCheck,
@@ -56,6 +56,8 @@ class StartOptions:
     keep_on_failure: bool = False
     ready_timeout_s: float | None = None
     skip_model_check: bool = False
+    #: free each node's page cache before its memory is read (root or sudo; `dropcaches`)
+    drop_caches: bool = False
     #: is serve.model complete on every node? (`models.check.start_check`, from the CLI)
     model_check: NodeCheck | None = None
 
@@ -255,6 +257,9 @@ class _Run:
                 self.p.status(conn.node, "lock: taking the cluster lock")
                 self.lock.acquire()
                 self.out(conn.node, "lock", Status.CHANGED, f"holding {self.lock.shown}")
+            if self.opts.drop_caches:
+                self.p.status(conn.node, "preflight: dropping the page cache")
+                self.out(conn.node, dropcaches.STEP, *dropcaches.drop(conn))
             self.p.status(conn.node, "preflight")
             facts = gather(conn, self.inv, self.report.image)
             check = self._model_check()

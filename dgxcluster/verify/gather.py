@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from dgxcluster.core.progress import NullProgress, Progress
-from dgxcluster.facts import ParseError, ethtool, ibdev2netdev, ibv_devinfo, ipaddr, nvidia_smi
+from dgxcluster.facts import ParseError, ethtool, ibdev2netdev, ibv_devinfo, ipaddr, nvidia_smi, oomguard
 from dgxcluster.facts import ping as ping_fact
 from dgxcluster.inventory.schema import InventoryModel
 from dgxcluster.remote.command import shell
@@ -52,6 +52,7 @@ class NodeFacts:
     speeds: dict[str, Fact[ethtool.LinkSettings]] = field(default_factory=dict)
     smi: Fact[nvidia_smi.SmiInfo] = field(default_factory=Fact)
     pings: dict[tuple[str, int], Fact[ping_fact.PingResult]] = field(default_factory=dict)
+    oom_guards: Fact[list[oomguard.Guard]] = field(default_factory=Fact)
 
 
 def run_tool(conn: Connection, argv: list[str], timeout: float = TOOL_TIMEOUT_S) -> Result:
@@ -111,6 +112,7 @@ def gather_node(conn: Connection, inv: InventoryModel,
             facts.speeds[rail.interface] = _fact(tool(ethtool.argv(rail.interface)), ethtool.parse)
     prog.status(conn.node, "reading GPU")
     facts.smi = _fact(tool(nvidia_smi.ARGV), nvidia_smi.parse)
+    facts.oom_guards = _fact(conn.run(oomguard.ARGV, timeout=TOOL_TIMEOUT_S), oomguard.parse)
     prog.status(conn.node, "facts read")
     return facts
 
