@@ -9,6 +9,7 @@ log or a `logs` bundle.
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Testbed
+from tests.conftest import Testbed, flat
 from tests.e2e.observe import bundle_from
 from tests.e2e.test_start_stop import STATE, CmdlineSampler, endpoint_of, leftovers
 
@@ -100,4 +101,22 @@ def test_api_key_guards_v1_and_never_shows(tb: Testbed, tmp_path: Path) -> None:
             data = tar.extractfile(member) if member.isfile() else None
             assert data is None or KEY.encode() not in data.read(), member.name
     assert tb.dgx("stop", env=FAST).returncode == 0
+    assert leftovers(tb) == {"node1": [], "node2": []}
+
+
+def test_drop_caches_then_a_start_whose_share_is_not_available_is_refused(tb: Testbed) -> None:
+    """vLLM's start-up check ahead of time: 0.99 of a node's memory is never available (the
+    host runs other things), so with GPUs given to the containers preflight refuses with the
+    numbers, after --drop-caches freed the page cache as root; nothing is left behind."""
+    env = {**FAST, "DGXCLUSTER_SERVE__GPU_MEMORY_UTILIZATION": "0.99",
+           "DGXCLUSTER_CONTAINER__GPUS": "all", "COLUMNS": "300"}
+    r = tb.dgx("start", "--drop-caches", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "start failed at step 'preflight'" in r.stderr and "nothing was changed" in r.stderr
+    for node in tb.nodes:
+        assert re.search(rf"{node} +drop-caches +changed +dropped the page cache \(as root\): "
+                         r"cached [0-9.]+ [KMG]i?B -> ", flat(r.stdout)), r.stdout
+        assert re.search(rf"{node}: step 'preflight' failed: .*not enough memory: only [0-9.]+ GiB "
+                         r"of [0-9.]+ GiB available, and vLLM claims 0\.99 x ", flat(r.stderr)), r.stderr
+    assert "lower serve.gpu_memory_utilization to" in r.stderr and "--force" in r.stderr
     assert leftovers(tb) == {"node1": [], "node2": []}
