@@ -8,7 +8,7 @@ import importlib
 import os
 import sys
 
-PROGRAMS = ("relay", "hfcache", "layerfilter", "nccl_probe", "nccl_libs")
+PROGRAMS = ("relay", "hfcache", "layerfilter", "nccl_probe", "nccl_libs", "supervisor")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,6 +141,12 @@ def env_file_values(secrets: Mapping[str, Secret], inv: InventoryModel | None = 
     return values
 
 
+#: How the running cluster is watched (`serving.supervise`), not what runs: left out of the
+#: config hash, so changing them needs no restart (start updates the watcher).
+WATCH_KEYS = ("restart", "max_restarts", "restart_window_s", "restart_backoff_s",
+              "restart_backoff_max_s", "health_interval_s", "health_failures")
+
+
 def config_hash(inv: InventoryModel, image: str) -> str:
     """Hash of everything that shapes the running cluster; a change means a restart.
 
@@ -157,7 +163,8 @@ def config_hash(inv: InventoryModel, image: str) -> str:
                   for n in inv.nodes],
         "container": inv.container.model_dump(mode="json"),
         "ray": inv.ray.model_dump(mode="json", exclude={"start_timeout_s"}),
-        "serve": {**inv.serve.model_dump(mode="json", exclude={"ready_timeout_s", "stop_timeout_s"}),
+        "serve": {**inv.serve.model_dump(mode="json", exclude={"ready_timeout_s", "stop_timeout_s",
+                                                                *WATCH_KEYS}),
                   "host": listen_host(inv)},
         "secrets": sorted(inv.secrets.env),
     }

@@ -1,6 +1,7 @@
 """`start`: named stages, each reported per node, compare-then-act, rolled back on failure.
 
     lock -> preflight -> env-files -> ray-head -> ray-workers -> ray-ready -> vllm -> vllm-ready
+    -> supervise
 
 declared in `STAGES` and walked by `core.stages` (which names the stage in any failure and
 calls the rollback once).
@@ -36,7 +37,7 @@ from dgxcluster.remote.command import for_display
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.secrets import render_env_file
-from dgxcluster.serving import dropcaches, plan, raywait, vllm
+from dgxcluster.serving import dropcaches, plan, raywait, supervise, vllm
 from dgxcluster.serving.lock import ClusterLock, lock_path
 from dgxcluster.serving.preflight import (
     NodeCheck,
@@ -231,7 +232,11 @@ class _Run:
             for node in self.inv.names:
                 self.out(node, "start", Status.UNCHANGED,
                          f"already running (config {self.report.config})")
+            self._supervise()
             return DONE
+        # something will be started: the watcher must not act meanwhile (started again last)
+        if supervise.stop(self.s.cluster.conn(self.head), self.facts[self.head].paths) == "stopped":
+            self.out(self.head, supervise.STEP, Status.CHANGED, "watcher paused while start acts")
         for n in self.inv.names:
             if n not in self.workers_new and not (self.head_new and n == self.head):
                 self.out(n, "env-files", Status.UNCHANGED, "container already running")
@@ -478,6 +483,12 @@ class _Run:
         self.out(self.head, "vllm-ready", Status.CHANGED,
                  f"{plan.model_id(self.inv)} ready at {self.report.endpoint} after {took:.1f}s")
 
+    def _supervise(self) -> None:
+        """The head's watcher (`serve.restart`), last: it watches a ready endpoint."""
+        self.step = supervise.STEP
+        self.report.outcomes.append(supervise.ensure(
+            self.s.cluster.conn(self.head), self.inv, self.facts[self.head].paths, self.report.config))
+
 
 STAGES: tuple[Stage[_Run], ...] = (
     Stage("preflight", _Run.preflight),
@@ -485,4 +496,5 @@ STAGES: tuple[Stage[_Run], ...] = (
     Stage("ray-workers", _Run.ray_workers),
     Stage("ray-ready", _Run._ray_ready),
     Stage("vllm", _Run.vllm),
+    Stage("supervise", _Run._supervise),
 )

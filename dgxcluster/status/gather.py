@@ -27,6 +27,7 @@ from dgxcluster.status.probe import NodeProbe, parse, status_argv
 from dgxcluster.status.report import (
     ClusterStatus,
     NodeStatus,
+    healing,
     image_summary,
     node_status,
     ray_summary,
@@ -181,4 +182,6 @@ def gather(
         serving=serving,
         serving_error=serving_error if vllm.ready else None,
         auth=auth(session),
+        healing=healing(done.probes.get(head),
+                        CollectedRedactor(inv.secrets.env, session.redactor).text),
     )
