@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import re
 import tarfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,7 @@ import pytest
 from tests.conftest import Testbed, flat
 from tests.e2e.observe import bundle_from
 from tests.e2e.test_start_stop import STATE, CmdlineSampler, endpoint_of, leftovers
+from tests.leaks import assert_no_leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -120,3 +122,92 @@ def test_drop_caches_then_a_start_whose_share_is_not_available_is_refused(tb: Te
                          r"of [0-9.]+ GiB available, and vLLM claims 0\.99 x ", flat(r.stderr)), r.stderr
     assert "lower serve.gpu_memory_utilization to" in r.stderr and "--force" in r.stderr
     assert leftovers(tb) == {"node1": [], "node2": []}
+
+
+HEAL = {**FAST, "DGXCLUSTER_SERVE__RESTART": "on-failure", "DGXCLUSTER_SERVE__MAX_RESTARTS": "3",
+        "DGXCLUSTER_SERVE__HEALTH_INTERVAL_S": "1", "DGXCLUSTER_SERVE__HEALTH_FAILURES": "3",
+        "DGXCLUSTER_SERVE__RESTART_BACKOFF_S": "1", "COLUMNS": "300"}
+
+
+def _standin_pid(tb: Testbed) -> int:
+    ps = tb.tb("ps", "node1").stdout.splitlines()
+    return next(int(ln.split()[0]) for ln in ps if "python" in ln and "vllm serve" in ln)
+
+
+def _records(tb: Testbed) -> list[dict[str, object]]:
+    text = tb.node_exec("node1", "sh", "-c",
+                        f"cat {STATE}/{tb.name}/logs/restarts.jsonl 2>/dev/null; true").stdout
+    return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+
+
+def _until(what: str, check: Callable[[], bool], timeout: float = 300) -> float:
+    t0 = time.monotonic()
+    while not check():
+        assert time.monotonic() - t0 < timeout, f"not within {timeout:g}s: {what}"
+        time.sleep(0.5)
+    return time.monotonic() - t0
+
+
+def _serving(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/models", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_killed_then_hung_then_crash_looping_vllm_is_healed_within_budget_then_left_stopped(
+        tb: Testbed) -> None:
+    """Ray executor, one watcher on the head: a killed vLLM and a hung one (process alive,
+    container Up) are each restarted once and recorded; a vLLM that crashes after every start
+    spends the budget (3) and the watcher gives up, leaving the cluster stopped."""
+    logs = f"{STATE}/{tb.name}/logs"
+    tb.node_exec("node1", "rm", "-f", f"{logs}/restarts.jsonl")
+    r = tb.dgx("start", env=HEAL)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"node1 supervise changed watcher started \(on-failure: up to 3 restart\(s\) "
+                     r"per 600s", flat(r.stdout)), r.stdout
+    url = endpoint_of(r.stdout)
+    try:
+        again = tb.dgx("start", env=HEAL)  # compare, then act: the same watcher is left alone
+        assert "node1 supervise unchanged watcher running" in flat(again.stdout), again.stdout
+
+        tb.node_exec("node1", "kill", "-9", str(_standin_pid(tb)))
+        took = _until("one restart recorded", lambda: len(_records(tb)) == 1)
+        took += _until("serving again", lambda: _serving(url))
+        print(f"\nkilled vLLM -> serving again: {took:.1f}s (stand-in load 0 s)")
+        rec = _records(tb)[0]
+        assert (rec["what"], rec["why"], rec["exit"]) == ("vllm", "vLLM exited with status 137", 137)
+        st = tb.dgx("status", env=HEAL)
+        assert "healing watching, 1 restart(s); last " in flat(st.stdout), st.stdout
+        assert "vllm: vLLM exited with status 137, exit 137" in flat(st.stdout)
+
+        hung = _standin_pid(tb)
+        tb.node_exec("node1", "sh", "-c", f"echo {hung} > {logs}/standin-hang")
+        assert httpx.get(f"{url}/models", timeout=5).status_code == 200  # it still serves /v1
+        _until("the hang restarted", lambda: len(_records(tb)) == 2)
+        _until("serving again", lambda: _serving(url))
+        rec = _records(tb)[1]
+        assert str(rec["why"]).startswith("vLLM stopped answering http://127.0.0.1:8000/health "
+                                          "(3 probes in a row) while its process ran"), rec
+        assert _standin_pid(tb) != hung
+
+        tb.node_exec("node1", "sh", "-c", f"echo 1 > {logs}/standin-exit-after")
+        tb.node_exec("node1", "kill", "-9", str(_standin_pid(tb)))
+        _until("given up", lambda: any(x["action"] == "gave up" for x in _records(tb)))
+        recs = _records(tb)
+        assert [x["action"] for x in recs] == ["restart"] * 3 + ["gave up"]
+        assert "gave up after 3 restart(s) within 600s, cluster left stopped" in str(recs[-1]["why"])
+        assert "exit-after switch" in json.dumps(recs[-1]["tail"])  # the log's last lines
+        st = tb.dgx("status", env=HEAL)
+        text = flat(st.stdout)
+        assert "healing gave up, 3 restart(s); last " in text and "cluster left stopped" in text
+        assert not _serving(url)
+        head = tb.node_exec("node1", "docker", "inspect", "-f", "{{.State.Status}}",
+                            f"dgxc-{tb.name}-head").stdout.strip()
+        assert head == "exited"
+        assert not any("supervisor" in ln for ln in tb.tb("ps", "node1").stdout.splitlines())
+    finally:
+        tb.node_exec("node1", "rm", "-f", f"{logs}/standin-exit-after", f"{logs}/standin-hang")
+        stop = tb.dgx("stop", env=HEAL)
+    assert stop.returncode == 0, stop.stderr
+    assert_no_leaks(tb)
