@@ -45,13 +45,15 @@ STEP = "supervise"
 PROBE_TIMEOUT_S = 5.0
 
 # $1 config  $2 bundle  $3 its output  $4 pid file: detached from this SSH session
-_LAUNCH = ('cd / && setsid python3 "$2" supervisor "$1" >>"$3" 2>&1 </dev/null & '
+# (`setsid` is not a group leader here, so it execs: $! is the watcher's own pid)
+_LAUNCH = ('cd / || exit 1; setsid python3 "$2" supervisor "$1" >>"$3" 2>&1 </dev/null & '
            'echo $! >"$4"; sleep 0.3; kill -0 $! 2>/dev/null && echo started')
-# $1 pid file: "stopped" / "absent"; the pid must still be our supervisor
+# $1 pid file: "stopped" / "absent"; the pid must still be our supervisor. Its whole
+# process group goes (setsid made it the leader; a `python3` wrapper script stays with it)
 _STOP = ('[ -f "$1" ] || { echo absent; exit 0; }; pid=$(cat "$1"); '
-         'if [ -n "$pid" ] && grep -qs supervisor "/proc/$pid/cmdline"; then kill "$pid"; i=0; '
+         'if [ -n "$pid" ] && grep -qs supervisor "/proc/$pid/cmdline"; then kill -- "-$pid"; i=0; '
          'while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.2; i=$((i+1)); done; '
-         'kill -9 "$pid" 2>/dev/null; echo stopped; else echo absent; fi; rm -f "$1"')
+         'kill -9 -- "-$pid" 2>/dev/null; echo stopped; else echo absent; fi; rm -f "$1"')
 # $1 pid file  $2 config: "same" when that supervisor runs with exactly this config
 _SAME = ('pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] && grep -qs supervisor "/proc/$pid/cmdline" '
          '&& [ -f "$2" ] && cat "$2"')

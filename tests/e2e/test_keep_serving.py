@@ -156,7 +156,7 @@ def _serving(url: str) -> bool:
 
 
 def test_killed_then_hung_then_crash_looping_vllm_is_healed_within_budget_then_left_stopped(
-        tb: Testbed) -> None:
+        tb: Testbed, tmp_path: Path) -> None:
     """Ray executor, one watcher on the head: a killed vLLM and a hung one (process alive,
     container Up) are each restarted once and recorded; a vLLM that crashes after every start
     spends the budget (3) and the watcher gives up, leaving the cluster stopped."""
@@ -206,6 +206,10 @@ def test_killed_then_hung_then_crash_looping_vllm_is_healed_within_budget_then_l
                             f"dgxc-{tb.name}-head").stdout.strip()
         assert head == "exited"
         assert not any("supervisor" in ln for ln in tb.tb("ps", "node1").stdout.splitlines())
+        bundle = tb.dgx("logs", "-o", str(tmp_path), env=HEAL)
+        folder, _ = bundle_from(bundle.stdout)
+        collected = (folder / "node1" / "dgxcluster" / "restarts.jsonl").read_text().splitlines()
+        assert [json.loads(ln)["action"] for ln in collected] == ["restart"] * 3 + ["gave up"]
     finally:
         tb.node_exec("node1", "rm", "-f", f"{logs}/standin-exit-after", f"{logs}/standin-hang")
         stop = tb.dgx("stop", env=HEAL)

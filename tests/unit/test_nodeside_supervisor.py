@@ -6,6 +6,7 @@ and /health answered from a script, time virtual); the e2e tests run it on the t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,48 @@ def test_the_config_start_writes_names_the_head_its_files_and_the_launcher() -> 
     assert c["relaunch"][:4] == ["docker", "exec", "-d", "dgxc-c-head"]
     assert (c["max_restarts"], c["failed_probes"]) == (2, 4)
     assert json.loads(supervise.render(c)) == c
+
+
+def test_the_launch_and_stop_scripts_start_it_detached_and_end_exactly_it(tmp_path: Path) -> None:
+    """The node-side scripts themselves, here: the pid file names the watcher (not a shell),
+    `stop` ends it and says so, a second `stop` finds nothing."""
+    import subprocess
+    import time
+
+    from dgxcluster.core import ship
+
+    pyz = tmp_path / "nodeside.pyz"
+    pyz.write_bytes(ship.bundle())
+    node = Node(tmp_path)
+    c = cfg(tmp_path, health_url="http://127.0.0.1:9/health", containers=[], interval_s=0.2)
+    (tmp_path / "c.json").write_text(json.dumps(c))
+    pid_file = tmp_path / "supervisor.pid"
+    out = subprocess.run(["sh", "-c", supervise._LAUNCH, "sh", str(tmp_path / "c.json"), str(pyz),
+                          str(tmp_path / "supervisor.log"), str(pid_file)],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    assert "started" in out
+    pid = int(pid_file.read_text())
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    # `python3` itself, or a wrapper script running it (`bash .../python3 ARGS`)
+    assert cmdline[-4:-1] == [str(pyz).encode(), b"supervisor", str(tmp_path / "c.json").encode()]
+    assert os.getsid(pid) == pid  # its own session: the SSH channel's end does not reach it
+    group = [p for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) == pid]
+    for _ in range(50):
+        if (tmp_path / "supervisor.json").exists():
+            break
+        time.sleep(0.1)
+    assert json.loads((tmp_path / "supervisor.json").read_text())["state"] == "watching"
+    stop = ["sh", "-c", supervise._STOP, "sh", str(pid_file)]
+    assert subprocess.run(stop, capture_output=True, text=True, timeout=30).stdout.strip() == "stopped"
+    time.sleep(0.5)
+    assert [p for p in group if _pgid(int(p)) == pid] == []  # the whole group is gone
+    assert subprocess.run(stop, capture_output=True, text=True, timeout=30).stdout.strip() == "absent"
+    assert json.loads((tmp_path / "supervisor.json").read_text())["state"] == "stopped"
+    assert node.calls == []
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
