@@ -5,6 +5,7 @@ and /health answered from a script, time virtual); the e2e tests run it on the t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -178,7 +179,6 @@ def test_the_launch_and_stop_scripts_start_it_detached_and_end_exactly_it(tmp_pa
     """The node-side scripts themselves, here: the pid file names the watcher (not a shell),
     `stop` ends it and says so, a second `stop` finds nothing."""
     import subprocess
-    import time
 
     from dgxcluster.core import ship
 
@@ -193,6 +193,18 @@ def test_the_launch_and_stop_scripts_start_it_detached_and_end_exactly_it(tmp_pa
                          capture_output=True, text=True, check=True, timeout=30).stdout
     assert "started" in out
     pid = int(pid_file.read_text())
+    try:
+        _launched_then_stopped(tmp_path, pid, pid_file, pyz)
+    finally:  # never leave a watcher behind, whatever failed
+        with contextlib.suppress(OSError):
+            os.killpg(pid, 9)
+    assert node.calls == []
+
+
+def _launched_then_stopped(tmp_path: Path, pid: int, pid_file: Path, pyz: Path) -> None:
+    import subprocess
+    import time
+
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     # `python3` itself, or a wrapper script running it (`bash .../python3 ARGS`)
     assert cmdline[-4:-1] == [str(pyz).encode(), b"supervisor", str(tmp_path / "c.json").encode()]
@@ -209,7 +221,6 @@ def test_the_launch_and_stop_scripts_start_it_detached_and_end_exactly_it(tmp_pa
     assert [p for p in group if _pgid(int(p)) == pid] == []  # the whole group is gone
     assert subprocess.run(stop, capture_output=True, text=True, timeout=30).stdout.strip() == "absent"
     assert json.loads((tmp_path / "supervisor.json").read_text())["state"] == "stopped"
-    assert node.calls == []
 
 
 def _pgid(pid: int) -> int | None:
