@@ -182,7 +182,7 @@ def test_killed_then_hung_then_crash_looping_vllm_is_healed_within_budget_then_l
         assert "vllm: vLLM exited with status 137, exit 137" in flat(st.stdout)
 
         hung = _standin_pid(tb)
-        tb.node_exec("node1", "sh", "-c", f"echo {hung} > {logs}/standin-hang")
+        tb.node_exec("node1", "sh", "-c", f"echo once > {logs}/standin-hang")
         assert httpx.get(f"{url}/models", timeout=5).status_code == 200  # it still serves /v1
         _until("the hang restarted", lambda: len(_records(tb)) == 2)
         _until("serving again", lambda: _serving(url))

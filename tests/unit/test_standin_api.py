@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -229,16 +228,20 @@ def test_a_bad_pacing_variable_stops_the_standin_with_its_name(
         make_api()
 
 
-def test_the_hang_switch_stops_health_for_the_named_process_only(
+def test_the_hang_switch_is_taken_by_one_stand_in_which_hangs_from_then_on(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     api, _, _ = modules()
     monkeypatch.setattr(api, "SWITCH_DIR", str(tmp_path))
-    (tmp_path / api.HANG_FILE).write_text("1")  # another process: this one answers
+    monkeypatch.setattr(api, "_HUNG", [])
+    monkeypatch.delenv("DGXCLUSTER_STANDIN_HANG", raising=False)
 
     async def check(client: TestClient, _api: Any) -> None:
         assert (await client.get("/health")).status == 200
-        (tmp_path / api.HANG_FILE).write_text(str(os.getpid()))
+        (tmp_path / api.HANG_FILE).write_text("once\n")
         with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(client.get("/health"), 0.5)
+        assert not (tmp_path / api.HANG_FILE).exists()  # taken: the next stand-in serves
+        with pytest.raises(asyncio.TimeoutError):  # and this one hangs from now on
             await asyncio.wait_for(client.get("/health"), 0.5)
         assert (await client.get("/v1/models")).status == 200  # the process still serves
 

@@ -69,8 +69,9 @@ def _error(status: int, kind: str, message: str) -> web.Response:
 #: Fault switches for the testbed, reachable without editing the image: files in the log
 #: folder start mounts into the head container (or the variables), read by the stand-in.
 SWITCH_DIR = os.environ.get("DGXCLUSTER_STANDIN_SWITCH_DIR", "/var/log/dgxcluster")
-HANG_FILE = "standin-hang"  # holds a pid ("all": any): that process stops answering /health
+HANG_FILE = "standin-hang"  # "all": every stand-in hangs; else the first one to see it takes it
 EXIT_FILE = "standin-exit-after"  # holds N: every stand-in started exits N s after it serves
+_HUNG: list[bool] = []  # this process took the hang switch: it hangs until it ends
 
 
 def _switch(name: str) -> str | None:
@@ -82,9 +83,21 @@ def _switch(name: str) -> str | None:
 
 
 def hang_switch() -> bool:
-    """The "hang" switch: vLLM stuck with its process alive (the container still "Up")."""
-    who = _switch(HANG_FILE) or os.environ.get("DGXCLUSTER_STANDIN_HANG", "")
-    return who == "all" or who == str(os.getpid())
+    """The "hang" switch: vLLM stuck with its process alive (the container still "Up"). The
+    file (any content but "all") is taken by the first stand-in that sees it, which removes
+    it and hangs from then on, so a stand-in started after it serves again."""
+    if _HUNG or os.environ.get("DGXCLUSTER_STANDIN_HANG"):
+        return True
+    who = _switch(HANG_FILE)
+    if who is None:
+        return False
+    if who != "all":
+        try:
+            os.remove(os.path.join(SWITCH_DIR, HANG_FILE))
+        except OSError:
+            return False  # another stand-in took it
+        _HUNG.append(True)
+    return True
 
 
 def exit_after_s() -> float | None:
