@@ -18,11 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dgxcluster.core import httpclient
+from dgxcluster.core import endpoint, httpclient
 from dgxcluster.core.endpoint import EndpointProbe, Getter, base_url, probe
 
 if TYPE_CHECKING:
     from dgxcluster.inventory.load import Inventory
+    from dgxcluster.secrets import Secret
 
 DEFAULT_PROMPT = "In three sentences, explain what tensor parallelism is."
 DEFAULT_MAX_TOKENS = 128
@@ -110,12 +111,13 @@ def run_smoke(
     prompt: str = DEFAULT_PROMPT,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     concurrency: int = 1,
-    get: Getter = httpclient.get,
+    get: Getter | None = None,
+    api_key: Secret | None = None,
 ) -> SmokeReport:
     """Check the endpoint (through `get`), then send `concurrency` streaming chat completions
-    at once, each on its own connection."""
+    at once, each on its own connection; with `api_key`, every request carries it."""
     url = base_url(inv)
-    state = probe(url, get)
+    state = probe(url, get or endpoint.getter(api_key))
     report = SmokeReport(state)
     if not state.ready:
         return report
@@ -124,7 +126,8 @@ def run_smoke(
     model = report.model
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="smoke") as pool:
-        futures = [pool.submit(chat, url, model, prompt, max_tokens, i + 1)
+        futures = [pool.submit(chat, url, model, prompt, max_tokens, i + 1,
+                               headers=endpoint.auth_headers(api_key))
                    for i in range(concurrency)]
         report.requests = [f.result() for f in futures]
     report.wall_s = time.perf_counter() - t0
@@ -163,7 +166,7 @@ def _read_stream(lines: Iterable[str], res: RequestResult, t0: float, pieces: li
 
 
 def chat(url: str, model: str, prompt: str, max_tokens: int, index: int = 1,
-         timeout: float = READ_TIMEOUT_S) -> RequestResult:
+         timeout: float = READ_TIMEOUT_S, headers: dict[str, str] | None = None) -> RequestResult:
     """One streaming chat completion, timed; never raises for HTTP or server trouble."""
     res = RequestResult(index)
     body = {
@@ -178,7 +181,7 @@ def chat(url: str, model: str, prompt: str, max_tokens: int, index: int = 1,
     chunks = 0
     t0 = time.perf_counter()
     try:
-        with httpclient.post_json(f"{url}/v1/chat/completions", body, timeout) as resp:
+        with httpclient.post_json(f"{url}/v1/chat/completions", body, timeout, headers) as resp:
             if resp.status != 200:
                 res.error = f"HTTP {resp.status}: {resp.text().strip()[:300]}"
                 res.total_s = time.perf_counter() - t0

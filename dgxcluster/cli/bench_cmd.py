@@ -143,15 +143,16 @@ def _from_cluster(ctx: typer.Context, api_key: Secret | None, api_key_env: str
 
     with state(ctx).session("bench") as session:
         measured, notes = collect(session)
-        return measured, notes, api_key or session.secrets.get(api_key_env)
+        named = session.inventory.serve.api_key
+        return measured, notes, (api_key or session.secrets.get(api_key_env)
+                                 or (session.secrets.get(named) if named else None))
 
 
 def _resolve(url: str, model: str | None, api_key: Secret | None) -> Target:
     from dgxcluster.bench.run import resolve
-    from dgxcluster.core import httpclient
+    from dgxcluster.core import endpoint
 
-    headers = {"Authorization": f"Bearer {api_key.reveal()}"} if api_key is not None else {}
-    return resolve(url, model, httpclient.getter(headers))
+    return resolve(url, model, endpoint.getter(api_key))
 
 
 def _stem(directory: Path) -> str:

@@ -34,8 +34,9 @@ def register(app: typer.Typer) -> None:
 
         Prints time to first token, total latency, and tokens/s from the server's `usage`
         (per request: decode speed; for the batch: aggregate throughput). Connects to the
-        head node's serve port over HTTP (no SSH). Exit 0 when every request succeeded,
-        1 with the reason when the server is unreachable, unhealthy or a request failed.
+        head node's serve port over HTTP (no SSH), sending the API key `serve.api_key` names.
+        Exit 0 when every request succeeded, 1 with the reason when the server is
+        unreachable, unhealthy or a request failed.
         """
         import json
 
@@ -51,7 +52,12 @@ def register(app: typer.Typer) -> None:
         if not prompt.strip():
             raise UsageError("must not be empty", "--prompt")
         inv = state(ctx).inventory()
-        report = run_smoke(inv, prompt=prompt, max_tokens=max_tokens, concurrency=concurrency)
+        from dgxcluster.core.endpoint import api_key
+        from dgxcluster.core.session import inventory_secrets
+
+        key = api_key(inv, inventory_secrets(inv))
+        report = run_smoke(inv, prompt=prompt, max_tokens=max_tokens, concurrency=concurrency,
+                           api_key=key)
         if json_out:
             typer.echo(json.dumps(report.to_json(), indent=2))
         else:

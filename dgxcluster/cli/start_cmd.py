@@ -68,6 +68,11 @@ def register(app: typer.Typer) -> None:
             "--force", help="Start even if the model's weights do not fit a node's memory "
                             "(the estimate is printed; a DGX Spark can freeze when over-asked).")
         ] = False,
+        drop_caches: Annotated[bool, typer.Option(
+            "--drop-caches", help="Free every node's page cache first (sync; echo 3 > "
+                                  "/proc/sys/vm/drop_caches), as root or through `sudo -n`; a "
+                                  "node where neither works fails the preflight.")
+        ] = False,
     ) -> None:
         """Start Ray on every node and vLLM in the head container; wait until it answers.
 
@@ -77,8 +82,10 @@ def register(app: typer.Typer) -> None:
         checked against the argument table of the image's vLLM release (exit 2 if vLLM would
         refuse it). Preflight also checks that serve.model (at serve.revision) is complete in
         every node's HF cache (`dgxcluster model pull|sync` put it there) and that its weights
-        fit each node's memory at serve.gpu_memory_utilization (default 0.8); for a pulled
-        image (image.source: pull), that every node holds the same image and that it has Ray.
+        fit each node's memory at serve.gpu_memory_utilization (default 0.8), and that
+        that share of each node's memory is available now (vLLM's own start-up check);
+        for a pulled image (image.source: pull), that every node holds the same image
+        and that it has Ray.
         Idempotent: the same configuration already running and healthy is left alone. A
         failure (or Ctrl-C) removes what this run created unless --keep-on-failure.
         Exit 0 ready, 1 a step failed, 2 bad inventory/options, 3 a node was unreachable.
@@ -97,6 +104,7 @@ def register(app: typer.Typer) -> None:
         flags = check_flags(merged, skip=skip_flag_check)
         opts = StartOptions(dry_run=dry_run, restart=restart, keep_on_failure=keep_on_failure,
                             ready_timeout_s=timeout, skip_model_check=skip_model_check,
+                            drop_caches=drop_caches,
                             model_check=None if skip_model_check else _model_check(merged, force),
                             image_check=image_check(inv))
         with st.session("start") as session:

@@ -9,6 +9,8 @@ import typer
 from dgxcluster.cli.state import errors_to_exit, finish, state
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from dgxcluster.status.report import ClusterStatus
 
 
@@ -106,6 +108,7 @@ def _print(report: ClusterStatus) -> None:
     else:
         line = f"[yellow]{v.state}[/yellow]: {v.error} (endpoint {v.url}/v1)"
     out.print(f"[bold]vllm[/bold]   {line}", highlight=False, soft_wrap=True)
+    _print_keeping(out, report)
     proc = report.vllm_process
     if proc is not None and not v.ready and proc.state != "absent":
         out.print(f"       on {report.head}: {proc.describe()}", highlight=False, soft_wrap=True)
@@ -117,3 +120,16 @@ def _print(report: ClusterStatus) -> None:
     elif report.serving_error:
         out.print(f"[bold]serving[/bold] [yellow]no metrics[/yellow]: {report.serving_error}",
                   highlight=False, soft_wrap=True)
+
+
+def _print_keeping(out: Console, report: ClusterStatus) -> None:
+    """The watcher's state (serve.restart) and whether the endpoint wants an API key."""
+    if report.healing is not None:
+        h = report.healing
+        style = "red" if h.state == "gave up" else "yellow" if h.restarts else "green"
+        out.print(f"[bold]healing[/bold] [{style}]{h.describe()}[/{style}]", highlight=False,
+                  soft_wrap=True)
+    auth_style = "green" if report.auth.startswith("on") else "yellow"
+    out.print(f"[bold]auth[/bold]   [{auth_style}]{report.auth}[/{auth_style}]"
+              + ("" if report.auth != "off" else " (anyone who reaches the port can use it; "
+                 "set serve.api_key)"), highlight=False, soft_wrap=True)

@@ -12,14 +12,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dgxcluster.core import httpclient
+from dgxcluster.errors import UsageError
 
 if TYPE_CHECKING:
     from dgxcluster.inventory.schema import InventoryModel
+    from dgxcluster.secrets import Secret
 
 READY = "ready"
 UNHEALTHY = "unhealthy"
@@ -34,6 +36,9 @@ Getter = Callable[[str, float], tuple[int, str]]
 #: AF_INET6 socket only for an IPv6 address), `::` takes IPv6 and, on Linux, IPv4 too.
 ANY_IPV4 = "0.0.0.0"  # noqa: S104 - the API must be reachable from the operator's machine
 ANY_IPV6 = "::"
+#: The variable vLLM reads its API key from when `--api-key` is not given (vLLM's
+#: `build_app`: `args.api_key or [envs.VLLM_API_KEY]`); the key never goes on its argv.
+VLLM_KEY_ENV = "VLLM_API_KEY"
 
 
 def is_ipv6(host: str) -> bool:
@@ -92,12 +97,38 @@ def listen_host(inv: InventoryModel) -> str:
 
 def curl_example(inv: InventoryModel, model: str) -> str:
     """A chat completion to try the endpoint with (`-g`: curl's URL globbing would read the
-    brackets of an IPv6 address as a range)."""
+    brackets of an IPv6 address as a range). With an API key, the header names the
+    operator's variable (`"Authorization: Bearer $VLLM_API_KEY"`), never the value."""
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}],
                        "max_tokens": 64})
     glob_off = ["-g"] if is_ipv6(inv.head_node.host) else []
-    return shlex.join(["curl", "-s", *glob_off, f"{api_url(inv)}/chat/completions",
+    text = shlex.join(["curl", "-s", *glob_off, f"{api_url(inv)}/chat/completions",
                        "-H", "Content-Type: application/json", "-d", body])
+    name = inv.serve.api_key
+    return text + (f' -H "Authorization: Bearer ${name}"' if name else "")
+
+
+def api_key(inv: InventoryModel, secrets: Mapping[str, Secret]) -> Secret | None:
+    """The key clients send (None: auth off). A key the inventory names but neither the
+    environment nor the secrets file holds is bad input, raised before anything runs."""
+    name = inv.serve.api_key
+    if name is None:
+        return None
+    key = secrets.get(name)
+    if key is None:
+        raise UsageError(f"names {name}, which is not set: export {name}=... or put it in "
+                         "secrets.file (mode 0600)", "serve.api_key")
+    return key
+
+
+def auth_headers(key: Secret | None) -> dict[str, str]:
+    """`Authorization: Bearer KEY` as vLLM's AuthenticationMiddleware wants it, or nothing."""
+    return {"Authorization": f"Bearer {key.reveal()}"} if key is not None else {}
+
+
+def getter(key: Secret | None) -> Getter:
+    """The GET every dgxcluster client of the endpoint uses: with the key when there is one."""
+    return httpclient.getter(auth_headers(key)) if key is not None else httpclient.get
 
 
 @dataclass
@@ -143,6 +174,9 @@ def probe(url: str, get: Getter = httpclient.get, timeout: float = 5.0,
         return EndpointProbe(url, UNHEALTHY, status, error=f"{detail}: {text}" if text else detail)
     try:
         status, body = get(f"{url}/v1/models", timeout)
+        if status == 401:
+            raise ValueError("HTTP 401 Unauthorized: the endpoint wants an API key (name it "
+                             "in serve.api_key and export it)")
         if status != 200:
             raise ValueError(f"HTTP {status}")
         data = json.loads(body).get("data", [])

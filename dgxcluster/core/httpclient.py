@@ -148,13 +148,15 @@ class Streamed:
 
 
 @contextmanager
-def post_json(url: str, body: object, timeout: float) -> Iterator[Streamed]:
+def post_json(url: str, body: object, timeout: float,
+              headers: Mapping[str, str] | None = None) -> Iterator[Streamed]:
     """POST `body` as JSON; the answer's body is read by the caller, inside the `with`."""
     conn, path = _connect(url, timeout)
     try:
         data = json.dumps(body).encode()
         conn.request("POST", path, body=data, headers={
-            "Content-Type": "application/json", "Accept": "text/event-stream, application/json"})
+            "Content-Type": "application/json", "Accept": "text/event-stream, application/json",
+            **(headers or {})})
         resp = conn.getresponse()
         yield Streamed(resp.status, resp)
     except http.client.HTTPException as exc:

@@ -26,6 +26,13 @@ VERIFY_DIR = "verify"  # verify-ib's probe
 VLLM_LOG = "vllm.log"
 VLLM_PID = "vllm.pid"
 VLLM_EXIT = "vllm.exit"
+#: The head's watcher (`serve.restart: on-failure`) in LOG_DIR: its pid, its state (one JSON
+#: line, read by `status`), its restart records (JSON lines, collected by `logs`), its output.
+SUPERVISOR_PID = "supervisor.pid"
+SUPERVISOR_STATE = "supervisor.json"
+SUPERVISOR_RECORDS = "restarts.jsonl"
+SUPERVISOR_LOG = "supervisor.log"
+SUPERVISOR_CONFIG = "supervisor-config.json"
 
 
 def remote_home(conn: Connection) -> str:

@@ -19,6 +19,19 @@ if TYPE_CHECKING:
     from dgxcluster.runlog import RunLogs
 
 
+def inventory_secrets(inventory: Inventory, environ: Mapping[str, str] | None = None
+                      ) -> dict[str, Secret]:
+    """The secrets the inventory names (`secrets.env`, `serve.api_key`, HF_TOKEN), from the
+    environment, else the secrets file; for commands that need them without a session
+    (`smoke`)."""
+    secrets_file = (
+        inventory.local_path(inventory.secrets.file) if inventory.secrets.file else None
+    )
+    api_key = [inventory.serve.api_key] if inventory.serve.api_key else []
+    names = list(dict.fromkeys([*inventory.secrets.env, *api_key, *DEFAULT_SECRET_NAMES]))
+    return load_secrets(names, secrets_file, environ)
+
+
 @dataclass
 class Session:
     inventory: Inventory
@@ -43,11 +56,7 @@ class Session:
         from dgxcluster.runlog import RunLogs
 
         red = redactor or Redactor()
-        secrets_file = (
-            inventory.local_path(inventory.secrets.file) if inventory.secrets.file else None
-        )
-        names = list(dict.fromkeys([*inventory.secrets.env, *DEFAULT_SECRET_NAMES]))
-        secrets = load_secrets(names, secrets_file, environ)
+        secrets = inventory_secrets(inventory, environ)
         red.add(*secrets.values())
         cluster = Cluster(inventory, factory=factory, redactor=red)
         logs = RunLogs.create(command, log_dir, red)

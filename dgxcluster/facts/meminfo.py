@@ -4,7 +4,8 @@ On a DGX Spark the CPU and the GPU share one LPDDR5x pool, so `nvidia-smi` says 
 Supported" for memory and the kernel's view is the one that counts: what vLLM's weights and
 KV cache take shows up here. `MemAvailable` is the kernel's estimate of memory available to
 new work without swapping (Linux Documentation/filesystems/proc.rst; since 3.14); the values
-are in KiB, printed as `kB`. Used = total - available.
+are in KiB, printed as `kB`. Used = total - available. `Cached` is the page cache: counted as
+available by the kernel, but CUDA on GB10 reports it as used, hence `start --drop-caches`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from dgxcluster.facts import ParseError
 
-FIELDS = ("MemTotal", "MemAvailable")
+FIELDS = ("MemTotal", "MemAvailable", "Cached")
 ARGV = ["grep", "-E", f"^({'|'.join(FIELDS)}):", "/proc/meminfo"]
 COMMAND = "/proc/meminfo"
 
@@ -25,6 +26,7 @@ _LINE = re.compile(r"^(?P<key>\w+(?:\(\w+\))?):\s+(?P<value>\d+)(?:\s+kB)?\s*$")
 class Memory:
     total_bytes: int
     available_bytes: int | None  # None on kernels without MemAvailable
+    cached_bytes: int | None = None  # the page cache (`Cached`): what dropping caches frees
 
     @property
     def used_bytes(self) -> int | None:
@@ -43,7 +45,7 @@ def parse(text: str) -> Memory:
             values[m.group("key")] = int(m.group("value")) * 1024
     if "MemTotal" not in values:
         raise ParseError(COMMAND, "no 'MemTotal:' line", text)
-    return Memory(values["MemTotal"], values.get("MemAvailable"))
+    return Memory(values["MemTotal"], values.get("MemAvailable"), values.get("Cached"))
 
 
 def spark_variant(total_bytes: int) -> int | None:

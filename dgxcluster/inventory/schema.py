@@ -452,10 +452,27 @@ class ServeSettings(Strict):
     gpu_memory_utilization: float | None = Field(default=SAFE_GPU_MEMORY_UTILIZATION, gt=0, le=1)
     served_model_name: str | None = Field(default=None, min_length=1, max_length=512)
     extra_args: list[str] = Field(default_factory=list)
+    api_key: str | None = Field(
+        default=None, pattern=ENV_NAME_RE, max_length=128,
+        description="the NAME of a secret (environment or secrets.file, never a value) that "
+        "vLLM requires as `Authorization: Bearer` on /v1/*; it reaches vLLM only as "
+        "VLLM_API_KEY in the head's 0600 env-file")
     ready_timeout_s: Seconds = 1800.0
     stop_timeout_s: Seconds = Field(
         default=30.0, description="grace period for vLLM to exit on SIGTERM at stop"
     )
+    restart: Literal["never", "on-failure"] = Field(
+        default="never", description="on-failure: a watcher on the head node brings vLLM back "
+        "when it exits or stops answering /health, within max_restarts per restart_window_s")
+    max_restarts: int = Field(default=3, ge=1, le=100)
+    restart_window_s: Seconds = 600.0
+    restart_backoff_s: Seconds = Field(
+        default=5.0, description="wait before the first restart, doubled per failure in a row")
+    restart_backoff_max_s: Seconds = 300.0
+    health_interval_s: Seconds = Field(default=5.0, description="seconds between /health probes")
+    health_failures: int = Field(
+        default=3, ge=1, le=1000,
+        description="/health probes failed in a row (vLLM's process alive) that count as a hang")
 
     @field_validator("model", "served_model_name", "revision")
     @classmethod

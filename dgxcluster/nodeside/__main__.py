@@ -8,7 +8,8 @@ import importlib
 import os
 import sys
 
-PROGRAMS = ("relay", "hfcache", "layerfilter", "nccl_probe", "nccl_libs", "clusterlock")
+PROGRAMS = ("relay", "hfcache", "layerfilter", "nccl_probe", "nccl_libs", "clusterlock",
+            "supervisor")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,9 @@ dgx-spark-playbooks issue #102). So before anything starts, every node's share o
 ranks, one per node) is compared with `gpu_memory_utilization` x its memory, read from the node
 in the same preflight fan-out (`/proc/meminfo`: on GB10 the GPU's memory is the system's).
 A node where it cannot fit fails the preflight with the numbers; `--force` starts anyway.
+So does a node whose available memory (`MemAvailable`) is below vLLM's share: vLLM's own
+start-up check would refuse there after the containers and Ray came up (a node that already
+runs this cluster is not asked: its vLLM holds that memory).
 
 It wraps the model check (`NodeCheck`, handed in by the CLI), so `start` needs no new stage:
 each node answers both in the preflight's one fan-out, then all are judged together.
@@ -42,6 +45,16 @@ class WeightsCheck(NodeCheck, Protocol):
 class _Answer:
     model: object
     memory: meminfo.Memory | str
+    running: int = 0  # this cluster's containers running on the node (their memory is theirs)
+
+
+def running_here(conn: Connection, cluster: str) -> int:
+    """How many of this cluster's containers run on the node: a node that already serves
+    holds vLLM's share itself, so its available memory says nothing about a start."""
+    try:
+        return sum(1 for c in docker.list_cluster(conn, cluster) if c.running)
+    except DgxClusterError:
+        return 0
 
 
 def read_memory(conn: Connection) -> meminfo.Memory | str:
@@ -74,6 +87,11 @@ class FitCheck:
     memory_gb: int | None = None  # the Spark variant the recipe was measured on
     recipe: str = ""
     force: bool = False
+    #: the cluster's name (its running containers) and whether its containers get GPUs: vLLM
+    #: claims its share of memory at start-up only when it has a GPU (`container.gpus: none`,
+    #: the testbed, reports the numbers without refusing)
+    cluster: str = ""
+    gpus: bool = True
 
     @property
     def label(self) -> str:
@@ -84,7 +102,8 @@ class FitCheck:
         return self.inner.skip_reason
 
     def read(self, conn: Connection, paths: NodePaths) -> object:
-        return _Answer(self.inner.read(conn, paths), read_memory(conn))
+        running = running_here(conn, self.cluster) if self.cluster else 0
+        return _Answer(self.inner.read(conn, paths), read_memory(conn), running)
 
     def judge(self, answers: Mapping[str, object]) -> dict[str, tuple[bool, str]]:
         inner = {n: a.model if isinstance(a, _Answer) else a for n, a in answers.items()}
@@ -97,8 +116,27 @@ class FitCheck:
                 out[node] = (fine, text)
             else:
                 ok, said = self.fits(weights, answer.memory)
-                out[node] = (ok, f"{text}; {said}")
+                free_ok, free_said = self.available(answer.memory, answer.running)
+                out[node] = (ok and free_ok, f"{text}; {said}" + (f"; {free_said}" if free_said else ""))
         return out
+
+    def available(self, memory: meminfo.Memory | str, running: int = 0) -> tuple[bool, str]:
+        """(start here?, what to show): is vLLM's share free now? The node's MemAvailable
+        against `gpu_memory_utilization x MemTotal`, vLLM's own start-up check."""
+        if isinstance(memory, str) or memory.available_bytes is None:
+            return True, ""
+        if running:
+            return True, "available memory not checked (this cluster already runs here)"
+        short = fit.startup_shortfall(total_bytes=memory.total_bytes,
+                                      available_bytes=memory.available_bytes,
+                                      gpu_memory_utilization=self.gpu_memory_utilization)
+        if short is None:
+            return True, f"{_g(memory.available_bytes)} available"
+        if not self.gpus:
+            return True, f"{short.split(';')[0]} (not enforced: container.gpus is none)"
+        if self.force:
+            return True, f"{short.split(';')[0]}; starting anyway (--force)"
+        return False, f"not enough memory: {short} (or --force)"
 
     def fits(self, weights: int | None, memory: meminfo.Memory | str) -> tuple[bool, str]:
         """(start here?, what to show) for one node."""
@@ -135,4 +173,5 @@ def for_inventory(inner: WeightsCheck, inv: InventoryModel, *, memory_gb: int | 
     """The model check with the fit check around it, for the inventory's serve settings."""
     s = inv.serve
     return FitCheck(inner, s.tensor_parallel_size, s.pipeline_parallel_size,
-                    s.gpu_memory_utilization, memory_gb, recipe, force)
+                    s.gpu_memory_utilization, memory_gb, recipe, force, inv.cluster,
+                    inv.container.gpus != "none")

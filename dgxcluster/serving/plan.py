@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from dgxcluster.core import dockerrun, naming
 from dgxcluster.core.containerenv import container_env
-from dgxcluster.core.endpoint import listen_host
+from dgxcluster.core.endpoint import VLLM_KEY_ENV, api_key, listen_host
 from dgxcluster.core.nodepaths import VLLM_EXIT, VLLM_LOG, VLLM_PID
 from dgxcluster.errors import UsageError
 from dgxcluster.inventory import dockeropts
@@ -145,9 +145,25 @@ def gpus_needed(inv: InventoryModel) -> int:
     return inv.serve.tensor_parallel_size * inv.serve.pipeline_parallel_size
 
 
-def env_file_values(secrets: Mapping[str, Secret]) -> dict[str, str | Secret]:
-    """What goes in the 0600 env-file: the secrets, and only them (the rest is visible -e)."""
-    return {name: secrets[name] for name in sorted(secrets)}
+def env_file_values(secrets: Mapping[str, Secret], inv: InventoryModel | None = None,
+                    role: str = HEAD) -> dict[str, str | Secret]:
+    """What goes in the 0600 env-file: the secrets, and only them (the rest is visible -e).
+    The API key `serve.api_key` names goes to the head alone (the node serving the API), as
+    VLLM_API_KEY, the variable vLLM reads when `--api-key` is not given."""
+    key_name = inv.serve.api_key if inv is not None else None
+    values: dict[str, str | Secret] = {name: secrets[name] for name in sorted(secrets)
+                                       if name not in (key_name, VLLM_KEY_ENV)}
+    if inv is not None and key_name is not None and role == HEAD:
+        key = api_key(inv, secrets)
+        if key is not None:
+            values[VLLM_KEY_ENV] = key
+    return values
+
+
+#: How the running cluster is watched (`serving.supervise`), not what runs: left out of the
+#: config hash, so changing them needs no restart (start updates the watcher).
+WATCH_KEYS = ("restart", "max_restarts", "restart_window_s", "restart_backoff_s",
+              "restart_backoff_max_s", "health_interval_s", "health_failures")
 
 
 #: Serve settings that shape how we wait or what we print, not what runs.
@@ -170,7 +186,7 @@ def config_hash(inv: InventoryModel, image: str) -> str:
                   for n in inv.nodes],
         "container": inv.container.model_dump(mode="json"),
         "ray": inv.ray.model_dump(mode="json", exclude={"start_timeout_s"}),
-        "serve": {**inv.serve.model_dump(mode="json", exclude=_NOT_RUN),
+        "serve": {**inv.serve.model_dump(mode="json", exclude=_NOT_RUN | set(WATCH_KEYS)),
                   "host": listen_host(inv)},
         "secrets": sorted(inv.secrets.env),
     }
@@ -204,7 +220,7 @@ def node_commands(inv: InventoryModel, node: str, paths: NodePaths, image: str, 
     role = role_of(inv, node)
     return NodeCommands(
         node=node, role=role, container=naming.container_name(inv.cluster, role),
-        env_file=paths.env_file(role), env_values=env_file_values(secrets),
+        env_file=paths.env_file(role), env_values=env_file_values(secrets, inv, role),
         docker_run=docker_run(inv, node, paths, image, config),
         prepare=prepare_dirs(inv, paths, role == HEAD),
     )

@@ -1,6 +1,7 @@
 """`start`: named stages, each reported per node, compare-then-act, rolled back on failure.
 
     lock -> preflight -> env-files -> ray-head -> ray-workers -> ray-ready -> vllm -> vllm-ready
+    -> supervise
 
 declared in `STAGES` and walked by `core.stages` (which names the stage in any failure and
 calls the rollback once).
@@ -37,7 +38,7 @@ from dgxcluster.remote.command import for_display
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.secrets import render_env_file
-from dgxcluster.serving import plan, raywait, vllm
+from dgxcluster.serving import dropcaches, plan, raywait, supervise, vllm
 from dgxcluster.serving.lock import ClusterLock
 from dgxcluster.serving.preflight import (
     NodeCheck,
@@ -57,6 +58,8 @@ class StartOptions:
     keep_on_failure: bool = False
     ready_timeout_s: float | None = None
     skip_model_check: bool = False
+    #: free each node's page cache before its memory is read (root or sudo; `dropcaches`)
+    drop_caches: bool = False
     #: is serve.model complete on every node? (`models.check.start_check`, from the CLI)
     model_check: NodeCheck | None = None
     #: can the nodes run the pulled image? (`image.startcheck.start_check`, from the CLI)
@@ -111,6 +114,7 @@ def start(session: Session, options: StartOptions | None = None,
     too_big = inv.parallel_problem()  # also with defaults (TP 2 on one node): caught at load
     if too_big:                       # when set explicitly
         raise UsageError(too_big, "serve.tensor_parallel_size")
+    key = endpoint.api_key(inv, session.secrets)  # named but unset: exit 2, nothing touched
     serving = placement.serving(inv)
     if len(serving) < len(inv.names):  # serve.nodes leaves nodes idle: Ray must not count them
         narrowed = session.only(serving)
@@ -128,7 +132,7 @@ def start(session: Session, options: StartOptions | None = None,
         return report
     lock = ClusterLock(session.cluster.conn(inv.head_name), inv.state_dir, inv.cluster, "start")
     try:
-        _Run(session, opts, prog, report, lock).run()
+        _Run(session, opts, prog, report, lock, endpoint.getter(key)).run()
     finally:
         lock.release()
     report.elapsed_s = time.monotonic() - t0
@@ -157,8 +161,9 @@ class _Run:
     """One locked start: the stages, what they created, and the rollback."""
 
     def __init__(self, session: Session, opts: StartOptions, progress: Progress,
-                 report: StartReport, lock: ClusterLock) -> None:
+                 report: StartReport, lock: ClusterLock, get: endpoint.Getter) -> None:
         self.lock = lock
+        self.get = get
         self.s = session
         self.inv = session.inventory
         self.opts = opts
@@ -236,7 +241,11 @@ class _Run:
             for node in self.inv.names:
                 self.out(node, "start", Status.UNCHANGED,
                          f"already running (config {self.report.config})")
+            self._supervise()
             return DONE
+        # something will be started: the watcher must not act meanwhile (started again last)
+        if supervise.stop(self.s.cluster.conn(self.head), self.facts[self.head].paths) == "stopped":
+            self.out(self.head, supervise.STEP, Status.CHANGED, "watcher paused while start acts")
         for n in self.inv.names:
             if n not in self.workers_new and not (self.head_new and n == self.head):
                 self.out(n, "env-files", Status.UNCHANGED, "container already running")
@@ -262,6 +271,9 @@ class _Run:
                 self.p.status(conn.node, "lock: taking the cluster lock")
                 self.lock.acquire()
                 self.out(conn.node, "lock", Status.CHANGED, f"holding {self.lock.shown}")
+            if self.opts.drop_caches:
+                self.p.status(conn.node, "preflight: dropping the page cache")
+                self.out(conn.node, dropcaches.STEP, *dropcaches.drop(conn))
             self.p.status(conn.node, "preflight")
             facts = gather(conn, self.inv, self.report.image)
             check = self._model_check()
@@ -372,13 +384,13 @@ class _Run:
             f.busy_ports = set()
 
     def _ready_now(self) -> bool:
-        return vllm.ready(self.inv).ready
+        return vllm.ready(self.inv, self.get).ready
 
     # -- env-files, Ray ----------------------------------------------------------------
 
     def _env_file(self, conn: Connection) -> None:
         """The node's 0600 env-file (its secrets), written just before its container starts."""
-        values = plan.env_file_values(self.s.secrets)
+        values = plan.env_file_values(self.s.secrets, self.inv, plan.role_of(self.inv, conn.node))
         data = render_env_file(values) if values else b"# no secrets\n"
         paths = self.facts[conn.node].paths
         path = paths.env_file(plan.role_of(self.inv, conn.node))
@@ -486,10 +498,17 @@ class _Run:
                      f"{paths.vllm_log}")
         self.step = "vllm-ready"
         timeout = self.opts.ready_timeout_s or self.inv.serve.ready_timeout_s
-        took = vllm.wait_ready(conn, self.inv, paths, timeout, self.p, gate=self._ray_confirmed)
+        took = vllm.wait_ready(conn, self.inv, paths, timeout, self.p, self.get,
+                               gate=self._ray_confirmed)
         self.report.ready_after_s = took
         self.out(self.head, "vllm-ready", Status.CHANGED,
                  f"{plan.model_id(self.inv)} ready at {self.report.endpoint} after {took:.1f}s")
+
+    def _supervise(self) -> None:
+        """The head's watcher (`serve.restart`), last: it watches a ready endpoint."""
+        self.step = supervise.STEP
+        self.report.outcomes.append(supervise.ensure(
+            self.s.cluster.conn(self.head), self.inv, self.facts[self.head].paths, self.report.config))
 
 
 STAGES: tuple[Stage[_Run], ...] = (
@@ -498,4 +517,5 @@ STAGES: tuple[Stage[_Run], ...] = (
     Stage("ray-workers", _Run.ray_workers),
     Stage("ray-ready", _Run._ray_ready),
     Stage("vllm", _Run.vllm),
+    Stage("supervise", _Run._supervise),
 )

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from dgxcluster.core import docker, naming
-from dgxcluster.core.nodepaths import ENV_DIR, VLLM_PID, NodePaths, home_relative
+from dgxcluster.core.nodepaths import ENV_DIR, SUPERVISOR_STATE, VLLM_PID, NodePaths, home_relative
 from dgxcluster.core.progress import Progress
 from dgxcluster.core.session import Session
 from dgxcluster.core.steps import Outcome, Status
@@ -21,7 +21,7 @@ from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.group import Cluster
 from dgxcluster.remote.result import GroupResult
-from dgxcluster.serving import vllm
+from dgxcluster.serving import supervise, vllm
 from dgxcluster.serving.plan import HEAD
 from dgxcluster.serving.preflight import split_sections
 
@@ -97,7 +97,8 @@ def teardown(session: Session, found: Mapping[str, Found], progress: Progress,
     """vLLM gracefully, then workers, then the head; then containers and env-files go."""
     t = _Teardown(session, found, progress, keep_containers)
     cluster = session.cluster
-    outcomes = _outcomes("vllm-stop", _map(cluster, t.stop_vllm, t.head_nodes()))
+    outcomes = _outcomes("supervise", _map(cluster, t.stop_watcher, list(found)))
+    outcomes += _outcomes("vllm-stop", _map(cluster, t.stop_vllm, t.head_nodes()))
     outcomes += _outcomes("stop-worker", _map(cluster, t.stop_workers, list(found)))
     outcomes += _outcomes("stop-head", _map(cluster, t.stop_head, list(found)))
     outcomes += _outcomes("clean", _map(cluster, t.clean, list(found)))
@@ -120,6 +121,12 @@ class _Teardown:
 
     def head_nodes(self) -> list[str]:
         return [n for n in self.found if any(c.name == self.head_name for c in self.running(n))]
+
+    def stop_watcher(self, conn: Connection) -> Outcome | None:
+        """First: a watcher left running would bring back what the next steps stop."""
+        if supervise.stop(conn, self.found[conn.node].paths) != "stopped":
+            return None
+        return Outcome(conn.node, "supervise", Status.CHANGED, "stopped the watcher")
 
     def stop_vllm(self, conn: Connection) -> Outcome:
         self.progress.status(conn.node, "vllm-stop: SIGTERM")
@@ -152,7 +159,8 @@ class _Teardown:
             done += [f"removed {c.name}" for c in f.containers if docker.remove(conn, c.name)]
         elif f.containers:
             done.append("kept " + ", ".join(c.name for c in f.containers) + " (--keep-containers)")
-        conn.run(shell(f'rm -rf "$1"; rm -f "$2/{VLLM_PID}"', f.paths.env_dir, f.paths.log_dir),
+        conn.run(shell(f'rm -rf "$1"; rm -f "$2/{VLLM_PID}" "$2/{SUPERVISOR_STATE}"', f.paths.env_dir,
+                       f.paths.log_dir),
                  timeout=docker.QUICK_S).check()
         if f.env_files:
             done.append(f"deleted {len(f.env_files)} env-file(s)")

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dgxcluster.core import imageid
-from dgxcluster.core.endpoint import EndpointProbe, base_url, probe
+from dgxcluster.core.endpoint import EndpointProbe, base_url, getter, probe
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.servingmetrics import MetricsError, Reader
 from dgxcluster.core.session import Session
@@ -28,6 +28,7 @@ from dgxcluster.status.probe import NodeProbe, parse, status_argv
 from dgxcluster.status.report import (
     ClusterStatus,
     NodeStatus,
+    healing,
     image_summary,
     node_status,
     ray_summary,
@@ -45,7 +46,19 @@ def expected_tag(session: Session) -> str:
 
 
 def endpoint(session: Session) -> EndpointProbe:
-    return probe(base_url(session.inventory), timeout=3.0)
+    """The readiness probe, with the API key when the inventory names one and it is set
+    here (without it, /v1/models answers 401 and the probe says so)."""
+    inv = session.inventory
+    key = session.secrets.get(inv.serve.api_key) if inv.serve.api_key else None
+    return probe(base_url(inv), getter(key), timeout=3.0)
+
+
+def auth(session: Session) -> str:
+    """`on (NAME)` / `off`, from the inventory, and whether this shell holds the key."""
+    name = session.inventory.serve.api_key
+    if name is None:
+        return "off"
+    return f"on ({name})" if name in session.secrets else f"on ({name}, not set here)"
 
 
 def metrics_reader(session: Session) -> Reader:
@@ -169,4 +182,7 @@ def gather(
             CollectedRedactor(inv.secrets.env, session.redactor).text),
         serving=serving,
         serving_error=serving_error if vllm.ready else None,
+        auth=auth(session),
+        healing=healing(done.probes.get(head),
+                        CollectedRedactor(inv.secrets.env, session.redactor).text),
     )

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from dgxcluster.core.naming import LABEL_CLUSTER, MOVING_TAG
-from dgxcluster.core.nodepaths import VLLM_EXIT, VLLM_LOG, VLLM_PID
+from dgxcluster.core.nodepaths import SUPERVISOR_STATE, VLLM_EXIT, VLLM_LOG, VLLM_PID
 from dgxcluster.facts import meminfo
 from dgxcluster.remote.command import shell
 
@@ -97,10 +97,12 @@ if [ -n "$6" ]; then
   [ ! -f "$L/$7" ] || echo "pid $(cat "$L/$7")"
   [ ! -f "$L/$8" ] || echo "exit $(cat "$L/$8")"
   [ ! -f "$L/$9" ] || echo "last $(tail -n 1 "$L/$9")"
+  [ ! -f "$L/@SUPERVISOR@" ] || echo "supervisor $(head -c 4096 "$L/@SUPERVISOR@")"
   printf '@@ rc 0\n'
 fi
 """
-STATUS = STATUS.replace("@MEMINFO@", shlex.join(meminfo.ARGV))
+STATUS = STATUS.replace("@MEMINFO@", shlex.join(meminfo.ARGV)).replace("@SUPERVISOR@",
+                                                                     SUPERVISOR_STATE)
 
 
 def status_argv(image: str, cluster: str, dashboard_port: int | None,

@@ -7,6 +7,7 @@ inventory's build context gives; Ray (nodes alive, GPUs); vLLM (health, models, 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -153,6 +154,42 @@ class VllmProcess:
 
 
 @dataclass
+class Healing:
+    """The head's watcher (`serve.restart: on-failure`), as its state file says."""
+
+    state: str  # watching | restarting | starting | gave up | stopped
+    restarts: int = 0
+    last: dict[str, object] | None = None  # the last restart record: time, what, why, exit
+
+    def describe(self) -> str:
+        n = f"{self.restarts} restart(s)"
+        if not self.last:
+            return f"{self.state}, {n}"
+        last = self.last
+        code = f", exit {last['exit']}" if last.get("exit") is not None else ""
+        return f"{self.state}, {n}; last {last.get('time', '?')}: {last.get('what', '?')}: " \
+               f"{last.get('why', '?')}{code}"
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def healing(probe: NodeProbe | None, redact: Callable[[str], str]) -> Healing | None:
+    """From the head's status round (its `vllm` section); None when no watcher ever ran."""
+    sec = probe.section("vllm") if probe else None
+    line = next((ln for ln in sec.text.splitlines() if ln.startswith("supervisor ")), None) \
+        if sec else None
+    if line is None:
+        return None
+    try:
+        doc = json.loads(redact(line.split(" ", 1)[1]))
+    except (ValueError, IndexError):
+        return Healing("unknown (state file unreadable)")
+    last = doc.get("last") if isinstance(doc.get("last"), dict) else None
+    return Healing(str(doc.get("state", "unknown")), int(doc.get("restarts", 0) or 0), last)
+
+
+@dataclass
 class ClusterStatus:
     cluster: str
     head: str
@@ -163,6 +200,8 @@ class ClusterStatus:
     vllm_process: VllmProcess | None = None
     serving: ServingMetrics | None = None  # rank 0's /metrics, when it answered
     serving_error: str | None = None
+    auth: str = "off"  # the endpoint's API key (serve.api_key): "off" or "on (NAME)"
+    healing: Healing | None = None  # the head's watcher, when one ran
 
     @property
     def unreachable(self) -> list[str]:
@@ -184,7 +223,8 @@ class ClusterStatus:
             "vllm": {**self.vllm.to_json(), "process": self.vllm_process.to_json()
                      if self.vllm_process else None,
                      "metrics": self.serving.to_json() if self.serving else None,
-                     "metrics_error": self.serving_error},
+                     "metrics_error": self.serving_error, "auth": self.auth,
+                     "healing": self.healing.to_json() if self.healing else None},
         }
 
 

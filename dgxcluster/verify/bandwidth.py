@@ -24,8 +24,9 @@ from dgxcluster.core import imageid, naming, ship
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
+from dgxcluster.core.units import human_bytes
 from dgxcluster.errors import DgxClusterError
-from dgxcluster.facts import ParseError, ib_write_bw, nccl_libs, nccl_log, nccl_tests
+from dgxcluster.facts import ParseError, ib_write_bw, meminfo, nccl_libs, nccl_log, nccl_tests
 from dgxcluster.inventory import placement, topology
 from dgxcluster.inventory.schema import InventoryModel
 from dgxcluster.inventory.topology import Port
@@ -41,7 +42,16 @@ LIBS_SCRIPT = '; python3 "$1" nccl_libs 2>&1 || true'
 PROBE_PORT = 29511
 IB_PORT = 18515
 IB_SECONDS = 5
-PROBE_ARGS = ["-b", "64M", "-e", "1G", "-f", "4", "-w", "3", "-n", "10"]
+#: nccl-tests' -b/-e/-f: sizes from 64 MiB up to at most 1 GiB, x4 each step
+PROBE_MIN = 64 << 20
+PROBE_MAX = 1 << 30
+PROBE_STEP = 4
+PROBE_ITERS = ["-w", "3", "-n", "10"]
+#: What the probe holds besides its buffers (torch, the CUDA context, NCCL's own buffers),
+#: and the share of a node's available memory it may take in all: on a Spark the GPU's
+#: memory is the node's, and a probe that over-asks would freeze it, not fail.
+PROBE_OVERHEAD = 2 << 30
+PROBE_SHARE = 0.25
 NCCL_TIMEOUT_S = 900.0
 FIX_IMAGE = "build the image first: dgxcluster build"
 FIX_SOCKETS = ("give the containers /dev/infiniband, IPC_LOCK and memlock=-1 (container.*), and let "
@@ -268,10 +278,53 @@ def _put_probe(session: Session, nodes: list[str]) -> dict[str, str]:
     return dict(got.values)
 
 
+def probe_max_bytes(available: int | None) -> int | None:
+    """The largest size the probe may reach on a node with `available` bytes available
+    (None: unknown, the full range): its peak is about twice the size (all_gather's output,
+    its input and the checks) plus `PROBE_OVERHEAD`, within `PROBE_SHARE` of what is
+    available. None when even the smallest size would not fit."""
+    if available is None:
+        return PROBE_MAX
+    budget = available * PROBE_SHARE - PROBE_OVERHEAD
+    size = PROBE_MAX
+    while size >= PROBE_MIN:
+        if 2 * size <= budget:
+            return size
+        size //= PROBE_STEP
+    return None
+
+
+def _sized(session: Session, nodes: list[str]) -> tuple[int | None, str]:
+    """(max bytes, why) from the node with the least memory available now."""
+    got = session.cluster.run(meminfo.ARGV, nodes, timeout=60)
+    least: tuple[int, str] | None = None
+    for node in got:
+        v = got[node]
+        try:
+            m = meminfo.parse(v.stdout) if not isinstance(v, BaseException) and v.ok else None
+        except ParseError:
+            m = None
+        if m is not None and m.available_bytes is not None and (
+                least is None or m.available_bytes < least[0]):
+            least = (m.available_bytes, node)
+    if least is None:
+        return PROBE_MAX, "available memory unknown"
+    return probe_max_bytes(least[0]), f"{human_bytes(least[0], binary=True)} available on {least[1]}"
+
+
 def _nccl(session: Session, nodes: list[str], min_busbw: float, bench: Bench,
           prog: Progress) -> list[CheckResult]:
     inv = session.inventory
     c = Checks(CLUSTER)
+    max_bytes, why = _sized(session, nodes)
+    if max_bytes is None:
+        c.fail("nccl-bandwidth", f"not measured: {why} is too little for the probe "
+               f"({human_bytes(2 * PROBE_MIN + PROBE_OVERHEAD, binary=True)} at its smallest, "
+               f"within {PROBE_SHARE:g} of what is available)",
+               "free memory on the node (stop the cluster first: dgxcluster stop) and run again")
+        return c.results
+    probe_args = ["-b", _size_arg(PROBE_MIN), "-e", _size_arg(max_bytes), "-f", str(PROBE_STEP),
+                  *PROBE_ITERS]
     paths = bench.bundles
     head_ip = str(inv.node(nodes[0]).fabric_ip)
     name = naming.verify_container(inv.cluster, "nccl")
@@ -279,7 +332,7 @@ def _nccl(session: Session, nodes: list[str], min_busbw: float, bench: Bench,
     for rank, node in enumerate(nodes):
         args = ["-m", "torch.distributed.run", "--nnodes", str(len(nodes)), "--node_rank", str(rank),
                 "--nproc_per_node", "1", "--master_addr", head_ip, "--master_port", str(PROBE_PORT),
-                PROBE_IN_CONTAINER, "nccl_probe", *PROBE_ARGS]
+                PROBE_IN_CONTAINER, "nccl_probe", *probe_args]
         jobs[node] = containers.run_argv(
             inv, node, bench.image, "nccl", "python3", args,
             extra_env={"NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "INIT,NET,ENV",
@@ -288,7 +341,8 @@ def _nccl(session: Session, nodes: list[str], min_busbw: float, bench: Bench,
     if bench.tools & {"all_gather_perf", "all_reduce_perf"}:
         prog.message("bandwidth: nccl-tests is in the image but needs MPI across containers; "
                      "using dgxcluster's torch probe")
-    prog.message(f"bandwidth: NCCL all_reduce/all_gather across {len(nodes)} nodes (1-3 min)")
+    prog.message(f"bandwidth: NCCL all_reduce/all_gather across {len(nodes)} nodes, up to "
+                 f"{human_bytes(max_bytes, binary=True)} ({why}; 1-3 min)")
     for n in nodes:
         prog.status(n, "NCCL probe running")
     got = _pair_run(session, jobs, timeout=NCCL_TIMEOUT_S)
@@ -310,6 +364,11 @@ def _measured(op: str, row: nccl_tests.Row, nranks: int) -> tuple[float, float, 
     m = min(timed, key=lambda x: x.time_us or 0.0)
     t = m.time_us or 1.0
     return busbw.busbw(op, row.size, t, nranks), busbw.algbw(row.size, t), m.busbw
+
+
+def _size_arg(n: int) -> str:
+    """nccl-tests' size syntax (`64M`, `1G`)."""
+    return f"{n >> 30}G" if n % (1 << 30) == 0 else f"{n >> 20}M"
 
 
 def judge_nccl(head_output: str, all_output: str, errors: dict[str, str], min_busbw: float,

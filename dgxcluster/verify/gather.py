@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from dgxcluster.core.progress import NullProgress, Progress
-from dgxcluster.facts import ParseError, ethtool, ibdev2netdev, ibv_devinfo, ipaddr, netplan, nvidia_smi
+from dgxcluster.facts import (
+    ParseError,
+    ethtool,
+    ibdev2netdev,
+    ibv_devinfo,
+    ipaddr,
+    netplan,
+    nvidia_smi,
+    oomguard,
+)
 from dgxcluster.facts import ping as ping_fact
 from dgxcluster.inventory import topology
 from dgxcluster.inventory.schema import InventoryModel
@@ -55,6 +64,7 @@ class NodeFacts:
     #: (peer node, segment index: rail r of a switch, link i of a ring) -> this node's ping
     pings: dict[tuple[str, int], Fact[ping_fact.PingResult]] = field(default_factory=dict)
     netplan: Fact[netplan.Netplan] = field(default_factory=Fact)
+    oom_guards: Fact[list[oomguard.Guard]] = field(default_factory=Fact)
 
 
 def run_tool(conn: Connection, argv: list[str], timeout: float = TOOL_TIMEOUT_S) -> Result:
@@ -115,6 +125,7 @@ def gather_node(conn: Connection, inv: InventoryModel,
     prog.status(conn.node, "reading GPU and netplan")
     facts.smi = _fact(tool(nvidia_smi.ARGV), nvidia_smi.parse)
     facts.netplan = _fact(conn.run(netplan.ARGV, timeout=TOOL_TIMEOUT_S), netplan.parse)
+    facts.oom_guards = _fact(conn.run(oomguard.ARGV, timeout=TOOL_TIMEOUT_S), oomguard.parse)
     prog.status(conn.node, "facts read")
     return facts
 

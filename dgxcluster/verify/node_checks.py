@@ -1,5 +1,5 @@
 """Per-node checks of the fabric: RDMA devices and ports, twins, net devices, addresses,
-MTU, link speed, GPU and jumbo pings. Pure: facts in, `CheckResult`s out.
+MTU, link speed, GPU, jumbo pings and the OOM guard. Pure: facts in, `CheckResult`s out.
 
 A node's fabric is its own ports (`inventory.topology`): its rails on a direct/switch
 fabric (`nodes[].rails`, else `fabric.rails`), the ends of its cables on a ring or mesh.
@@ -44,7 +44,26 @@ def node_checks(inv: InventoryModel, spec: NodeSpec, facts: NodeFacts) -> list[C
     _speed(c, inv, facts)
     _gpu(c, facts)
     _pings(c, inv, facts)
+    _oom_guard(c, facts)
     return c.results
+
+
+FIX_OOM = ("install one: `sudo apt install earlyoom && sudo systemctl enable --now earlyoom` "
+           "(or `sudo systemctl enable --now systemd-oomd`)")
+
+
+def _oom_guard(c: Checks, facts: NodeFacts) -> None:
+    """CPU and GPU share the memory: without a guard an over-asking process freezes the node."""
+    f = facts.oom_guards
+    if f.value is None:
+        c.warn("oom-guard", f"could not tell whether an OOM guard runs: {f.error}", FIX_OOM)
+    elif not f.value:
+        c.warn("oom-guard", "no OOM guard (earlyoom, systemd-oomd, nohang) is active: a process "
+               "that over-asks the memory CPU and GPU share freezes the node instead of being "
+               "killed", FIX_OOM)
+    else:
+        c.ok("oom-guard", ", ".join(f"{g.name} ({'systemd unit active' if g.how == 'active' else 'running'})"
+                                    for g in f.value))
 
 
 def no_rdma_reason(facts: NodeFacts) -> str | None:

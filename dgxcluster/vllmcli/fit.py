@@ -83,3 +83,22 @@ def estimate(weights_bytes: int, *, tensor_parallel_size: int, pipeline_parallel
     return Fit(fits=kv >= MIN_KV, weights_bytes=weights_bytes, per_node_weights=per_node,
                budget=budget, overhead=overhead_bytes, kv_cache=kv, total=total_bytes,
                gpu_memory_utilization=util, ranks=ranks, warnings=tuple(warnings))
+
+
+def startup_shortfall(*, total_bytes: int, available_bytes: int,
+                      gpu_memory_utilization: float | None = None) -> str | None:
+    """vLLM's own start-up check, made before anything starts: vLLM refuses when the device's
+    free memory is below `gpu_memory_utilization x total` ("Free memory on device (F/T GiB) on
+    startup is less than desired GPU memory utilization (U, R GiB)"); on GB10 the device's
+    memory is the node's, so `MemAvailable` stands for it (CUDA counts the page cache as used,
+    so this is the most vLLM could find). None when it can; else what is missing, in numbers."""
+    util = gpu_memory_utilization if gpu_memory_utilization is not None else SAFE_GPU_MEMORY_UTILIZATION
+    wanted = int(util * total_bytes)
+    if available_bytes >= wanted:
+        return None
+    at_most = int(available_bytes / total_bytes * 100) / 100 if total_bytes else 0.0
+    return (f"only {_g(available_bytes)} of {_g(total_bytes)} available, and vLLM claims "
+            f"{util:g} x {_g(total_bytes)} = {_g(wanted)} at start-up ({_g(wanted - available_bytes)} "
+            f"short); free memory on the node (what else runs there: `free -h`, `ps aux "
+            f"--sort=-rss`), start with --drop-caches, or lower serve.gpu_memory_utilization "
+            f"to {at_most:g} or less")

@@ -131,3 +131,43 @@ def test_the_check_takes_tp_pp_and_utilization_from_the_inventory() -> None:
     assert (check.tensor_parallel_size, check.pipeline_parallel_size,
             check.gpu_memory_utilization, check.force) == (2, 2, 0.7, True)
     assert check.label == "org/m" and check.skip_reason == ""
+
+
+# SPARK_128's own lines: 20217156 kB available of 125443120 kB (a busy Spark)
+BUSY = meminfo.parse(SPARK_128)
+
+
+def test_a_node_without_vllms_share_available_is_refused_with_the_numbers() -> None:
+    check = FitCheck(Inner(GIB), 2, gpu_memory_utilization=0.8)
+    fine, text = check.judge({"a": _Answer("entry", BUSY)})["a"]
+    assert not fine
+    assert ("not enough memory: only 19.3 GiB of 119.6 GiB available, and vLLM claims 0.8 x "
+            "119.6 GiB = 95.7 GiB at start-up (76.4 GiB short)") in text
+    assert "--drop-caches" in text and "serve.gpu_memory_utilization to 0.16 or less" in text
+    assert "--force" in text
+    idle = meminfo.Memory(SPARK, 110 * GIB)
+    fine, text = check.judge({"a": _Answer("entry", idle)})["a"]
+    assert fine and text.endswith("; 110.0 GiB available")
+
+
+def test_available_memory_is_not_asked_where_the_cluster_runs_or_without_gpus() -> None:
+    check = FitCheck(Inner(GIB), 2, gpu_memory_utilization=0.8)
+    fine, text = check.judge({"a": _Answer("entry", BUSY, running=1)})["a"]
+    assert fine and "not checked (this cluster already runs here)" in text
+    no_gpu = FitCheck(Inner(GIB), 2, gpu_memory_utilization=0.8, gpus=False)
+    fine, text = no_gpu.judge({"a": _Answer("entry", BUSY)})["a"]
+    assert fine and "not enforced: container.gpus is none" in text
+    forced = FitCheck(Inner(GIB), 2, gpu_memory_utilization=0.8, force=True)
+    fine, text = forced.judge({"a": _Answer("entry", BUSY)})["a"]
+    assert fine and "starting anyway (--force)" in text
+    # a kernel without MemAvailable: nothing to compare
+    assert check.available(meminfo.Memory(SPARK, None)) == (True, "")
+
+
+def test_the_running_containers_are_read_in_the_same_preflight_answer() -> None:
+    check = FitCheck(Inner(GIB), 2, cluster="dgx")
+    ps = ('{"Names":"dgxc-dgx-head","ID":"1","State":"running","Status":"Up 1 minute",'
+          '"Labels":"dgxcluster.cluster=dgx"}\n')
+    conn = FakeConnection("a").on("meminfo", Reply(stdout=SPARK_128)).on("docker", Reply(stdout=ps))
+    answer = check.read(conn, None)  # type: ignore[arg-type]
+    assert isinstance(answer, _Answer) and answer.running == 1 and answer.memory == BUSY

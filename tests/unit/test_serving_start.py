@@ -96,7 +96,8 @@ def _session(inv_text: str, fakes: dict[str, FakeConnection], tmp: Path) -> Sess
 
 
 def test_the_stages_are_declared_in_order() -> None:
-    assert [s.name for s in STAGES] == ["preflight", "ray-head", "ray-workers", "ray-ready", "vllm"]
+    assert [s.name for s in STAGES] == ["preflight", "ray-head", "ray-workers", "ray-ready", "vllm",
+                                        "supervise"]
 
 
 def test_a_preflight_problem_fails_there_and_changes_nothing(inv_text: str, tmp_path: Path) -> None:
@@ -151,7 +152,12 @@ def test_the_same_config_running_and_ready_is_left_alone(inv_text: str, tmp_path
     assert report.already_running
     assert [(o.node, o.status) for o in report.outcomes if o.step == "start"] == [
         ("a", Status.UNCHANGED), ("b", Status.UNCHANGED)]
-    assert all(len(f.calls) == 1 for f in fakes.values())  # the preflight read, nothing else
+    # the preflight read, nothing else; on the head also whether a watcher runs (it must not
+    # with serve.restart: never)
+    assert len(fakes["b"].calls) == 1 and len(fakes["a"].calls) == 2
+    assert "supervisor.pid" in " ".join(fakes["a"].calls[1])
+    assert [(o.node, o.step, o.detail) for o in report.outcomes if o.step == "supervise"] == [
+        ("a", "supervise", "off (serve.restart: never)")]
     assert FakeLock.events == ["acquire", "release"]
 
 

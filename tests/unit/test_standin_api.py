@@ -226,3 +226,35 @@ def test_a_bad_pacing_variable_stops_the_standin_with_its_name(
     monkeypatch.setenv("DGXCLUSTER_STANDIN_DECODE_TPS", "fast")
     with pytest.raises(sched.ConfigError, match="DGXCLUSTER_STANDIN_DECODE_TPS"):
         make_api()
+
+
+def test_the_hang_switch_is_taken_by_one_stand_in_which_hangs_from_then_on(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    api, _, _ = modules()
+    monkeypatch.setattr(api, "SWITCH_DIR", str(tmp_path))
+    monkeypatch.setattr(api, "_HUNG", [])
+    monkeypatch.delenv("DGXCLUSTER_STANDIN_HANG", raising=False)
+
+    async def check(client: TestClient, _api: Any) -> None:
+        assert (await client.get("/health")).status == 200
+        (tmp_path / api.HANG_FILE).write_text("once\n")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(client.get("/health"), 0.5)
+        assert not (tmp_path / api.HANG_FILE).exists()  # taken: the next stand-in serves
+        with pytest.raises(asyncio.TimeoutError):  # and this one hangs from now on
+            await asyncio.wait_for(client.get("/health"), 0.5)
+        assert (await client.get("/v1/models")).status == 200  # the process still serves
+
+    serve(check)
+
+
+def test_the_exit_after_switch_is_read_from_the_file_then_the_environment(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    api, _, _ = modules()
+    monkeypatch.setattr(api, "SWITCH_DIR", str(tmp_path))
+    monkeypatch.delenv("DGXCLUSTER_STANDIN_EXIT_AFTER_S", raising=False)
+    assert api.exit_after_s() is None
+    monkeypatch.setenv("DGXCLUSTER_STANDIN_EXIT_AFTER_S", "7")
+    assert api.exit_after_s() == 7.0
+    (tmp_path / api.EXIT_FILE).write_text("1.5\n")
+    assert api.exit_after_s() == 1.5

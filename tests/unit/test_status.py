@@ -290,3 +290,23 @@ def test_vllm_process_is_read_only_while_the_head_container_runs() -> None:
     assert proc("exit 0\nlast bye", gone) == VllmProcess("absent")  # after stop: the past
     assert proc("") == VllmProcess("absent")
     assert vllm_process(parse(probe_output(docker="")), head, str) is None  # not the head
+
+
+def test_the_watchers_state_file_is_shown_with_its_last_restart() -> None:
+    from dgxcluster.status.report import Healing, healing
+
+    def heal(line: str) -> Healing | None:
+        text = probe_output(docker="") + "@@ vllm\npid 1\n" + line + "\n@@ rc 0\n"
+        return healing(parse(text), CollectedRedactor().text)
+
+    gave_up = heal('supervisor {"state": "gave up", "restarts": 3, "last": {"time": '
+                   '"2026-12-02T01:00:00Z", "what": "vllm", "why": "vLLM exited with status 1; '
+                   'gave up after 3 restart(s) within 600s, cluster left stopped", "exit": 1}}')
+    assert gave_up is not None and (gave_up.state, gave_up.restarts) == ("gave up", 3)
+    assert gave_up.describe() == ("gave up, 3 restart(s); last 2026-12-02T01:00:00Z: vllm: vLLM "
+                                  "exited with status 1; gave up after 3 restart(s) within 600s, "
+                                  "cluster left stopped, exit 1")
+    assert heal('supervisor {"state": "watching", "restarts": 0, "last": null}') == Healing("watching")
+    assert heal("supervisor {not json") == Healing("unknown (state file unreadable)")
+    assert heal("") is None  # no watcher ever ran
+    assert "supervisor.json" in STATUS

@@ -24,7 +24,7 @@ from dgxcluster.inventory import parse_inventory
 from dgxcluster.nodeside.nccl_probe import HEADER, bus_factor, fmt_row, parse_size, sizes
 from dgxcluster.remote.group import Cluster
 from dgxcluster.secrets import Redactor
-from dgxcluster.verify.bandwidth import PROBE_IN_CONTAINER, judge_nccl, run_bandwidth
+from dgxcluster.verify.bandwidth import PROBE_IN_CONTAINER, judge_nccl, probe_max_bytes, run_bandwidth
 from dgxcluster.verify.results import CheckResult, Level
 from tests.fakes import FakeConnection, Reply
 
@@ -262,3 +262,40 @@ def test_unreadable_build_context_says_which_image_is_unknown() -> None:
     assert (r.check, r.status) == ("bandwidth", Level.FAIL)
     assert r.detail.startswith("cannot tell which image to measure in") and "image.context" in r.detail
     assert not any(f.calls for f in fakes.values())  # nothing asked of any node
+
+
+GIB = 1 << 30
+
+
+def test_the_probe_is_sized_to_a_quarter_of_the_memory_available() -> None:
+    assert probe_max_bytes(None) == GIB  # unknown: nccl-tests' usual range
+    assert probe_max_bytes(100 * GIB) == GIB
+    assert probe_max_bytes(16 * GIB) == GIB  # 2 x 1 GiB + 2 GiB = a quarter of 16
+    assert probe_max_bytes(12 * GIB) == 256 << 20
+    assert probe_max_bytes(9 * GIB) == 64 << 20
+    assert probe_max_bytes(8 * GIB) is None
+
+
+def _available(fakes: dict[str, FakeConnection], node: str, gib: int) -> None:
+    fakes[node].on("/proc/meminfo", Reply(stdout=f"MemTotal: {120 * GIB // 1024} kB\n"
+                                          f"MemAvailable: {gib * GIB // 1024} kB\n"))
+
+
+def test_the_node_with_least_memory_available_sizes_the_probe_for_all() -> None:
+    session, fakes = spark_pair(HEALTHY, IB_LOG)
+    _available(fakes, "spark1", 90)
+    _available(fakes, "spark2", 12)
+    run_bandwidth(session, ["spark1", "spark2"], 21.875)
+    for f in fakes.values():
+        line = shlex.join(next(c for c in f.calls if "torch.distributed.run" in c))
+        assert " nccl_probe -b 64M -e 256M -f 4 -w 3 -n 10" in line
+
+
+def test_too_little_memory_available_measures_nothing_and_says_why() -> None:
+    session, fakes = spark_pair(HEALTHY, IB_LOG)
+    _available(fakes, "spark1", 90)
+    _available(fakes, "spark2", 6)
+    res = by_check(run_bandwidth(session, ["spark1", "spark2"], 21.875))
+    r = res[("cluster", "nccl-bandwidth")]
+    assert r.status == Level.FAIL and "6.0 GiB available on spark2" in r.detail
+    assert not any("torch.distributed.run" in c for f in fakes.values() for c in f.calls)

@@ -12,7 +12,7 @@ import pytest
 
 from dgxcluster.core.containerenv import IFNAME_VARS, container_env
 from dgxcluster.errors import InventoryError
-from dgxcluster.facts import ethtool, ibdev2netdev, ibv_devinfo, nvidia_smi
+from dgxcluster.facts import ParseError, ethtool, ibdev2netdev, ibv_devinfo, nvidia_smi, oomguard
 from dgxcluster.facts import ping as ping_fact
 from dgxcluster.facts.ipaddr import Interface
 from dgxcluster.inventory import parse_inventory
@@ -64,7 +64,8 @@ def spark(i: int = 0, *, devinfo: str = PORT1, mtu: int = 9000, speed: int | Non
                                    [IPv4Interface(f"192.168.101.{i + 10}/24")]),
     }
     f = NodeFacts(name, devinfo=Fact(info), links=Fact(ibdev2netdev.parse(real(IBDEV))),
-                  ifaces=Fact(ifaces), smi=Fact(nvidia_smi.parse(real(SMI))))
+                  ifaces=Fact(ifaces), smi=Fact(nvidia_smi.parse(real(SMI))),
+                  oom_guards=Fact(oomguard.parse("active earlyoom\nend\n")))
     text = f"Speed: {speed}Mb/s" if speed else "Speed: Unknown!"
     f.speeds = {n: Fact(ethtool.parse(f"Settings for {n}:\n\t{text}\n"))
                 for n in ("enp1s0f1np1", "enP2p1s0f1np1")}
@@ -90,7 +91,7 @@ def test_healthy_spark_passes_everything() -> None:
     res = run(inv(), spark())
     assert not_passing(res) == {}
     assert list(res) == ["rdma-devices", "rdma-ports", "twins", "interfaces", "addresses", "mtu",
-                         "link-speed", "gpu", "ping", "nccl-ifname", "nccl-ib-hca", "nccl-gid",
+                         "link-speed", "gpu", "ping", "oom-guard", "nccl-ifname", "nccl-ib-hca", "nccl-gid",
                          "host-ip"]
     assert "rocep1s0f1 (enp1s0f1np1) ACTIVE mtu 4096" in res["rdma-devices"].detail
     assert "firmware 28.45.4028" in res["rdma-devices"].detail
@@ -427,3 +428,43 @@ def test_every_interface_variable_start_sets_is_checked() -> None:
     checks (Open MPI's variable was missing from verify-ib's own copy of the list)."""
     detail = run(inv(""), spark())["nccl-ifname"].detail
     assert all(f"{var}=enp1s0f1np1" in detail for var in IFNAME_VARS), detail
+
+
+def test_oom_guard_passes_when_one_runs_and_warns_with_the_fix_when_none() -> None:
+    assert run(inv(), spark())["oom-guard"].detail == "earlyoom (systemd unit active)"
+    bare = spark()
+    bare.oom_guards = Fact(oomguard.parse("end\n"))
+    r = run(inv(), bare)["oom-guard"]
+    assert r.status == Level.WARN and "freezes the node" in r.detail
+    assert "systemctl enable --now earlyoom" in r.fix
+    cut = spark()
+    cut.oom_guards = Fact(error="could not parse ...")
+    assert run(inv(), cut)["oom-guard"].status == Level.WARN
+
+
+def test_oom_guard_probe_runs_here_with_systemctl_and_pgrep_as_the_node_has_them(
+        tmp_path: Path) -> None:
+    """The node-side script itself: a systemd node with earlyoom's unit active, a node
+    without systemd where systemd-oomd runs as a process, and a node with none."""
+    import os
+    import subprocess
+
+    def probe(systemctl: str | None, pgrep: str) -> list[oomguard.Guard]:
+        d = tmp_path / str(len(list(tmp_path.iterdir())))
+        d.mkdir()
+        scripts = {"pgrep": pgrep} | ({"systemctl": systemctl} if systemctl else {})
+        for name, body in scripts.items():
+            (d / name).write_text(f"#!/bin/sh\n{body}\n")
+            (d / name).chmod(0o755)
+        (d / "sh").symlink_to("/bin/sh")
+        path = str(d)  # only these: no systemctl on a node without systemd
+        res = subprocess.run(oomguard.ARGV, capture_output=True, text=True, check=True,
+                             env={**os.environ, "PATH": path})
+        return oomguard.parse(res.stdout)
+
+    unit = 'case "$3" in earlyoom.service) exit 0;; esac; exit 3'
+    assert probe(unit, "exit 1") == [oomguard.Guard("earlyoom", "active")]
+    assert probe(None, '[ "$2" = systemd-oomd ]') == [oomguard.Guard("systemd-oomd", "running")]
+    assert probe("exit 3", "exit 1") == []
+    with pytest.raises(ParseError):
+        oomguard.parse("active earlyoom\n")  # cut off before the end marker

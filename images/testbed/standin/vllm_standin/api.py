@@ -66,6 +66,49 @@ def _error(status: int, kind: str, message: str) -> web.Response:
     return web.json_response(body, status=status)
 
 
+#: Fault switches for the testbed, reachable without editing the image: files in the log
+#: folder start mounts into the head container (or the variables), read by the stand-in.
+SWITCH_DIR = os.environ.get("DGXCLUSTER_STANDIN_SWITCH_DIR", "/var/log/dgxcluster")
+HANG_FILE = "standin-hang"  # "all": every stand-in hangs; else the first one to see it takes it
+EXIT_FILE = "standin-exit-after"  # holds N: every stand-in started exits N s after it serves
+_HUNG: list[bool] = []  # this process took the hang switch: it hangs until it ends
+
+
+def _switch(name: str) -> str | None:
+    try:
+        with open(os.path.join(SWITCH_DIR, name)) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def hang_switch() -> bool:
+    """The "hang" switch: vLLM stuck with its process alive (the container still "Up"). The
+    file (any content but "all") is taken by the first stand-in that sees it, which removes
+    it and hangs from then on, so a stand-in started after it serves again."""
+    if _HUNG or os.environ.get("DGXCLUSTER_STANDIN_HANG"):
+        return True
+    who = _switch(HANG_FILE)
+    if who is None:
+        return False
+    if who != "all":
+        try:
+            os.remove(os.path.join(SWITCH_DIR, HANG_FILE))
+        except OSError:
+            return False  # another stand-in took it
+        _HUNG.append(True)
+    return True
+
+
+def exit_after_s() -> float | None:
+    """The "exit after N s" switch (file, else DGXCLUSTER_STANDIN_EXIT_AFTER_S)."""
+    text = _switch(EXIT_FILE) or os.environ.get("DGXCLUSTER_STANDIN_EXIT_AFTER_S", "")
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
 def _api_keys(args: argparse.Namespace) -> list[str]:
     """vLLM's rule: --api-key (one or more), else VLLM_API_KEY; empty means no auth."""
     given = getattr(args, "api_key", None)
@@ -101,6 +144,8 @@ class Api:
     # -- plain endpoints ---------------------------------------------------------------
 
     async def health(self, _req: web.Request) -> web.Response:
+        if hang_switch():
+            await asyncio.Event().wait()  # the "hang" switch: never answers, process alive
         if self.engine.dead:
             return web.Response(status=503)
         return web.Response(status=200)
@@ -402,8 +447,21 @@ async def _run(app: web.Application, api: Api, sock: socket.socket, host: str, p
                 await asyncio.sleep(2)  # /health answers 503 meanwhile, as vLLM's does
                 stop.set()
 
+    async def crash_after(seconds: float) -> None:
+        nonlocal code
+        await asyncio.sleep(seconds)
+        logger.error("EngineCore encountered a fatal error. (%s: exit-after switch, %gs)",
+                     NAME, seconds)
+        api.engine.dead = "exit-after switch"
+        code = 1
+        stop.set()
+
     watcher = asyncio.create_task(watch())
+    after = exit_after_s()
+    crasher = asyncio.create_task(crash_after(after)) if after is not None else None
     await stop.wait()
+    if crasher is not None:
+        crasher.cancel()
     watcher.cancel()
     log.uvicorn("Shutting down")
     log.uvicorn("Waiting for application shutdown.")

@@ -1,0 +1,133 @@
+"""`serve.restart: on-failure`: the watcher `start` leaves on the head node.
+
+Where it lives, and why: a node-side program (`nodeside/supervisor.py`, shipped in the
+bundle, run detached with `setsid` on the head) rather than Docker restart policies. A
+restart policy sees only a container's main process: it cannot tell a vLLM that hangs with
+its container "Up", cannot relaunch vLLM inside the Ray head container (vLLM is not its main
+process), and restarts without a budget (one user's `unless-stopped` looped ~35 times and
+wedged the node). The watcher asks `/health` on the node itself, so it needs neither the
+operator's machine nor the network between them.
+
+It is given, as data, what to watch and how to bring it back (`config`): the containers
+dgxcluster names (`core.naming`), vLLM's exit-status file and log, and the argv that
+relaunches vLLM (`plan.serve_exec`). `start` stops it before it changes anything and starts
+it once the endpoint is ready; `stop` (and `start --restart`) stop it first, so it never
+fights them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from dgxcluster.core import docker, naming, ship
+from dgxcluster.core.endpoint import ANY_IPV4, ANY_IPV6, listen_host, url_host
+from dgxcluster.core.nodepaths import (
+    SUPERVISOR_CONFIG,
+    SUPERVISOR_LOG,
+    SUPERVISOR_PID,
+    SUPERVISOR_RECORDS,
+    SUPERVISOR_STATE,
+    VLLM_EXIT,
+    VLLM_PID,
+)
+from dgxcluster.core.steps import Outcome, Status
+from dgxcluster.errors import StepError
+from dgxcluster.remote.command import shell
+from dgxcluster.serving.plan import CONTAINER_LOG_DIR, HEAD, serve_exec
+
+if TYPE_CHECKING:
+    from dgxcluster.core.nodepaths import NodePaths
+    from dgxcluster.inventory.schema import InventoryModel
+    from dgxcluster.remote.connection import Connection
+
+STEP = "supervise"
+PROBE_TIMEOUT_S = 5.0
+
+# $1 config  $2 bundle  $3 its output  $4 pid file: detached from this SSH session
+# (`setsid` is not a group leader here, so it execs: $! is the watcher's own pid)
+_LAUNCH = ('cd / || exit 1; setsid python3 "$2" supervisor "$1" >>"$3" 2>&1 </dev/null & '
+           'echo $! >"$4"; sleep 0.3; kill -0 $! 2>/dev/null && echo started')
+# $1 pid file: "stopped" / "absent"; the pid must still be our supervisor. Its whole
+# process group goes (setsid made it the leader; a `python3` wrapper script stays with it)
+_STOP = ('[ -f "$1" ] || { echo absent; exit 0; }; pid=$(cat "$1"); '
+         'if [ -n "$pid" ] && grep -qs supervisor "/proc/$pid/cmdline"; then kill -- "-$pid"; i=0; '
+         'while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.2; i=$((i+1)); done; '
+         'kill -9 -- "-$pid" 2>/dev/null; echo stopped; else echo absent; fi; rm -f "$1"')
+# $1 pid file  $2 config: "same" when that supervisor runs with exactly this config
+_SAME = ('pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] && grep -qs supervisor "/proc/$pid/cmdline" '
+         '&& [ -f "$2" ] && cat "$2"')
+# inside the head container: end a hung vLLM (its launcher then records the exit status)
+_KILL = f'kill -9 "$(cat "$1/{VLLM_PID}")"'
+
+
+def health_url(inv: InventoryModel) -> str:
+    """vLLM's /health as seen on the head node itself."""
+    host = listen_host(inv)
+    local = {ANY_IPV4: "127.0.0.1", ANY_IPV6: "::1"}.get(host, host)
+    return f"http://{url_host(local)}:{inv.serve.port}/health"
+
+
+def config(inv: InventoryModel, paths: NodePaths, config_hash: str) -> dict[str, object]:
+    """What the watcher watches and how it brings vLLM back (pure: JSON-able)."""
+    s = inv.serve
+    head = naming.container_name(inv.cluster, HEAD)
+    log = paths.log_dir
+    return {
+        "config": config_hash,
+        "health_url": health_url(inv),
+        "containers": [head],
+        "exit_file": f"{log}/{VLLM_EXIT}",
+        "log": paths.vllm_log,
+        "relaunch": serve_exec(inv),
+        "kill": ["docker", "exec", head, *shell(_KILL, CONTAINER_LOG_DIR)],
+        "records": f"{log}/{SUPERVISOR_RECORDS}",
+        "state": f"{log}/{SUPERVISOR_STATE}",
+        "max_restarts": s.max_restarts,
+        "window_s": s.restart_window_s,
+        "backoff_s": s.restart_backoff_s,
+        "backoff_max_s": s.restart_backoff_max_s,
+        "interval_s": s.health_interval_s,
+        "failed_probes": s.health_failures,
+        "probe_timeout_s": PROBE_TIMEOUT_S,
+        "ready_timeout_s": s.ready_timeout_s,
+    }
+
+
+def render(cfg: dict[str, object]) -> bytes:
+    return (json.dumps(cfg, indent=1, sort_keys=True) + "\n").encode()
+
+
+def stop(conn: Connection, paths: NodePaths) -> str:
+    """Stop the node's watcher: 'stopped' or 'absent'."""
+    res = conn.run(shell(_STOP, f"{paths.log_dir}/{SUPERVISOR_PID}"), timeout=docker.QUICK_S + 15)
+    return res.stdout.strip().splitlines()[-1] if res.ok and res.stdout.strip() else "absent"
+
+
+def ensure(conn: Connection, inv: InventoryModel, paths: NodePaths, config_hash: str) -> Outcome:
+    """The watcher runs with this config (unchanged when it already does); with
+    `serve.restart: never`, none runs."""
+    pid_file = f"{paths.log_dir}/{SUPERVISOR_PID}"
+    cfg_file = f"{paths.root}/{SUPERVISOR_CONFIG}"
+    if inv.serve.restart == "never":
+        how = stop(conn, paths)
+        return Outcome(conn.node, STEP, Status.CHANGED if how == "stopped" else Status.UNCHANGED,
+                       "stopped the watcher (serve.restart: never)" if how == "stopped"
+                       else "off (serve.restart: never)")
+    data = render(config(inv, paths, config_hash))
+    same = conn.run(shell(_SAME, pid_file, cfg_file), timeout=docker.QUICK_S)
+    policy = (f"on-failure: up to {inv.serve.max_restarts} restart(s) per "
+              f"{inv.serve.restart_window_s:g}s")
+    if same.ok and same.stdout.encode() == data:
+        return Outcome(conn.node, STEP, Status.UNCHANGED, f"watcher running ({policy})")
+    stop(conn, paths)
+    bundle = ship.ensure(conn, paths)
+    conn.put(data, cfg_file, 0o600, timeout=docker.QUICK_S)
+    res = conn.run(shell(_LAUNCH, cfg_file, bundle, f"{paths.log_dir}/{SUPERVISOR_LOG}", pid_file),
+                   timeout=docker.QUICK_S)
+    if not res.ok or "started" not in res.stdout:
+        tail = conn.run(["tail", "-n", "5", f"{paths.log_dir}/{SUPERVISOR_LOG}"], timeout=docker.QUICK_S)
+        raise StepError(STEP, f"the watcher did not start: {(tail.stdout or res.stderr).strip()}",
+                        conn.node)
+    return Outcome(conn.node, STEP, Status.CHANGED, f"watcher started ({policy}; health "
+                   f"{health_url(inv)} every {inv.serve.health_interval_s:g}s)")

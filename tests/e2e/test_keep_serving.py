@@ -1,0 +1,217 @@
+"""Keeping the endpoint safe and serving, end to end on the docker testbed (issue 17).
+
+API key: `serve.api_key` names VLLM_API_KEY; the stand-in enforces it as vLLM's
+AuthenticationMiddleware does (401 `{"error": "Unauthorized"}` on /v1/*, /health open), and
+the key never shows in a process list, `-v` output, `--dry-run`, a run log, the node's vLLM
+log or a `logs` bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Testbed, flat
+from tests.e2e.observe import bundle_from
+from tests.e2e.test_start_stop import STATE, CmdlineSampler, endpoint_of, leftovers
+from tests.leaks import assert_no_leaks
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+
+KEY = f"vk-e2e-{uuid.uuid4().hex}"
+FAST = {"DGXCLUSTER_CONTAINER__ENV": json.dumps({"DGXCLUSTER_STANDIN_LOAD_S": "0"})}
+AUTH = {**FAST, "DGXCLUSTER_SERVE__API_KEY": "VLLM_API_KEY", "VLLM_API_KEY": KEY}
+
+
+@pytest.fixture(scope="module")
+def tb(testbed_docker: Testbed) -> Iterator[Testbed]:
+    testbed_docker.ensure_image()
+    testbed_docker.ensure_model()
+    testbed_docker.dgx("stop", env=FAST)
+    yield testbed_docker
+    testbed_docker.dgx("stop", env=FAST)
+
+
+def test_api_key_guards_v1_and_never_shows(tb: Testbed, tmp_path: Path) -> None:
+    missing = tb.dgx("start", env={**AUTH, "VLLM_API_KEY": ""})
+    assert missing.returncode == 2, missing.stderr
+    assert "serve.api_key" in missing.stderr and "VLLM_API_KEY" in missing.stderr
+    assert leftovers(tb) == {"node1": [], "node2": []}
+
+    sampler = CmdlineSampler(KEY)
+    sampler.start()
+    r = tb.dgx("-v", "start", env={**AUTH, "DGXCLUSTER_LOG_DIR": str(tmp_path / "runlogs")})
+    sampler.stop()
+    assert r.returncode == 0, r.stderr
+    assert sampler.hits == [] and sampler.saw_ray
+    assert KEY not in r.stdout + r.stderr
+    assert '"Authorization: Bearer $VLLM_API_KEY"' in r.stdout
+    for f in (tmp_path / "runlogs").rglob("*"):
+        assert not f.is_file() or KEY.encode() not in f.read_bytes(), f
+
+    url = endpoint_of(r.stdout)
+    root = url.removesuffix("/v1")
+    assert httpx.get(f"{root}/health", timeout=30).status_code == 200
+    bare = httpx.get(f"{url}/models", timeout=30)
+    assert (bare.status_code, bare.json()) == (401, {"error": "Unauthorized"})
+    wrong = httpx.post(f"{url}/chat/completions", timeout=30,
+                       headers={"Authorization": "Bearer nope"}, json={"model": "x"})
+    assert wrong.status_code == 401
+    ok = httpx.get(f"{url}/models", timeout=30, headers={"Authorization": f"Bearer {KEY}"})
+    assert ok.status_code == 200 and ok.json()["data"][0]["id"] == "Qwen/Qwen3-0.6B"
+
+    head_env = tb.node_exec("node1", "cat", f"{STATE}/{tb.name}/env/head.env").stdout
+    worker_env = tb.node_exec("node2", "cat", f"{STATE}/{tb.name}/env/worker.env").stdout
+    assert f"VLLM_API_KEY={KEY}" in head_env.splitlines() and "VLLM_API_KEY" not in worker_env
+
+    status = tb.dgx("status", "--json", env=AUTH)
+    assert status.returncode == 0, status.stderr
+    vllm = json.loads(status.stdout)["vllm"]
+    assert (vllm["state"], vllm["auth"]) == ("ready", "on (VLLM_API_KEY)")
+    keyless = tb.dgx("status", env={**AUTH, "VLLM_API_KEY": ""})
+    assert "on (VLLM_API_KEY, not set here)" in keyless.stdout
+    assert "401" in keyless.stdout and "API key" in keyless.stdout
+
+    smoke = tb.dgx("smoke", "--max-tokens", "4", env=AUTH)
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    again = tb.dgx("start", env=AUTH)
+    assert again.returncode == 0 and "already running" in again.stdout  # probe sends the key
+
+    dry = tb.dgx("-v", "start", "--dry-run", env=AUTH)
+    assert dry.returncode == 0 and "VLLM_API_KEY=******" in dry.stdout
+    assert KEY not in dry.stdout + dry.stderr
+
+    vllm_log = tb.node_exec("node1", "cat", f"{STATE}/{tb.name}/logs/vllm.log").stdout
+    assert "Application startup complete" in vllm_log or "Started server process" in vllm_log
+    assert KEY not in vllm_log
+    # a bundle collected by an operator who does not hold the key: masked by its name
+    p = tb.dgx("logs", "-o", str(tmp_path / "b"), env={**FAST, "VLLM_API_KEY": ""})
+    assert p.returncode == 0, p.stderr
+    folder, archive = bundle_from(p.stdout)
+    for f in folder.rglob("*"):
+        assert not f.is_file() or KEY.encode() not in f.read_bytes(), f
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            data = tar.extractfile(member) if member.isfile() else None
+            assert data is None or KEY.encode() not in data.read(), member.name
+    assert tb.dgx("stop", env=FAST).returncode == 0
+    assert leftovers(tb) == {"node1": [], "node2": []}
+
+
+def test_drop_caches_then_a_start_whose_share_is_not_available_is_refused(tb: Testbed) -> None:
+    """vLLM's start-up check ahead of time: 0.99 of a node's memory is never available (the
+    host runs other things), so with GPUs given to the containers preflight refuses with the
+    numbers, after --drop-caches freed the page cache as root; nothing is left behind."""
+    env = {**FAST, "DGXCLUSTER_SERVE__GPU_MEMORY_UTILIZATION": "0.99",
+           "DGXCLUSTER_CONTAINER__GPUS": "all", "COLUMNS": "300"}
+    r = tb.dgx("start", "--drop-caches", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "start failed at step 'preflight'" in r.stderr and "nothing was changed" in r.stderr
+    for node in tb.nodes:
+        assert re.search(rf"{node} +drop-caches +changed +dropped the page cache \(as root\): "
+                         r"cached [0-9.]+ [KMG]i?B -> ", flat(r.stdout)), r.stdout
+        assert re.search(rf"{node}: step 'preflight' failed: .*not enough memory: only [0-9.]+ GiB "
+                         r"of [0-9.]+ GiB available, and vLLM claims 0\.99 x ", flat(r.stderr)), r.stderr
+    assert "lower serve.gpu_memory_utilization to" in r.stderr and "--force" in r.stderr
+    assert leftovers(tb) == {"node1": [], "node2": []}
+
+
+HEAL = {**FAST, "DGXCLUSTER_SERVE__RESTART": "on-failure", "DGXCLUSTER_SERVE__MAX_RESTARTS": "3",
+        "DGXCLUSTER_SERVE__HEALTH_INTERVAL_S": "1", "DGXCLUSTER_SERVE__HEALTH_FAILURES": "3",
+        "DGXCLUSTER_SERVE__RESTART_BACKOFF_S": "1", "COLUMNS": "300"}
+
+
+def _standin_pid(tb: Testbed) -> int:
+    ps = tb.tb("ps", "node1").stdout.splitlines()
+    return next(int(ln.split()[0]) for ln in ps if "python" in ln and "vllm serve" in ln)
+
+
+def _records(tb: Testbed) -> list[dict[str, object]]:
+    text = tb.node_exec("node1", "sh", "-c",
+                        f"cat {STATE}/{tb.name}/logs/restarts.jsonl 2>/dev/null; true").stdout
+    return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+
+
+def _until(what: str, check: Callable[[], bool], timeout: float = 300) -> float:
+    t0 = time.monotonic()
+    while not check():
+        assert time.monotonic() - t0 < timeout, f"not within {timeout:g}s: {what}"
+        time.sleep(0.5)
+    return time.monotonic() - t0
+
+
+def _serving(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/models", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_killed_then_hung_then_crash_looping_vllm_is_healed_within_budget_then_left_stopped(
+        tb: Testbed, tmp_path: Path) -> None:
+    """Ray executor, one watcher on the head: a killed vLLM and a hung one (process alive,
+    container Up) are each restarted once and recorded; a vLLM that crashes after every start
+    spends the budget (3) and the watcher gives up, leaving the cluster stopped."""
+    logs = f"{STATE}/{tb.name}/logs"
+    tb.node_exec("node1", "rm", "-f", f"{logs}/restarts.jsonl")
+    r = tb.dgx("start", env=HEAL)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"node1 supervise changed watcher started \(on-failure: up to 3 restart\(s\) "
+                     r"per 600s", flat(r.stdout)), r.stdout
+    url = endpoint_of(r.stdout)
+    try:
+        again = tb.dgx("start", env=HEAL)  # compare, then act: the same watcher is left alone
+        assert "node1 supervise unchanged watcher running" in flat(again.stdout), again.stdout
+
+        tb.node_exec("node1", "kill", "-9", str(_standin_pid(tb)))
+        took = _until("one restart recorded", lambda: len(_records(tb)) == 1)
+        took += _until("serving again", lambda: _serving(url))
+        print(f"\nkilled vLLM -> serving again: {took:.1f}s (stand-in load 0 s)")
+        rec = _records(tb)[0]
+        assert (rec["what"], rec["why"], rec["exit"]) == ("vllm", "vLLM exited with status 137", 137)
+        st = tb.dgx("status", env=HEAL)
+        assert "healing watching, 1 restart(s); last " in flat(st.stdout), st.stdout
+        assert "vllm: vLLM exited with status 137, exit 137" in flat(st.stdout)
+
+        hung = _standin_pid(tb)
+        tb.node_exec("node1", "sh", "-c", f"echo once > {logs}/standin-hang")
+        assert httpx.get(f"{url}/models", timeout=5).status_code == 200  # it still serves /v1
+        _until("the hang restarted", lambda: len(_records(tb)) == 2)
+        _until("serving again", lambda: _serving(url))
+        rec = _records(tb)[1]
+        assert str(rec["why"]).startswith("vLLM stopped answering http://127.0.0.1:8000/health "
+                                          "(3 probes in a row) while its process ran"), rec
+        assert _standin_pid(tb) != hung
+
+        tb.node_exec("node1", "sh", "-c", f"echo 1 > {logs}/standin-exit-after")
+        tb.node_exec("node1", "kill", "-9", str(_standin_pid(tb)))
+        _until("given up", lambda: any(x["action"] == "gave up" for x in _records(tb)))
+        recs = _records(tb)
+        assert [x["action"] for x in recs] == ["restart"] * 3 + ["gave up"]
+        assert "gave up after 3 restart(s) within 600s, cluster left stopped" in str(recs[-1]["why"])
+        assert "exit-after switch" in json.dumps(recs[-1]["tail"])  # the log's last lines
+        st = tb.dgx("status", env=HEAL)
+        text = flat(st.stdout)
+        assert "healing gave up, 3 restart(s); last " in text and "cluster left stopped" in text
+        assert not _serving(url)
+        head = tb.node_exec("node1", "docker", "inspect", "-f", "{{.State.Status}}",
+                            f"dgxc-{tb.name}-head").stdout.strip()
+        assert head == "exited"
+        assert not any("supervisor" in ln for ln in tb.tb("ps", "node1").stdout.splitlines())
+        bundle = tb.dgx("logs", "-o", str(tmp_path), env=HEAL)
+        folder, _ = bundle_from(bundle.stdout)
+        collected = (folder / "node1" / "dgxcluster" / "restarts.jsonl").read_text().splitlines()
+        assert [json.loads(ln)["action"] for ln in collected] == ["restart"] * 3 + ["gave up"]
+    finally:
+        tb.node_exec("node1", "rm", "-f", f"{logs}/standin-exit-after", f"{logs}/standin-hang")
+        stop = tb.dgx("stop", env=HEAL)
+    assert stop.returncode == 0, stop.stderr
+    assert_no_leaks(tb)
