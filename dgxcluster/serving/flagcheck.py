@@ -56,8 +56,11 @@ class FlagReport:
 
 
 def generated(inv: InventoryModel) -> list[str]:
-    """What dgxcluster itself passes after `vllm serve` (model first), free-form flags left out."""
-    bare = inv.model_copy(update={"serve": inv.serve.model_copy(update={"extra_args": []})})
+    """What dgxcluster itself passes after `vllm serve` (model first), free-form flags left out.
+    Without serve.model (an inventory being written; `nodes` checks it) the flags are checked
+    around a placeholder: `start` refuses the missing model itself."""
+    serve = inv.serve.model_copy(update={"extra_args": [], "model": inv.serve.model or "MODEL"})
+    bare = inv.model_copy(update={"serve": serve})
     return serve_command(bare)[2:]
 
 

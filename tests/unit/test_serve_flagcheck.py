@@ -151,3 +151,15 @@ def test_generated_leaves_out_only_the_free_form_flags(tmp_path: Path) -> None:
     g = generated(i)
     assert g[0] == "Qwen/Qwen3-0.6B" and "--enforce-eager" not in g
     assert g[g.index("--gpu-memory-utilization") + 1] == "0.8"
+
+
+def test_an_inventory_without_a_model_has_its_flags_checked_all_the_same(tmp_path: Path) -> None:
+    """`nodes` checks an inventory being written: no serve.model is no reason to skip its
+    flags (nor to refuse it: `start` refuses the missing model itself)."""
+    i = inv(tmp_path, serve="  model: null\n  extra_args: [--swap-space, '4']\n")
+    assert generated(i)[0] == "MODEL"
+    assert any("--swap-space" in e for e in errors_of(i))
+    with pytest.raises(UsageError, match="no model to serve"):
+        from dgxcluster.serving.plan import serve_command
+
+        serve_command(i)
