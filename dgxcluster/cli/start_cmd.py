@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -35,6 +36,11 @@ def _model_check(inv: Inventory) -> StartModelCheck | None:
     return start_check(inv.serve.model, inv.serve.revision, inv.container.hf_cache, inv.head_name)
 
 
+class ExecutorChoice(str, Enum):
+    ray = "ray"
+    native = "native"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("start")
     @errors_to_exit
@@ -56,11 +62,21 @@ def register(app: typer.Typer) -> None:
             "--skip-model-check",
             help="Start even if serve.model is not complete in every node's HF cache "
                  "(vLLM would then download it on each node, or fail offline).")] = False,
+        executor: Annotated[
+            Optional[ExecutorChoice],  # noqa: UP045
+            typer.Option("--executor", case_sensitive=False,
+                         help="How vLLM spans the nodes, for this run (default: serve.executor): "
+                              "ray (a Ray cluster, vLLM in the head's container) or native "
+                              "(vLLM's own executor: one `vllm serve` per node, --headless but "
+                              "on the head; no Ray). A different executor than the running "
+                              "one is a different configuration: --restart replaces it."),
+        ] = None,
     ) -> None:
-        """Start Ray on every node and vLLM in the head container; wait until it answers.
+        """Start vLLM across the nodes (over Ray, or vLLM's native executor); wait until it answers.
 
-        Stages, each reported per node: lock, preflight, env-files, ray-head, ray-workers,
-        ray-ready, vllm, vllm-ready. Then prints the endpoint and a curl to try it.
+        Stages, each reported per node: lock, preflight, env-files, then with Ray ray-head,
+        ray-workers, ray-ready, vllm; native: headless (every node but the head, in
+        parallel), rank0 (the head); then vllm-ready. Then prints the endpoint and a curl.
         Preflight also checks that serve.model (at serve.revision) is complete in every
         node's HF cache (`dgxcluster model pull|sync` put it there).
         Idempotent: the same configuration already running and healthy is left alone. A
@@ -74,6 +90,11 @@ def register(app: typer.Typer) -> None:
         _interrupt_on_term()
         st = state(ctx)
         inv = st.inventory()
+        if executor is not None:
+            from dgxcluster.inventory.load import with_executor
+
+            inv = with_executor(inv, executor.value)
+            st.use(inv)
         opts = StartOptions(dry_run=dry_run, restart=restart, keep_on_failure=keep_on_failure,
                             ready_timeout_s=timeout, skip_model_check=skip_model_check,
                             model_check=None if skip_model_check else _model_check(inv))

@@ -36,6 +36,10 @@ class CliState:
             self._inventory = load_inventory(self.inventory_path)
         return self._inventory
 
+    def use(self, inventory: Inventory) -> None:
+        """This invocation's inventory as an option changed it (`start --executor`)."""
+        self._inventory = inventory
+
     def session(self, command: str) -> Session:
         from dgxcluster.core.session import Session
         from dgxcluster.runlog import configure

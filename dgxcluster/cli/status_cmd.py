@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per node: reachable, Docker, image tag and ID, dgxcluster containers (role, state,
         uptime), GPU. Cluster-wide: image the same everywhere and as built from the
-        inventory's context, Ray nodes and GPUs, vLLM health, models and endpoint.
+        inventory's context, Ray nodes and GPUs (native executor: each vLLM rank's node,
+        rank, alive or not and last log line), vLLM health, models and endpoint.
 
         Exit 0 when every node answered (whatever is or is not running), 3 if a node was
         unreachable (the report still covers the others).
@@ -72,9 +73,12 @@ def _print(report: ClusterStatus) -> None:
     expected = f" (build context gives {img.expected_tag})" if img.expected_tag else (
         f" (expected tag unknown: {img.expected_error})" if img.expected_error else "")
     out.print(f"[bold]image[/bold]  [{style}]{img.detail}[/{style}]{expected}", highlight=False)
-    ray_style = "green" if report.ray.state == "up" else "yellow"
-    out.print(f"[bold]ray[/bold]    [{ray_style}]{report.ray.describe()}[/{ray_style}]",
-              highlight=False)
+    if report.ranks is not None:
+        _print_ranks(report)
+    else:
+        ray_style = "green" if report.ray.state == "up" else "yellow"
+        out.print(f"[bold]ray[/bold]    [{ray_style}]{report.ray.describe()}[/{ray_style}]",
+                  highlight=False)
     v = report.vllm
     if v.ready:
         line = f"[green]ready[/green] at {v.url}/v1, serving: {', '.join(v.models)}"
@@ -84,3 +88,22 @@ def _print(report: ClusterStatus) -> None:
     proc = report.vllm_process
     if proc is not None and not v.ready and proc.state != "absent":
         out.print(f"       on {report.head}: {proc.describe()}", highlight=False, soft_wrap=True)
+
+
+def _print_ranks(report: ClusterStatus) -> None:
+    """The native executor's ranks, one row each, in place of Ray's summary."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from dgxcluster.cli.reportout import report_console
+
+    assert report.ranks is not None
+    alive = sum(r.alive for r in report.ranks)
+    t = Table(title=f"vLLM ranks (native executor): {alive}/{len(report.ranks)} alive",
+              title_justify="left")
+    for col in ("node", "rank", "alive", "last log line"):
+        t.add_column(col)
+    for r in report.ranks:
+        style = "green" if r.alive else "bold red"
+        t.add_row(r.node, str(r.rank), Text(r.describe(), style=style), Text(r.last_line or "-"))
+    report_console().print(t)

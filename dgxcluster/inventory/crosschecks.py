@@ -43,6 +43,8 @@ def port_problems(inv: InventoryModel) -> list[Problem]:
         ("ray", "dashboard_port"): inv.ray.dashboard_port,
         ("serve", "port"): inv.serve.port,
     }
+    if inv.serve.executor == "native":  # rank 0 listens on it, beside the API
+        ours[("serve", "master_port")] = inv.serve.master_port
     explicit = {("ray", k) for k in inv.ray.model_fields_set} | {
         ("serve", k) for k in inv.serve.model_fields_set}
     seen: dict[int, tuple[str, ...]] = {}
@@ -64,6 +66,8 @@ def port_problems(inv: InventoryModel) -> list[Problem]:
 
 def parallel_problem(inv: InventoryModel) -> str | None:
     """Why serve's TP x PP cannot be placed on the cluster's GPUs, or None."""
+    if inv.serve.executor == "native":
+        return native_problem(inv)
     tp, pp = inv.serve.tensor_parallel_size, inv.serve.pipeline_parallel_size
     per_node = inv.gpus_per_node
     have = per_node * len(inv.nodes)
@@ -73,6 +77,27 @@ def parallel_problem(inv: InventoryModel) -> str | None:
               else "one per DGX Spark; set ray.num_gpus for another count")
     return (f"tensor_parallel_size {tp} x pipeline_parallel_size {pp} needs {tp * pp} GPUs, "
             f"but the {len(inv.nodes)} node(s) have {have} ({per_node} each: {source})")
+
+
+def native_problem(inv: InventoryModel) -> str | None:
+    """vLLM's multiproc executor runs one rank per node (`--nnodes` = every node here) and
+    splits the world size evenly: `MultiprocExecutor` asserts that TP x PP is divisible by
+    nnodes, and each node runs TP x PP / nnodes workers, one per local GPU."""
+    tp, pp = inv.serve.tensor_parallel_size, inv.serve.pipeline_parallel_size
+    world, nodes, per_node = tp * pp, len(inv.nodes), inv.gpus_per_node
+    if world % nodes:
+        return (f"serve.executor native runs one vLLM rank on each of the {nodes} node(s) "
+                f"(--nnodes {nodes}), which must share tensor_parallel_size {tp} x "
+                f"pipeline_parallel_size {pp} = {world} GPUs evenly (vLLM requires the world size "
+                f"to be divisible by --nnodes): use a multiple of {nodes}, list only the nodes "
+                "to use, or serve.executor ray")
+    if world // nodes > per_node:
+        source = ("ray.num_gpus" if inv.ray.num_gpus is not None
+                  else "one per DGX Spark; set ray.num_gpus for another count")
+        return (f"serve.executor native puts {world // nodes} of the {world} GPUs (tensor_parallel_size "
+                f"{tp} x pipeline_parallel_size {pp}) on each of the {nodes} node(s), but a node "
+                f"has {per_node} ({source})")
+    return None
 
 
 def jump_hops(inv: InventoryModel, name: str) -> tuple[JumpHop, ...] | None:

@@ -267,14 +267,26 @@ class RaySettings(Strict):
     version: str = Field(default="2.57.1", pattern=r"^[0-9][0-9a-z.+-]*$")
 
 
+Executor = Literal["ray", "native"]
+
+
 class ServeSettings(Strict):
-    """What `vllm serve` runs in the head container."""
+    """What `vllm serve` runs, and across the nodes how: over Ray (`vllm serve` in the head
+    container, workers through Ray) or vLLM's own multi-node executor (one `vllm serve` per
+    node: rank 0 on the head serves the API, the others run `--headless`)."""
 
     model: str | None = Field(default=None, min_length=1, max_length=512)
     revision: str | None = Field(default=None, max_length=128)
     tensor_parallel_size: int = Field(default=2, ge=1, le=1024)
     pipeline_parallel_size: int = Field(default=1, ge=1, le=1024)
     port: Port = 8000
+    executor: Executor = Field(
+        default="ray", description="ray: a Ray cluster in containers, `vllm serve "
+        "--distributed-executor-backend ray` in the head's; native: vLLM's multiprocessing "
+        "executor across nodes (`--nnodes/--node-rank/--master-addr/--headless`), no Ray")
+    master_port: Port = Field(
+        default=29501, description="native executor: the port rank 0 listens on for the other "
+        "ranks (vLLM's --master-port; 29501 is vLLM's default)")
     host: str = "0.0.0.0"  # noqa: S104 - the API must be reachable from the operator's machine
     max_model_len: int | None = Field(default=None, ge=1)
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
@@ -366,9 +378,11 @@ class InventoryModel(Strict):
         errors += crosschecks.jump_problems(self) + crosschecks.port_problems(self)
         parallel = self.parallel_problem()
         explicit = {"tensor_parallel_size", "pipeline_parallel_size"} & self.serve.model_fields_set
-        if parallel and explicit:  # defaults are checked by start (a 1-node cluster may exec)
+        # defaults are checked by start (a 1-node cluster may exec); native asks for placement
+        native = self.serve.executor == "native" and "executor" in self.serve.model_fields_set
+        if parallel and (explicit or native):
             errors.append((("serve", "tensor_parallel_size" if "tensor_parallel_size" in explicit
-                            else "pipeline_parallel_size"), parallel))
+                            else "pipeline_parallel_size" if explicit else "executor"), parallel))
         errors += self._serve_host_check()
         if errors:
             raise CrossCheckError(errors)

@@ -12,11 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dgxcluster.core import imageid
 from dgxcluster.core.endpoint import EndpointProbe, base_url, probe
 from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.ranks import node_ranks
 from dgxcluster.core.session import Session
 from dgxcluster.errors import ConnectError, DgxClusterError
 from dgxcluster.remote.connection import Connection
 from dgxcluster.secrets import CollectedRedactor
 from dgxcluster.status.probe import NodeProbe, parse, status_argv
+from dgxcluster.status.ranks import rank_rows
 from dgxcluster.status.report import (
     ClusterStatus,
     NodeStatus,
@@ -54,9 +56,10 @@ def gather(
     log_dir = NodePaths.unresolved(inv.state_dir, inv.cluster).log_dir
 
     def one(conn: Connection) -> NodeProbe:
+        # every node reports its vLLM launcher's files: with the native executor each runs a rank
         on_head = conn.node == head
         argv = status_argv(inv.image.name, inv.cluster, inv.ray.dashboard_port if on_head else None,
-                           log_dir if on_head else "")
+                           log_dir)
         res = conn.run(argv, timeout=ROUND_TIMEOUT_S)
         return parse(res.stdout)
 
@@ -81,6 +84,9 @@ def gather(
             nodes.append(NodeStatus(name, role, reachable=False, error=value.reason))
         else:
             nodes.append(NodeStatus(name, role, reachable=True, error=str(value)))
+    executor = running_executor(next((n for n in nodes if n.node == head), None),
+                                inv.serve.executor)
+    redact = CollectedRedactor(inv.secrets.env, session.redactor).text
     down = vllm_job.exception()
     vllm = vllm_job.result() if down is None else EndpointProbe(
         base_url(inv), "unreachable", error=str(down))
@@ -92,6 +98,13 @@ def gather(
         ray=ray_summary(head, probes.get(head), len(inv.nodes)),
         vllm=vllm,
         vllm_process=vllm_process(
-            probes.get(head), next((n for n in nodes if n.node == head), None),
-            CollectedRedactor(inv.secrets.env, session.redactor).text),
+            probes.get(head), next((n for n in nodes if n.node == head), None), redact),
+        executor=executor,
+        ranks=rank_rows(node_ranks(inv), probes, nodes, redact) if executor == "native" else None,
     )
+
+
+def running_executor(head: NodeStatus | None, configured: str) -> str:
+    """What the head's container says it runs (`dgxcluster.executor`), else the inventory's."""
+    labels = [c.executor for c in head.containers if c.executor] if head else []
+    return labels[0] if labels else configured

@@ -10,13 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from dgxcluster.core.endpoint import EndpointProbe
 from dgxcluster.core.imageid import NodeImage, compare
-from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_ROLE
+from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_EXECUTOR, LABEL_ROLE
 from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.facts import ParseError, nvidia_smi, ray_status
 from dgxcluster.status.probe import Container, Image, NodeProbe, parse_api, parse_docker
+
+if TYPE_CHECKING:
+    from dgxcluster.status.ranks import RankStatus
 
 
 @dataclass
@@ -31,6 +35,7 @@ class ContainerState:
     image_ref: str
     image_id: str
     status_text: str = ""
+    executor: str | None = None  # its `dgxcluster.executor` label (ray | native)
 
     def describe(self) -> str:
         if self.state == "running":
@@ -154,6 +159,8 @@ class ClusterStatus:
     ray: RaySummary
     vllm: EndpointProbe
     vllm_process: VllmProcess | None = None
+    executor: str = "ray"  # what runs (the head container's label), else serve.executor
+    ranks: list[RankStatus] | None = None  # native: one row per vLLM rank, in place of Ray
 
     @property
     def unreachable(self) -> list[str]:
@@ -174,6 +181,8 @@ class ClusterStatus:
             "ray": self.ray.to_json(),
             "vllm": {**self.vllm.to_json(), "process": self.vllm_process.to_json()
                      if self.vllm_process else None},
+            "executor": self.executor,
+            "ranks": [r.to_json() for r in self.ranks] if self.ranks is not None else None,
         }
 
 
@@ -260,6 +269,7 @@ def container_state(c: Container, now: datetime | None) -> ContainerState:
         image_ref=c.image_ref,
         image_id=c.image_id,
         status_text=c.status_text,
+        executor=c.labels.get(LABEL_EXECUTOR),
     )
 
 

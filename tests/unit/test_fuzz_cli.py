@@ -106,6 +106,13 @@ TAIL: dict[tuple[str, ...], list[str]] = {
 }
 
 
+def _is_file(name: str) -> bool:
+    try:
+        return Path(name).is_file()
+    except OSError:  # a name longer than the filesystem allows is not a file either
+        return False
+
+
 def _rejected(check: Callable[[str], object]) -> Callable[[str], bool]:
     def bad(value: str) -> bool:
         try:
@@ -131,6 +138,7 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "smoke --prompt": st.text(alphabet=" \t\n", max_size=5),
     "build --image": texts.filter(_rejected(lambda s: ImageSettings(name=s))),
     "build --strategy": texts.filter(lambda s: s not in ("each", "distribute")),
+    "start --executor": texts.filter(lambda s: s.lower() not in ("ray", "native")),
     "model pull --revision": texts.filter(_rejected(check_revision)),
     "model sync model": texts.filter(_rejected(RepoId.parse)),
     "model pull model": texts.filter(_rejected(RepoId.parse)),
@@ -146,7 +154,7 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "metrics targets --output": texts.filter(lambda s: ".." not in s).map(
         lambda s: f"/nonexistent-dgxc-fuzz/d/{s}"),
     "recipe show name": texts.filter(_rejected(lambda s: recipe_catalog.get(s))),
-    "recipe import file": texts.filter(lambda s: not Path(s).is_file()),
+    "recipe import file": texts.filter(lambda s: not _is_file(s)),
     "recipe import --vllm": texts.filter(_rejected(vllm_snapshot.load)),
     "recipe import --output": texts.map(lambda s: f"/nonexistent-dgxc-dir/{s}/out.yaml"),
 }

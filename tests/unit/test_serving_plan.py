@@ -39,7 +39,8 @@ def test_head_docker_run_has_dgx_defaults_labels_and_fabric_addresses() -> None:
     argv = plan.docker_run(i, "spark1", PATHS, IMAGE, "cafe" * 4)
     assert argv[:5] == ["docker", "run", "-d", "--name", "dgxc-spark-head"]
     assert pairs(argv, "--label") == ["dgxcluster.cluster=spark", "dgxcluster.role=head",
-                                      "dgxcluster.node=spark1", "dgxcluster.config=cafecafecafecafe"]
+                                      "dgxcluster.node=spark1", "dgxcluster.config=cafecafecafecafe",
+                                      "dgxcluster.executor=ray"]
     assert pairs(argv, "--network") == ["host"] and pairs(argv, "--ipc") == ["host"]
     assert pairs(argv, "--shm-size") == ["10.24g"] and pairs(argv, "--gpus") == ["all"]
     assert pairs(argv, "--device") == ["/dev/infiniband"]

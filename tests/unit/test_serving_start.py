@@ -22,7 +22,11 @@ from dgxcluster.core.steps import Status
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.remote.connection import Connection
 from dgxcluster.serving import start as start_mod
-from dgxcluster.serving.start import STAGES, StartFailed, StartOptions, start
+from dgxcluster.serving.executors import native as native_mod
+from dgxcluster.serving.executors import ray as ray_mod
+from dgxcluster.serving.executors.native import NativeExecutor
+from dgxcluster.serving.executors.ray import RayExecutor
+from dgxcluster.serving.start import StartFailed, StartOptions, stages, start
 from tests.fakes import FakeConnection, Reply
 
 
@@ -63,7 +67,7 @@ class ModelCheck:
 def stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
     FakeLock.events = []
     monkeypatch.setattr(start_mod, "ClusterLock", FakeLock)
-    monkeypatch.setattr(start_mod.raywait, "wait_gcs", lambda *_a, **_k: 0.5)
+    monkeypatch.setattr(ray_mod.raywait, "wait_head", lambda *_a, **_k: 0.5)
 
 
 @pytest.fixture
@@ -95,7 +99,10 @@ def _session(inv_text: str, fakes: dict[str, FakeConnection], tmp: Path) -> Sess
 
 
 def test_the_stages_are_declared_in_order() -> None:
-    assert [s.name for s in STAGES] == ["preflight", "ray-head", "ray-workers", "ray-ready", "vllm"]
+    assert [s.name for s in stages(RayExecutor())] == [
+        "preflight", "ray-head", "ray-workers", "ray-ready", "vllm"]
+    assert [s.name for s in stages(NativeExecutor())] == [
+        "preflight", "headless", "rank0", "vllm-ready"]
 
 
 def test_a_preflight_problem_fails_there_and_changes_nothing(inv_text: str, tmp_path: Path) -> None:

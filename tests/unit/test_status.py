@@ -183,7 +183,8 @@ def test_one_round_per_node_and_head_asks_ray(tmp_path: Path) -> None:
     head_argv, worker_argv = fakes["n1"].calls[0], fakes["n2"].calls[0]
     assert head_argv[2] == worker_argv[2] == STATUS
     assert head_argv[-6] == "8265" and worker_argv[-6] == ""
-    assert head_argv[-4] == "~/.local/state/dgxcluster/demo/logs" and worker_argv[-4] == ""
+    # every node reports its vLLM launcher's files (each runs a rank with the native executor)
+    assert head_argv[-4] == worker_argv[-4] == "~/.local/state/dgxcluster/demo/logs"
     assert head_argv[-3:] == ["vllm.pid", "vllm.exit", "vllm.log"]
     assert head_argv[4] == "dgxcluster/testbed:current"
     assert head_argv == status_argv("dgxcluster/testbed", "demo", 8265,
