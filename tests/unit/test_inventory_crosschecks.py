@@ -167,3 +167,48 @@ def test_the_default_tp_on_one_node_loads_and_start_refuses_it(tmp_path: Path,
                        r"x pipeline_parallel_size 1 needs 2 GPUs, but the 1 node\(s\) have 1"):
         start(session, StartOptions(dry_run=dry_run))
     assert fake.calls == []
+
+
+# -- the native executor: one rank per node, rank 0's master port -------------------------
+
+THREE = NODES + "  - {name: c, host: 10.0.0.3, fabric_ip: 192.0.2.3}\n"
+
+
+def test_native_needs_the_world_size_shared_evenly_by_the_nodes() -> None:
+    out = problems(THREE + "serve:\n  executor: native\n")  # TP 2 on 3 nodes
+    assert ("inv.yaml:6: serve.executor: serve.executor native runs one vLLM rank on each of the "
+            "3 node(s) (--nnodes 3), which must share tensor_parallel_size 2 x "
+            "pipeline_parallel_size 1 = 2 GPUs evenly (vLLM requires the world size to be "
+            "divisible by --nnodes)") in out
+    out = problems(NODES + "serve:\n  executor: native\n  tensor_parallel_size: 4\n")
+    assert ("serve.tensor_parallel_size: serve.executor native puts 2 of the 4 GPUs "
+            "(tensor_parallel_size 4 x pipeline_parallel_size 1) on each of the 2 node(s), "
+            "but a node has 1") in out
+    ok = parse_inventory(NODES + "serve:\n  executor: native\n  tensor_parallel_size: 4\n"
+                         "ray:\n  num_gpus: 2\n", environ={})
+    assert ok.parallel_problem() is None
+    # the same inventory with Ray: 2 of the 3 nodes serve, the third idles
+    assert parse_inventory(THREE, environ={}).parallel_problem() is None
+
+
+def test_native_master_port_may_not_be_the_api_port() -> None:
+    out = problems(NODES + "serve:\n  executor: native\n  master_port: 8000\n")
+    assert "serve.master_port: 8000 is also serve.port" in out
+    # with Ray, rank 0's master port is not used: no clash to report
+    parse_inventory(NODES + "serve:\n  master_port: 8000\n", environ={})
+
+
+def test_start_executor_override_is_checked_like_the_file(tmp_path: Path) -> None:
+    from dgxcluster.inventory.load import load_inventory, with_executor
+
+    path = tmp_path / "inv.yaml"
+    path.write_text(THREE + "serve: {model: m}\n")
+    inv = load_inventory(path, environ={})
+    with pytest.raises(UsageError, match=r"^--executor: native: serve.executor native runs one "
+                       r"vLLM rank on each of the 3 node\(s\)"):
+        with_executor(inv, "native")
+    path.write_text(NODES + "serve: {model: m}\n")
+    two = load_inventory(path, environ={})
+    native = with_executor(two, "native")
+    assert native.serve.executor == "native" and native.source == two.source
+    assert with_executor(native, "ray").serve.executor == "ray"
