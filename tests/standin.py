@@ -147,6 +147,8 @@ def main(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(description="serve the vLLM stand-in's API on loopback, no Ray")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (a testbed node's, for benchmarks/watch)")
     p.add_argument("--model", default="m")
     p.add_argument("--max-model-len", type=int, default=32768)
     p.add_argument("--max-num-seqs", type=int, default=None)
@@ -155,7 +157,7 @@ def main(argv: list[str]) -> int:
     api = make_api(a.model, max_model_len=a.max_model_len, max_num_seqs=a.max_num_seqs)
     for line in api.describe():
         print(line, flush=True)
-    web.run_app(api_mod.build_app(api), host="127.0.0.1", port=a.port, print=None,
+    web.run_app(api_mod.build_app(api), host=a.host, port=a.port, print=None,
                 access_log=None)
     return 0
 

@@ -50,6 +50,7 @@ class BenchSpec:
     skip_coherence: bool = False
     api_key: Secret | None = None
     measured: dict[str, object] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # about what was measured (e.g. what could not be read)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ def run(spec: BenchSpec, target: Target, bench_tool: tool.Tool, directory: Path,
         raise BenchError("llama-benchy measured nothing (exit status "
                          f"{proc.returncode}); its last lines:\n" + "\n".join(lines)
                          + f"\n(full log: {log_path})")
-    notes = []
+    notes = list(spec.notes)
     if tracker.errors:
         notes.append(f"{tracker.errors} request(s) failed; the last: {tracker.last_error}")
     if interrupted:

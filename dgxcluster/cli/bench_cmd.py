@@ -103,23 +103,23 @@ def register(app: typer.Typer) -> None:
         if book_url is not None:
             split_url(book_url, "--book-url")
         old = results.load(compare) if compare is not None else None
-        measured: dict[str, object] = {}
-        if url is None:
-            from dgxcluster.core.endpoint import base_url
-
-            inv = state(ctx).inventory()
-            url = base_url(inv) + "/v1"
-            measured = {"model": inv.serve.model, "revision": inv.serve.revision,
-                        "node_count": len(inv.nodes)}
         key_value = os.environ.get(api_key_env)
         if api_key_env != "VLLM_API_KEY" and not key_value:
             raise UsageError(f"${api_key_env} is not set", "--api-key-env")
         api_key = Secret(key_value, api_key_env) if key_value else None
         bench_tool = None if dry_run else tool.find()
+        measured: dict[str, object] = {}
+        notes: list[str] = []
+        if url is None:
+            from dgxcluster.core.endpoint import api_url
+
+            url = api_url(state(ctx).inventory())
+            if not dry_run:
+                measured, notes, api_key = _from_cluster(ctx, api_key, api_key_env)
         target = _resolve(url, model, api_key)
         spec = BenchSpec(url=target.url, preset=preset, sweep=sweep, model=model,
                          tokenizer=tokenizer, book_url=book_url, skip_coherence=skip_coherence,
-                         api_key=api_key, measured=measured)
+                         api_key=api_key, measured=measured, notes=tuple(notes))
         if dry_run:
             import shlex
 
@@ -133,6 +133,17 @@ def register(app: typer.Typer) -> None:
         assert bench_tool is not None
         outcome = _run(spec, target, bench_tool, output)
         _finish(outcome, output, old, json_out)
+
+
+def _from_cluster(ctx: typer.Context, api_key: Secret | None, api_key_env: str
+                  ) -> tuple[dict[str, object], list[str], Secret | None]:
+    """What the cluster runs (bench.measured), and the API key the inventory's secrets hold
+    under `api_key_env` when the environment has none."""
+    from dgxcluster.bench.measured import collect
+
+    with state(ctx).session("bench") as session:
+        measured, notes = collect(session)
+        return measured, notes, api_key or session.secrets.get(api_key_env)
 
 
 def _resolve(url: str, model: str | None, api_key: Secret | None) -> Target:

@@ -17,13 +17,18 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="Print the nodes as JSON.")] = False,
     ) -> None:
         """List the inventory's nodes, their SSH address, fabric IP and role. Connects nowhere;
-        use it to check an inventory file (exit 2 if it is wrong)."""
+        use it to check an inventory file (exit 2 if it is wrong), the recipe it names and
+        its vLLM flags (checked against the image's vLLM release, as `start` does)."""
         import json
 
         from rich.console import Console
         from rich.table import Table
 
-        inv = state(ctx).inventory()
+        from dgxcluster.cli.servesettings import check_flags
+
+        st = state(ctx)
+        inv = st.inventory()
+        flags = check_flags(st.merged())
         rows = [
             {
                 "name": n.name,
@@ -47,3 +52,6 @@ def register(app: typer.Typer) -> None:
             table.add_row(str(r["name"]), str(r["role"]), f"{user}{r['host']}:{r['port']}",
                           str(r["fabric_ip"]), ", ".join(r["rail_ips"]))  # type: ignore[arg-type]
         Console().print(table)
+        recipe = st.merged().label
+        typer.echo(f"serve: {inv.serve.model or '(no model)'}" + (f" ({recipe})" if recipe else "")
+                   + f"; {flags.summary()}")

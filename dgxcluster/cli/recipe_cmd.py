@@ -33,16 +33,15 @@ def _json(doc: Any) -> None:
 
 def generated_argv(recipe: Recipe) -> list[str]:
     """What dgxcluster passes after `vllm serve` for this recipe's model and topology (on
-    placeholder nodes: only the serve settings matter)."""
+    placeholder nodes: only the serve settings matter), as `start --recipe` would merge it."""
     from dgxcluster.inventory.schema import InventoryModel
-    from dgxcluster.recipes.check import serve_settings
-    from dgxcluster.serving.plan import serve_command
+    from dgxcluster.recipes.merge import apply
+    from dgxcluster.serving.flagcheck import generated
 
     inv = InventoryModel.model_validate({
         "nodes": [{"name": f"node{i + 1}", "host": f"node{i + 1}", "fabric_ip": f"10.0.0.{i + 1}"}
-                  for i in range(recipe.nodes)],
-        "serve": serve_settings(recipe)})
-    return serve_command(inv)[2:]
+                  for i in range(recipe.nodes)]})
+    return generated(apply(inv, recipe, environ={}, lenient=True).inventory)
 
 
 def _problems(recipe: Recipe) -> list[str]:

@@ -11,7 +11,8 @@ from dgxcluster.cli.state import errors_to_exit, finish, state
 
 if TYPE_CHECKING:
     from dgxcluster.inventory.load import Inventory
-    from dgxcluster.models.check import StartModelCheck
+    from dgxcluster.recipes.merge import Merged
+    from dgxcluster.serving.preflight import NodeCheck
     from dgxcluster.serving.stop import StopReport
 
 
@@ -26,14 +27,20 @@ def _interrupt_on_term() -> None:
     signal.signal(signal.SIGHUP, interrupt)
 
 
-def _model_check(inv: Inventory) -> StartModelCheck | None:
-    """`start`'s preflight looks for serve.model in every node's HF cache: the check lives in
-    `models`, and the CLI hands it to serving (capabilities do not import each other)."""
+def _model_check(merged: Merged[Inventory], force: bool) -> NodeCheck | None:
+    """`start`'s preflight looks for serve.model in every node's HF cache and checks that its
+    weights fit each node's memory: the model check lives in `models`, and the CLI hands it to
+    serving (capabilities do not import each other), inside serving's fit check."""
     from dgxcluster.models.check import start_check
+    from dgxcluster.serving.fitcheck import for_inventory
 
+    inv = merged.inventory
     if inv.serve.model is None:
         return None  # start itself says serve.model is missing
-    return start_check(inv.serve.model, inv.serve.revision, inv.container.hf_cache, inv.head_name)
+    inner = start_check(inv.serve.model, inv.serve.revision, inv.container.hf_cache, inv.head_name)
+    recipe = merged.recipe
+    return for_inventory(inner, inv, memory_gb=recipe.memory_gb if recipe else None,
+                         recipe=recipe.name if recipe else "", force=force)
 
 
 class ExecutorChoice(str, Enum):
@@ -61,7 +68,23 @@ def register(app: typer.Typer) -> None:
         skip_model_check: Annotated[bool, typer.Option(
             "--skip-model-check",
             help="Start even if serve.model is not complete in every node's HF cache "
-                 "(vLLM would then download it on each node, or fail offline).")] = False,
+                 "(vLLM would then download it on each node, or fail offline; no fit check).")
+        ] = False,
+        recipe: Annotated[
+            Optional[str],  # noqa: UP045
+            typer.Option("--recipe", metavar="NAME",
+                         help="Serve this recipe (`dgxcluster recipe ls`, or a recipe file) instead "
+                              "of serve.recipe; keys the inventory sets still win."),
+        ] = None,
+        skip_flag_check: Annotated[bool, typer.Option(
+            "--skip-flag-check",
+            help="Pass vLLM flags the check refuses (a flag of a newer vLLM than the snapshots); "
+                 "vLLM judges them itself, and start fails fast with its log if it refuses.")
+        ] = False,
+        force: Annotated[bool, typer.Option(
+            "--force", help="Start even if the model's weights do not fit a node's memory "
+                            "(the estimate is printed; a DGX Spark can freeze when over-asked).")
+        ] = False,
         executor: Annotated[
             Optional[ExecutorChoice],  # noqa: UP045
             typer.Option("--executor", case_sensitive=False,
@@ -77,27 +100,35 @@ def register(app: typer.Typer) -> None:
         Stages, each reported per node: lock, preflight, env-files, then with Ray ray-head,
         ray-workers, ray-ready, vllm; native: headless (every node but the head, in
         parallel), rank0 (the head); then vllm-ready. Then prints the endpoint and a curl.
-        Preflight also checks that serve.model (at serve.revision) is complete in every
-        node's HF cache (`dgxcluster model pull|sync` put it there).
+        Before any node is touched, every vLLM flag (a recipe's and serve.extra_args) is
+        checked against the argument table of the image's vLLM release (exit 2 if vLLM would
+        refuse it). Preflight also checks that serve.model (at serve.revision) is complete in
+        every node's HF cache (`dgxcluster model pull|sync` put it there) and that its weights
+        fit each node's memory at serve.gpu_memory_utilization (default 0.8); native: that
+        serve.master_port is free on the head.
         Idempotent: the same configuration already running and healthy is left alone. A
         failure (or Ctrl-C) removes what this run created unless --keep-on-failure.
         Exit 0 ready, 1 a step failed, 2 bad inventory/options, 3 a node was unreachable.
         """
         from dgxcluster.cli.output import LiveNodes, outcome_table
+        from dgxcluster.cli.servesettings import check_flags, print_settings
         from dgxcluster.serving.start import StartFailed, StartOptions
         from dgxcluster.serving.start import start as run_start
 
         _interrupt_on_term()
         st = state(ctx)
+        st.recipe = recipe
         inv = st.inventory()
         if executor is not None:
             from dgxcluster.inventory.load import with_executor
 
             inv = with_executor(inv, executor.value)
             st.use(inv)
+        merged = st.merged()
+        flags = check_flags(merged, skip=skip_flag_check)
         opts = StartOptions(dry_run=dry_run, restart=restart, keep_on_failure=keep_on_failure,
                             ready_timeout_s=timeout, skip_model_check=skip_model_check,
-                            model_check=None if skip_model_check else _model_check(inv))
+                            model_check=None if skip_model_check else _model_check(merged, force))
         with st.session("start") as session:
             try:
                 with LiveNodes(inv.names, "dgxcluster start") as live:
@@ -107,6 +138,7 @@ def register(app: typer.Typer) -> None:
                 raise
         if dry_run:
             typer.echo(f"# dry run: nothing was changed. image {report.image}, config {report.config}")
+            print_settings(merged, flags)
             for title, lines in report.dry_run:
                 typer.echo(f"\n# {title}")
                 for line in lines:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from dgxcluster.core.session import Session
     from dgxcluster.core.steps import Outcome
     from dgxcluster.inventory.load import Inventory
+    from dgxcluster.recipes.merge import Merged
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,19 +27,42 @@ class CliState:
     inventory_path: Path | None = None
     verbose: int = 0
     log_format: str = "console"
+    #: `start --recipe`: the recipe to serve this time instead of serve.recipe
+    recipe: str | None = None
     _inventory: Inventory | None = field(default=None, repr=False)
+    _merged: Merged[Inventory] | None = field(default=None, repr=False)
 
     def inventory(self) -> Inventory:
-        """Load the inventory once (exit 2 with a clear message if it is wrong)."""
+        """Load the inventory once (exit 2 with a clear message if it is wrong), with the
+        recipe it names (or `recipe`) merged under its own keys: every command sees one cluster."""
         if self._inventory is None:
             from dgxcluster.inventory.load import load_inventory
 
-            self._inventory = load_inventory(self.inventory_path)
+            inv = load_inventory(self.inventory_path)
+            if self.recipe or inv.serve.recipe:
+                from dgxcluster.recipes.merge import resolve
+
+                self._merged = resolve(inv, self.recipe)
+                inv = self._merged.inventory
+            self._inventory = inv
         return self._inventory
 
     def use(self, inventory: Inventory) -> None:
         """This invocation's inventory as an option changed it (`start --executor`)."""
         self._inventory = inventory
+        if self._merged is not None:
+            from dataclasses import replace
+
+            self._merged = replace(self._merged, inventory=inventory)
+
+    def merged(self) -> Merged[Inventory]:
+        """The inventory with where each serve setting came from (recipe, inventory, default)."""
+        inv = self.inventory()
+        if self._merged is None:
+            from dgxcluster.recipes.merge import plain
+
+            self._merged = plain(inv)
+        return self._merged
 
     def session(self, command: str) -> Session:
         from dgxcluster.core.session import Session

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -17,17 +17,40 @@ def register(app: typer.Typer) -> None:
     @errors_to_exit
     def status(
         ctx: typer.Context,
-        json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        seconds: Annotated[Optional[float], typer.Argument(  # noqa: UP045 - typer on 3.10
+            help="With --watch: seconds between refreshes (default 2).", show_default=False,
+            metavar="[SECONDS]")] = None,
+        watch: Annotated[bool, typer.Option(
+            "--watch", "-w", help="Live view, refreshed every SECONDS until Ctrl-C: per node "
+            "containers, GPU utilisation/temperature/power and memory; serving load, "
+            "throughput and latency.")] = False,
+        json_out: Annotated[bool, typer.Option(
+            "--json", help="Print the report as JSON (with --watch: one object per line "
+            "per refresh).")] = False,
     ) -> None:
         """Per node: reachable, Docker, image tag and ID, dgxcluster containers (role, state,
-        uptime), GPU. Cluster-wide: image the same everywhere and as built from the
+        uptime), GPU, memory. Cluster-wide: image the same everywhere and as built from the
         inventory's context, Ray nodes and GPUs (native executor: each vLLM rank's node,
-        rank, alive or not and last log line), vLLM health, models and endpoint.
+        rank, alive or not and last log line), vLLM health, models and endpoint, and rank
+        0's serving metrics (requests running and waiting, KV-cache usage, prompt and
+        generation tokens/s over about a second, TTFT and inter-token latency p50/p95).
 
         Exit 0 when every node answered (whatever is or is not running), 3 if a node was
-        unreachable (the report still covers the others).
+        unreachable (the report still covers the others). `--watch` exits 0 on Ctrl-C.
         """
         import json
+
+        from dgxcluster.errors import UsageError
+
+        if seconds is not None and not watch:
+            raise UsageError("a refresh interval needs --watch", "SECONDS")
+        if watch:
+            from dgxcluster.cli.status_watch import DEFAULT_S, check_interval, run_watch
+
+            interval = check_interval(DEFAULT_S if seconds is None else seconds)
+            with state(ctx).session("status") as session:
+                run_watch(session, interval, json_out)
+            raise typer.Exit(0)
 
         from dgxcluster.status.gather import gather
 
@@ -88,6 +111,21 @@ def _print(report: ClusterStatus) -> None:
     proc = report.vllm_process
     if proc is not None and not v.ready and proc.state != "absent":
         out.print(f"       on {report.head}: {proc.describe()}", highlight=False, soft_wrap=True)
+    _print_serving(report)
+
+
+def _print_serving(report: ClusterStatus) -> None:
+    from dgxcluster.cli.reportout import report_console
+
+    out = report_console()
+    if report.serving is not None:
+        from dgxcluster.cli.servingtext import serving_lines
+
+        for label, line in zip(("serving", "", ""), serving_lines(report.serving), strict=True):
+            out.print(f"[bold]{label:<8}[/bold]{line}", highlight=False, soft_wrap=True)
+    elif report.serving_error:
+        out.print(f"[bold]serving[/bold] [yellow]no metrics[/yellow]: {report.serving_error}",
+                  highlight=False, soft_wrap=True)
 
 
 def _print_ranks(report: ClusterStatus) -> None:

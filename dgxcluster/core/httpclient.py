@@ -53,6 +53,72 @@ def get(url: str, timeout: float, headers: Mapping[str, str] | None = None) -> t
         conn.close()
 
 
+class KeepAlive:
+    """GETs over one HTTP/1.1 connection kept open between requests to the same server, for
+    a caller that asks again and again (`status --watch`: one request per refresh, no TCP
+    handshake each time). A connection the server closed while idle is opened again once
+    (a GET may be repeated); an answer read only in part closes it. Not thread-safe: one
+    caller at a time. `connections` counts the connections it opened."""
+
+    def __init__(self, headers: Mapping[str, str] | None = None) -> None:
+        self._headers = dict(headers or {})
+        self._conn: http.client.HTTPConnection | None = None
+        self._server: tuple[str, int] | None = None
+        self.connections = 0
+
+    def get(self, url: str, timeout: float) -> tuple[int, str]:
+        """As `get`, in the shape `core.endpoint.Getter` takes."""
+        fresh, path = _connect(url, timeout)
+        server = (fresh.host, fresh.port)
+        reused = self._conn is not None and self._server == server
+        if not reused:
+            self.close()
+            self._conn, self._server = fresh, server
+            self.connections += 1
+        try:
+            return self._request(path, timeout)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                self.close()
+                raise
+        self.close()  # the server dropped the idle connection: once more on a new one
+        self._conn, self._server = _connect(url, timeout)[0], server
+        self.connections += 1
+        try:
+            return self._request(path, timeout)
+        except OSError:
+            self.close()
+            raise
+
+    def _request(self, path: str, timeout: float) -> tuple[int, str]:
+        conn = self._conn
+        assert conn is not None
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        try:
+            conn.request("GET", path, headers=self._headers)
+            resp = conn.getresponse()
+            body = resp.read(MAX_BODY)
+            if resp.will_close or not resp.isclosed():
+                self.close()
+            return resp.status, body.decode("utf-8", "replace")
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            raise
+        except http.client.HTTPException as exc:
+            self.close()
+            raise OSError(f"bad HTTP answer: {exc!r}") from None
+        except OSError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+        self._server = None
+
+
 def getter(headers: Mapping[str, str]) -> Callable[[str, float], tuple[int, str]]:
     """`get` with fixed headers (e.g. `Authorization` for an endpoint started with an API
     key), in the shape `core.endpoint.Getter` takes."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
@@ -160,6 +160,22 @@ def parse_inventory(
         ) from None
     object.__setattr__(inv, "_source", source.resolve() if source else None)
     return inv
+
+
+M = TypeVar("M", bound=InventoryModel)
+
+
+def revalidate(inv: M, data: dict[str, Any], shown: str) -> M:
+    """`inv`'s kind of model from `data`: what the file and environment set (a dump of `inv`
+    with `exclude_unset`) plus values merged in from elsewhere (a recipe), checked as a whole.
+    The environment is not read again: `data` already carries its overrides."""
+    try:
+        new = _build(data, {}) if isinstance(inv, Inventory) else type(inv).model_validate(data)
+    except ValidationError as exc:
+        raise InventoryError(shown, _problems(exc, {}, {})) from None
+    if isinstance(new, Inventory) and isinstance(inv, Inventory):
+        object.__setattr__(new, "_source", inv.source)
+    return new  # type: ignore[return-value]
 
 
 def _short(shown: str, limit: int = 200) -> str:

@@ -268,6 +268,9 @@ class RaySettings(Strict):
 
 
 Executor = Literal["ray", "native"]
+#: NVIDIA's vLLM container release notes ("Known Issues", 26.01-26.10): vLLM's default
+#: allocation over-commits DGX Spark's unified memory; its two-Spark playbook passes 0.8.
+SAFE_GPU_MEMORY_UTILIZATION = 0.8
 
 
 class ServeSettings(Strict):
@@ -275,6 +278,9 @@ class ServeSettings(Strict):
     container, workers through Ray) or vLLM's own multi-node executor (one `vllm serve` per
     node: rank 0 on the head serves the API, the others run `--headless`)."""
 
+    recipe: str | None = Field(
+        default=None, min_length=1, max_length=1024,
+        description="a recipe (`dgxcluster recipe ls`) or recipe file; the keys set here win")
     model: str | None = Field(default=None, min_length=1, max_length=512)
     revision: str | None = Field(default=None, max_length=128)
     tensor_parallel_size: int = Field(default=2, ge=1, le=1024)
@@ -289,7 +295,7 @@ class ServeSettings(Strict):
         "ranks (vLLM's --master-port; 29501 is vLLM's default)")
     host: str = "0.0.0.0"  # noqa: S104 - the API must be reachable from the operator's machine
     max_model_len: int | None = Field(default=None, ge=1)
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    gpu_memory_utilization: float | None = Field(default=SAFE_GPU_MEMORY_UTILIZATION, gt=0, le=1)
     served_model_name: str | None = Field(default=None, min_length=1, max_length=512)
     extra_args: list[str] = Field(default_factory=list)
     ready_timeout_s: Seconds = 1800.0
@@ -301,6 +307,11 @@ class ServeSettings(Strict):
     @classmethod
     def _plain(cls, v: str | None) -> str | None:
         return _not_an_option(v, "value")
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe(cls, v: str | None) -> str | None:
+        return None if v is None else _no_control_chars(v, "recipe")
 
     @field_validator("extra_args")
     @classmethod

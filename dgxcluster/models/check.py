@@ -17,6 +17,7 @@ from dgxcluster.models.layout import CacheEntry, NodeCache
 from dgxcluster.models.presence import NodeEntry, Presence, evaluate, revision_presence
 from dgxcluster.models.repoid import RepoId, check_revision
 from dgxcluster.remote.connection import Connection
+from dgxcluster.vllmcli import fit
 
 
 def _scan(session: Session, folders: Sequence[str],
@@ -109,12 +110,31 @@ class StartModelCheck:
         assert self.served.repo is not None
         return scan_one(NodeModels.at(conn, paths, self.hf_cache), self.served.repo)
 
+    def _presence(self, answers: Mapping[str, object]) -> tuple[dict[str, NodeEntry],
+                                                               dict[str, Presence]]:
+        repo = self.served.repo
+        assert repo is not None
+        entries: dict[str, NodeEntry] = {
+            n: e for n, e in answers.items() if e is None or isinstance(e, (CacheEntry, BaseException))}
+        return entries, revision_presence(repo.id, entries, self.served.revision, self.head)
+
+    def weights(self, answers: Mapping[str, object]) -> int | None:
+        """Bytes of the served revision's weight files (safetensors), from the scans `read` made
+        (for `start`'s will-it-fit); None when no node holds it complete or it has none."""
+        entries, presence = self._presence(answers)
+        for node, p in presence.items():
+            e = entries.get(node)
+            if p.complete and p.commit and isinstance(e, CacheEntry):
+                sizes = {path: (e.blob_size(blob) if blob else
+                                e.files.get(f"snapshots/{p.commit}/{path}", (0, None))[0]) or 0
+                         for path, blob in e.snapshot(p.commit).items()}
+                return fit.safetensors_bytes(sizes) or None
+        return None
+
     def judge(self, answers: Mapping[str, object]) -> dict[str, tuple[bool, str]]:
         repo = self.served.repo
         assert repo is not None
-        entries = {n: e for n, e in answers.items()
-                   if e is None or isinstance(e, (CacheEntry, BaseException))}
-        presence = revision_presence(repo.id, entries, self.served.revision, self.head)
+        _, presence = self._presence(answers)
         missing = missing_lines(self.served, presence)
         return {node: (False, missing[node]) if node in missing else
                 (True, f"model {repo.id} complete ({(p.commit or '?')[:12]}, {p.files} files)")

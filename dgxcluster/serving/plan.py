@@ -64,6 +64,8 @@ def ray_command(inv: InventoryModel, node: str) -> list[str]:
     else:
         argv = ["ray", "start", "--block", f"--address={inv.head_node.fabric_ip}:{ray.port}",
                 f"--node-ip-address={spec.fabric_ip}"]
+    # each node's metrics agent on a known port, so `metrics targets` names a real endpoint
+    argv.append(f"--metrics-export-port={ray.metrics_export_port}")
     if ray.num_gpus is not None:
         argv.append(f"--num-gpus={ray.num_gpus}")
     return argv

@@ -1,20 +1,27 @@
 """`dgxcluster status`: one SSH round per node, in parallel with the vLLM endpoint check.
 
 While the nodes answer, the operator also hashes the build context (the image tag the
-inventory expects) and asks the vLLM endpoint over HTTP; none waits for another.
+inventory expects) and asks the vLLM endpoint over HTTP; none waits for another. When the
+endpoint is ready, rank 0's `/metrics` is read twice: once as soon as the endpoint answered,
+once after the nodes did, at least `RATE_INTERVAL_S` later, so that prompt and generation
+throughput are rates over that interval (one scrape gives no rate). Latency quantiles in
+one-shot status cover everything since the server started.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from dgxcluster.core import imageid
 from dgxcluster.core.endpoint import EndpointProbe, base_url, probe
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.ranks import node_ranks
+from dgxcluster.core.servingmetrics import MetricsError, Reader
 from dgxcluster.core.session import Session
-from dgxcluster.errors import ConnectError, DgxClusterError
+from dgxcluster.errors import CommandTimeout, ConnectError, DgxClusterError
+from dgxcluster.facts.vllm_metrics import ServingMetrics
 from dgxcluster.remote.connection import Connection
 from dgxcluster.secrets import CollectedRedactor
 from dgxcluster.status.probe import NodeProbe, parse, status_argv
@@ -29,6 +36,8 @@ from dgxcluster.status.report import (
 )
 
 ROUND_TIMEOUT_S = 30.0
+#: The shortest interval one-shot status measures throughput over.
+RATE_INTERVAL_S = 1.0
 
 
 def expected_tag(session: Session) -> str:
@@ -40,67 +49,132 @@ def endpoint(session: Session) -> EndpointProbe:
     return probe(base_url(session.inventory), timeout=3.0)
 
 
+def metrics_reader(session: Session) -> Reader:
+    """Latency quantiles since the server started: one-shot status sees one second only."""
+    return Reader(base_url(session.inventory), timeout=3.0, window_s=None)
+
+
+@dataclass
+class Round:
+    """What one SSH round gave: every node's status, and the probes of those that answered."""
+
+    nodes: list[NodeStatus]
+    probes: dict[str, NodeProbe]
+    timed_out: set[str] = field(default_factory=set)  # still running when the round ended
+
+
+def node_round(session: Session, nodes: Sequence[str] | None = None,
+               timeout: float | None = None,
+               finished: Callable[[str], None] | None = None) -> Round:
+    """Run the status script on `nodes` (default every node) at once, one SSH round each.
+    `timeout`: how long to wait for a node (`Cluster.map`'s); `finished(node)` is called
+    when a node's call has ended, also one the round stopped waiting for."""
+    inv = session.inventory
+    head = inv.head_name
+    log_dir = NodePaths.unresolved(inv.state_dir, inv.cluster).log_dir
+
+    def one(conn: Connection) -> NodeProbe:
+        try:
+            on_head = conn.node == head
+            argv = status_argv(inv.image.name, inv.cluster,
+                               inv.ray.dashboard_port if on_head else None,
+                               log_dir)  # native: every node runs a rank
+            res = conn.run(argv, timeout=ROUND_TIMEOUT_S)
+            return parse(res.stdout)
+        finally:
+            if finished is not None:
+                finished(conn.node)
+
+    group = session.cluster.map(one, nodes, timeout=timeout)
+    out = Round([], {})
+    for name in group:
+        role = "head" if name == head else "worker"
+        value = group[name]
+        if isinstance(value, NodeProbe):
+            out.probes[name] = value
+            out.nodes.append(node_status(name, role, value))
+        elif isinstance(value, CommandTimeout):
+            out.timed_out.add(name)
+            out.nodes.append(NodeStatus(name, role, reachable=True, error=str(value)))
+        elif isinstance(value, ConnectError):
+            out.nodes.append(NodeStatus(name, role, reachable=False, error=value.reason))
+        else:
+            out.nodes.append(NodeStatus(name, role, reachable=True, error=str(value)))
+    return out
+
+
+def read_metrics(reader: Reader, min_interval: float = 0.0) -> tuple[ServingMetrics | None,
+                                                                     str | None]:
+    """One scrape through `reader`: the summary, or why there is none (never raises for
+    the network or a server that is not vLLM)."""
+    try:
+        return reader.read(min_interval), None
+    except (OSError, MetricsError) as exc:
+        return None, str(exc).strip() or type(exc).__name__
+
+
+def _endpoint_then_metrics(session: Session, check: Callable[[Session], EndpointProbe],
+                           reader: Reader) -> tuple[EndpointProbe, str | None]:
+    state = check(session)
+    error = None
+    if state.ready:
+        _, error = read_metrics(reader)
+    return state, error
+
+
+def _error_text(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, DgxClusterError) else f"{type(exc).__name__}: {exc}"
+
+
 def gather(
     session: Session,
     *,
     expected: Callable[[Session], str] = expected_tag,
     check_endpoint: Callable[[Session], EndpointProbe] = endpoint,
+    reader: Callable[[Session], Reader] = metrics_reader,
 ) -> ClusterStatus:
     inv = session.inventory
     head = inv.head_name
+    scraper = reader(session)
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="status")
     tag_job = pool.submit(expected, session)
-    vllm_job = pool.submit(check_endpoint, session)
+    vllm_job = pool.submit(_endpoint_then_metrics, session, check_endpoint, scraper)
     pool.shutdown(wait=False)
 
-    log_dir = NodePaths.unresolved(inv.state_dir, inv.cluster).log_dir
-
-    def one(conn: Connection) -> NodeProbe:
-        # every node reports its vLLM launcher's files: with the native executor each runs a rank
-        on_head = conn.node == head
-        argv = status_argv(inv.image.name, inv.cluster, inv.ray.dashboard_port if on_head else None,
-                           log_dir)
-        res = conn.run(argv, timeout=ROUND_TIMEOUT_S)
-        return parse(res.stdout)
-
-    group = session.cluster.map(one)
+    done = node_round(session)
     tag: str | None = None
     tag_error = None
     failed = tag_job.exception()
     if failed is None:
         tag = tag_job.result()
     else:
-        tag_error = str(failed) if isinstance(failed, DgxClusterError) \
-            else f"{type(failed).__name__}: {failed}"
-    nodes: list[NodeStatus] = []
-    probes: dict[str, NodeProbe] = {}
-    for name in group:
-        role = "head" if name == head else "worker"
-        value = group[name]
-        if isinstance(value, NodeProbe):
-            probes[name] = value
-            nodes.append(node_status(name, role, value))
-        elif isinstance(value, ConnectError):
-            nodes.append(NodeStatus(name, role, reachable=False, error=value.reason))
-        else:
-            nodes.append(NodeStatus(name, role, reachable=True, error=str(value)))
-    executor = running_executor(next((n for n in nodes if n.node == head), None),
-                                inv.serve.executor)
+        tag_error = _error_text(failed)
+    head_status = next((n for n in done.nodes if n.node == head), None)
+    executor = running_executor(head_status, inv.serve.executor)
     redact = CollectedRedactor(inv.secrets.env, session.redactor).text
     down = vllm_job.exception()
-    vllm = vllm_job.result() if down is None else EndpointProbe(
-        base_url(inv), "unreachable", error=str(down))
+    if down is None:
+        vllm, serving_error = vllm_job.result()
+    else:
+        vllm, serving_error = EndpointProbe(base_url(inv), "unreachable", error=str(down)), None
+    serving = None
+    if vllm.ready and serving_error is None:
+        serving, serving_error = read_metrics(scraper, RATE_INTERVAL_S)
+    scraper.close()
     return ClusterStatus(
         cluster=inv.cluster,
         head=head,
-        nodes=nodes,
-        image=image_summary(inv.image.name, nodes, tag, tag_error),
-        ray=ray_summary(head, probes.get(head), len(inv.nodes)),
+        nodes=done.nodes,
+        image=image_summary(inv.image.name, done.nodes, tag, tag_error),
+        ray=ray_summary(head, done.probes.get(head), len(inv.nodes)),
         vllm=vllm,
         vllm_process=vllm_process(
-            probes.get(head), next((n for n in nodes if n.node == head), None), redact),
+            done.probes.get(head), head_status, redact),
+        serving=serving,
+        serving_error=serving_error if vllm.ready else None,
         executor=executor,
-        ranks=rank_rows(node_ranks(inv), probes, nodes, redact) if executor == "native" else None,
+        ranks=rank_rows(node_ranks(inv), done.probes, done.nodes, redact)
+        if executor == "native" else None,
     )
 
 

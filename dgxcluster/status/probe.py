@@ -10,6 +10,8 @@ The script prints sections (`@@ name`), each followed by `@@ rc N`:
           kinds), used when curl is missing or DOCKER_HOST / a docker context points
           elsewhere. `rc` non-zero in either: Docker itself is not usable.
   gpu     `nvidia-smi` (its table, parsed by facts.nvidia_smi)
+  mem     the node's memory from /proc/meminfo (facts.meminfo: on a Spark, CPU and GPU
+          share it, and nvidia-smi reports none)
   ray     head node only: the Ray dashboard's cluster status, asked on the head's own
           loopback, so the dashboard need not be exposed to the operator's network
   vllm    what `start`'s launcher leaves in the node's log folder (vLLM's pid and, once it
@@ -25,11 +27,13 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from dgxcluster.core.naming import LABEL_CLUSTER, MOVING_TAG
 from dgxcluster.core.nodepaths import VLLM_EXIT, VLLM_LOG, VLLM_PID
+from dgxcluster.facts import meminfo
 from dgxcluster.remote.command import shell
 
 # One `docker inspect` for the cluster's containers and the image's moving tag together:
@@ -75,6 +79,9 @@ fi
 echo '@@ gpu'
 timeout 10 nvidia-smi 2>&1
 printf '\n@@ rc %s\n' "$?"
+echo '@@ mem'
+@MEMINFO@ 2>&1
+printf '@@ rc %s\n' "$?"
 if [ -n "$4" ]; then
   echo '@@ ray'
   u="http://127.0.0.1:$4/api/cluster_status?format=1"
@@ -94,6 +101,7 @@ if [ -n "$6" ]; then
   printf '@@ rc 0\n'
 fi
 """
+STATUS = STATUS.replace("@MEMINFO@", shlex.join(meminfo.ARGV))
 
 
 def status_argv(image: str, cluster: str, dashboard_port: int | None,

@@ -8,7 +8,7 @@ inventory's build context gives; Ray (nodes alive, GPUs); vLLM (health, models, 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -16,7 +16,8 @@ from dgxcluster.core.endpoint import EndpointProbe
 from dgxcluster.core.imageid import NodeImage, compare
 from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_EXECUTOR, LABEL_ROLE
 from dgxcluster.core.steps import Outcome, Status
-from dgxcluster.facts import ParseError, nvidia_smi, ray_status
+from dgxcluster.facts import ParseError, meminfo, nvidia_smi, ray_status
+from dgxcluster.facts.vllm_metrics import ServingMetrics
 from dgxcluster.status.probe import Container, Image, NodeProbe, parse_api, parse_docker
 
 if TYPE_CHECKING:
@@ -77,6 +78,9 @@ class NodeStatus:
     containers: list[ContainerState] = field(default_factory=list)
     gpu: str | None = None
     gpu_error: str | None = None
+    gpus: list[nvidia_smi.Gpu] = field(default_factory=list)  # utilisation, temperature, power
+    memory: meminfo.Memory | None = None
+    memory_error: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -89,6 +93,9 @@ class NodeStatus:
             "containers": [c.to_json() for c in self.containers],
             "gpu": self.gpu,
             "gpu_error": self.gpu_error,
+            "gpus": [asdict(g) for g in self.gpus],
+            "memory": self.memory.to_json() if self.memory else None,
+            "memory_error": self.memory_error,
         }
 
 
@@ -159,6 +166,8 @@ class ClusterStatus:
     ray: RaySummary
     vllm: EndpointProbe
     vllm_process: VllmProcess | None = None
+    serving: ServingMetrics | None = None  # rank 0's /metrics, when it answered
+    serving_error: str | None = None
     executor: str = "ray"  # what runs (the head container's label), else serve.executor
     ranks: list[RankStatus] | None = None  # native: one row per vLLM rank, in place of Ray
 
@@ -180,7 +189,9 @@ class ClusterStatus:
             "image": self.image.to_json(),
             "ray": self.ray.to_json(),
             "vllm": {**self.vllm.to_json(), "process": self.vllm_process.to_json()
-                     if self.vllm_process else None},
+                     if self.vllm_process else None,
+                     "metrics": self.serving.to_json() if self.serving else None,
+                     "metrics_error": self.serving_error},
             "executor": self.executor,
             "ranks": [r.to_json() for r in self.ranks] if self.ranks is not None else None,
         }
@@ -240,7 +251,19 @@ def node_status(node: str, role: str, probe: NodeProbe) -> NodeStatus:
     gpu = probe.section("gpu")
     if gpu is not None:
         st.gpu, st.gpu_error = gpu_summary(gpu.text, gpu.rc)
+        if st.gpu is not None:
+            st.gpus = nvidia_smi.read(gpu.text).gpus
+    mem = probe.section("mem")
+    if mem is not None:
+        st.memory, st.memory_error = memory(mem.text, mem.rc)
     return st
+
+
+def memory(text: str, rc: int | None) -> tuple[meminfo.Memory | None, str | None]:
+    try:
+        return meminfo.parse(text), None
+    except ParseError as exc:
+        return None, str(exc) if rc == 0 else f"{_first_line(text) or exc} (exit {rc})"
 
 
 def image_state(image: Image | None) -> ImageState:

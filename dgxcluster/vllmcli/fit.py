@@ -14,13 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dgxcluster.core.units import human_bytes
+from dgxcluster.inventory import schema
 
 GIB = 1024**3
 
 # NVIDIA's vLLM container release notes (26.01-26.05, "Known Issues"): `vllm serve` allocates
 # aggressively by default (effectively --gpu-memory-utilization ~1.0) and on shared/unified
 # memory (DGX Spark, Jetson) this can run out of memory. NVIDIA's two-Spark playbook passes 0.8.
-SAFE_GPU_MEMORY_UTILIZATION = 0.8
+# It is serve.gpu_memory_utilization's default (the inventory's schema holds the number).
+SAFE_GPU_MEMORY_UTILIZATION = schema.SAFE_GPU_MEMORY_UTILIZATION
 # Above this, vLLM's start-up check tends to fail on a 128 GB Spark: free CUDA memory at boot
 # caps near 102 of 121.7 GiB even headless with caches dropped (MiaAI-Lab GLM-5.3 issue #47).
 STARTUP_CEILING = 0.83

@@ -117,3 +117,42 @@ def load(version: str) -> Snapshot:
 
 def newest() -> Snapshot:
     return load(available()[-1])
+
+
+def release(v: str) -> tuple[int, ...]:
+    """The numeric release of a version string: `0.23.1rc1.dev5+g1a2b` -> (0, 23, 1)."""
+    m = re.match(r"^v?(\d+(?:\.\d+)*)", v.strip())
+    return tuple(int(p) for p in m.group(1).split(".")) if m else ()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The snapshot flags of vLLM `wanted` are checked against, and what the user must know
+    when it is not that release's own (`note`; "" for an exact match)."""
+
+    snapshot: Snapshot
+    wanted: str | None
+    note: str = ""
+
+
+def for_version(wanted: str | None, where: str = "") -> Choice:
+    """vLLM `wanted`'s snapshot; else the nearest older one, with a note saying so; the newest
+    when the release is unknown. UsageError when every snapshot is newer than `wanted` (flags
+    removed since would be refused, flags it lacks let through: no answer is better)."""
+    have = available()
+    if wanted in have:
+        return Choice(load(wanted), wanted)
+    said = f" ({where})" if where else ""
+    make = f"`scripts/vllm-cli-snapshot {wanted}` makes one" if wanted else ""
+    if wanted is None:
+        return Choice(load(have[-1]), None, f"the image's vLLM release is not known{said}: flags "
+                      f"checked against vLLM {have[-1]}, the newest snapshot; set "
+                      "image.build_args.VLLM_VERSION to the base image's vLLM release")
+    older = [v for v in have if release(v) and release(v) <= release(wanted)]
+    if not release(wanted) or not older:
+        raise UsageError(f"no snapshot of vLLM {wanted}'s command line, nor of an older release "
+                         f"(have: {', '.join(have)}): {make}; or start with --skip-flag-check "
+                         "to pass the flags unchecked", where or "vllm version")
+    return Choice(load(older[-1]), wanted, f"no snapshot of vLLM {wanted}{said}: flags checked "
+                  f"against vLLM {older[-1]}, the nearest older release (have: {', '.join(have)}); "
+                  f"a flag added since may be refused, one removed since let through; {make}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -99,8 +100,8 @@ class Node:
     @property
     def mgmt_ip6(self) -> str:
         """The management port's IPv6 address (a ULA; the inventory uses the IPv4 one, tests
-        of IPv6 management addresses use this)."""
-        return f"fd00:210:{self.inst.index}::{10 + self.i}"
+        of IPv6 management addresses use this), as `ip addr` prints it."""
+        return _ip6(f"fd00:210:{self.inst.index}::{10 + self.i}")
 
     def rail_ip(self, rail: int) -> str:
         return f"10.{211 + rail}.{self.inst.index}.{10 + self.i}"
@@ -127,7 +128,13 @@ def mgmt_gateway(inst: Instance) -> str:
 
 
 def mgmt_gateway6(inst: Instance) -> str:
-    return f"fd00:210:{inst.index}::1"
+    return _ip6(f"fd00:210:{inst.index}::1")
+
+
+def _ip6(text: str) -> str:
+    """The canonical (RFC 5952) form `ip addr` prints and `up` compares with: testbed 0's
+    `fd00:210:0::1` is `fd00:210::1`."""
+    return str(ipaddress.IPv6Address(text))
 
 
 def instances() -> list[Instance]:

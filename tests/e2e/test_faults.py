@@ -171,6 +171,26 @@ def test_head_container_killed_while_serving_then_stop_cleans_up(tb: Testbed) ->
     # the following start is the next test's first one
 
 
+def test_a_flag_vllm_refuses_let_through_fails_start_fast_with_vllms_message(tb: Testbed) -> None:
+    """A flag vLLM 0.20.1 removed, passed with --skip-flag-check: the stand-in (vLLM's parser,
+    rebuilt from the same snapshot) exits 2 as `vllm serve` does, and start fails at once at
+    vllm-ready with that log, not after its ready timeout; everything is rolled back."""
+    removed = {"DGXCLUSTER_SERVE__EXTRA_ARGS": json.dumps(["--swap-space", "4"])}
+    refused = dgx(tb, "start", env=removed)
+    assert refused.returncode == 2 and "has no option --swap-space" in refused.stderr
+    r = dgx(tb, "start", "--skip-flag-check", env=removed)
+    _timed("flag let through: start fails", r.elapsed)
+    assert r.returncode == 1, r.stderr
+    assert ("warning: serve.extra_args: --swap-space: vLLM 0.20.1's `vllm serve` has no option "
+            "--swap-space (passed unchecked: --skip-flag-check)") in r.stderr
+    assert "start failed at step 'vllm-ready'" in r.stderr
+    assert re.search(r"vLLM exited with status 2 after \d+s", r.stderr), r.stderr
+    assert "vllm: error: unrecognized arguments: --swap-space 4" in r.stderr  # vLLM's own words
+    assert "rolled back" in r.stderr
+    assert_no_leaks(tb)
+    # the following start is the next test's first one
+
+
 def test_dockerd_stopped_on_one_node(tb: Testbed) -> None:
     start_ok(tb)
     tb.tb("dockerd", "node2", "stop")

@@ -2,8 +2,10 @@
 testbed: real sshd and dockerd; the vLLM stand-in's ranks join over the fabric network
 (rank 0 at the head's fabric IP and --master-port, Gloo bound to GLOO_SOCKET_IFNAME).
 
-The native variants of the fault and leak suites are in test_start_stop.py and
-test_faults.py (parametrized by executor); this file holds what only native has.
+The fault and leak suites' native variants live here too, on one module-scoped testbed
+(CI time): a rank killed while loading, Ctrl-C while the ranks start, rank 0 killed while
+serving, a worker cut off before start, a wrong GLOO_SOCKET_IFNAME; each ends with
+`tests.leaks` finding nothing on any node and no HF_TOKEN on any process command line.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.clirun import Background, CmdlineSampler
 from tests.conftest import Testbed, flat
 from tests.e2e.test_start_stop import STATE, containers, endpoint_of, leftovers
 from tests.leaks import assert_no_leaks
@@ -26,6 +29,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 TOKEN = f"hf_native{uuid.uuid4().hex}"
 ENV = {"HF_TOKEN": TOKEN, "COLUMNS": "300"}
 NATIVE = ("--executor", "native")
+#: ranks that take long enough to load for a fault to land while they do
+SLOW = {**ENV, "DGXCLUSTER_CONTAINER__ENV": json.dumps({"DGXCLUSTER_STANDIN_LOAD_S": "60"})}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +61,9 @@ def test_native_serves_is_a_noop_twice_needs_restart_for_ray_and_stop_leaves_not
     assert chat.status_code == 200, chat.text
     assert "ping" in chat.json()["choices"][0]["message"]["content"]
     # the ranks met over the fabric: rank 0's store on the head's fabric address
-    head_ip = next(n for n in tb.status()["nodes"] if n["node"] == "node1")["fabric_ip"]  # type: ignore[union-attr]
+    nodes = tb.status()["nodes"]
+    assert isinstance(nodes, list)
+    head_ip = next(n["fabric_ip"] for n in nodes if n["node"] == "node1")
     worker, head = vllm_log(tb, "node2"), vllm_log(tb, "node1")
     assert (f"Launching vLLM (v0.20.1) headless multiproc executor, with head node address "
             f"{head_ip}:29501 for torch.distributed process group.") in worker
@@ -152,5 +159,70 @@ def test_a_wrong_gloo_socket_ifname_fails_the_start_with_glooss_error(tb: Testbe
                      r.stderr), r.stderr
     assert "ifa != nullptr. Unable to find address for: enp9s9" in r.stderr
     assert "rolled back" in r.stderr
+    assert leftovers(tb) == {"node1": [], "node2": []}
+    assert_no_leaks(tb)
+
+
+def test_a_headless_rank_killed_while_loading_fails_the_start_naming_its_node(
+        tb: Testbed) -> None:
+    """The rank on node2 dies after joining, while the model loads: start ends at once
+    (not at the readiness timeout), names node2 first with its log, and rolls back."""
+    with CmdlineSampler(TOKEN) as sampler:
+        run = Background("-i", str(tb.inventory), "start", *NATIVE, env=SLOW)
+        try:
+            run.wait_for(r"^node2: vllm-ready: rank 1 joined", timeout=300)
+            worker = f"dgxc-{tb.name}-worker"
+            tb.node_exec("node2", "docker", "exec", worker, "sh", "-c",
+                         "kill -9 $(cat /var/log/dgxcluster/vllm.pid)")
+            rc = run.finish()
+        finally:
+            if run.proc.poll() is None:
+                run.interrupt()
+                run.finish()
+    err = run.stderr
+    assert rc == 1, err
+    assert "start failed at step 'vllm-ready'" in err
+    assert re.search(r"node2: step 'vllm-ready' failed: vLLM rank 1 exited with status 137", err), err
+    assert err.index("node2: step 'vllm-ready'") < err.find("node1: step 'vllm-ready'") or \
+        "node1: step 'vllm-ready'" not in err  # the rank that left first is named first
+    assert "headless multiproc executor" in err  # its last log lines come with it
+    assert "rolled back" in err and TOKEN not in err + run.stdout
+    assert sampler.hits == []
+    assert leftovers(tb) == {"node1": [], "node2": []}
+    assert_no_leaks(tb)
+
+
+def test_ctrl_c_while_rank_0_loads_rolls_back_every_rank(tb: Testbed) -> None:
+    run = Background("-i", str(tb.inventory), "start", *NATIVE, env=SLOW)
+    try:
+        run.wait_for(r"^node2: vllm-ready: rank 1 joined", timeout=300)
+        run.interrupt()
+        rc = run.finish()
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    err = run.stderr
+    assert rc == 130, err
+    assert "start interrupted at step 'vllm-ready': rolling back" in err
+    assert f"removed dgxc-{tb.name}-head" in err and f"removed dgxc-{tb.name}-worker" in err
+    assert leftovers(tb) == {"node1": [], "node2": []}
+    assert_no_leaks(tb)
+
+
+def test_rank_0_killed_while_serving_shows_in_status_and_stop_cleans_up(tb: Testbed) -> None:
+    r = tb.dgx("start", *NATIVE, env=ENV)
+    assert r.returncode == 0, r.stderr
+    head = f"dgxc-{tb.name}-head"
+    tb.node_exec("node1", "docker", "kill", head)
+    st = json.loads(tb.dgx("status", "--json", env=ENV).stdout)
+    assert st["executor"] == "native" and st["vllm"]["state"] != "ready"
+    ranks = {x["node"]: x for x in st["ranks"]}
+    assert ranks["node1"]["alive"] is False
+    # the headless rank saw rank 0 go (its pair socket closed) and says so in its last line
+    assert "node rank 0 left the process group" in vllm_log(tb, "node2")
+    stop = tb.dgx("stop", env=ENV)
+    assert stop.returncode == 0, stop.stderr
+    text = flat(stop.stdout)
+    assert f"removed {head}" in text and f"removed dgxc-{tb.name}-worker" in text
     assert leftovers(tb) == {"node1": [], "node2": []}
     assert_no_leaks(tb)

@@ -113,6 +113,13 @@ def _is_file(name: str) -> bool:
         return False
 
 
+def _exists(name: str) -> bool:
+    try:
+        return Path(name).exists()
+    except OSError:
+        return False
+
+
 def _rejected(check: Callable[[str], object]) -> Callable[[str], bool]:
     def bad(value: str) -> bool:
         try:
@@ -154,6 +161,8 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "metrics targets --output": texts.filter(lambda s: ".." not in s).map(
         lambda s: f"/nonexistent-dgxc-fuzz/d/{s}"),
     "recipe show name": texts.filter(_rejected(lambda s: recipe_catalog.get(s))),
+    "start --recipe": texts.filter(lambda s: not _exists(s)).filter(
+        _rejected(lambda s: recipe_catalog.get(s, "--recipe"))),
     "recipe import file": texts.filter(lambda s: not _is_file(s)),
     "recipe import --vllm": texts.filter(_rejected(vllm_snapshot.load)),
     "recipe import --output": texts.map(lambda s: f"/nonexistent-dgxc-dir/{s}/out.yaml"),

@@ -72,3 +72,15 @@ def test_the_cli_prints_or_writes_and_refuses_a_bad_format(tmp_path: Path) -> No
     assert wrote.returncode == 0 and "scrape_configs" in dest.read_text()
     bad = run_cli("-i", path, "metrics", "targets", "--format", "toml", timeout=60)
     assert bad.returncode == 2 and "--format" in bad.stderr
+
+
+def test_ray_starts_its_metrics_agent_where_the_targets_point(tmp_path: Path) -> None:
+    """`start` runs `ray start --metrics-export-port` with the port the targets name."""
+    from dgxcluster.serving.plan import ray_command
+
+    loaded = load_inventory(inv(tmp_path))
+    ports = {g.labels["node"]: g.targets[0].rsplit(":", 1)[1] for g in targets.groups(loaded)
+             if g.job == "ray"}
+    for node in ("s1", "s2", "s3"):
+        argv = ray_command(loaded, node)
+        assert f"--metrics-export-port={ports[node]}" in argv, argv

@@ -56,7 +56,7 @@ def test_head_docker_run_has_dgx_defaults_labels_and_fabric_addresses() -> None:
     image_at = argv.index(IMAGE)
     assert argv[image_at + 1:] == ["ray", "start", "--head", "--block",
                                    "--node-ip-address=192.168.100.10", "--port=6379",
-                                   "--dashboard-port=8265"]
+                                   "--dashboard-port=8265", "--metrics-export-port=8080"]
 
 
 def test_worker_joins_the_head_on_the_fabric() -> None:
@@ -64,7 +64,7 @@ def test_worker_joins_the_head_on_the_fabric() -> None:
     assert "dgxc-spark-worker" in argv
     tail = argv[argv.index(IMAGE) + 1:]
     assert tail == ["ray", "start", "--block", "--address=192.168.100.10:6379",
-                    "--node-ip-address=192.168.100.11"]
+                    "--node-ip-address=192.168.100.11", "--metrics-export-port=8080"]
     env = dict(e.split("=", 1) for e in pairs(argv, "-e"))
     assert env["VLLM_HOST_IP"] == "192.168.100.11" and env["MASTER_ADDR"] == "192.168.100.10"
 

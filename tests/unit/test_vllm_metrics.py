@@ -1,6 +1,6 @@
-"""Serving metrics from vLLM's /metrics (dgxcluster/metrics/serving.py, histogram.py): a real
-capture from an NVIDIA vLLM container, the stand-in's live output, and Prometheus'
-histogram_quantile arithmetic case by case."""
+"""Serving metrics from vLLM's /metrics (facts/vllm_metrics.py, facts/histogram.py, and the
+scrape in core/servingmetrics.py): a real capture from an NVIDIA vLLM container, the
+stand-in's live output, and Prometheus' histogram_quantile arithmetic case by case."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dgxcluster.metrics import histogram, serving
+from dgxcluster.core import servingmetrics
+from dgxcluster.facts import histogram
+from dgxcluster.facts import vllm_metrics as serving
 from tests.standin import modules
 
 REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real"
@@ -79,10 +81,14 @@ def test_two_scrapes_give_throughput_and_interval_latencies() -> None:
     later = later.replace('generation_tokens_total{engine="0",model_name="Qwen/Qwen3-4B-Instruct-'
                           '2507-FP8"} 1739.0', 'generation_tokens_total{engine="0",model_name='
                           '"Qwen/Qwen3-4B-Instruct-2507-FP8"} 1939.0')
-    m = serving.summarize(serving.parse(later, at=104.0), before)
-    assert m.interval_s == 4.0 and m.window == "interval"
+    m = serving.summarize(serving.parse(later, at=104.0), before, before)
+    assert m.interval_s == 4.0 and m.window == "last 4 s" and m.latency_window_s == 4.0
     assert m.prompt_tps == pytest.approx(150.0) and m.generation_tps == pytest.approx(50.0)
     assert m.ttft.count == 0 and m.ttft.p50 is None  # nothing new observed in the interval
+    # rates over the interval, latencies since the server started: what one-shot status shows
+    m = serving.summarize(serving.parse(later, at=104.0), before)
+    assert m.prompt_tps == pytest.approx(150.0) and m.window == "since start"
+    assert m.ttft.count == 6 and m.ttft.p50 == pytest.approx(0.035)
     restarted = serving.parse(text.replace("} 1739.0", "} 40.0"), at=110.0)
     assert serving.summarize(restarted, before).generation_tps == pytest.approx(40.0 / 10.0)
 
@@ -121,10 +127,12 @@ def test_scrape_gets_metrics_through_the_getter() -> None:
         calls.append(url)
         return 200, body(CAPTURE)
 
-    s = serving.scrape("http://spark1:8000/", get, clock=lambda: 7.0)
-    assert calls == ["http://spark1:8000/metrics"] and s.at == 7.0
+    s = servingmetrics.scrape("http://spark1:8000/", get, clock=lambda: 7.0)
+    assert s.at == 7.0
+    servingmetrics.scrape("http://spark1:8000/v1", get)  # the OpenAI base URL names the same
+    assert calls == ["http://spark1:8000/metrics"] * 2
     with pytest.raises(serving.MetricsError, match="503"):
-        serving.scrape("http://spark1:8000", lambda u, t: (503, ""))
+        servingmetrics.scrape("http://spark1:8000", lambda u, t: (503, ""))
 
 
 def test_the_standins_output_reads_back_with_what_it_served() -> None:

@@ -1,8 +1,8 @@
-"""Quantiles from cumulative histogram buckets, computed as Prometheus' histogram_quantile()
-computes them for classic histograms (promql/quantile.go, bucketQuantile): buckets sorted by
-upper bound, the +Inf bucket required, counts forced monotonic, linear interpolation inside
-the bucket holding the rank, 0 as the lower bound of the first bucket, and the highest finite
-bound when the rank falls into the +Inf bucket.
+"""Prometheus' arithmetic on classic histograms (used by `vllm_metrics`): quantiles from
+cumulative buckets as histogram_quantile() computes them (promql/quantile.go,
+bucketQuantile): buckets sorted by upper bound, the +Inf bucket required, counts forced
+monotonic, linear interpolation inside the bucket holding the rank, 0 as the lower bound of
+the first bucket, and the highest finite bound when the rank falls into the +Inf bucket.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""vLLM's `/metrics` on rank 0, read into what an operator watches: requests running and
-waiting, KV-cache usage, prompt and generation throughput over the last interval, and TTFT
-and inter-token latency p50/p95.
+"""vLLM's `/metrics` (Prometheus text, served by rank 0's API server), read into what an
+operator watches: requests running and waiting, KV-cache usage, prompt and generation
+throughput over the last interval, and TTFT and inter-token latency p50/p95.
 
 The text is parsed with prometheus_client's own parser (the library vLLM exports with).
 Names are vLLM's (vllm/v1/metrics/loggers.py, PrometheusStatLogger, 0.20.1); the names older
@@ -10,21 +10,20 @@ engines (data parallelism) are summed; KV-cache usage is their mean.
 
 Throughput needs two scrapes: counter deltas over the time between them, as Prometheus'
 rate() does (a counter that went down means vLLM restarted; the new value is the delta). The
-latency quantiles come from the histogram buckets observed in the same interval, or since the
-server started when there is only one scrape.
+latency quantiles come from the histogram buckets observed since a chosen earlier scrape
+(what histogram_quantile over rate() gives), or since the server started without one.
+Fetching the text is the caller's (`core.servingmetrics`); everything here is pure.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dgxcluster.core import httpclient
-from dgxcluster.core.endpoint import Getter
-from dgxcluster.metrics import histogram
+from dgxcluster.facts import histogram
 
+#: Where vLLM's API server serves the text (no API key: its middleware guards /v1 only).
+PATH = "/metrics"
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
 KV_CACHE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
@@ -33,6 +32,7 @@ GENERATION_TOKENS = "vllm:generation_tokens"
 TTFT = ("vllm:time_to_first_token_seconds",)
 ITL = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
 QUANTILES = (0.5, 0.95)
+SINCE_START = "since start"
 
 
 class MetricsError(ValueError):
@@ -41,7 +41,8 @@ class MetricsError(ValueError):
 
 @dataclass
 class Scrape:
-    """One reading of /metrics, reduced to the series the summary needs."""
+    """One reading of /metrics, reduced to the series the summary needs; `at` is when it
+    was read (seconds on the reader's monotonic clock)."""
 
     at: float
     gauges: dict[str, list[float]] = field(default_factory=dict)
@@ -92,20 +93,9 @@ def parse(text: str, at: float) -> Scrape:
     return out
 
 
-def scrape(url: str, get: Getter = httpclient.get, timeout: float = 5.0,
-           clock: Callable[[], float] = time.monotonic) -> Scrape:
-    """GET `<url>/metrics` (url: the server's root, as core.endpoint.base_url gives it).
-    vLLM serves /metrics without the API key (its middleware guards /v1 only)."""
-    status, body = get(f"{url.rstrip('/')}/metrics", timeout)
-    at = clock()
-    if status != 200:
-        raise MetricsError(f"GET /metrics returned {status}")
-    return parse(body, at)
-
-
 @dataclass(frozen=True)
 class Latency:
-    """Quantiles in seconds, or None where no request was observed."""
+    """Quantiles in seconds, or None where no request was observed in the window."""
 
     p50: float | None
     p95: float | None
@@ -124,11 +114,18 @@ class ServingMetrics:
     kv_cache_usage: float | None  # 0..1
     prompt_tps: float | None
     generation_tps: float | None
-    interval_s: float | None
+    interval_s: float | None  # what the throughput is measured over (None: one scrape)
     ttft: Latency
     itl: Latency
-    window: str  # "interval" (between two scrapes) or "since start"
+    latency_window_s: float | None  # what the quantiles cover; None: since the server started
     models: list[str]
+
+    @property
+    def window(self) -> str:
+        """The latency window in words: `since start` or `last 30 s`."""
+        if self.latency_window_s is None:
+            return SINCE_START
+        return f"last {self.latency_window_s:.0f} s"
 
     def to_json(self) -> dict[str, object]:
         return {"requests_running": self.requests_running,
@@ -137,7 +134,8 @@ class ServingMetrics:
                 "prompt_tokens_per_s": self.prompt_tps,
                 "generation_tokens_per_s": self.generation_tps,
                 "interval_s": self.interval_s, "ttft": self.ttft.to_json(),
-                "itl": self.itl.to_json(), "latency_window": self.window, "models": self.models}
+                "itl": self.itl.to_json(), "latency_window": self.window,
+                "latency_window_s": self.latency_window_s, "models": self.models}
 
 
 def _rate(name: str, cur: Scrape, prev: Scrape | None) -> float | None:
@@ -150,22 +148,25 @@ def _rate(name: str, cur: Scrape, prev: Scrape | None) -> float | None:
     return (diff if diff >= 0 else cur.counters[name]) / dt
 
 
-def _latency(names: tuple[str, ...], cur: Scrape, prev: Scrape | None) -> Latency:
+def _latency(names: tuple[str, ...], cur: Scrape, since: Scrape | None) -> Latency:
     found = cur.buckets(names)
     if found is None:
         return Latency(None, None, 0.0, None)
     name, buckets = found
     data = sorted(buckets.items())
-    if prev is not None and name in prev.histograms:
-        data = histogram.delta(buckets.items(), prev.histograms[name].items())
+    if since is not None and name in since.histograms:
+        data = histogram.delta(buckets.items(), since.histograms[name].items())
     count = max((n for le, n in data if math.isinf(le)), default=0.0)
     qs = [histogram.bucket_quantile(q, data) for q in QUANTILES]
     p50, p95 = (None if math.isnan(v) else v for v in qs)
     return Latency(p50, p95, count, name)
 
 
-def summarize(current: Scrape, previous: Scrape | None = None) -> ServingMetrics:
-    """The summary at `current`; throughput and interval quantiles need `previous`."""
+def summarize(current: Scrape, previous: Scrape | None = None,
+              latency_since: Scrape | None = None) -> ServingMetrics:
+    """The summary at `current`: throughput since `previous`, latency quantiles over what was
+    observed since `latency_since` (since the server started when it is None)."""
+    since = latency_since if latency_since is not None and latency_since.at < current.at else None
     return ServingMetrics(
         requests_running=current.gauge(RUNNING),
         requests_waiting=current.gauge(WAITING),
@@ -173,8 +174,8 @@ def summarize(current: Scrape, previous: Scrape | None = None) -> ServingMetrics
         prompt_tps=_rate(PROMPT_TOKENS, current, previous),
         generation_tps=_rate(GENERATION_TOKENS, current, previous),
         interval_s=(current.at - previous.at) if previous is not None else None,
-        ttft=_latency(TTFT, current, previous),
-        itl=_latency(ITL, current, previous),
-        window="interval" if previous is not None else "since start",
+        ttft=_latency(TTFT, current, since),
+        itl=_latency(ITL, current, since),
+        latency_window_s=(current.at - since.at) if since is not None else None,
         models=current.models,
     )
