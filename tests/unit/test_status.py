@@ -293,7 +293,7 @@ def test_vllm_process_is_read_only_while_the_head_container_runs() -> None:
     assert vllm_process(parse(probe_output(docker="")), head, str) is None  # not the head
 
 
-def _native(name: str, role: str, status: str, exit_code: int = 0) -> str:
+def native_container(name: str, role: str, status: str, exit_code: int = 0) -> str:
     line = container_line(name, role, status, "2026-09-21T13:13:20Z",
                           "0001-01-01T00:00:00Z" if status == "running" else "2026-09-21T13:14:00Z",
                           exit_code=exit_code)
@@ -307,11 +307,11 @@ def test_native_status_shows_each_rank_instead_of_ray(tmp_path: Path) -> None:
     vllm = "@@ vllm\npid 7\nlast {}\n@@ rc 0\n"
     fakes = {
         "n1": FakeConnection("n1").on("", Reply(stdout=probe_output(
-            docker=image_line() + "\n" + _native("dgxc-demo-head", "head", "running"),
+            docker=image_line() + "\n" + native_container("dgxc-demo-head", "head", "running"),
             ray="curl: (7) Failed to connect to 127.0.0.1 port 8265", ray_rc=7)
             + vllm.format("INFO: Application startup complete."))),
         "n2": FakeConnection("n2").on("", Reply(stdout=probe_output(
-            docker=image_line() + "\n" + _native("dgxc-demo-worker", "worker", "exited", 1))
+            docker=image_line() + "\n" + native_container("dgxc-demo-worker", "worker", "exited", 1))
             + "@@ vllm\npid 8\nexit 1\nlast RuntimeError: HF_TOKEN=hf_abcdefghijklmnopqrstu\n"
               "@@ rc 0\n")),
         "n3": FakeConnection("n3").on("", Reply(stdout=probe_output(docker=image_line())
