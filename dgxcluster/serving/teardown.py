@@ -158,7 +158,7 @@ class _Teardown:
         if not names:
             return None
         for name in names:
-            self.progress.status(conn.node, f"ray-stop: docker stop {name}")
+            self.progress.status(conn.node, f"stop-{role}: docker stop {name}")
             docker.stop(conn, name, RAY_STOP_GRACE_S)
         return Outcome(conn.node, f"stop-{role}", Status.CHANGED, "stopped " + ", ".join(names))
 
