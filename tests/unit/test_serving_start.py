@@ -337,3 +337,21 @@ def test_native_dry_run_shows_each_ranks_vllm_serve_and_no_ray(inv_text: str, tm
     assert "vllm serve org/tiny" in head and "--node-rank 0" in head and "--headless" not in head
     assert "--node-rank 1" in worker and "--headless" in worker
     assert "ray start" not in head + worker and "docker exec" not in head
+
+
+def test_native_preflight_refuses_a_busy_master_port_on_the_head(inv_text: str,
+                                                                 tmp_path: Path) -> None:
+    """Rank 0's torch store binds serve.master_port on the head: taken, start stops in
+    preflight naming the port and the key; Ray's ports are not asked for."""
+    ss = "LISTEN 0 4096 *:29501 *:*\nLISTEN 0 4096 *:6379 *:*"
+    busy = Reply(stdout=_gather().stdout.replace("@@ss\n", f"@@ss\n{ss}\n"))
+    fakes = {"a": FakeConnection("a").on("@@home", busy), "b": FakeConnection("b").on("@@home", _gather())}
+    with pytest.raises(StartFailed) as info:
+        start(_session(_native(inv_text), fakes, tmp_path),
+              StartOptions(model_check=ModelCheck(set())), RecordingProgress())
+    err = info.value
+    assert err.step == "preflight" and list(err.errors) == ["a"]
+    assert "port(s) 29501 already in use (29501 is vLLM rank 0's --master-port " \
+        "(serve.master_port))" in str(err)
+    assert "6379" not in str(err)  # Ray's port is no business of a native start
+    assert not any(c[:2] == ["docker", "run"] for f in fakes.values() for c in f.calls)
