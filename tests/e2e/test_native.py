@@ -185,7 +185,7 @@ def test_a_headless_rank_killed_while_loading_fails_the_start_naming_its_node(
     assert re.search(r"node2: step 'vllm-ready' failed: vLLM rank 1 exited with status 137", err), err
     assert err.index("node2: step 'vllm-ready'") < err.find("node1: step 'vllm-ready'") or \
         "node1: step 'vllm-ready'" not in err  # the rank that left first is named first
-    assert "headless multiproc executor" in err  # its last log lines come with it
+    assert re.search(r"Starting to load model|Loading safetensors checkpoint shards", err), err
     assert "rolled back" in err and TOKEN not in err + run.stdout
     assert sampler.hits == []
     assert leftovers(tb) == {"node1": [], "node2": []}
