@@ -42,11 +42,14 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--json", help="Print the outcome as JSON (one object per node).")
         ] = False,
     ) -> None:
-        """Make every node hold the image of the build context (image.context).
+        """Make every node hold the image of the build context (image.context), or a pulled one.
 
         The tag is `<image>:ctx-<12 hex>`, a hash of the context (.dockerignore
         respected), Dockerfile and build args; `<image>:current` moves to it.
         Nodes that already hold it report "up to date": nothing is sent or built.
+        With image.source: pull, image.ref is pulled on one node (none if a node holds it)
+        and shipped to the others; its tag is `<image>:pull-<12 hex>` of the reference,
+        every receiver's image ID is checked against the source's, and --no-cache pulls again.
         Exit 0 if every node holds the image, 1 if one failed, 3 if unreachable.
         """
         from dgxcluster.cli.build_report import print_report

@@ -17,8 +17,11 @@ def print_report(report: BuildReport, *, json_out: bool = False) -> None:
 
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:
-        title = f"{report.ref} ({report.strategy}{', dry run' if report.dry_run else ''})"
+        how = f"pull {report.pulled}" if report.pulled else report.strategy
+        title = f"{report.ref} ({how}{', dry run' if report.dry_run else ''})"
         outcome_table(title, report.nodes)
+        for note in report.notes:
+            sys.stderr.write(f"note: {note}\n")
     for n in report.nodes:
         if not n.tail:
             continue

@@ -104,14 +104,16 @@ def register(app: typer.Typer) -> None:
         checked against the argument table of the image's vLLM release (exit 2 if vLLM would
         refuse it). Preflight also checks that serve.model (at serve.revision) is complete in
         every node's HF cache (`dgxcluster model pull|sync` put it there) and that its weights
-        fit each node's memory at serve.gpu_memory_utilization (default 0.8); native: that
-        serve.master_port is free on the head.
+        fit each node's memory at serve.gpu_memory_utilization (default 0.8); for a pulled
+        image (image.source: pull), that every node holds the same image and that it has Ray;
+        native: that serve.master_port is free on the head.
         Idempotent: the same configuration already running and healthy is left alone. A
         failure (or Ctrl-C) removes what this run created unless --keep-on-failure.
         Exit 0 ready, 1 a step failed, 2 bad inventory/options, 3 a node was unreachable.
         """
         from dgxcluster.cli.output import LiveNodes, outcome_table
         from dgxcluster.cli.servesettings import check_flags, print_settings
+        from dgxcluster.image.startcheck import start_check as image_check
         from dgxcluster.serving.start import StartFailed, StartOptions
         from dgxcluster.serving.start import start as run_start
 
@@ -128,7 +130,8 @@ def register(app: typer.Typer) -> None:
         flags = check_flags(merged, skip=skip_flag_check)
         opts = StartOptions(dry_run=dry_run, restart=restart, keep_on_failure=keep_on_failure,
                             ready_timeout_s=timeout, skip_model_check=skip_model_check,
-                            model_check=None if skip_model_check else _model_check(merged, force))
+                            model_check=None if skip_model_check else _model_check(merged, force),
+                            image_check=image_check(inv))
         with st.session("start") as session:
             try:
                 with LiveNodes(inv.names, "dgxcluster start") as live:

@@ -67,6 +67,7 @@ def _print(report: ClusterStatus) -> None:
     from rich.table import Table
 
     from dgxcluster.cli.reportout import report_console
+    from dgxcluster.core.naming import PULL_TAG_PREFIX
     from dgxcluster.status.report import NO_SMI
 
     t = Table(title=f"cluster {report.cluster}", title_justify="left")
@@ -93,7 +94,8 @@ def _print(report: ClusterStatus) -> None:
     out.print(t)
     img = report.image
     style = "green" if img.consistent and img.matches_expected is not False else "yellow"
-    expected = f" (build context gives {img.expected_tag})" if img.expected_tag else (
+    gives = "image.ref" if (img.expected_tag or "").startswith(PULL_TAG_PREFIX) else "build context"
+    expected = f" ({gives} gives {img.expected_tag})" if img.expected_tag else (
         f" (expected tag unknown: {img.expected_error})" if img.expected_error else "")
     out.print(f"[bold]image[/bold]  [{style}]{img.detail}[/{style}]{expected}", highlight=False)
     if report.ranks is not None:

@@ -14,12 +14,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from dgxcluster.inventory.dockeropts import CONTAINER_HF_HOME
+
 if TYPE_CHECKING:
     from dgxcluster.inventory.schema import ContainerSettings
 
-#: Where the node's HF cache (`container.hf_cache`) is mounted in every container that reads
-#: or writes models: the Ray containers (vLLM looks there) and the hub download.
-CONTAINER_HF_HOME = "/root/.cache/huggingface"
+__all__ = ["CONTAINER_HF_HOME", "Run", "docker_run"]
+#: CONTAINER_HF_HOME: where the node's HF cache (`container.hf_cache`) is mounted in every
+#: container that reads or writes models (the Ray containers, the hub download); the
+#: inventory refuses a `container.volumes` entry that targets it.
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,9 @@ def docker_run(settings: ContainerSettings, run: Run) -> list[str]:
 def _accelerated(c: ContainerSettings) -> list[str]:
     argv = ["--ipc", c.ipc] if c.ipc else []
     argv += ["--shm-size", c.shm_size]
-    if c.gpus != "none":
-        argv += ["--gpus", c.gpus]
+    gpus = c.gpus_arg  # quoted for docker's CSV reading: "device=0,1"
+    if gpus is not None:
+        argv += ["--gpus", gpus]
     argv += [a for dev in c.devices for a in ("--device", dev)]
     argv += [a for cap in c.cap_add for a in ("--cap-add", cap)]
     return argv + _assignments("--ulimit", c.ulimits)

@@ -2,12 +2,16 @@
 and `verify-ib`.
 
 The answer is `<image.name>:ctx-<12 hex>`, the content tag of the local build context
-(`core.buildcontext`): same inputs, same tag, on any machine. Hashing the context (about
-110 MB of wheels for the testbed image; more for real ones) on every `status` or `start`
-would put that work on the hot path, so the tag is cached per context folder, keyed by a
-fingerprint of what the scan reads: every file's path, size, mtime, inode, mode and link
-target, the Dockerfile name, the build args, and the code that computes the tag. Any
-change gives a fresh scan.
+(`core.buildcontext`): same inputs, same tag, on any machine. For `image.source: pull` it is
+`<image.name>:pull-<12 hex>`, a hash of the normalised `image.ref` (known without asking a
+node); `build` points that tag at the image ID the pull gave on one node and ships those
+bytes to the others, so there the image ID is the identity and `compare` checks it too.
+
+Hashing the context (about 110 MB of wheels for the testbed image; more for real ones) on
+every `status` or `start` would put that work on the hot path, so the tag is cached per
+context folder, keyed by a fingerprint of what the scan reads: every file's path, size,
+mtime, inode, mode and link target, the Dockerfile name, the build args, and the code that
+computes the tag. Any change gives a fresh scan.
 
 `compare` (pure) says whether nodes that answered hold one content tag (and the expected
 one): compare content tags (the `dgxcluster.content-tag` label), not image IDs: `each`
@@ -24,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dgxcluster.core.naming import MOVING_TAG
+from dgxcluster.core.naming import MOVING_TAG, PULL_TAG_PREFIX, is_pull_tag
+from dgxcluster.inventory import imageref
 
 if TYPE_CHECKING:
     from dgxcluster.inventory.load import Inventory
@@ -38,6 +43,7 @@ class ImageId:
 
     name: str
     content_tag: str
+    pulled: str | None = None  # image.source: pull: the reference pulled (image.ref)
 
     @property
     def ref(self) -> str:
@@ -54,8 +60,16 @@ def expected(inv: Inventory, cache: Path | None = None) -> ImageId:
     """The image the inventory's build context gives today (UsageError naming `image.context`
     or `image.dockerfile` when it cannot be read)."""
     img = inv.image
+    if img.source == "pull":
+        assert img.ref is not None  # the inventory refuses pull without a ref
+        return ImageId(img.name, pull_tag(img.ref), img.ref)
     return ImageId(img.name, content_tag(inv.local_path(img.context), img.dockerfile,
                                          inv.build_args, cache))
+
+
+def pull_tag(ref: str) -> str:
+    """`pull-<12 hex>` of the reference docker pulls (spellings docker treats alike, alike)."""
+    return PULL_TAG_PREFIX + hashlib.sha256(imageref.parse(ref).pulled.encode()).hexdigest()[:12]
 
 
 def cache_dir() -> Path:
@@ -160,6 +174,8 @@ def compare(states: Mapping[str, NodeImage], expected: str | None = None) -> Ver
         else:
             tags[node] = s.current_tag
     distinct = sorted(set(tags.values()))
+    if len(distinct) == 1 and is_pull_tag(distinct[0]):
+        problems.update(_pulled_ids(states, tags))
     if len(distinct) > 1:
         for node, tag in tags.items():
             others = ", ".join(t for t in distinct if t != tag)
@@ -171,3 +187,15 @@ def compare(states: Mapping[str, NodeImage], expected: str | None = None) -> Ver
     if problems:
         return Verdict(False, None, problems)
     return Verdict(True, distinct[0] if distinct else None)
+
+
+def _pulled_ids(states: Mapping[str, NodeImage], tags: Mapping[str, str]) -> dict[str, str]:
+    """A pulled tag names one image only where every node holds the same image ID (an
+    upstream tag that moved, pulled twice, would not)."""
+    ids = {node: (states[node].current_id or "?").removeprefix("sha256:")[:12] for node in tags}
+    distinct = sorted(set(ids.values()))
+    if len(distinct) <= 1:
+        return {}
+    return {node: f"holds image {i} as {tags[node]}, others hold "
+                  f"{', '.join(d for d in distinct if d != i)} (run: dgxcluster build)"
+            for node, i in ids.items()}

@@ -3,7 +3,8 @@
 The image is built from the local build context, and its Dockerfile names the base's vLLM in
 `ARG VLLM_VERSION` (the build checks that the base really has that release and records it as
 the label `dgxcluster.vllm-version`: images/vllm-gb10/Dockerfile, images/testbed/Dockerfile).
-`image.build_args.VLLM_VERSION` overrides the Dockerfile's default, as for `docker build`.
+`image.build_args.VLLM_VERSION` overrides the Dockerfile's default, as for `docker build`;
+for a pulled image (`image.source: pull`) it is the only answer.
 Both are part of the image's content tag, so the image a node runs cannot disagree with this
 answer without `start` refusing it as the wrong image anyway.
 """
@@ -65,6 +66,9 @@ def image_vllm(inv: InventoryModel) -> ImageVllm:
     arg = inv.image.build_args.get(VLLM_VERSION_ARG)
     if arg:
         return ImageVllm(arg, f"image.build_args.{VLLM_VERSION_ARG}")
+    if inv.image.source == "pull":  # no Dockerfile of ours says what a pulled image holds
+        return ImageVllm(None, f"image.source is pull: nothing here says which vLLM "
+                               f"{inv.image.ref} has")
     context = inv.local_path(inv.image.context) if isinstance(inv, Inventory) else inv.image.context
     path = context / inv.image.dockerfile
     try:

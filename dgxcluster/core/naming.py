@@ -14,6 +14,7 @@ LABEL_CONTENT_TAG = "dgxcluster.content-tag"  # on images: ctx-<12 hex>
 LABEL_IMAGE = "dgxcluster.image"  # on images: the repository `build` built them as
 
 CONTENT_TAG_PREFIX = "ctx-"
+PULL_TAG_PREFIX = "pull-"  # an image.source: pull image: pull-<12 hex of its reference>
 MOVING_TAG = "current"  # points at the newest content tag built by dgxcluster
 
 
@@ -44,4 +45,14 @@ def cluster_filter(cluster: str) -> list[str]:
 
 
 def is_content_tag(tag: str) -> bool:
-    return re.fullmatch(r"ctx-[0-9a-f]{12}", tag) is not None
+    """`ctx-<12 hex>` (built) or `pull-<12 hex>` (pulled): the tags that name an image."""
+    return re.fullmatch(r"(?:ctx|pull)-[0-9a-f]{12}", tag) is not None
+
+
+def is_pull_tag(tag: str) -> bool:
+    return tag.startswith(PULL_TAG_PREFIX) and is_content_tag(tag)
+
+
+def image_check_container(cluster: str) -> str:
+    """`build`'s short-lived container that asks a pulled image for its Ray version."""
+    return f"dgxc-{cluster}-image-check"

@@ -66,6 +66,55 @@ def finalize_argv(ref: str, moving: str, image_id: str, record_dir: str, record_
     return shell(FINALIZE, ref, moving, image_id, record_dir, record_file)
 
 
+#: $1 image id, $2 record dir, $3 record file, then the tags to point at that image.
+#: stdin: the record (JSON). Nothing is tagged or written unless the image is here.
+PIN = r"""id=$1 rdir=$2 rec=$3; shift 3
+got=$(docker image inspect --format '{{.Id}}' "$id" 2>/dev/null)
+if [ "$got" != "$id" ]; then
+  was=$(docker image inspect --format '{{.Id}}' "$1" 2>&1 | grep -m 1 .)
+  echo "dgxcluster: image id mismatch: expected $id here; $1 is: $was" >&2; exit 9
+fi
+for t in "$@"; do docker tag "$id" "$t" || exit 1; done
+mkdir -p "$rdir" && cat > "$rec.tmp" && mv -f "$rec.tmp" "$rec" || exit 1
+printf 'image-id\t%s\n' "$id"
+"""
+
+
+def pin_argv(image_id: str, record_dir: str, record_file: str, tags: list[str]) -> list[str]:
+    """Point `tags` at the image with this ID (checked first: the same bytes as the source's)
+    and write the node's record: how a pulled image gets its names on each node."""
+    return shell(PIN, image_id, record_dir, record_file, *tags)
+
+
+#: $1 the reference, $2 the registry to log in to ("" = Docker Hub), $3 the user ("" = no
+#: login: the node's own docker credentials apply). stdin: the password, when logging in.
+#: The login lives in a fresh DOCKER_CONFIG removed on exit, so no credential stays on the
+#: node; the password only ever travels on stdin (`docker login --password-stdin`).
+PULL = r"""ref=$1 reg=$2 user=$3
+if [ -n "$user" ]; then
+  cfg=$(mktemp -d) || exit 1
+  trap 'rm -rf "$cfg"' EXIT
+  trap 'rm -rf "$cfg"; exit 130' HUP INT TERM
+  export DOCKER_CONFIG="$cfg"
+  set -- --username "$user" --password-stdin
+  [ -z "$reg" ] || set -- "$@" "$reg"
+  docker login "$@" >/dev/null || { echo "dgxcluster: docker login ${reg:-(Docker Hub)} failed" >&2; exit 3; }
+  echo "dgxcluster: logged in to ${reg:-Docker Hub} as $user (for this pull only)"
+fi
+docker pull "$ref" 2>&1 || exit $?
+out=$(docker image inspect --format '{{.Id}} {{json .RepoDigests}}' "$ref") || exit 1
+printf 'image-id\t%s\n' "$out"
+"""
+EXIT_LOGIN = 3
+PULLED_PREFIX = "image-id\t"
+
+
+def pull_argv(ref: str, registry: str | None, user: str | None) -> list[str]:
+    """`docker pull ref` (after a login kept to this command, when `user` is given), then the
+    image ID and repo digests it gave, as `image-id<TAB>ID JSON`."""
+    return shell(PULL, ref, registry or "", user or "")
+
+
 def save_argv(ref: str) -> list[str]:
     return ["docker", "save", ref]
 

@@ -62,12 +62,17 @@ class BuildReport:
     source: str | None = None
     notes: list[str] = field(default_factory=list)
     log_dir: Path | None = None
+    pulled: str | None = None  # image.source: pull: the reference pulled
+    digest: str | None = None  # ... its repo digest on the source node
+    ray: str | None = None  # ... Ray's version in it ("" none)
 
     def to_json(self) -> dict[str, object]:
         return {
             "image": self.image, "ref": self.ref, "content_tag": self.content_tag,
             "strategy": self.strategy, "dry_run": self.dry_run, "source": self.source,
             "notes": self.notes,
+            **({"pulled": self.pulled, "digest": self.digest, "ray": self.ray}
+               if self.pulled else {}),
             "nodes": [{**o.to_json(), "image_id": o.data.get("image_id"), "tail": list(o.tail),
                        "log": o.log} for o in self.nodes],
         }
@@ -101,11 +106,21 @@ def build(
     dry_run: bool = False,
     progress: Progress | None = None,
 ) -> BuildReport:
-    """Build (or ship) the inventory's image so every target node holds its content tag."""
+    """Build (or ship) the inventory's image so every target node holds its content tag;
+    with `image.source: pull`, pull it on one node and ship that (`image.pull`)."""
     inv = session.inventory
     strat = strategy or inv.image.strategy
     if strat not in ("each", "distribute"):
         raise UsageError(f"unknown strategy {strat!r} (each | distribute)", "--strategy")
+    if inv.image.source == "pull":
+        if strat == "each":
+            raise UsageError("image.source is pull: one node pulls and the others receive its "
+                             "copy (distribute); each node pulling could give different images",
+                             "--strategy")
+        from dgxcluster.image.pull import pull
+
+        return pull(session, nodes=nodes, image=image, refresh=no_cache, dry_run=dry_run,
+                    progress=progress)
     run = _Build(session, session.cluster.select(nodes), resolve_image(inv.image, image), strat,
                  no_cache, dry_run, progress or NullProgress())
     walk(EACH if strat == "each" else DISTRIBUTE, run, run.ledger)
@@ -144,7 +159,7 @@ class _Build:
         """Connect, hash the context, and ask every node what it holds (one round trip)."""
         down: dict[str, BaseException] = {}
         # Connecting (SSH handshakes) and hashing the context both take a few hundred ms.
-        warm = threading.Thread(target=_connect_all, args=(self.session, self.probed, down),
+        warm = threading.Thread(target=connect_all, args=(self.session, self.probed, down),
                                 daemon=True)
         warm.start()
         try:
@@ -432,9 +447,9 @@ DISTRIBUTE: tuple[Stage[_Build], ...] = (
 )
 
 
-def _connect_all(session: Session, nodes: Sequence[str], down: dict[str, BaseException]) -> None:
+def connect_all(session: Session, nodes: Sequence[str], down: dict[str, BaseException]) -> None:
     """Open the connections ahead of the first command; nodes that cannot be reached go
-    into `down` (and are not tried a second time)."""
+    into `down` (and are not tried a second time). Shared with `image.pull`."""
 
     def one(conn: Connection) -> None:
         conn.connect()

@@ -8,13 +8,14 @@ section (`fabric`, `image`, `container`, `ray`, `serve`, `model`, `secrets`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, ip_address
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dgxcluster.inventory import crosschecks
+from dgxcluster.inventory import crosschecks, dockergpus, dockeropts, imageref
 from dgxcluster.inventory.jumps import JumpHop, parse_jump
 from dgxcluster.secrets import HF_TOKEN_SHAPE, SECRET_NAME_WORDS
 
@@ -202,9 +203,28 @@ def _check_env(v: dict[str, str]) -> dict[str, str]:
     return v
 
 
-class ImageSettings(Strict):
-    """The image every node runs; its tag is derived from the build context's content."""
+class RegistryLogin(Strict):
+    """Credentials for a private registry. The password is never here: `password_secret` names
+    the variable (in the environment or `secrets.file`) that holds it."""
 
+    user: str = Field(min_length=1, max_length=256, description="not a secret; NGC: $oauthtoken")
+    password_secret: str = Field(pattern=ENV_NAME_RE, description="e.g. NGC_API_KEY")
+    registry: str | None = Field(default=None, description="default: the registry of image.ref")
+
+    @field_validator("user", "registry")
+    @classmethod
+    def _plain(cls, v: str | None) -> str | None:
+        return _not_an_option(v, "value")
+
+
+class ImageSettings(Strict):
+    """The image every node runs: built from a context (its tag is derived from the content)
+    or pulled by reference on one node and shipped to the others (`source: pull`)."""
+
+    source: Literal["build", "pull"] = "build"
+    ref: str | None = Field(default=None, max_length=512,
+                            description="source pull: REPOSITORY[:TAG][@DIGEST] to pull")
+    login: RegistryLogin | None = None
     name: str = Field(default="dgxcluster/vllm-gb10", pattern=r"^[a-z0-9][a-z0-9._/-]{0,127}$")
     context: Path = Path("../images/vllm-gb10")
     dockerfile: str = Field(default="Dockerfile", min_length=1)
@@ -218,21 +238,108 @@ class ImageSettings(Strict):
     def _args(cls, v: dict[str, str]) -> dict[str, str]:
         return _check_env(v)
 
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, v: str | None) -> str | None:
+        if v is not None:
+            imageref.parse(v)
+        return v
+
+    @model_validator(mode="after")
+    def _pull_needs(self) -> ImageSettings:
+        if self.source != "pull":
+            return self
+        if self.ref is None:
+            raise ValueError("image.source: pull needs image.ref, the image to pull "
+                             "(e.g. nvcr.io/nvidia/vllm:26.10-py3)")
+        if self.strategy == "each":
+            raise ValueError("image.source: pull pulls on one node and ships that copy to the "
+                             "others (strategy: distribute); pulling on every node can give "
+                             "different images when the tag moves")
+        return self
+
+
+def _docker_checked(check: Callable[[str], object]) -> AfterValidator:
+    """An item validator from a `dockeropts` check (its error names the item's index)."""
+
+    def run(v: str) -> str:
+        check(v)
+        return v
+
+    return AfterValidator(run)
+
+
+Device = Annotated[str, _docker_checked(dockeropts.check_device)]
+Capability = Annotated[str, _docker_checked(dockeropts.check_capability)]
+Volume = Annotated[str, _docker_checked(dockeropts.volume_target)]
+
 
 class ContainerSettings(Strict):
-    """`docker run` options for the Ray containers; defaults are the DGX Spark ones."""
+    """`docker run` options for the Ray containers; defaults are the DGX Spark ones. Each value
+    is checked for what Docker makes of it (`dockeropts`, `dockergpus`: Docker's own parsing)."""
 
-    gpus: str = Field(default="all", pattern=r"^(all|none|[0-9]+|device=[0-9,]+)$")
+    gpus: str = Field(default="all", min_length=1, max_length=1024,
+                      description="all | none | N | device=0,1 | docker's --gpus syntax")
     network: str = Field(default="host", pattern=r"^[a-z0-9_.-]+$")
     ipc: str | None = Field(default="host", pattern=r"^[a-z0-9_:.-]+$")
-    shm_size: str = Field(default="10.24g", pattern=r"^[0-9]+(\.[0-9]+)?[bkmgBKMG]?$")
-    devices: list[str] = Field(default_factory=lambda: ["/dev/infiniband"])
-    cap_add: list[str] = Field(default_factory=lambda: ["IPC_LOCK"])
+    shm_size: str = Field(default="10.24g", max_length=64)
+    devices: list[Device] = Field(default_factory=lambda: ["/dev/infiniband"])
+    cap_add: list[Capability] = Field(default_factory=lambda: ["IPC_LOCK"])
     ulimits: dict[str, str] = Field(default_factory=lambda: {"memlock": "-1"})
     hf_cache: str = Field(default="~/.cache/huggingface", min_length=1, max_length=1024)
-    volumes: list[str] = Field(default_factory=list, description="extra HOST:CONTAINER[:ro]")
+    volumes: list[Volume] = Field(default_factory=list, description="extra HOST:CONTAINER[:MODE]")
     env: dict[str, str] = Field(default_factory=dict, description="extra env set at docker run")
     extra_args: list[str] = Field(default_factory=list, description="extra docker run options")
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v: str) -> str:
+        _no_control_chars(v, "gpus")
+        if v != "none":
+            dockergpus.read(v)
+        return v
+
+    @property
+    def gpus_arg(self) -> str | None:
+        """The `--gpus` argv element Docker reads as `gpus` means (`"device=0,1"`), or None."""
+        return None if self.gpus == "none" else dockergpus.render(dockergpus.read(self.gpus))
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm(cls, v: str) -> str:
+        dockeropts.check_shm_size(v)
+        return v
+
+    @field_validator("ipc")
+    @classmethod
+    def _ipc(cls, v: str | None) -> str | None:
+        if v is not None:
+            dockeropts.check_ipc(v)
+        return v
+
+    @field_validator("ulimits")
+    @classmethod
+    def _ulimits(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            try:
+                dockeropts.parse_ulimit(f"{name}={value}")
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return v
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, v: list[str]) -> list[str]:
+        for i, why in dockeropts.duplicate_targets(v):
+            raise ValueError(f"item {i} ({v[i]}): {why}")
+        return v
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra(cls, v: list[str]) -> list[str]:
+        for i, why in dockeropts.extra_arg_problems(v):
+            raise ValueError(f"item {i}: {why}")
+        return v
 
     @field_validator("env")
     @classmethod
@@ -381,6 +488,12 @@ class InventoryModel(Strict):
                 if key in secret_names:
                     errors.append(((*section, key), f"{key} is listed in secrets.env, so its value "
                                    f"must not be here: {_secret_hint(key)}"))
+        login = self.image.login
+        if login is not None and login.password_secret in secret_names:
+            errors.append((("image", "login", "password_secret"),
+                           f"{login.password_secret} is listed in secrets.env, so it would also "
+                           "reach every container's env-file: leave it out of secrets.env (the "
+                           "pull reads it from the environment or secrets.file by itself)"))
         ray_arg = self.image.build_args.get(RAY_VERSION_ARG)
         if ray_arg is not None and ray_arg != self.ray.version:
             errors.append((("image", "build_args", RAY_VERSION_ARG),

@@ -25,6 +25,7 @@ from dgxcluster.core.endpoint import listen_host
 from dgxcluster.core.nodepaths import VLLM_EXIT, VLLM_LOG, VLLM_PID
 from dgxcluster.core.ranks import node_ranks
 from dgxcluster.errors import UsageError
+from dgxcluster.inventory import dockeropts
 from dgxcluster.remote.command import shell
 from dgxcluster.secrets import Secret
 
@@ -37,7 +38,7 @@ WORKER = "worker"
 RAY = "ray"
 NATIVE = "native"
 #: Where the node's `NodePaths.log_dir` appears inside the containers.
-CONTAINER_LOG_DIR = "/var/log/dgxcluster"
+CONTAINER_LOG_DIR = dockeropts.CONTAINER_LOG_DIR  # the inventory keeps volumes off it
 CONFIG_HASH_LEN = 16
 
 # Runs inside the head container (docker exec -d): vLLM in the background with its output

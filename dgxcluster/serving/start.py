@@ -62,6 +62,8 @@ class StartOptions:
     skip_model_check: bool = False
     #: is serve.model complete on every node? (`models.check.start_check`, from the CLI)
     model_check: NodeCheck | None = None
+    #: can the nodes run the pulled image? (`image.startcheck.start_check`, from the CLI)
+    image_check: NodeCheck | None = None
 
 
 @dataclass
@@ -251,11 +253,15 @@ class StartRun:
             if check is not None:
                 self.p.status(conn.node, f"preflight: looking for {check.label}")
                 entries[conn.node] = check.read(conn, facts.paths)
+            if self.opts.image_check is not None and facts.image_ok:
+                image_entries[conn.node] = self.opts.image_check.read(conn, facts.paths)
             return facts
 
         entries: dict[str, object] = {}
+        image_entries: dict[str, object] = {}
         group = self.s.cluster.map(one)
         self._check_model(group.values, entries)
+        self._check_image(group.values, image_entries)
         head_err = group.errors.get(self.head)
         if isinstance(head_err, LockHeld) or (isinstance(head_err, StepError) and head_err.step == "lock"):
             raise head_err
@@ -298,6 +304,14 @@ class StartRun:
                 f.model = text
             else:
                 f.problems.append(text)
+
+    def _check_image(self, facts: dict[str, NodeFacts], entries: dict[str, object]) -> None:
+        """A pulled image: the same image ID everywhere, and Ray in it (`image.startcheck`)."""
+        if self.opts.image_check is None:
+            return
+        for node, (fine, text) in self.opts.image_check.judge(entries).items():
+            if not fine and node in facts:
+                facts[node].problems.append(text)
 
     def mine(self, node: str) -> ContainerInfo | None:
         """This node's container of this cluster, as preflight found it."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from dgxcluster.core.endpoint import EndpointProbe
 from dgxcluster.core.imageid import NodeImage, compare
-from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_EXECUTOR, LABEL_ROLE
+from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_EXECUTOR, LABEL_ROLE, is_pull_tag
 from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.facts import ParseError, meminfo, nvidia_smi, ray_status
 from dgxcluster.facts.vllm_metrics import ServingMetrics
@@ -267,10 +267,13 @@ def memory(text: str, rc: int | None) -> tuple[meminfo.Memory | None, str | None
 
 
 def image_state(image: Image | None) -> ImageState:
-    """`current`'s content tag is its `dgxcluster.content-tag` label, as `build` sets it."""
+    """`current`'s content tag is its `dgxcluster.content-tag` label, as `build` sets it; a
+    pulled image has no such label (its bytes are the registry's), so its `pull-<hex>` tag."""
     if image is None:
         return ImageState(None, None)
-    return ImageState(image.labels.get(LABEL_CONTENT_TAG) or None, image.id, image.tags)
+    pulled = next((t.rsplit(":", 1)[1] for t in image.tags
+                   if ":" in t and is_pull_tag(t.rsplit(":", 1)[1])), None)
+    return ImageState(image.labels.get(LABEL_CONTENT_TAG) or pulled, image.id, image.tags)
 
 
 def container_state(c: Container, now: datetime | None) -> ContainerState:
@@ -355,7 +358,8 @@ def image_summary(name: str, nodes: list[NodeStatus], expected_tag: str | None,
     else:
         detail = f"{name}:{tag} on every node (image IDs differ: built on each node)"
     if matches is False:
-        detail += f"; the build context now gives {expected_tag}: run dgxcluster build --all-nodes"
+        what = "image.ref" if expected_tag and is_pull_tag(expected_tag) else "the build context"
+        detail += f"; {what} now gives {expected_tag}: run dgxcluster build --all-nodes"
     return ImageSummary(name, expected_tag, expected_error, True, matches, detail, ids_match)
 
 

@@ -104,9 +104,15 @@ FIELDS: dict[str, tuple[tuple[Any, ...], Any, set[str], Any]] = {
                        {"newline", "tab", "leading-dash", "leading-dashes", "long"}, lambda v: v),
     "serve.extra_args": (("serve", "extra_args"), lambda v: [v], set(), lambda v: v),
     "container.extra_args": (("container", "extra_args"), lambda v: [v], set(), lambda v: v),
-    "container.devices": (("container", "devices"), lambda v: [v], set(), lambda v: v),
-    "container.volumes": (("container", "volumes"), lambda v: ["/srv/x:" + v], set(),
-                          lambda v: "/srv/x:" + v),
+    # docker takes any absolute device path (docker/cli validateLinuxPath) and refuses the rest
+    "container.devices": (("container", "devices"), lambda v: ["/dev/" + v], set(),
+                          lambda v: "/dev/" + v),
+    "container.devices (relative)": (("container", "devices"), lambda v: [v], set(HOSTILE), None),
+    # the container side of a volume must be absolute (moby ParseMountRaw)
+    "container.volumes": (("container", "volumes"), lambda v: ["/srv/x:/" + v], set(),
+                          lambda v: "/srv/x:/" + v),
+    "container.volumes (relative target)": (("container", "volumes"), lambda v: ["/srv/x:" + v],
+                                            set(HOSTILE), None),
     "container.env (value)": (("container", "env"), lambda v: {"HOSTILE": v}, {"newline"},
                               lambda v: "HOSTILE=" + v),
     "container.env (name)": (("container", "env"), lambda v: {v: "x"}, set(HOSTILE) - {"long"},

@@ -276,7 +276,7 @@ def test_host_ip_override_and_link_local() -> None:
     ("container: {cap_add: []}\n", Level.WARN, "lacks IPC_LOCK"),
     ("container: {network: bridge}\n", Level.FAIL, "container.network is bridge"),
     ("container: {devices: ['/dev/infiniband/uverbs0:/dev/infiniband/uverbs0'],"
-     " ulimits: {memlock: 'unlimited:unlimited'}}\n", Level.PASS, "uverbs0"),
+     " ulimits: {memlock: '-1:-1'}}\n", Level.PASS, "uverbs0"),
 ])
 def test_container_options(extra: str, status: Level, text: str) -> None:
     (r,) = container_checks(inv(extra))
