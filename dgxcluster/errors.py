@@ -93,6 +93,7 @@ class StepError(DgxClusterError):
     def __init__(self, step: str, message: str, node: str | None = None) -> None:
         self.step = step
         self.node = node
+        self.message = message
         where = f"{node}: " if node else ""
         super().__init__(f"{where}step {step!r} failed: {message}")
 

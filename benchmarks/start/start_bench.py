@@ -10,6 +10,12 @@ Every timestamp comes from the same clock (the testbed nodes are namespaces of t
 The stand-in's own time is S1-S0; Ray's own time is R-H. dgxcluster's own overhead is the
 rest: (H-A) preflight, lock, env-files, docker run + (S0-R) noticing Ray is up and launching
 vLLM + (E-S1) noticing vLLM is ready and reporting.
+
+With `--executor native` (or `both`, the default: Ray's runs, then native's, same model
+delay) there is no Ray: S0 and S1 are rank 0's (on the head; its own time includes waiting
+for the headless ranks to join, which started before it), and dgxcluster's own overhead is
+(S0-A) preflight, lock, env-files, the headless ranks' and rank 0's `docker run` + (E-S1).
+The ratio native/ray of the wall time and of the own overhead is printed at the end.
 """
 
 from __future__ import annotations
@@ -74,50 +80,80 @@ def standin_marks(s: Session, cluster: str) -> tuple[float, float]:
     return float(start.group(1)), float(ready.group(2))
 
 
+def run_once(s: Session, inv: Path, cluster: str, executor: str) -> dict[str, float]:
+    t_a, _ = cli(inv, "start", "--executor", executor)
+    t_e = time.time()
+    s0, s1 = standin_marks(s, cluster)
+    row = {"total": t_e - t_a, "standin": s1 - s0}
+    if executor == "ray":
+        h, r = ray_marks(s, cluster)
+        row.update({"ray": r - h, "pre": h - t_a, "ray_to_vllm": s0 - r})
+        row["own"] = row["pre"] + row["ray_to_vllm"] + (t_e - s1)
+    else:
+        row.update({"pre": s0 - t_a})
+        row["own"] = row["pre"] + (t_e - s1)
+    row["ready_to_exit"] = t_e - s1
+    row["over_standin"] = row["total"] - row["standin"]
+    t_noop, _ = cli(inv, "start", "--executor", executor)
+    row["noop"] = time.time() - t_noop
+    t_stop, _ = cli(inv, "stop")
+    row["stop"] = time.time() - t_stop
+    return row
+
+
+def report(executor: str, rows: list[dict[str, float]]) -> dict[str, float]:
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in rows)
+
+    print(f"\ndgxcluster start/stop on 2 testbed nodes, executor {executor}, "
+          f"median of {len(rows)} runs")
+    print(f"  start, wall                                       {med('total'):7.2f} s")
+    print(f"    vLLM stand-in's own start (rank 0's log)        {med('standin'):7.2f} s")
+    if executor == "ray":
+        print(f"    Ray's own start (head container -> last node)   {med('ray'):7.2f} s")
+    print(f"  overhead of start over the stand-in's own time    {med('over_standin'):7.2f} s")
+    print(f"  dgxcluster's own overhead (target <= 3 s)         {med('own'):7.2f} s")
+    if executor == "ray":
+        print(f"    before the head container runs                  {med('pre'):7.2f} s")
+        print(f"    Ray up -> stand-in launched                     {med('ray_to_vllm'):7.2f} s")
+    else:
+        print(f"    before rank 0's vLLM runs (headless ranks first) {med('pre'):6.2f} s")
+    print(f"    stand-in ready -> start exits                   {med('ready_to_exit'):7.2f} s")
+    print(f"  start again (already running, no change)          {med('noop'):7.2f} s")
+    print(f"  stop                                              {med('stop'):7.2f} s")
+    return {k: med(k) for k in ("total", "own", "stop")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--name", default="bstart", help="testbed name")
+    ap.add_argument("--executor", choices=("both", "ray", "native"), default="both")
     a = ap.parse_args()
+    executors = ["ray", "native"] if a.executor == "both" else [a.executor]
     inv = testbed_up(a.name, 2, docker=True)
+    rows: dict[str, list[dict[str, float]]] = {e: [] for e in executors}
     try:
         ensure_image(inv)
         ensure_model(a.name, inv)
-        rows: list[dict[str, float]] = []
         with Session.open(load_inventory(inv), command="bench") as s:
             cli(inv, "stop")
-            for i in range(a.runs):
-                t_a, _ = cli(inv, "start")
-                t_e = time.time()
-                h, r = ray_marks(s, a.name)
-                s0, s1 = standin_marks(s, a.name)
-                t_noop, _ = cli(inv, "start")
-                noop = time.time() - t_noop
-                t_stop, _ = cli(inv, "stop")
-                stop = time.time() - t_stop
-                row = {"total": t_e - t_a, "standin": s1 - s0, "ray": r - h, "pre": h - t_a,
-                       "ray_to_vllm": s0 - r, "ready_to_exit": t_e - s1, "noop": noop, "stop": stop}
-                row["over_standin"] = row["total"] - row["standin"]
-                row["own"] = row["pre"] + row["ray_to_vllm"] + row["ready_to_exit"]
-                rows.append(row)
-                print(f"run {i + 1}: " + "  ".join(f"{k} {v:.2f}s" for k, v in row.items()), flush=True)
+            for executor in executors:
+                for i in range(a.runs):
+                    row = run_once(s, inv, a.name, executor)
+                    rows[executor].append(row)
+                    print(f"{executor} run {i + 1}: " + "  ".join(
+                        f"{k} {v:.2f}s" for k, v in row.items()), flush=True)
     finally:
         testbed_down(a.name)
-
-    def med(key: str) -> float:
-        return statistics.median(r[key] for r in rows)
-
-    print(f"\ndgxcluster start/stop on 2 testbed nodes, median of {len(rows)} runs")
-    print(f"  start, wall                                       {med('total'):7.2f} s")
-    print(f"    vLLM stand-in's own start (its log)             {med('standin'):7.2f} s")
-    print(f"    Ray's own start (head container -> last node)   {med('ray'):7.2f} s")
-    print(f"  overhead of start over the stand-in's own time    {med('over_standin'):7.2f} s")
-    print(f"  dgxcluster's own overhead (target <= 3 s)         {med('own'):7.2f} s")
-    print(f"    before the head container runs                  {med('pre'):7.2f} s")
-    print(f"    Ray up -> stand-in launched                     {med('ray_to_vllm'):7.2f} s")
-    print(f"    stand-in ready -> start exits                   {med('ready_to_exit'):7.2f} s")
-    print(f"  start again (already running, no change)          {med('noop'):7.2f} s")
-    print(f"  stop (vLLM, worker, head, containers, env-files)  {med('stop'):7.2f} s")
+    medians = {e: report(e, r) for e, r in rows.items()}
+    if len(medians) == 2:
+        ray, native = medians["ray"], medians["native"]
+        print("\nnative / ray (medians)")
+        for key, label in (("total", "start, wall"), ("own", "dgxcluster's own overhead"),
+                           ("stop", "stop")):
+            print(f"  {label:<28}{native[key]:7.2f} s / {ray[key]:6.2f} s = "
+                  f"{native[key] / ray[key]:.2f}")
 
 
 if __name__ == "__main__":

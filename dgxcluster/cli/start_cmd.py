@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -29,6 +30,11 @@ def _model_check(merged: Merged[Inventory], force: bool) -> NodeCheck | None:
     recipe = merged.recipe
     return for_inventory(inner, inv, memory_gb=recipe.memory_gb if recipe else None,
                          recipe=recipe.name if recipe else "", force=force)
+
+
+class ExecutorChoice(str, Enum):
+    ray = "ray"
+    native = "native"
 
 
 def register(app: typer.Typer) -> None:
@@ -73,11 +79,21 @@ def register(app: typer.Typer) -> None:
                                   "/proc/sys/vm/drop_caches), as root or through `sudo -n`; a "
                                   "node where neither works fails the preflight.")
         ] = False,
+        executor: Annotated[
+            Optional[ExecutorChoice],  # noqa: UP045
+            typer.Option("--executor", case_sensitive=False,
+                         help="How vLLM spans the nodes, for this run (default: serve.executor): "
+                              "ray (a Ray cluster, vLLM in the head's container) or native "
+                              "(vLLM's own executor: one `vllm serve` per node, --headless but "
+                              "on the head; no Ray). A different executor than the running "
+                              "one is a different configuration: --restart replaces it."),
+        ] = None,
     ) -> None:
-        """Start Ray on every node and vLLM in the head container; wait until it answers.
+        """Start vLLM across the nodes (over Ray, or vLLM's native executor); wait until it answers.
 
-        Stages, each reported per node: lock, preflight, env-files, ray-head, ray-workers,
-        ray-ready, vllm, vllm-ready. Then prints the endpoint and a curl to try it.
+        Stages, each reported per node: lock, preflight, env-files, then with Ray ray-head,
+        ray-workers, ray-ready, vllm; native: headless (every node but the head, in
+        parallel), rank0 (the head); then vllm-ready. Then prints the endpoint and a curl.
         Before any node is touched, every vLLM flag (a recipe's and serve.extra_args) is
         checked against the argument table of the image's vLLM release (exit 2 if vLLM would
         refuse it). Preflight also checks that serve.model (at serve.revision) is complete in
@@ -85,7 +101,8 @@ def register(app: typer.Typer) -> None:
         fit each node's memory at serve.gpu_memory_utilization (default 0.8), and that
         that share of each node's memory is available now (vLLM's own start-up check);
         for a pulled image (image.source: pull), that every node holds the same image
-        and that it has Ray.
+        and that it has Ray (with the Ray executor); native: that serve.master_port is free
+        on the head.
         Idempotent: the same configuration already running and healthy is left alone. A
         failure (or Ctrl-C) removes what this run created unless --keep-on-failure.
         Exit 0 ready, 1 a step failed, 2 bad inventory/options, 3 a node was unreachable.
@@ -100,6 +117,11 @@ def register(app: typer.Typer) -> None:
         st = state(ctx)
         st.recipe = recipe
         inv = st.inventory()
+        if executor is not None:
+            from dgxcluster.inventory.load import with_executor
+
+            inv = with_executor(inv, executor.value)
+            st.use(inv)
         merged = st.merged()
         flags = check_flags(merged, skip=skip_flag_check)
         opts = StartOptions(dry_run=dry_run, restart=restart, keep_on_failure=keep_on_failure,

@@ -47,6 +47,14 @@ class CliState:
             self._inventory = inv
         return self._inventory
 
+    def use(self, inventory: Inventory) -> None:
+        """This invocation's inventory as an option changed it (`start --executor`)."""
+        self._inventory = inventory
+        if self._merged is not None:
+            from dataclasses import replace
+
+            self._merged = replace(self._merged, inventory=inventory)
+
     def merged(self) -> Merged[Inventory]:
         """The inventory with where each serve setting came from (recipe, inventory, default)."""
         inv = self.inventory()

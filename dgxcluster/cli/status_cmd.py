@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per node: reachable, Docker, image tag and ID, dgxcluster containers (role, state,
         uptime), GPU, memory. Cluster-wide: image the same everywhere and as built from the
-        inventory's context, Ray nodes and GPUs, vLLM health, models and endpoint, and rank
+        inventory's context, Ray nodes and GPUs (native executor: each vLLM rank's node,
+        rank, alive or not and last log line), vLLM health, models and endpoint, and rank
         0's serving metrics (requests running and waiting, KV-cache usage, prompt and
         generation tokens/s over about a second, TTFT and inter-token latency p50/p95).
 
@@ -99,9 +100,12 @@ def _print(report: ClusterStatus) -> None:
     expected = f" ({gives} gives {img.expected_tag})" if img.expected_tag else (
         f" (expected tag unknown: {img.expected_error})" if img.expected_error else "")
     out.print(f"[bold]image[/bold]  [{style}]{img.detail}[/{style}]{expected}", highlight=False)
-    ray_style = "green" if report.ray.state == "up" else "yellow"
-    out.print(f"[bold]ray[/bold]    [{ray_style}]{report.ray.describe()}[/{ray_style}]",
-              highlight=False)
+    if report.ranks is not None:
+        _print_ranks(report)
+    else:
+        ray_style = "green" if report.ray.state == "up" else "yellow"
+        out.print(f"[bold]ray[/bold]    [{ray_style}]{report.ray.describe()}[/{ray_style}]",
+                  highlight=False)
     v = report.vllm
     if v.ready:
         line = f"[green]ready[/green] at {v.url}/v1, serving: {', '.join(v.models)}"
@@ -112,6 +116,13 @@ def _print(report: ClusterStatus) -> None:
     proc = report.vllm_process
     if proc is not None and not v.ready and proc.state != "absent":
         out.print(f"       on {report.head}: {proc.describe()}", highlight=False, soft_wrap=True)
+    _print_serving(report)
+
+
+def _print_serving(report: ClusterStatus) -> None:
+    from dgxcluster.cli.reportout import report_console
+
+    out = report_console()
     if report.serving is not None:
         from dgxcluster.cli.servingtext import serving_lines
 
@@ -133,3 +144,22 @@ def _print_keeping(out: Console, report: ClusterStatus) -> None:
     out.print(f"[bold]auth[/bold]   [{auth_style}]{report.auth}[/{auth_style}]"
               + ("" if report.auth != "off" else " (anyone who reaches the port can use it; "
                  "set serve.api_key)"), highlight=False, soft_wrap=True)
+
+
+def _print_ranks(report: ClusterStatus) -> None:
+    """The native executor's ranks, one row each, in place of Ray's summary."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from dgxcluster.cli.reportout import report_console
+
+    assert report.ranks is not None
+    alive = sum(r.alive for r in report.ranks)
+    t = Table(title=f"vLLM ranks (native executor): {alive}/{len(report.ranks)} alive",
+              title_justify="left")
+    for col in ("node", "rank", "alive", "last log line"):
+        t.add_column(col)
+    for r in report.ranks:
+        style = "green" if r.alive else "bold red"
+        t.add_row(r.node, str(r.rank), Text(r.describe(), style=style), Text(r.last_line or "-"))
+    report_console().print(t)

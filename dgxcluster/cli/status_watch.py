@@ -83,8 +83,15 @@ def render(frame: Frame, interval: float) -> RenderableType:
             lines.append(f"        on {s.head}: {proc.describe()}")
     if s.serving is not None:
         lines.extend(f"        {line}" for line in serving_lines(s.serving))
-    ray_style = "green" if s.ray.state == "up" else "yellow"
-    lines.append(f"[bold]ray[/bold]     [{ray_style}]{s.ray.describe()}[/{ray_style}]")
+    if s.ranks is not None:  # the native executor: its ranks in place of Ray
+        alive = sum(r.alive for r in s.ranks)
+        style = "green" if alive == len(s.ranks) else "yellow"
+        shown = ", ".join(f"{r.node} rank {r.rank} {r.describe()}" for r in s.ranks)
+        lines.append(f"[bold]ranks[/bold]   [{style}]{alive}/{len(s.ranks)} alive[/{style}] "
+                     f"(native executor): {shown}")
+    else:
+        ray_style = "green" if s.ray.state == "up" else "yellow"
+        lines.append(f"[bold]ray[/bold]     [{ray_style}]{s.ray.describe()}[/{ray_style}]")
     img_style = "green" if s.image.consistent else "yellow"
     lines.append(f"[bold]image[/bold]   [{img_style}]{s.image.detail}[/{img_style}]")
     return Group(*lines)

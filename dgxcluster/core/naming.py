@@ -9,6 +9,7 @@ LABEL_CLUSTER = "dgxcluster.cluster"
 LABEL_ROLE = "dgxcluster.role"  # head | worker | verify
 LABEL_NODE = "dgxcluster.node"
 LABEL_CONFIG = "dgxcluster.config"  # hash of everything that shapes the running cluster
+LABEL_EXECUTOR = "dgxcluster.executor"  # ray | native: how vLLM spans the nodes
 LABEL_CONTENT_TAG = "dgxcluster.content-tag"  # on images: ctx-<12 hex>
 LABEL_IMAGE = "dgxcluster.image"  # on images: the repository `build` built them as
 

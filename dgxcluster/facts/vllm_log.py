@@ -7,8 +7,14 @@ gpu_model_runner.py` "Model loading took" / "Graph capturing finished", `v1/work
 gpu_worker.py` "Available KV cache memory", `v1/engine/core.py` "init engine (...) took",
 `entrypoints/openai/api_server.py` "Starting vLLM API server N on URL", in 2026 "Starting
 vLLM server on URL") and uvicorn's "Application startup complete.", which vLLM's API server
-prints once it accepts requests. Lines may carry a process prefix (`(EngineCore_DP0 pid=1)`),
-a docker compose prefix or terminal colour codes (raw, or in caret notation `^[[0;36m`).
+prints once it accepts requests. A rank of vLLM's own multi-node executor (`--nnodes`) says
+where it joins (`vllm/entrypoints/cli/serve.py` run_headless: "Launching vLLM (vX)
+headless multiproc executor, with head node address H:P ..."; `vllm/distributed/
+parallel_state.py` init_distributed_environment: "... distributed_init_method=tcp://H:P
+backend=nccl") and that every rank joined (initialize_model_parallel: "rank R in world size W
+is assigned as DP rank ..., PP rank ..., TP rank ...", logged once the process group
+formed). Lines may carry a process prefix (`(EngineCore_DP0 pid=1)`, `(Worker pid=7)`), a
+docker compose prefix or terminal colour codes (raw, or in caret notation `^[[0;36m`).
 """
 
 from __future__ import annotations
@@ -20,13 +26,15 @@ from dgxcluster.facts import ParseError
 
 COMMAND = "vLLM log"
 #: Start-up phases in the order vLLM goes through them.
-PHASES = ("starting", "loading", "compiling", "kv-cache", "cuda-graphs", "engine-ready",
-          "api-starting", "ready")
+PHASES = ("starting", "connecting", "joined", "loading", "compiling", "kv-cache", "cuda-graphs",
+          "engine-ready", "api-starting", "ready")
+#: What `grep` looks for to tell that a rank joined the process group (the "joined" rule).
+JOINED_GREP = "in world size [0-9]* is assigned as"
 _ANSI = re.compile(r"(?:\x1b|\^\[)\[[0-9;]*m")
 _RULES: list[tuple[str, re.Pattern[str]]] = [
     ("failed", re.compile(r"Traceback \(most recent call last\)|Engine core initialization failed"
                           r"|^\s*(?:RuntimeError|ValueError|torch\.OutOfMemoryError|"
-                          r"torch\.cuda\.OutOfMemoryError)\b")),
+                          r"torch\.cuda\.OutOfMemoryError|torch\.distributed\.\w+Error)\b")),
     ("ready", re.compile(r"Application startup complete\.")),
     ("api-starting", re.compile(r"Starting vLLM (?:API )?server (?:\d+ )?on (?P<url>\S+)")),
     ("engine-ready", re.compile(r"init engine \(profile, create kv cache, warmup model\) took "
@@ -40,6 +48,9 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
     ("loading", re.compile(r"Loading safetensors checkpoint shards:\s*(?P<pct>\d+)% Completed \| "
                            r"(?P<done>\d+)/(?P<total>\d+)|Loading weights took (?P<s>[\d.]+) seconds"
                            r"|Model loading took (?P<gib>[\d.]+) GiB|Starting to load model")),
+    ("joined", re.compile(r"\brank (?P<rank>\d+) in world size (?P<world>\d+) is assigned as")),
+    ("connecting", re.compile(r"headless multiproc executor, with head node address (?P<addr>\S+?)"
+                              r"(?: for|,|$)|distributed_init_method=tcp://(?P<init>\S+)")),
     ("starting", re.compile(r"Initializing a V\d LLM engine|non-default args:|vLLM API server version")),
 ]
 
@@ -71,6 +82,10 @@ def _detail(phase: str, m: re.Match[str]) -> str:
         return f"capturing CUDA graphs ({g['what']}, {g['pct']}%)"
     if phase == "engine-ready":
         return f"engine initialised in {g['s']} s"
+    if phase == "joined":
+        return f"joined: rank {g['rank']} of {g['world']}"
+    if phase == "connecting":
+        return f"joining the process group at {g.get('addr') or g['init']}"
     if phase == "api-starting":
         return f"API server starting on {g['url']}"
     if phase == "ready":

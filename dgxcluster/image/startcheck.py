@@ -36,9 +36,9 @@ class _Answer:
 
 
 def needs_ray(inv: InventoryModel) -> bool:
-    """Do the containers run Ray? Always, until `serve.executor: native` exists (then: only
-    for `ray`)."""
-    return str(getattr(inv.serve, "executor", "ray")) == "ray"
+    """Do the containers run Ray? Only with `serve.executor: ray`; native runs `vllm serve`
+    in every container, no Ray (NGC's vLLM image serves as it is)."""
+    return inv.serve.executor == "ray"
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ def port_problems(inv: InventoryModel) -> list[Problem]:
         ("ray", "dashboard_port"): inv.ray.dashboard_port,
         ("serve", "port"): inv.serve.port,
     }
+    if inv.serve.executor == "native":  # rank 0 listens on it, beside the API
+        ours[("serve", "master_port")] = inv.serve.master_port
     explicit = {("ray", k) for k in inv.ray.model_fields_set} | {
         ("serve", k) for k in inv.serve.model_fields_set}
     seen: dict[int, tuple[str, ...]] = {}
@@ -61,6 +63,18 @@ def port_problems(inv: InventoryModel) -> list[Problem]:
             errors.append((path, f"{port} is taken by {taken}; choose a port outside "
                            f"{RAY_CLIENT_PORT}-{RAY_WORKER_PORTS[-1]}, other than {RAY_AGENT_PORT}"))
     return errors
+
+
+def restart_problems(inv: InventoryModel) -> list[tuple[tuple[str | int, ...], str]]:
+    """The watcher (`serve.restart: on-failure`) relaunches vLLM inside the Ray head's
+    container; native ranks form one process group that cannot take a rank back, so it has
+    no way to bring them back yet."""
+    if inv.serve.executor == "native" and inv.serve.restart == "on-failure":
+        return [(("serve", "restart"), "serve.restart: on-failure works only with "
+                 "serve.executor: ray (the watcher relaunches vLLM in the Ray head's container; "
+                 "native ranks must all start again together): set serve.restart: never, or "
+                 "serve.executor: ray")]
+    return []
 
 
 def jump_hops(inv: InventoryModel, name: str) -> tuple[JumpHop, ...] | None:

@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from dgxcluster.errors import InventoryError
-from dgxcluster.inventory.schema import CrossCheckError, InventoryModel
+from dgxcluster.errors import InventoryError, UsageError
+from dgxcluster.inventory import crosschecks
+from dgxcluster.inventory.schema import CrossCheckError, Executor, InventoryModel
 from dgxcluster.inventory.yamlfile import YamlProblem, format_path, load_yaml
 
 DEFAULT_PATH = Path("inventory/cluster.yaml")
@@ -66,6 +67,23 @@ class Inventory(InventoryModel, BaseSettings):
         if p.is_absolute() or self._source is None:
             return p
         return (self._source.parent / p).resolve()
+
+
+def with_executor(inv: Inventory, executor: Executor, option: str = "--executor") -> Inventory:
+    """`inv` with serve.executor replaced for one run (`start --executor`), refused (exit 2,
+    naming the option) for what the file's value would be refused for: ports that clash, a
+    TP x PP the nodes cannot share."""
+    if executor == inv.serve.executor:
+        return inv
+    new = inv.model_copy(update={"serve": inv.serve.model_copy(update={"executor": executor})})
+    problems = [msg for _path, msg in
+                crosschecks.port_problems(new) + crosschecks.restart_problems(new)]
+    parallel = new.parallel_problem()
+    if parallel and executor == "native":
+        problems.append(parallel)
+    if problems:
+        raise UsageError(f"{executor}: " + "; ".join(problems), option)
+    return new
 
 
 def resolve_path(cli_path: str | Path | None, environ: Mapping[str, str] | None = None) -> Path:

@@ -112,9 +112,13 @@ def problem(inv: InventoryModel) -> str | None:
 
 
 def problems(inv: InventoryModel) -> list[Problem]:
-    """What to refuse at load: everything when the file sets a size or serve.nodes; with the
-    defaults nothing (a one-node inventory still runs exec and build; start checks them)."""
-    explicit = set(SIZES) & inv.serve.model_fields_set or "nodes" in inv.serve.model_fields_set
+    """What to refuse at load: everything when the file sets a size, serve.nodes or the native
+    executor; with the defaults nothing (a one-node inventory still runs exec and build;
+    start checks them)."""
+    set_ = inv.serve.model_fields_set
+    # a file that asks for the native executor asks for its placement too
+    native = inv.serve.executor == "native" and "executor" in set_
+    explicit = set(SIZES) & set_ or "nodes" in set_ or native
     return _problems(inv) if explicit else []
 
 
@@ -194,12 +198,43 @@ def _size_problem(inv: InventoryModel) -> Problem | None:
 
 
 def _executor_problems(inv: InventoryModel) -> list[Problem]:
-    executor = getattr(inv.serve, "executor", "ray")
+    executor = inv.serve.executor
     if inv.serve.data_parallel_size > 1 and executor != "native":
         return [(("serve", "data_parallel_size"), "data-parallel needs serve.executor: native "
                  "(replicas run behind vLLM's own data-parallel front end, which the native "
                  f"executor launches on every node; the {executor} executor cannot)")]
+    if inv.serve.data_parallel_size > 1:
+        return [(("serve", "data_parallel_size"), "data-parallel is not wired into the native "
+                 "executor yet (serving/dataparallel.py holds vLLM's flags; start does not pass "
+                 "them): leave serve.data_parallel_size at 1")]
+    if executor == "native":
+        found = native_problem(inv)
+        if found:
+            set_ = inv.serve.model_fields_set
+            key = "executor" if "executor" in set_ and not set(SIZES) & set_ else _key(inv)[1]
+            return [(("serve", key), found)]
     return []
+
+
+def native_problem(inv: InventoryModel) -> str | None:
+    """vLLM's multiproc executor runs one rank per serving node (`--nnodes` = the serving
+    nodes) and splits the world size evenly: `MultiprocExecutor` asserts that TP x PP is
+    divisible by nnodes, and each node runs TP x PP / nnodes workers, one per local GPU."""
+    tp, pp = inv.serve.tensor_parallel_size, inv.serve.pipeline_parallel_size
+    world, nodes, per_node = tp * pp, len(serving_nodes(inv)), inv.gpus_per_node
+    if world % nodes:
+        return (f"serve.executor native runs one vLLM rank on each of the {nodes} serving "
+                f"node(s) (--nnodes {nodes}), which must share tensor_parallel_size {tp} x "
+                f"pipeline_parallel_size {pp} = {world} GPUs evenly (vLLM requires the world size "
+                f"to be divisible by --nnodes): use a multiple of {nodes}, list only the nodes "
+                "that serve in serve.nodes, or serve.executor ray")
+    if world // nodes > per_node:
+        source = ("ray.num_gpus" if inv.ray.num_gpus is not None
+                  else "one per DGX Spark; set ray.num_gpus for another count")
+        return (f"serve.executor native puts {world // nodes} of the {world} GPUs "
+                f"(tensor_parallel_size {tp} x pipeline_parallel_size {pp}) on each of the "
+                f"{nodes} node(s), but a node has {per_node} ({source})")
+    return None
 
 
 def _order_problems(inv: InventoryModel) -> list[Problem]:
@@ -211,7 +246,7 @@ def _order_problems(inv: InventoryModel) -> list[Problem]:
     nodes = list(place(inv).nodes)
     if len(nodes) < 2:
         return []
-    executor = getattr(inv.serve, "executor", "ray")
+    executor = inv.serve.executor
     if executor == "ray" and len(nodes) > 3 and not all(
             topo.neighbours(n) >= set(nodes) - {n} for n in nodes):
         return [(_key(inv, prefer_nodes=True), f"{len(nodes)} nodes of a {topo.kind} serve, but "

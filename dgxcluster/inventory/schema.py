@@ -421,13 +421,16 @@ class RaySettings(Strict):
     version: str = Field(default="2.57.1", pattern=r"^[0-9][0-9a-z.+-]*$")
 
 
+Executor = Literal["ray", "native"]
 #: NVIDIA's vLLM container release notes ("Known Issues", 26.01-26.10): vLLM's default
 #: allocation over-commits DGX Spark's unified memory; its two-Spark playbook passes 0.8.
 SAFE_GPU_MEMORY_UTILIZATION = 0.8
 
 
 class ServeSettings(Strict):
-    """What `vllm serve` runs in the head container."""
+    """What `vllm serve` runs, and across the nodes how: over Ray (`vllm serve` in the head
+    container, workers through Ray) or vLLM's own multi-node executor (one `vllm serve` per
+    node: rank 0 on the head serves the API, the others run `--headless`)."""
 
     recipe: str | None = Field(
         default=None, min_length=1, max_length=1024,
@@ -442,6 +445,13 @@ class ServeSettings(Strict):
         default=None, min_length=1,
         description="the nodes that serve, head first (default: every node)")
     port: Port = 8000
+    executor: Executor = Field(
+        default="ray", description="ray: a Ray cluster in containers, `vllm serve "
+        "--distributed-executor-backend ray` in the head's; native: vLLM's multiprocessing "
+        "executor across nodes (`--nnodes/--node-rank/--master-addr/--headless`), no Ray")
+    master_port: Port = Field(
+        default=29501, description="native executor: the port rank 0 listens on for the other "
+        "ranks (vLLM's --master-port; 29501 is vLLM's default)")
     host: str = "0.0.0.0"  # noqa: S104 - the API must be reachable from the operator's machine
     public_host: str | None = Field(
         default=None, min_length=1, max_length=255, pattern=r"^[^\s/@]+$",
@@ -564,6 +574,7 @@ class InventoryModel(Strict):
                            f"{ray_arg} differs from ray.version {self.ray.version}: set ray.version "
                            f"only (build passes it as {RAY_VERSION_ARG})"))
         errors += crosschecks.jump_problems(self) + crosschecks.port_problems(self)
+        errors += crosschecks.restart_problems(self)
         fabric = topology.problems(self)
         errors += fabric
         if not fabric:  # placement reads the topology (ring order)

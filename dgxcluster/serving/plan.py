@@ -1,6 +1,12 @@
 """What `start` runs on each node, as pure data: docker run argv, env-file values, the
 `vllm serve` command and the config hash recorded in the `dgxcluster.config` label.
 
+Both executors are described here, as argv: `ray` (a `ray start` container per node, then
+`vllm serve --distributed-executor-backend ray` launched in the head's), and `native`
+(vLLM's multiprocessing executor across nodes: each node's container runs `vllm serve` with
+`--nnodes N --node-rank R --master-addr <head fabric IP> --master-port P`, `--headless` on
+every rank but 0). How each is started and watched is `serving/executors/`.
+
 Nothing here touches the network, so unit tests check the exact argv, and `--dry-run`
 prints the same commands a real start would run.
 """
@@ -17,6 +23,7 @@ from dgxcluster.core import dockerrun, naming
 from dgxcluster.core.containerenv import container_env
 from dgxcluster.core.endpoint import VLLM_KEY_ENV, api_key, listen_host
 from dgxcluster.core.nodepaths import VLLM_EXIT, VLLM_LOG, VLLM_PID
+from dgxcluster.core.ranks import node_ranks
 from dgxcluster.errors import UsageError
 from dgxcluster.inventory import dockeropts
 from dgxcluster.remote.command import shell
@@ -28,6 +35,8 @@ if TYPE_CHECKING:
 
 HEAD = "head"
 WORKER = "worker"
+RAY = "ray"
+NATIVE = "native"
 #: Where the node's `NodePaths.log_dir` appears inside the containers.
 CONTAINER_LOG_DIR = dockeropts.CONTAINER_LOG_DIR  # the inventory keeps volumes off it
 CONFIG_HASH_LEN = 16
@@ -68,9 +77,17 @@ def _volume(spec: str, paths: NodePaths) -> str:
     return f"{paths.expand(host)}{sep}{rest}"
 
 
+def container_command(inv: InventoryModel, node: str) -> list[str]:
+    """What the node's container runs: `ray start --block` (ray), or vLLM's rank under the
+    launcher that records its pid and exit status (native)."""
+    if inv.serve.executor == NATIVE:
+        return launcher(serve_command(inv, node))
+    return ray_command(inv, node)
+
+
 def docker_run(inv: InventoryModel, node: str, paths: NodePaths, image: str,
                config: str) -> list[str]:
-    """The whole `docker run` for one node's Ray container (secrets only via --env-file)."""
+    """The whole `docker run` for one node's container (secrets only via --env-file)."""
     role = role_of(inv, node)
     c = inv.container
     volumes = [f"{paths.expand(c.hf_cache)}:{dockerrun.CONTAINER_HF_HOME}",
@@ -78,9 +95,10 @@ def docker_run(inv: InventoryModel, node: str, paths: NodePaths, image: str,
                *(_volume(vol, paths) for vol in c.volumes)]
     return dockerrun.docker_run(c, dockerrun.Run(
         name=naming.container_name(inv.cluster, role), image=image,
-        command=ray_command(inv, node), detach=True,
+        command=container_command(inv, node), detach=True,
         labels={naming.LABEL_CLUSTER: inv.cluster, naming.LABEL_ROLE: role,
-                naming.LABEL_NODE: node, naming.LABEL_CONFIG: config},
+                naming.LABEL_NODE: node, naming.LABEL_CONFIG: config,
+                naming.LABEL_EXECUTOR: inv.serve.executor},
         env=container_env(inv, node), env_file=paths.env_file(role), volumes=volumes))
 
 
@@ -96,8 +114,10 @@ def require_model(inv: InventoryModel) -> str:
     return inv.serve.model
 
 
-def serve_command(inv: InventoryModel) -> list[str]:
-    """`vllm serve` with tensor parallelism over Ray, plus the configured flags."""
+def serve_command(inv: InventoryModel, node: str | None = None) -> list[str]:
+    """`vllm serve` with the configured flags, as `node` (default: the head) runs it: over
+    Ray, or as its rank of vLLM's own executor. Every rank gets the same flags but its own
+    `--node-rank` (and `--headless`), as vLLM's multi-node docs run it."""
     s = inv.serve
     argv = ["vllm", "serve", require_model(inv)]
     if s.served_model_name:  # early: its nargs="+" must end at the next option, not eat extra_args
@@ -105,8 +125,8 @@ def serve_command(inv: InventoryModel) -> list[str]:
     argv += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
     if s.pipeline_parallel_size > 1:
         argv += ["--pipeline-parallel-size", str(s.pipeline_parallel_size)]
-    argv += ["--distributed-executor-backend", "ray", "--host", listen_host(inv),
-             "--port", str(s.port)]
+    argv += executor_flags(inv, node or inv.head_name)
+    argv += ["--host", listen_host(inv), "--port", str(s.port)]
     if s.revision:
         argv += ["--revision", s.revision]
     if s.max_model_len is not None:
@@ -135,10 +155,44 @@ def launch_check(inv: InventoryModel) -> list[str]:
     return ["docker", "exec", head, *shell(_LAUNCH_CHECK, CONTAINER_LOG_DIR)]
 
 
+def executor_flags(inv: InventoryModel, node: str) -> list[str]:
+    """How vLLM spans the nodes (vllm/config/parallel.py, vllm/entrypoints/cli/serve.py):
+    `ray`, or `mp` (multiprocessing) with the node count, this node's rank, and where rank 0
+    listens for the others (torch.distributed's TCP store on the head's fabric address).
+    vLLM refuses `--nnodes` > 1 with any backend but mp, uni or external_launcher."""
+    if inv.serve.executor != NATIVE:
+        return ["--distributed-executor-backend", "ray"]
+    ranks = node_ranks(inv)
+    rank = ranks[node]
+    return ["--distributed-executor-backend", "mp", "--nnodes", str(len(ranks)),
+            "--node-rank", str(rank), "--master-addr", str(inv.head_node.fabric_ip),
+            "--master-port", str(inv.serve.master_port), *(["--headless"] if rank else [])]
+
+
+def launcher(argv: list[str]) -> list[str]:
+    """`argv` (vLLM) run by the launcher: output to the log, pid and exit status recorded."""
+    return shell(_LAUNCH, CONTAINER_LOG_DIR, *argv)
+
+
 def serve_exec(inv: InventoryModel) -> list[str]:
     """`docker exec -d` that starts vLLM in the head container, detached from this session."""
     head = naming.container_name(inv.cluster, HEAD)
-    return ["docker", "exec", "-d", head, *shell(_LAUNCH, CONTAINER_LOG_DIR, *serve_command(inv))]
+    return ["docker", "exec", "-d", head, *launcher(serve_command(inv))]
+
+
+def head_ports(inv: InventoryModel) -> dict[int, str]:
+    """The ports a new head container binds on the head's host network, and whose they are."""
+    if inv.serve.executor == NATIVE:
+        return {inv.serve.port: "vLLM's API (serve.port)",
+                inv.serve.master_port: "vLLM rank 0's --master-port (serve.master_port)"}
+    return {inv.ray.port: "Ray's GCS (ray.port)",
+            inv.ray.dashboard_port: "Ray's dashboard (ray.dashboard_port)",
+            inv.serve.port: "vLLM's API (serve.port)"}
+
+
+def runs_vllm(inv: InventoryModel, node: str) -> bool:
+    """Does the node's own container run vLLM (the head's; every node's with native)?"""
+    return inv.serve.executor == NATIVE or role_of(inv, node) == HEAD
 
 
 def gpus_needed(inv: InventoryModel) -> int:
@@ -186,12 +240,20 @@ def config_hash(inv: InventoryModel, image: str) -> str:
                   for n in inv.nodes],
         "container": inv.container.model_dump(mode="json"),
         "ray": inv.ray.model_dump(mode="json", exclude={"start_timeout_s"}),
-        "serve": {**inv.serve.model_dump(mode="json", exclude=_NOT_RUN | set(WATCH_KEYS)),
+        "serve": {**inv.serve.model_dump(mode="json", exclude=_not_hashed(inv)),
                   "host": listen_host(inv)},
         "secrets": sorted(inv.secrets.env),
     }
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:CONFIG_HASH_LEN]
+
+
+def _not_hashed(inv: InventoryModel) -> set[str]:
+    """What shapes how we wait, what we print or what the watcher does, not what runs
+    (`_NOT_RUN`, `WATCH_KEYS`). The executor's keys enter only for native, so a Ray cluster
+    started before they existed keeps its hash (no spurious restart)."""
+    out = _NOT_RUN | set(WATCH_KEYS)
+    return out if inv.serve.executor == NATIVE else out | {"executor", "master_port"}
 
 
 @dataclass(frozen=True)
@@ -207,11 +269,12 @@ class NodeCommands:
     prepare: list[str] = field(default_factory=list)
 
 
-def prepare_dirs(inv: InventoryModel, paths: NodePaths, new_head: bool = False) -> list[str]:
+def prepare_dirs(inv: InventoryModel, paths: NodePaths, new_vllm: bool = False) -> list[str]:
     """mkdir the node's state dirs (env-files 0700) and the HF cache before docker -v; for a
-    new head container, forget the previous vLLM's pid and exit status (new pid namespace)."""
+    container that will run vLLM anew (the head's; every rank's with native), forget the
+    previous vLLM's pid and exit status (new pid namespace)."""
     script = ('umask 077 && mkdir -p "$1" "$2" && chmod 700 "$1" && umask 022 && mkdir -p "$3"'
-              + (f' && rm -f "$2/{VLLM_PID}" "$2/{VLLM_EXIT}"' if new_head else ""))
+              + (f' && rm -f "$2/{VLLM_PID}" "$2/{VLLM_EXIT}"' if new_vllm else ""))
     return shell(script, paths.env_dir, paths.log_dir, paths.expand(inv.container.hf_cache))
 
 
@@ -222,5 +285,5 @@ def node_commands(inv: InventoryModel, node: str, paths: NodePaths, image: str, 
         node=node, role=role, container=naming.container_name(inv.cluster, role),
         env_file=paths.env_file(role), env_values=env_file_values(secrets, inv, role),
         docker_run=docker_run(inv, node, paths, image, config),
-        prepare=prepare_dirs(inv, paths, role == HEAD),
+        prepare=prepare_dirs(inv, paths, runs_vllm(inv, node)),
     )

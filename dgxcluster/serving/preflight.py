@@ -20,7 +20,7 @@ from dgxcluster.facts import docker_ps, listening, nvidia_smi
 from dgxcluster.facts.docker_ps import ContainerInfo
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
-from dgxcluster.serving.plan import HEAD, role_of
+from dgxcluster.serving.plan import HEAD, head_ports, role_of
 
 if TYPE_CHECKING:
     from dgxcluster.inventory.schema import InventoryModel
@@ -65,7 +65,8 @@ class NodeFacts:
 
 
 def ports_to_check(inv: InventoryModel) -> list[int]:
-    return [inv.ray.port, inv.ray.dashboard_port, inv.serve.port]
+    """What a new head container binds (the executor's ports: plan.head_ports)."""
+    return list(head_ports(inv))
 
 
 # One round trip per node: every fact, each section opened by "@@<name>" and closed by

@@ -1,4 +1,4 @@
-"""Waiting for Ray: the head's GCS port first (workers need it), then every node counted.
+"""Waiting for Ray: the head started first (workers need it registered), then every node counted.
 
 Cheap probes run per node (container state, "Ray runtime started." in its log); the slow
 `ray status` (seconds of Python in the head container) runs only once every node says it
@@ -17,7 +17,7 @@ from dgxcluster.core import docker
 from dgxcluster.core.docker import ContainerState, indented, parse_state
 from dgxcluster.core.progress import Progress, StatusThrottle
 from dgxcluster.errors import CommandTimeout, ConnectError, StepError
-from dgxcluster.facts import listening, ray_status
+from dgxcluster.facts import ray_status
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.group import Cluster
@@ -57,24 +57,23 @@ def _exited(conn: Connection, container: str, st: ContainerState, step: str) -> 
                      conn.node)
 
 
-def wait_gcs(conn: Connection, container: str, port: int, timeout_s: float,
-             sleep: Callable[[float], None] = time.sleep) -> float:
-    """Until Ray's GCS listens on the head (workers can join from then on)."""
+def wait_head(conn: Connection, container: str, timeout_s: float,
+              sleep: Callable[[float], None] = time.sleep) -> float:
+    """Until the head's `ray start` says "Ray runtime started." (workers can join from then
+    on: Ray prints it once the head node is registered in its GCS, which is what a joining
+    worker looks up, a limited number of times, before it gives up)."""
     t0 = time.monotonic()
     while True:
-        res = conn.run(shell('ss -Hltn; echo "--"; docker inspect -f '
-                             '"{{.State.Status}} {{.State.ExitCode}}" "$1" 2>/dev/null || echo absent',
-                             container), timeout=PROBE_TIMEOUT_S)
-        ss_text, _, state_text = res.stdout.partition("--\n")
-        st = parse_state(state_text)
-        if not st.running:
-            raise _exited(conn, container, st, "ray-head")
-        if port in listening.parse(ss_text).ports:
+        p = probe(conn, container)
+        if not p.state.running:
+            raise _exited(conn, container, p.state, "ray-head")
+        if p.started:
             return time.monotonic() - t0
         if time.monotonic() - t0 > timeout_s:
             tail = docker.log_tail(conn, container)
-            raise StepError("ray-head", f"Ray's GCS did not listen on port {port} within "
-                            f"{timeout_s:g}s; {container}'s last lines:\n{indented(tail)}", conn.node)
+            raise StepError("ray-head", f"Ray did not start on the head within {timeout_s:g}s "
+                            f"(no \"{STARTED_MARK}\"); {container}'s last lines:\n"
+                            f"{indented(tail)}", conn.node)
         sleep(POLL_S)
 
 

@@ -1,10 +1,13 @@
 """`start`: named stages, each reported per node, compare-then-act, rolled back on failure.
 
-    lock -> preflight -> env-files -> ray-head -> ray-workers -> ray-ready -> vllm -> vllm-ready
-    -> supervise
+    lock -> preflight -> (the executor's stages) -> vllm-ready -> supervise
+    ray:    ray-head -> ray-workers -> ray-ready -> vllm -> vllm-ready
+    native: headless -> rank0 -> vllm-ready
 
-declared in `STAGES` and walked by `core.stages` (which names the stage in any failure and
-calls the rollback once).
+`stages(executor)` declares them; `core.stages` walks them (naming the stage in any failure
+and calling the rollback once). The executor (`serving/executors/`) says what to create and
+brings its part up; preflight, env-files, containers, the wait for vLLM and the rollback are
+shared here.
 
 Every stage first compares what runs with what the inventory asks for (the config hash in
 the `dgxcluster.config` label), so a second start of a healthy cluster changes nothing.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dgxcluster.core import docker, endpoint, imageid, naming
@@ -32,13 +35,14 @@ from dgxcluster.errors import (
     StepError,
     UsageError,
 )
-from dgxcluster.facts.ray_status import RayStatus
+from dgxcluster.facts.docker_ps import ContainerInfo
 from dgxcluster.inventory import placement
 from dgxcluster.remote.command import for_display
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.secrets import render_env_file
-from dgxcluster.serving import dropcaches, plan, raywait, supervise, vllm
+from dgxcluster.serving import dropcaches, executors, plan, supervise, vllm
+from dgxcluster.serving.executors import Executor
 from dgxcluster.serving.lock import ClusterLock
 from dgxcluster.serving.preflight import (
     NodeCheck,
@@ -46,7 +50,6 @@ from dgxcluster.serving.preflight import (
     describe,
     foreign_containers,
     gather,
-    ports_to_check,
 )
 from dgxcluster.serving.teardown import Created, Found, rollback, teardown
 
@@ -132,7 +135,7 @@ def start(session: Session, options: StartOptions | None = None,
         return report
     lock = ClusterLock(session.cluster.conn(inv.head_name), inv.state_dir, inv.cluster, "start")
     try:
-        _Run(session, opts, prog, report, lock, endpoint.getter(key)).run()
+        StartRun(session, opts, prog, report, lock, endpoint.getter(key)).run()
     finally:
         lock.release()
     report.elapsed_s = time.monotonic() - t0
@@ -151,14 +154,15 @@ def _dry_run(session: Session, image: str, config: str) -> list[tuple[str, list[
         lines = [for_display(cmds.prepare),
                  f"write {cmds.env_file} (mode 0600, over SFTP):", *env_lines,
                  for_display(cmds.docker_run)]
-        if cmds.role == plan.HEAD:
+        if cmds.role == plan.HEAD and inv.serve.executor == plan.RAY:
             lines.append(for_display(plan.serve_exec(inv)))
         out.append((f"{node} ({cmds.role})", [session.redactor(ln) for ln in lines]))
     return out
 
 
-class _Run:
-    """One locked start: the stages, what they created, and the rollback."""
+class StartRun:
+    """One locked start: the shared stages, what they created, and the rollback. The
+    executor's stages run on it too (they call `create`, `out`, `wait_ready`)."""
 
     def __init__(self, session: Session, opts: StartOptions, progress: Progress,
                  report: StartReport, lock: ClusterLock, get: endpoint.Getter) -> None:
@@ -172,14 +176,11 @@ class _Run:
         self.created = Created()
         self.ledger = Ledger(self.inv.names, progress)
         self.facts: dict[str, NodeFacts] = {}
-        self.head_new = True
-        self.workers_new: list[str] = []
-        self._cancel = threading.Event()
-        self._confirm: Future[RayStatus | None] = Future()
-        self._confirm.set_result(None)
-        self._ray_reported = False
-        self._ray_at = 0
-        self._ray_t0 = 0.0
+        self.executor: Executor = executors.for_inventory(self.inv)
+        #: set when the run fails or is interrupted: background waits stop
+        self.cancel = threading.Event()
+        #: executors add what a failure must do first (finish a pending outcome, ...)
+        self.on_failure: list[Callable[[], None]] = []
 
     @property
     def head(self) -> str:
@@ -199,18 +200,16 @@ class _Run:
 
     def run(self) -> None:
         # any failure, Ctrl-C included, rolls back first (_fail raises what the CLI shows)
-        walk(STAGES, self, self.ledger, rollback=self._fail)
+        walk(stages(self.executor), self, self.ledger, rollback=self._fail)
 
     def _fail(self, exc: BaseException) -> None:
-        self._cancel.set()
+        self.cancel.set()
         if isinstance(exc, LockHeld):
             raise exc  # nothing was read or changed: the holder's name is the whole message
         kept = self.opts.keep_on_failure and bool(self.created.nodes)
         lines: list[str] = []
-        if self._ray_at and not self._ray_reported:
-            self.report.outcomes.insert(self._ray_at, Outcome(
-                self.head, "ray-ready", Status.SKIPPED,
-                "every node joined; `ray status` had not confirmed the counts yet"))
+        for first in self.on_failure:
+            first()
         if not kept and self.created.nodes:
             what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             self.p.message(f"start {what} at step '{self.step}': rolling back")
@@ -235,30 +234,22 @@ class _Run:
     def preflight(self) -> Next | None:
         """Lock, read every node, compare with what runs; DONE if it already runs, healthy."""
         self._preflight()
-        self.head_new, self.workers_new = self._decide()
-        if not self.head_new and not self.workers_new and self._ready_now():
+        self._refuse_or_restart()
+        new = self.executor.decide(self)
+        if not new and self.ready_now():
             self.report.already_running = True
             for node in self.inv.names:
                 self.out(node, "start", Status.UNCHANGED,
                          f"already running (config {self.report.config})")
-            self._supervise()
+            self.supervise()
             return DONE
         # something will be started: the watcher must not act meanwhile (started again last)
         if supervise.stop(self.s.cluster.conn(self.head), self.facts[self.head].paths) == "stopped":
             self.out(self.head, supervise.STEP, Status.CHANGED, "watcher paused while start acts")
         for n in self.inv.names:
-            if n not in self.workers_new and not (self.head_new and n == self.head):
+            if n not in new:
                 self.out(n, "env-files", Status.UNCHANGED, "container already running")
         return None
-
-    def ray_head(self) -> None:
-        self._ray_head(self.head_new)
-
-    def ray_workers(self) -> None:
-        self._ray_workers(self.workers_new)
-
-    def vllm(self) -> None:
-        self._vllm(self.head_new)
 
     # -- preflight -------------------------------------------------------------------
 
@@ -340,12 +331,23 @@ class _Run:
             if not fine and node in facts:
                 facts[node].problems.append(text)
 
-    def _decide(self) -> tuple[bool, list[str]]:
-        """(recreate the head?, workers to create) after comparing with what runs."""
+    def mine(self, node: str) -> ContainerInfo | None:
+        """This node's container of this cluster, as preflight found it."""
+        f = self.facts[node]
+        return f.container(naming.container_name(self.inv.cluster, f.role))
+
+    def same(self, node: str) -> bool:
+        """The node's container runs, with this start's configuration."""
+        c = self.mine(node)
+        return c is not None and c.running and \
+            c.labels.get(naming.LABEL_CONFIG) == self.report.config
+
+    def _refuse_or_restart(self) -> None:
+        """A different configuration running is refused, or stopped first with --restart."""
         config = self.report.config
         different: list[str] = []
         for node, f in self.facts.items():
-            mine = f.container(naming.container_name(self.inv.cluster, f.role))
+            mine = self.mine(node)
             if mine and mine.running and mine.labels.get(naming.LABEL_CONFIG) != config:
                 different.append(f"{node}: {mine.name} runs config "
                                  f"{mine.labels.get(naming.LABEL_CONFIG, '?')}")
@@ -357,19 +359,15 @@ class _Run:
                             "\nuse `dgxcluster start --restart` to replace it, or `dgxcluster stop`")
         if different:
             self._restart()
-        def same(node: str) -> bool:
-            f = self.facts[node]
-            c = f.container(naming.container_name(self.inv.cluster, f.role))
-            return c is not None and c.running and c.labels.get(naming.LABEL_CONFIG) == config
-        head_new = not same(self.head)
-        workers = [n for n in self.inv.names if n != self.head and (head_new or not same(n))]
-        if head_new:
-            busy = self.facts[self.head].busy_ports
-            if busy:
-                raise StepError("preflight", f"port(s) {', '.join(map(str, sorted(busy)))} already "
-                                f"in use (Ray needs {ports_to_check(self.inv)[0]} and "
-                                f"{ports_to_check(self.inv)[1]}, vLLM {self.inv.serve.port})", self.head)
-        return head_new, workers
+
+    def require_free_ports(self) -> None:
+        """Before a new head container: the ports it binds must be free on the head."""
+        busy = self.facts[self.head].busy_ports
+        if busy:
+            needs = plan.head_ports(self.inv)
+            raise StepError("preflight", f"port(s) {', '.join(map(str, sorted(busy)))} already in "
+                            "use (" + ", ".join(f"{p} is {needs[p]}" for p in sorted(busy)) + ")",
+                            self.head)
 
     def _restart(self) -> None:
         self.step = "restart"
@@ -383,36 +381,37 @@ class _Run:
             f.containers = []
             f.busy_ports = set()
 
-    def _ready_now(self) -> bool:
+    def ready_now(self) -> bool:
         return vllm.ready(self.inv, self.get).ready
 
-    # -- env-files, Ray ----------------------------------------------------------------
+    # -- env-files, containers ---------------------------------------------------------
 
-    def _env_file(self, conn: Connection) -> None:
+    def _env_file(self, conn: Connection, step: str) -> None:
         """The node's 0600 env-file (its secrets), written just before its container starts."""
         values = plan.env_file_values(self.s.secrets, self.inv, plan.role_of(self.inv, conn.node))
         data = render_env_file(values) if values else b"# no secrets\n"
         paths = self.facts[conn.node].paths
         path = paths.env_file(plan.role_of(self.inv, conn.node))
-        self.p.status(conn.node, "env-files")
-        res = conn.run(plan.prepare_dirs(self.inv, paths, plan.role_of(self.inv, conn.node) == plan.HEAD),
+        self.p.status(conn.node, f"{step}: env-file")
+        res = conn.run(plan.prepare_dirs(self.inv, paths, plan.runs_vllm(self.inv, conn.node)),
                        timeout=docker.QUICK_S)
         if not res.ok:
-            raise StepError("env-files", f"could not create {paths.root}: {res.stderr.strip()}",
+            raise StepError(step, f"could not create {paths.root}: {res.stderr.strip()}",
                             conn.node)
         conn.put(data, path, 0o600, timeout=docker.QUICK_S)
         self.created.env_files[conn.node] = path
         self.out(conn.node, "env-files", Status.CHANGED, f"wrote {path} (0600, {len(values)} secret(s))")
 
-    def _create(self, conn: Connection, step: str) -> Outcome:
+    def create(self, conn: Connection, step: str) -> Outcome:
+        """Env-file, then the node's container (replacing a stopped one of this cluster)."""
         f = self.facts[conn.node]
         name = naming.container_name(self.inv.cluster, f.role)
-        self._env_file(conn)
+        self._env_file(conn, step)
         replaced = ""
         leftovers = [c for c in f.containers if c.name == name] + foreign_containers(f, self.inv)
         for c in leftovers:
             docker.remove(conn, c.name)
-            replaced = " (replaced a stopped one)"
+            replaced = f" (replaced a {'running' if c.running else 'stopped'} one)"
         self.p.status(conn.node, f"{step}: docker run {name}")
         self.created.containers[conn.node] = name
         argv = plan.docker_run(self.inv, conn.node, f.paths, self.report.image, self.report.config)
@@ -421,101 +420,40 @@ class _Run:
             raise StepError(step, f"docker run failed: {(res.stderr or res.stdout).strip()}", conn.node)
         return Outcome(conn.node, step, Status.CHANGED, f"started {name}{replaced}")
 
-    def _ray_head(self, new: bool) -> None:
-        self.step = "ray-head"
-        if not new:
-            self.out(self.head, "ray-head", Status.UNCHANGED, "running, same config")
-            return
-        conn = self.s.cluster.conn(self.head)
-        o = self._create(conn, "ray-head")
-        self.p.status(self.head, "ray-head: waiting for Ray's GCS")
-        waited = raywait.wait_gcs(conn, naming.container_name(self.inv.cluster, plan.HEAD),
-                                  self.inv.ray.port, self.inv.ray.start_timeout_s)
-        self.report.outcomes.append(Outcome(o.node, o.step, o.status,
-                                            f"{o.detail}; GCS up after {waited:.1f}s"))
+    def create_on(self, nodes: list[str], step: str) -> None:
+        """`create` on `nodes` in parallel; every node's outcome, then the failures raised."""
+        group = self.s.cluster.map(lambda c: self.create(c, step), nodes)
+        self.report.outcomes += outcomes_from(step, group)
+        group.raise_for_failures(step)
 
-    def _ray_workers(self, nodes: list[str]) -> None:
-        self.step = "ray-workers"
-        group = self.s.cluster.map(lambda c: self._create(c, "ray-workers"), nodes)
-        self.report.outcomes += outcomes_from("ray-workers", group)
-        for n in self.inv.names:
-            if n != self.head and n not in nodes:
-                self.out(n, "ray-workers", Status.UNCHANGED, "running, same config")
-        group.raise_for_failures("ray-workers")
+    # -- vLLM answering ------------------------------------------------------------------
 
-    def _ray_ready(self) -> None:
-        """Every node joined; then `ray status` confirms the counts while vLLM starts loading
-        (it takes seconds of Python on the head, and vLLM waits for its GPUs anyway)."""
-        self.step = "ray-ready"
-        names = {n: naming.container_name(self.inv.cluster, plan.role_of(self.inv, n))
-                 for n in self.inv.names}
-        t = time.monotonic()
-        raywait.wait_joined(self.s.cluster, names, self.inv.ray.start_timeout_s, self.p)
-        remaining = max(1.0, self.inv.ray.start_timeout_s - (time.monotonic() - t))
-        self._ray_at = len(self.report.outcomes)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-confirm")
-        self._confirm = pool.submit(raywait.confirm, self.s.cluster, self.head, names,
-                                    plan.gpus_needed(self.inv), remaining, self.p, self._cancel)
-        pool.shutdown(wait=False)  # the one job runs on; `_fail` cancels it through _cancel
-        self._ray_t0 = t
-
-    def _ray_confirmed(self) -> bool:
-        """True once `ray status` agreed; raises (as step ray-ready) if it will not."""
-        if not self._confirm.done():
-            return False
-        try:
-            st = self._confirm.result()
-        except BaseException:
-            self.step = "ray-ready"
-            raise
-        if st is None:
-            return False
-        if not self._ray_reported:
-            self._ray_reported = True
-            status = Status.CHANGED if self.created.containers else Status.UNCHANGED
-            self.report.outcomes.insert(self._ray_at, Outcome(
-                self.head, "ray-ready", status,
-                f"{st.nodes} nodes, {st.gpus:g} GPUs ({time.monotonic() - self._ray_t0:.1f}s)"))
-        return True
-
-    # -- vLLM --------------------------------------------------------------------------
-
-    def _vllm(self, head_new: bool) -> None:
-        self.step = "vllm"
-        conn = self.s.cluster.conn(self.head)
-        paths = self.facts[self.head].paths
-        alive = not head_new and vllm.probe(conn, self.inv, paths).process_alive
-        if alive:
-            self.out(self.head, "vllm", Status.UNCHANGED, "already running (still loading)")
-        else:
-            self.p.status(self.head, "vllm: launching vllm serve")
-            vllm.clear_state(conn, paths)
-            if not head_new:
-                self.created.vllm_on = self.head
-            vllm.launch(conn, self.inv, paths)
-            self.out(self.head, "vllm", Status.CHANGED,
-                     f"launched `vllm serve {plan.require_model(self.inv)}`, log "
-                     f"{paths.vllm_log}")
+    def wait_ready(self, gate: Callable[[], bool] | None = None,
+                   explain: Callable[[StepError], BaseException] | None = None) -> None:
+        """vLLM on the head answers (/health, then /v1/models listing the model)."""
         self.step = "vllm-ready"
+        conn = self.s.cluster.conn(self.head)
         timeout = self.opts.ready_timeout_s or self.inv.serve.ready_timeout_s
-        took = vllm.wait_ready(conn, self.inv, paths, timeout, self.p, self.get,
-                               gate=self._ray_confirmed)
+        try:
+            took = vllm.wait_ready(conn, self.inv, self.facts[self.head].paths, timeout, self.p,
+                                   self.get, gate=gate)
+        except StepError as err:
+            if explain is None:
+                raise
+            raise explain(err) from None
         self.report.ready_after_s = took
         self.out(self.head, "vllm-ready", Status.CHANGED,
                  f"{plan.model_id(self.inv)} ready at {self.report.endpoint} after {took:.1f}s")
 
-    def _supervise(self) -> None:
+    def supervise(self) -> None:
         """The head's watcher (`serve.restart`), last: it watches a ready endpoint."""
         self.step = supervise.STEP
         self.report.outcomes.append(supervise.ensure(
             self.s.cluster.conn(self.head), self.inv, self.facts[self.head].paths, self.report.config))
 
 
-STAGES: tuple[Stage[_Run], ...] = (
-    Stage("preflight", _Run.preflight),
-    Stage("ray-head", _Run.ray_head),
-    Stage("ray-workers", _Run.ray_workers),
-    Stage("ray-ready", _Run._ray_ready),
-    Stage("vllm", _Run.vllm),
-    Stage("supervise", _Run._supervise),
-)
+def stages(executor: Executor) -> tuple[Stage[StartRun], ...]:
+    """preflight (shared), then the executor's own, ending with vLLM answering, then the
+    head's watcher (`serve.restart`)."""
+    return (Stage("preflight", StartRun.preflight), *executor.stages(),
+            Stage("supervise", StartRun.supervise))

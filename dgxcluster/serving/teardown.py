@@ -22,7 +22,7 @@ from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.group import Cluster
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.serving import supervise, vllm
-from dgxcluster.serving.plan import HEAD
+from dgxcluster.serving.plan import HEAD, NATIVE
 from dgxcluster.serving.preflight import split_sections
 
 T = TypeVar("T")
@@ -94,11 +94,13 @@ def _map(cluster: Cluster, fn: Callable[[Connection], T], nodes: list[str]) -> G
 
 def teardown(session: Session, found: Mapping[str, Found], progress: Progress,
              keep_containers: bool = False) -> list[Outcome]:
-    """vLLM gracefully, then workers, then the head; then containers and env-files go."""
+    """vLLM gracefully (rank 0, then the headless ranks of a native cluster), then workers,
+    then the head; then containers and env-files go."""
     t = _Teardown(session, found, progress, keep_containers)
     cluster = session.cluster
     outcomes = _outcomes("supervise", _map(cluster, t.stop_watcher, list(found)))
     outcomes += _outcomes("vllm-stop", _map(cluster, t.stop_vllm, t.head_nodes()))
+    outcomes += _outcomes("vllm-stop", _map(cluster, t.stop_headless, t.headless_nodes()))
     outcomes += _outcomes("stop-worker", _map(cluster, t.stop_workers, list(found)))
     outcomes += _outcomes("stop-head", _map(cluster, t.stop_head, list(found)))
     outcomes += _outcomes("clean", _map(cluster, t.clean, list(found)))
@@ -128,13 +130,28 @@ class _Teardown:
             return None
         return Outcome(conn.node, "supervise", Status.CHANGED, "stopped the watcher")
 
+    def headless_nodes(self) -> list[str]:
+        """Nodes running a headless vLLM rank (a native cluster's other containers)."""
+        return [n for n in self.found if self._headless(n)]
+
+    def _headless(self, node: str) -> list[str]:
+        return [c.name for c in self.running(node) if c.name != self.head_name
+                and c.labels.get(naming.LABEL_EXECUTOR) == NATIVE]
+
     def stop_vllm(self, conn: Connection) -> Outcome:
-        self.progress.status(conn.node, "vllm-stop: SIGTERM")
-        how = vllm.stop(conn, self.inv)
+        return self._stop_vllm(conn, self.head_name, "")
+
+    def stop_headless(self, conn: Connection) -> Outcome:
+        names = self._headless(conn.node)
+        return self._stop_vllm(conn, names[0], "headless rank: ")
+
+    def _stop_vllm(self, conn: Connection, container: str, what: str) -> Outcome:
+        self.progress.status(conn.node, f"vllm-stop: {what}SIGTERM")
+        how = vllm.stop(conn, self.inv, container)
         status = Status.UNCHANGED if how == "absent" else Status.CHANGED
         detail = {"absent": "not running", "stopped": "exited after SIGTERM",
                   "killed": f"killed after {self.inv.serve.stop_timeout_s:g}s grace"}.get(how, how)
-        return Outcome(conn.node, "vllm-stop", status, detail)
+        return Outcome(conn.node, "vllm-stop", status, what + detail)
 
     def stop_workers(self, conn: Connection) -> Outcome | None:
         return self._stop(conn, "worker")
@@ -148,7 +165,7 @@ class _Teardown:
         if not names:
             return None
         for name in names:
-            self.progress.status(conn.node, f"ray-stop: docker stop {name}")
+            self.progress.status(conn.node, f"stop-{role}: docker stop {name}")
             docker.stop(conn, name, RAY_STOP_GRACE_S)
         return Outcome(conn.node, f"stop-{role}", Status.CHANGED, "stopped " + ", ".join(names))
 

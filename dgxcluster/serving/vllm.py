@@ -1,4 +1,4 @@
-"""vLLM in the head container: launch it detached, wait until it serves, stop it gently.
+"""vLLM in a container: launch it detached, wait until it serves, stop it gently.
 
 Readiness is what a client sees: `GET /health` answers 200, then `GET /v1/models` lists the
 model, both over HTTP from this machine to the head's management address. Meanwhile the
@@ -8,6 +8,8 @@ The launch itself is checked too: the container's user must be able to write the
 directory (checked in the foreground before the detached launch), and vLLM's pid must be
 recorded within `LAUNCH_GRACE_S`. Each run's log is its own: the previous one is kept as
 `vllm.log.1`, never shown as this run's.
+With the native executor every node runs a rank of vLLM the same way (its own container, its
+own log folder), so `probe` and `stop` take the container.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ _PROBE = (
     'printf "state=%s\\n" "$(docker inspect -f "{{.State.Status}} {{.State.ExitCode}}" "$1" '
     '2>/dev/null || echo absent)"; '
     f'printf "exit=%s\\n" "$(cat "$2/{VLLM_EXIT}" 2>/dev/null)"; '
+    f'printf "ended=%s\\n" "$(date -r "$2/{VLLM_EXIT}" +%s.%N 2>/dev/null)"; '
     f'printf "pid=%s\\n" "$(cat "$2/{VLLM_PID}" 2>/dev/null)"; '
+    f'printf "joined=%s\\n" "$(grep -c "$3" "$2/{VLLM_LOG}" 2>/dev/null)"; '
     f'printf "last=%s\\n" "$(tail -n 1 "$2/{VLLM_LOG}" 2>/dev/null)"'
 )
 
@@ -70,30 +74,45 @@ class ServeProbe:
     exit_code: int | None
     pid: str
     last_line: str
+    joined: bool = False  # a rank of the native executor: the process group formed
+    ended_at: float | None = None  # when the exit status was written (the node's clock)
 
     @property
     def process_alive(self) -> bool:
         return self.container.running and bool(self.pid) and self.exit_code is None
 
 
+_FIELDS = ("state", "exit", "ended", "pid", "joined", "last")
+
+
 def parse_probe(text: str) -> ServeProbe:
     fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        if sep and key in ("state", "exit", "pid", "last") and key not in fields:
+        if sep and key in _FIELDS and key not in fields:
             fields[key] = value
     code = fields.get("exit", "").strip()
+    joined = fields.get("joined", "").strip()
+    try:
+        ended: float | None = float(fields.get("ended", "").strip())
+    except ValueError:
+        ended = None
     return ServeProbe(
         container=parse_state(fields.get("state", "absent")),
         exit_code=int(code) if code.lstrip("-").isdigit() else None,
         pid=fields.get("pid", "").strip(),
         last_line=fields.get("last", "").strip(),
+        joined=joined.isdigit() and int(joined) > 0,
+        ended_at=ended,
     )
 
 
-def probe(conn: Connection, inv: InventoryModel, paths: NodePaths) -> ServeProbe:
-    head = naming.container_name(inv.cluster, HEAD)
-    res = conn.run(shell(_PROBE, head, paths.log_dir), timeout=docker.QUICK_S)
+def probe(conn: Connection, inv: InventoryModel, paths: NodePaths,
+          container: str | None = None) -> ServeProbe:
+    """vLLM in `container` (default: the head's) and its files in the node's log folder."""
+    name = container or naming.container_name(inv.cluster, HEAD)
+    res = conn.run(shell(_PROBE, name, paths.log_dir, vllm_log.JOINED_GREP),
+                   timeout=docker.QUICK_S)
     return parse_probe(res.stdout)
 
 
@@ -156,15 +175,15 @@ def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_
         except CommandTimeout as exc:
             raise ConnectError(conn.node, f"stopped answering while vLLM loaded: {exc}") from None
         elapsed = clock() - t0
-        if not p.container.running:
-            tail = docker.log_tail(conn, naming.container_name(inv.cluster, HEAD))
-            raise StepError("vllm-ready", f"the head container stopped "
-                            f"({p.container.status}); its last lines:\n{indented(tail)}", conn.node)
-        if p.exit_code is not None:
+        if p.exit_code is not None:  # first: a native rank 0's container ends with its vLLM
             raise StepError("vllm-ready", f"vLLM exited with status {p.exit_code} after "
                             f"{elapsed:.0f}s; last {TAIL_LINES} lines of "
                             f"{paths.vllm_log}:\n{indented(log_tail(conn, paths))}",
                             conn.node)
+        if not p.container.running:
+            tail = docker.log_tail(conn, naming.container_name(inv.cluster, HEAD))
+            raise StepError("vllm-ready", f"the head container stopped "
+                            f"({p.container.status}); its last lines:\n{indented(tail)}", conn.node)
         if not p.pid and elapsed > launch_grace_s:
             raise StepError("vllm-ready", f"vLLM did not launch: no pid in "
                             f"{paths.sub(LOG_DIR, VLLM_PID)} {elapsed:.0f}s after the launch; "
@@ -180,15 +199,18 @@ def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_
         sleep(POLL_S)
 
 
-def stop(conn: Connection, inv: InventoryModel) -> str:
-    """Stop vLLM gracefully; returns 'stopped', 'killed' or 'absent' (was not running)."""
-    head = naming.container_name(inv.cluster, HEAD)
+def stop(conn: Connection, inv: InventoryModel, container: str | None = None) -> str:
+    """Stop vLLM (in `container`, default the head's) gracefully; returns 'stopped', 'killed'
+    or 'absent' (was not running)."""
+    name = container or naming.container_name(inv.cluster, HEAD)
     ticks = int(inv.serve.stop_timeout_s / 0.2)
-    res = conn.run(["docker", "exec", head, *shell(_STOP, CONTAINER_LOG_DIR, str(ticks))],
+    res = conn.run(["docker", "exec", name, *shell(_STOP, CONTAINER_LOG_DIR, str(ticks))],
                    timeout=inv.serve.stop_timeout_s + 60)
     if not res.ok:
         if "is not running" in res.stderr or "No such container" in res.stderr:
             return "absent"
+        if not docker.state(conn, name).running:
+            return "stopped"  # a native rank's container ends with its vLLM, this exec too
         raise StepError("vllm-stop", f"could not signal vLLM: {res.stderr.strip()}", conn.node)
     out = res.stdout.strip().splitlines()
     return out[-1] if out else "absent"

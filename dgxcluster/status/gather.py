@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from dgxcluster.core import imageid
 from dgxcluster.core.endpoint import EndpointProbe, base_url, getter, probe
 from dgxcluster.core.nodepaths import NodePaths
+from dgxcluster.core.ranks import node_ranks
 from dgxcluster.core.servingmetrics import MetricsError, Reader
 from dgxcluster.core.session import Session
 from dgxcluster.errors import CommandTimeout, ConnectError, DgxClusterError
@@ -25,6 +26,7 @@ from dgxcluster.inventory import placement
 from dgxcluster.remote.connection import Connection
 from dgxcluster.secrets import CollectedRedactor
 from dgxcluster.status.probe import NodeProbe, parse, status_argv
+from dgxcluster.status.ranks import rank_rows
 from dgxcluster.status.report import (
     ClusterStatus,
     NodeStatus,
@@ -90,7 +92,7 @@ def node_round(session: Session, nodes: Sequence[str] | None = None,
             on_head = conn.node == head
             argv = status_argv(inv.image.name, inv.cluster,
                                inv.ray.dashboard_port if on_head else None,
-                               log_dir if on_head else "")
+                               log_dir)  # native: every node runs a rank
             res = conn.run(argv, timeout=ROUND_TIMEOUT_S)
             return parse(res.stdout)
         finally:
@@ -161,6 +163,9 @@ def gather(
         tag = tag_job.result()
     else:
         tag_error = _error_text(failed)
+    head_status = next((n for n in done.nodes if n.node == head), None)
+    executor = running_executor(head_status, inv.serve.executor)
+    redact = CollectedRedactor(inv.secrets.env, session.redactor).text
     down = vllm_job.exception()
     if down is None:
         vllm, serving_error = vllm_job.result()
@@ -178,11 +183,18 @@ def gather(
         ray=ray_summary(head, done.probes.get(head), len(placement.serving(inv))),
         vllm=vllm,
         vllm_process=vllm_process(
-            done.probes.get(head), next((n for n in done.nodes if n.node == head), None),
-            CollectedRedactor(inv.secrets.env, session.redactor).text),
+            done.probes.get(head), head_status, redact),
         serving=serving,
         serving_error=serving_error if vllm.ready else None,
         auth=auth(session),
-        healing=healing(done.probes.get(head),
-                        CollectedRedactor(inv.secrets.env, session.redactor).text),
+        healing=healing(done.probes.get(head), redact),
+        executor=executor,
+        ranks=rank_rows(node_ranks(inv), done.probes, done.nodes, redact)
+        if executor == "native" else None,
     )
+
+
+def running_executor(head: NodeStatus | None, configured: str) -> str:
+    """What the head's container says it runs (`dgxcluster.executor`), else the inventory's."""
+    labels = [c.executor for c in head.containers if c.executor] if head else []
+    return labels[0] if labels else configured

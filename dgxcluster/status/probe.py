@@ -14,9 +14,10 @@ The script prints sections (`@@ name`), each followed by `@@ rc N`:
           share it, and nvidia-smi reports none)
   ray     head node only: the Ray dashboard's cluster status, asked on the head's own
           loopback, so the dashboard need not be exposed to the operator's network
-  vllm    head node only: what `start`'s launcher leaves in the log folder (vLLM's pid and,
-          once it ended, its exit status) and the server log's last line, so a model still
-          loading is told apart from nothing running
+  vllm    what `start`'s launcher leaves in the node's log folder (vLLM's pid and, once it
+          ended, its exit status) and the server log's last line, so a model still loading
+          is told apart from nothing running: the head's vLLM with Ray, every node's rank
+          with the native executor
 The API path exists for speed: each docker CLI run costs tens of milliseconds of CPU, and
 on the testbed 16 nodes share two CPUs (status on 16 nodes: about 1 s of node scripts with
 the CLI, 0.3 s with curl).
@@ -50,7 +51,7 @@ _INSPECT = "\t".join([
 
 # $1 image ref (<image>:current)  $2 label filter  $3 inspect format
 # $4 dashboard port ('' on nodes other than the head)  $5 the label filter as API JSON
-# $6 dgxcluster's log folder on the node, may start with ~/ ('' on nodes other than the head)
+# $6 dgxcluster's log folder on the node, may start with ~/ ('': no vllm section)
 # $7 $8 $9 the names `start`'s vLLM launcher gives its pid, exit-status and log files
 STATUS = r"""
 printf '@@ now %s\n' "$(date +%s)"
@@ -107,7 +108,7 @@ STATUS = STATUS.replace("@MEMINFO@", shlex.join(meminfo.ARGV)).replace("@SUPERVI
 
 def status_argv(image: str, cluster: str, dashboard_port: int | None,
                 log_dir: str = "") -> list[str]:
-    """The node's script; the head's gets the dashboard port and dgxcluster's log folder."""
+    """The node's script; the head's gets the dashboard port."""
     return shell(
         STATUS,
         f"{image}:{MOVING_TAG}",

@@ -11,14 +11,18 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from dgxcluster.core.endpoint import EndpointProbe
 from dgxcluster.core.imageid import NodeImage, compare
-from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_ROLE, is_pull_tag
+from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_EXECUTOR, LABEL_ROLE, is_pull_tag
 from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.facts import ParseError, meminfo, nvidia_smi, ray_status
 from dgxcluster.facts.vllm_metrics import ServingMetrics
 from dgxcluster.status.probe import Container, Image, NodeProbe, parse_api, parse_docker
+
+if TYPE_CHECKING:
+    from dgxcluster.status.ranks import RankStatus
 
 
 @dataclass
@@ -33,6 +37,7 @@ class ContainerState:
     image_ref: str
     image_id: str
     status_text: str = ""
+    executor: str | None = None  # its `dgxcluster.executor` label (ray | native)
 
     def describe(self) -> str:
         if self.state == "running":
@@ -202,6 +207,8 @@ class ClusterStatus:
     serving_error: str | None = None
     auth: str = "off"  # the endpoint's API key (serve.api_key): "off" or "on (NAME)"
     healing: Healing | None = None  # the head's watcher, when one ran
+    executor: str = "ray"  # what runs (the head container's label), else serve.executor
+    ranks: list[RankStatus] | None = None  # native: one row per vLLM rank, in place of Ray
 
     @property
     def unreachable(self) -> list[str]:
@@ -225,6 +232,8 @@ class ClusterStatus:
                      "metrics": self.serving.to_json() if self.serving else None,
                      "metrics_error": self.serving_error, "auth": self.auth,
                      "healing": self.healing.to_json() if self.healing else None},
+            "executor": self.executor,
+            "ranks": [r.to_json() for r in self.ranks] if self.ranks is not None else None,
         }
 
 
@@ -326,6 +335,7 @@ def container_state(c: Container, now: datetime | None) -> ContainerState:
         image_ref=c.image_ref,
         image_id=c.image_id,
         status_text=c.status_text,
+        executor=c.labels.get(LABEL_EXECUTOR),
     )
 
 

@@ -21,13 +21,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dgxcluster.core.endpoint import NOT_SERVING, READY, UNHEALTHY, UNREACHABLE, EndpointProbe, base_url
+from dgxcluster.core.ranks import node_ranks
 from dgxcluster.core.servingmetrics import MetricsError, Reader
 from dgxcluster.core.session import Session
 from dgxcluster.facts.vllm_metrics import ServingMetrics
 from dgxcluster.inventory import placement
 from dgxcluster.secrets import CollectedRedactor
-from dgxcluster.status.gather import node_round
+from dgxcluster.status.gather import node_round, running_executor
 from dgxcluster.status.probe import NodeProbe
+from dgxcluster.status.ranks import rank_rows
 from dgxcluster.status.report import (
     ClusterStatus,
     NodeStatus,
@@ -140,16 +142,20 @@ class Watch:
                 late[name] = round(now - at, 1)
             rows.append(row)
         vllm = endpoint_state(self.url, metrics, error)
+        redact = CollectedRedactor(inv.secrets.env, self.session.redactor).text
+        head_row = next((n for n in rows if n.node == head), None)
+        executor = running_executor(head_row, inv.serve.executor)
         status = ClusterStatus(
             cluster=inv.cluster, head=head, nodes=rows,
             image=image_summary(inv.image.name, rows, None, None),
             ray=ray_summary(head, self._probes.get(head), len(placement.serving(inv))),
             vllm=vllm,
-            vllm_process=vllm_process(
-                self._probes.get(head), next((n for n in rows if n.node == head), None),
-                CollectedRedactor(inv.secrets.env, self.session.redactor).text),
+            vllm_process=vllm_process(self._probes.get(head), head_row, redact),
             serving=metrics,
             serving_error=None if metrics is not None else vllm.error,
+            executor=executor,
+            ranks=rank_rows(node_ranks(inv), self._probes, rows, redact)
+            if executor == "native" else None,
         )
         return Frame(status, wall, round(now - started, 3), late)
 

@@ -142,6 +142,7 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "smoke --prompt": st.text(alphabet=" \t\n", max_size=5),
     "build --image": texts.filter(_rejected(lambda s: ImageSettings(name=s))),
     "build --strategy": texts.filter(lambda s: s not in ("each", "distribute")),
+    "start --executor": texts.filter(lambda s: s.lower() not in ("ray", "native")),
     "model pull --revision": texts.filter(_rejected(check_revision)),
     "model sync model": texts.filter(_rejected(RepoId.parse)),
     "model pull model": texts.filter(_rejected(RepoId.parse)),

@@ -244,6 +244,18 @@ def test_start_refuses_an_image_without_ray_but_not_on_a_stale_record() -> None:
     assert stale["n1"] == (True, "")
 
 
+def test_the_native_executor_serves_a_pulled_image_without_ray() -> None:
+    """NGC's vLLM image has no Ray: fine for `serve.executor: native`, which runs none."""
+    inv = parse_inventory(BASE + "image: {source: pull, ref: 'r:1', name: t/img}\n"
+                          "serve: {executor: native}\n", environ={})
+    check = start_check(inv)
+    assert check is not None
+    verdict = check.judge({"n1": _Answer(ID_A, _rec(ID_A, "")), "n2": _Answer(ID_A, _rec(ID_A, ""))})
+    assert verdict == {"n1": (True, ""), "n2": (True, "")}
+    different = check.judge({"n1": _Answer(ID_A, None), "n2": _Answer(ID_B, None)})
+    assert not different["n1"][0]  # the same image everywhere still matters
+
+
 def test_a_built_image_gets_no_pull_check() -> None:
     assert start_check(parse_inventory(BASE, environ={})) is None
 

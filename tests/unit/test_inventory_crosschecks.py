@@ -167,3 +167,78 @@ def test_the_default_tp_on_one_node_loads_and_start_refuses_it(tmp_path: Path,
                        r"x pipeline_parallel_size 1 needs 2 GPUs, but the 1 node\(s\) have 1"):
         start(session, StartOptions(dry_run=dry_run))
     assert fake.calls == []
+
+
+# -- the native executor: one rank per node, rank 0's master port -------------------------
+
+THREE = NODES + "  - {name: c, host: 10.0.0.3, fabric_ip: 192.0.2.3}\n"
+
+
+def test_native_ranks_are_the_serving_nodes_placement_decides() -> None:
+    """The native executor is placed like Ray (inventory/placement.py): idle nodes must be left
+    out through serve.nodes; the ranks, and `--nnodes`, are then the serving nodes only."""
+    from dgxcluster.core.ranks import node_ranks
+    from dgxcluster.inventory import placement
+    from dgxcluster.serving import plan
+
+    out = problems(THREE + "serve:\n  executor: native\n")  # TP 2 on 3 nodes
+    assert ("serve.tensor_parallel_size: tensor_parallel_size 2 x pipeline_parallel_size 1 = 2 "
+            "GPUs fill 2 of the 3 nodes: c would sit idle") in out
+    out = problems(NODES + "serve:\n  executor: native\n  tensor_parallel_size: 4\n")
+    assert "serve.tensor_parallel_size: tensor_parallel_size 4 x pipeline_parallel_size 1 needs " \
+        "4 GPUs, but the 2 node(s) have 2" in out
+    ok = parse_inventory(NODES + "serve:\n  executor: native\n  tensor_parallel_size: 4\n"
+                         "ray:\n  num_gpus: 2\n", environ={})
+    assert ok.parallel_problem() is None and placement.native_problem(ok) is None
+    two = parse_inventory(THREE + "serve:\n  executor: native\n  nodes: [a, c]\n", environ={})
+    assert two.parallel_problem() is None
+    assert node_ranks(two) == {"a": 0, "c": 1}
+    flags = plan.executor_flags(two, "c")
+    assert flags[flags.index("--nnodes") + 1] == "2" and flags[flags.index("--node-rank") + 1] == "1"
+    assert "--headless" in flags
+
+
+def test_native_data_parallel_is_refused_until_it_is_wired() -> None:
+    out = problems(NODES + "serve:\n  executor: native\n  tensor_parallel_size: 1\n"
+                   "  data_parallel_size: 2\n")
+    assert "serve.data_parallel_size: data-parallel is not wired into the native executor" in out
+    out = problems(NODES + "serve:\n  tensor_parallel_size: 1\n  data_parallel_size: 2\n")
+    assert "serve.data_parallel_size: data-parallel needs serve.executor: native" in out
+
+
+def test_native_refuses_the_restart_watcher_naming_both_keys(tmp_path: Path) -> None:
+    """The watcher relaunches vLLM in the Ray head's container; native ranks cannot be."""
+    from dgxcluster.inventory.load import load_inventory, with_executor
+
+    out = problems(NODES + "serve:\n  executor: native\n  restart: on-failure\n")
+    assert ("serve.restart: serve.restart: on-failure works only with serve.executor: ray") in out
+    parse_inventory(NODES + "serve:\n  executor: native\n  restart: never\n", environ={})
+    path = tmp_path / "inv.yaml"
+    path.write_text(NODES + "serve: {model: m, restart: on-failure}\n")
+    inv = load_inventory(path, environ={})
+    with pytest.raises(UsageError, match=r"^--executor: native: serve.restart: on-failure works "
+                       r"only with serve.executor: ray"):
+        with_executor(inv, "native")
+
+
+def test_native_master_port_may_not_be_the_api_port() -> None:
+    out = problems(NODES + "serve:\n  executor: native\n  master_port: 8000\n")
+    assert "serve.master_port: 8000 is also serve.port" in out
+    # with Ray, rank 0's master port is not used: no clash to report
+    parse_inventory(NODES + "serve:\n  master_port: 8000\n", environ={})
+
+
+def test_start_executor_override_is_checked_like_the_file(tmp_path: Path) -> None:
+    from dgxcluster.inventory.load import load_inventory, with_executor
+
+    path = tmp_path / "inv.yaml"
+    path.write_text(THREE + "serve: {model: m}\n")
+    inv = load_inventory(path, environ={})
+    with pytest.raises(UsageError, match=r"^--executor: native: tensor_parallel_size 2 x "
+                       r"pipeline_parallel_size 1 = 2 GPUs fill 2 of the 3 nodes"):
+        with_executor(inv, "native")
+    path.write_text(NODES + "serve: {model: m}\n")
+    two = load_inventory(path, environ={})
+    native = with_executor(two, "native")
+    assert native.serve.executor == "native" and native.source == two.source
+    assert with_executor(native, "ray").serve.executor == "ray"

@@ -80,12 +80,15 @@ def test_keys_this_inventory_lacks_are_served_only_when_they_ask_for_what_it_doe
     assert missing and missing[0].implicit == "ray"
     apply(inv(), GPT, environ={})  # executor: ray, DP 1: served as is today
     native = GPT.model_copy(update={"executor": "native"})
-    if "executor" in type(inv().serve).model_fields:
-        pytest.skip("this inventory has serve.executor: the key is merged like any other")
+    # the inventory has serve.executor now (issue 14): the key is merged like any other
+    m = apply(inv(), native, environ={})
+    assert m.inventory.serve.executor == "native"
+    assert m.origins["serve.executor"] == "recipe gpt-oss-120b-2x"
+    assert apply(inv("  executor: ray\n"), native, environ={}).inventory.serve.executor == "ray"
+    # and refused where the inventory refuses it: no restart watcher for native ranks
     with pytest.raises(InventoryError) as e:
-        apply(inv(), native, environ={})
-    assert "recipe gpt-oss-120b-2x" in str(e.value)
-    assert "executor: 'native' needs the inventory key serve.executor" in str(e.value)
+        apply(inv("  restart: on-failure\n"), native, environ={})
+    assert "serve.restart: on-failure works only with serve.executor: ray" in str(e.value)
 
 
 def test_a_merged_value_the_inventory_refuses_names_the_recipe() -> None:

@@ -39,7 +39,8 @@ def test_head_docker_run_has_dgx_defaults_labels_and_fabric_addresses() -> None:
     argv = plan.docker_run(i, "spark1", PATHS, IMAGE, "cafe" * 4)
     assert argv[:5] == ["docker", "run", "-d", "--name", "dgxc-spark-head"]
     assert pairs(argv, "--label") == ["dgxcluster.cluster=spark", "dgxcluster.role=head",
-                                      "dgxcluster.node=spark1", "dgxcluster.config=cafecafecafecafe"]
+                                      "dgxcluster.node=spark1", "dgxcluster.config=cafecafecafecafe",
+                                      "dgxcluster.executor=ray"]
     assert pairs(argv, "--network") == ["host"] and pairs(argv, "--ipc") == ["host"]
     assert pairs(argv, "--shm-size") == ["10.24g"] and pairs(argv, "--gpus") == ["all"]
     assert pairs(argv, "--device") == ["/dev/infiniband"]
@@ -151,3 +152,38 @@ def test_an_ipv6_head_gets_a_listening_address_it_is_reached_at() -> None:
 
 
 # The stand-in's parsing of what start passes: tests/unit/test_vllm_standin_cli.py
+
+
+def test_native_argv_per_rank_as_vllms_multi_node_docs_run_it() -> None:
+    i = inv(SERVE__EXECUTOR="native")
+    common = ["--tensor-parallel-size", "2", "--distributed-executor-backend", "mp",
+              "--nnodes", "2"]
+    rank0 = plan.serve_command(i, "spark1")
+    assert rank0 == ["vllm", "serve", "Qwen/Qwen3-30B-A3B-FP8", *common, "--node-rank", "0",
+                     "--master-addr", "192.168.100.10", "--master-port", "29501",
+                     "--host", "0.0.0.0", "--port", "8000", "--max-model-len", "32768",
+                     "--gpu-memory-utilization", "0.8", "--enforce-eager"]
+    assert plan.serve_command(i) == rank0  # the head's, by default
+    rank1 = plan.serve_command(i, "spark2")
+    assert rank1[:rank1.index("--host")] == ["vllm", "serve", "Qwen/Qwen3-30B-A3B-FP8", *common,
+                                             "--node-rank", "1", "--master-addr",
+                                             "192.168.100.10", "--master-port", "29501",
+                                             "--headless"]
+    # each node's container runs its rank under the launcher (pid and exit status recorded)
+    argv = plan.docker_run(i, "spark2", PATHS, IMAGE, "x")
+    tail = argv[argv.index(IMAGE) + 1:]
+    assert tail[:2] == ["sh", "-c"] and tail[3:5] == ["sh", "/var/log/dgxcluster"]
+    assert tail[5:] == rank1
+    assert "dgxcluster.executor=native" in pairs(argv, "--label")
+    assert plan.head_ports(i) == {8000: "vLLM's API (serve.port)",
+                                  29501: "vLLM rank 0's --master-port (serve.master_port)"}
+    assert "ray" not in " ".join(argv)
+
+
+def test_the_executor_enters_the_config_hash_only_when_native() -> None:
+    ray = plan.config_hash(inv(), IMAGE)
+    assert ray == plan.config_hash(inv(SERVE__EXECUTOR="ray", SERVE__MASTER_PORT="29600"), IMAGE)
+    native = plan.config_hash(inv(SERVE__EXECUTOR="native"), IMAGE)
+    assert native != ray
+    assert native != plan.config_hash(inv(SERVE__EXECUTOR="native", SERVE__MASTER_PORT="29600"),
+                                      IMAGE)

@@ -8,7 +8,7 @@ and the HTTP readiness probe are stood in for; every node command is a FakeConne
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,7 +22,11 @@ from dgxcluster.core.steps import Status
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.remote.connection import Connection
 from dgxcluster.serving import start as start_mod
-from dgxcluster.serving.start import STAGES, StartFailed, StartOptions, start
+from dgxcluster.serving.executors import native as native_mod
+from dgxcluster.serving.executors import ray as ray_mod
+from dgxcluster.serving.executors.native import NativeExecutor
+from dgxcluster.serving.executors.ray import RayExecutor
+from dgxcluster.serving.start import StartFailed, StartOptions, stages, start
 from tests.fakes import FakeConnection, Reply
 
 
@@ -64,7 +68,7 @@ class ModelCheck:
 def stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
     FakeLock.events = []
     monkeypatch.setattr(start_mod, "ClusterLock", FakeLock)
-    monkeypatch.setattr(start_mod.raywait, "wait_gcs", lambda *_a, **_k: 0.5)
+    monkeypatch.setattr(ray_mod.raywait, "wait_head", lambda *_a, **_k: 0.5)
 
 
 @pytest.fixture
@@ -96,8 +100,10 @@ def _session(inv_text: str, fakes: dict[str, FakeConnection], tmp: Path) -> Sess
 
 
 def test_the_stages_are_declared_in_order() -> None:
-    assert [s.name for s in STAGES] == ["preflight", "ray-head", "ray-workers", "ray-ready", "vllm",
-                                        "supervise"]
+    assert [s.name for s in stages(RayExecutor())] == [
+        "preflight", "ray-head", "ray-workers", "ray-ready", "vllm", "supervise"]
+    assert [s.name for s in stages(NativeExecutor())] == [
+        "preflight", "headless", "rank0", "vllm-ready", "supervise"]
 
 
 def test_a_preflight_problem_fails_there_and_changes_nothing(inv_text: str, tmp_path: Path) -> None:
@@ -181,3 +187,201 @@ def test_serve_nodes_leaving_a_node_idle_start_runs_on_the_serving_nodes_only(
     assert info.value.step == "ray-workers" and list(info.value.errors) == ["b"]
     assert fakes["c"].calls == []
     assert {o.node for o in info.value.outcomes} == {"a", "b"}
+
+
+# -- the Ray executor: workers join a head that is registered ----------------------------
+
+def test_ray_workers_start_only_once_the_head_said_ray_runtime_started(
+        inv_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's `ray start` gives up if the head is not in the GCS yet ("No node info found
+    for head node in GCS"): the workers' docker run waits for the head's started line."""
+    monkeypatch.undo()  # the real wait for the head, not the autouse stand-in
+    monkeypatch.setattr(start_mod, "ClusterLock", FakeLock)
+    events: list[str] = []
+    started = iter(["0", "0", "1"])
+
+    def head_probe(_argv: list[str], _stdin: bytes | None) -> Reply:
+        mark = next(started)
+        events.append(f"head says started={mark}")
+        return Reply(stdout=f"running 0\n{mark}\n")
+
+    def run_worker(_argv: list[str], _stdin: bytes | None) -> Reply:
+        events.append("worker docker run")
+        return Reply(exit_code=125, stderr="stop here")
+
+    monkeypatch.setattr(ray_mod.raywait, "POLL_S", 0.0)
+    fakes = {"a": FakeConnection("a").on("@@home", _gather())
+             .on("Ray runtime started", head_probe),
+             "b": FakeConnection("b").on("@@home", _gather()).on(r"^docker run", run_worker)}
+    with pytest.raises(StartFailed) as info:
+        start(_session(inv_text, fakes, tmp_path), StartOptions(model_check=ModelCheck(set())),
+              RecordingProgress())
+    assert info.value.step == "ray-workers"
+    assert events == ["head says started=0", "head says started=0", "head says started=1",
+                      "worker docker run"]
+    head = next(o for o in info.value.outcomes if o.step == "ray-head")
+    assert "Ray started after" in head.detail
+
+
+def test_a_head_whose_ray_exits_before_it_started_fails_ray_head_with_its_log(
+        inv_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()
+    monkeypatch.setattr(start_mod, "ClusterLock", FakeLock)
+    fakes = {"a": FakeConnection("a").on("@@home", _gather())
+             .on("Ray runtime started", Reply(stdout="exited 1\n0\n"))
+             .on("docker logs --tail", Reply(stdout="ValueError: bad --num-gpus\n")),
+             "b": FakeConnection("b").on("@@home", _gather())}
+    with pytest.raises(StartFailed) as info:
+        start(_session(inv_text, fakes, tmp_path), StartOptions(model_check=ModelCheck(set())),
+              RecordingProgress())
+    assert info.value.step == "ray-head" and list(info.value.errors) == ["a"]
+    assert "exited (status 1)" in str(info.value) and "bad --num-gpus" in str(info.value)
+    assert not any(c[:2] == ["docker", "run"] for c in fakes["b"].calls)
+
+
+# -- the native executor ---------------------------------------------------------------------
+
+def _native(inv_text: str) -> str:
+    return inv_text.replace("serve: {model: org/tiny}", "serve: {model: org/tiny, executor: native}")
+
+
+def _rank(state: str = "running 0", code: str = "", ended: str = "", joined: int = 1,
+          last: str = "INFO Loading safetensors checkpoint shards:  50% Completed | 1/2") -> Reply:
+    return Reply(stdout=f"state={state}\nexit={code}\nended={ended}\npid=7\njoined={joined}\n"
+                        f"last={last}\n")
+
+
+def _not_ready_then_ready(monkeypatch: pytest.MonkeyPatch, rounds: int = 2) -> None:
+    answers = iter([EndpointProbe("http://10.0.0.1:8000", "not serving", error="refused")]
+                   * rounds + [EndpointProbe("http://10.0.0.1:8000", READY, 200, ["org/tiny"])] * 9)
+    monkeypatch.setattr(start_mod.vllm, "ready", lambda *_a: next(answers))
+    monkeypatch.setattr(start_mod.vllm, "POLL_S", 0.0)
+    monkeypatch.setattr(native_mod, "WATCH_S", 0.0)
+
+
+def test_native_starts_the_headless_ranks_first_then_rank_0_and_waits_for_it(
+        inv_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _not_ready_then_ready(monkeypatch)
+    events: list[str] = []
+
+    def run(node: str) -> Callable[[list[str], bytes | None], Reply]:
+        def reply(argv: list[str], _stdin: bytes | None) -> Reply:
+            events.append(f"{node}: {' '.join(argv[argv.index('vllm'):][:3])}")
+            return Reply(stdout="cid\n")
+        return reply
+
+    fakes = {n: FakeConnection(n).on("@@home", _gather()).on(r"^docker run", run(n))
+             .on("state=", _rank()) for n in ("a", "b")}
+    progress = RecordingProgress()
+    report = start(_session(_native(inv_text), fakes, tmp_path),
+                   StartOptions(model_check=ModelCheck(set())), progress)
+    assert events == ["b: vllm serve org/tiny", "a: vllm serve org/tiny"]
+    runs = {n: next(c for c in f.calls if c[:2] == ["docker", "run"]) for n, f in fakes.items()}
+    assert "--headless" in runs["b"] and "--headless" not in runs["a"]
+    assert runs["b"][runs["b"].index("--node-rank") + 1] == "1"
+    assert "dgxcluster.executor=native" in runs["a"] and "ray" not in runs["a"]
+    assert not any("docker exec" in " ".join(c) for c in fakes["a"].calls)  # no launch by exec
+    steps = [(o.node, o.step, o.status) for o in report.outcomes]
+    assert ("b", "headless", Status.CHANGED) in steps and ("a", "rank0", Status.CHANGED) in steps
+    assert ("a", "vllm-ready", Status.CHANGED) in steps
+    assert ("b", "vllm-ready: rank 1 joined") in [(n, m.split(" (")[0]) for n, m in progress.statuses]
+
+
+def test_a_headless_rank_that_dies_while_loading_is_blamed_before_rank_0_and_all_is_removed(
+        inv_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """b's vLLM exited first (SIGKILL); rank 0 followed (it lost its peer): the start fails
+    at once naming b first, with its log, and the rollback removes every rank."""
+    _not_ready_then_ready(monkeypatch, rounds=50)
+    fakes = {"a": FakeConnection("a").on("@@home", _gather())
+             .on("state=", _rank("exited 1", "1", "1700000000.900", 1,
+                                 "RuntimeError: Engine core initialization failed."))
+             .on(r"^tail -n 40", Reply(stdout="RuntimeError: NCCL error: remote process exited\n")),
+             "b": FakeConnection("b").on("@@home", _gather())
+             .on("state=", _rank("exited 137", "137", "1700000000.100", 1))
+             .on(r"^tail -n 40", Reply(stdout="Loading safetensors checkpoint shards:  50%\n"))}
+    with pytest.raises(StartFailed) as info:
+        start(_session(_native(inv_text), fakes, tmp_path),
+              StartOptions(model_check=ModelCheck(set())), RecordingProgress())
+    err = info.value
+    assert err.step == "vllm-ready" and list(err.errors) == ["b", "a"]
+    text = str(err)
+    assert text.index("b: step 'vllm-ready' failed: vLLM rank 1 exited with status 137") < \
+        text.index("a: step 'vllm-ready' failed: vLLM rank 0 exited with status 1")
+    assert "shards:  50%" in text and "remote process exited" in text
+    for node, name in (("a", "dgxc-c-head"), ("b", "dgxc-c-worker")):
+        assert ["docker", "rm", "-f", "-v", name] in fakes[node].calls
+
+
+def test_native_already_running_and_ready_changes_nothing_but_a_rank_gone_restarts_all(
+        inv_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _native(inv_text)
+    home = Reply(stdout="/root")
+    dry = {n: FakeConnection(n).on("HOME", home) for n in ("a", "b")}
+    config = start(_session(text, dry, tmp_path), StartOptions(dry_run=True)).config
+    monkeypatch.setattr(start_mod.vllm, "ready",
+                        lambda *_a: EndpointProbe("http://10.0.0.1:8000", READY, 200, ["org/tiny"]))
+    fakes = {"a": FakeConnection("a").on("@@home", _gather(_running("dgxc-c-head", "head", config))),
+             "b": FakeConnection("b").on("@@home", _gather(_running("dgxc-c-worker", "worker",
+                                                                    config)))}
+    report = start(_session(text, fakes, tmp_path), StartOptions(model_check=ModelCheck(set())),
+                   RecordingProgress())
+    # the preflight read; on the head also whether a watcher runs (none with native)
+    assert report.already_running and len(fakes["b"].calls) == 1 and len(fakes["a"].calls) == 2
+    assert "supervisor.pid" in " ".join(fakes["a"].calls[1])
+    # b's rank is gone: rank 0 cannot take it back, so every rank starts again, rank 0 last
+    fakes = {"a": FakeConnection("a").on("@@home", _gather(_running("dgxc-c-head", "head", config)))
+             .on("state=", _rank()),
+             "b": FakeConnection("b").on("@@home", _gather()).on("state=", _rank())}
+    report = start(_session(text, fakes, tmp_path), StartOptions(model_check=ModelCheck(set())),
+                   RecordingProgress())
+    assert not report.already_running
+    a_calls = [" ".join(c) for c in fakes["a"].calls]
+    removed = a_calls.index("docker rm -f -v dgxc-c-head")
+    assert removed < next(i for i, c in enumerate(a_calls) if c.startswith("docker run"))
+    assert any(c[:2] == ["docker", "run"] for c in fakes["b"].calls)
+
+
+def test_switching_executor_is_a_different_configuration(inv_text: str, tmp_path: Path) -> None:
+    home = Reply(stdout="/root")
+    dry = {n: FakeConnection(n).on("HOME", home) for n in ("a", "b")}
+    ray_config = start(_session(inv_text, dry, tmp_path), StartOptions(dry_run=True)).config
+    fakes = {"a": FakeConnection("a").on("@@home", _gather(_running("dgxc-c-head", "head",
+                                                                    ray_config))),
+             "b": FakeConnection("b").on("@@home", _gather(_running("dgxc-c-worker", "worker",
+                                                                    ray_config)))}
+    with pytest.raises(StartFailed) as info:
+        start(_session(_native(inv_text), fakes, tmp_path),
+              StartOptions(model_check=ModelCheck(set())), RecordingProgress())
+    assert info.value.step == "preflight"
+    assert "a different configuration is running" in str(info.value) and "--restart" in str(info.value)
+    assert all(len(f.calls) == 1 for f in fakes.values())
+
+
+def test_native_dry_run_shows_each_ranks_vllm_serve_and_no_ray(inv_text: str, tmp_path: Path) -> None:
+    home = Reply(stdout="/root")
+    dry = {n: FakeConnection(n).on("HOME", home) for n in ("a", "b")}
+    report = start(_session(_native(inv_text), dry, tmp_path), StartOptions(dry_run=True))
+    shown = dict(report.dry_run)
+    assert list(shown) == ["a (head)", "b (worker)"]
+    head, worker = "\n".join(shown["a (head)"]), "\n".join(shown["b (worker)"])
+    assert "vllm serve org/tiny" in head and "--node-rank 0" in head and "--headless" not in head
+    assert "--node-rank 1" in worker and "--headless" in worker
+    assert "ray start" not in head + worker and "docker exec" not in head
+
+
+def test_native_preflight_refuses_a_busy_master_port_on_the_head(inv_text: str,
+                                                                 tmp_path: Path) -> None:
+    """Rank 0's torch store binds serve.master_port on the head: taken, start stops in
+    preflight naming the port and the key; Ray's ports are not asked for."""
+    ss = "LISTEN 0 4096 *:29501 *:*\nLISTEN 0 4096 *:6379 *:*"
+    busy = Reply(stdout=_gather().stdout.replace("@@ss\n", f"@@ss\n{ss}\n"))
+    fakes = {"a": FakeConnection("a").on("@@home", busy), "b": FakeConnection("b").on("@@home", _gather())}
+    with pytest.raises(StartFailed) as info:
+        start(_session(_native(inv_text), fakes, tmp_path),
+              StartOptions(model_check=ModelCheck(set())), RecordingProgress())
+    err = info.value
+    assert err.step == "preflight" and list(err.errors) == ["a"]
+    assert "port(s) 29501 already in use (29501 is vLLM rank 0's --master-port " \
+        "(serve.master_port))" in str(err)
+    assert "6379" not in str(err)  # Ray's port is no business of a native start
+    assert not any(c[:2] == ["docker", "run"] for f in fakes.values() for c in f.calls)

@@ -123,3 +123,50 @@ def test_docker_down_on_a_node_fails_that_node(tmp_path: Path) -> None:
     [o] = [o for o in report.outcomes if o.node == "a"]
     assert o.status is Status.FAILED and "docker is not usable" in o.detail
     assert exit_code_of(report.outcomes) == 1
+
+
+def _native_ps(*containers: tuple[str, str, str]) -> str:
+    return _ps(*containers).replace("dgxcluster.role=", "dgxcluster.executor=native,dgxcluster.role=")
+
+
+def test_a_native_cluster_stops_rank_0_then_the_headless_ranks_then_removes_them(
+        tmp_path: Path) -> None:
+    order: list[str] = []
+
+    def note(what: str, reply: Reply) -> object:
+        def respond(_argv: list[str], _stdin: bytes | None) -> Reply:
+            order.append(what)
+            return reply
+        return respond
+
+    fakes = {
+        "a": FakeConnection("a").on("@@home", _discover(_native_ps(("dgxc-c-head", "head", "running"))))
+        .on("docker exec dgxc-c-head", note("rank 0 SIGTERM", Reply(stdout="stopped\n")))
+        .on("docker stop", note("a docker stop", Reply())),
+        "b": FakeConnection("b").on("@@home", _discover(_native_ps(("dgxc-c-worker", "worker",
+                                                                    "running"))))
+        .on("docker exec dgxc-c-worker", note("rank 1 SIGTERM", Reply(stdout="stopped\n")))
+        .on("docker stop", note("b docker stop", Reply())),
+    }
+    report = stop(_session(fakes, tmp_path), progress=RecordingProgress())
+    assert order[:2] == ["rank 0 SIGTERM", "rank 1 SIGTERM"]
+    assert set(order[2:]) == {"a docker stop", "b docker stop"}
+    details = {(o.node, o.step): o.detail for o in report.outcomes}
+    assert details[("b", "vllm-stop")] == "headless rank: exited after SIGTERM"
+    assert ["docker", "rm", "-f", "-v", "dgxc-c-worker"] in fakes["b"].calls
+    assert exit_code_of(report.outcomes) == 0
+
+
+def test_a_native_rank_whose_container_ended_with_its_vllm_counts_as_stopped(tmp_path: Path) -> None:
+    """rank 0's container ends when its vLLM does, taking the `docker exec` that stopped it
+    along: that is a stop, not a failure."""
+    fakes = {
+        "a": FakeConnection("a").on("@@home", _discover(_native_ps(("dgxc-c-head", "head", "running"))))
+        .on("docker exec dgxc-c-head", Reply(exit_code=137))
+        .on("docker inspect", Reply(stdout="exited 0\n")),
+        "b": FakeConnection("b").on("@@home", _discover("")),
+    }
+    report = stop(_session(fakes, tmp_path), progress=RecordingProgress())
+    [o] = [o for o in report.outcomes if o.step == "vllm-stop"]
+    assert (o.node, o.status, o.detail) == ("a", Status.CHANGED, "exited after SIGTERM")
+    assert exit_code_of(report.outcomes) == 0

@@ -183,7 +183,8 @@ def test_one_round_per_node_and_head_asks_ray(tmp_path: Path) -> None:
     head_argv, worker_argv = fakes["n1"].calls[0], fakes["n2"].calls[0]
     assert head_argv[2] == worker_argv[2] == STATUS
     assert head_argv[-6] == "8265" and worker_argv[-6] == ""
-    assert head_argv[-4] == "~/.local/state/dgxcluster/demo/logs" and worker_argv[-4] == ""
+    # every node reports its vLLM launcher's files (each runs a rank with the native executor)
+    assert head_argv[-4] == worker_argv[-4] == "~/.local/state/dgxcluster/demo/logs"
     assert head_argv[-3:] == ["vllm.pid", "vllm.exit", "vllm.log"]
     assert head_argv[4] == "dgxcluster/testbed:current"
     assert head_argv == status_argv("dgxcluster/testbed", "demo", 8265,
@@ -310,3 +311,55 @@ def test_the_watchers_state_file_is_shown_with_its_last_restart() -> None:
     assert heal("supervisor {not json") == Healing("unknown (state file unreadable)")
     assert heal("") is None  # no watcher ever ran
     assert "supervisor.json" in STATUS
+
+
+def native_container(name: str, role: str, status: str, exit_code: int = 0) -> str:
+    line = container_line(name, role, status, "2026-09-21T13:13:20Z",
+                          "0001-01-01T00:00:00Z" if status == "running" else "2026-09-21T13:14:00Z",
+                          exit_code=exit_code)
+    return line.replace('"dgxcluster.config": "abc"',
+                        '"dgxcluster.config": "abc", "dgxcluster.executor": "native"')
+
+
+def test_native_status_shows_each_rank_instead_of_ray(tmp_path: Path) -> None:
+    """With the native executor there is no Ray: one row per vLLM rank (node, rank, alive,
+    last log line), read from each node's launcher files; the token in a line is masked."""
+    vllm = "@@ vllm\npid 7\nlast {}\n@@ rc 0\n"
+    fakes = {
+        "n1": FakeConnection("n1").on("", Reply(stdout=probe_output(
+            docker=image_line() + "\n" + native_container("dgxc-demo-head", "head", "running"),
+            ray="curl: (7) Failed to connect to 127.0.0.1 port 8265", ray_rc=7)
+            + vllm.format("INFO: Application startup complete."))),
+        "n2": FakeConnection("n2").on("", Reply(stdout=probe_output(
+            docker=image_line() + "\n" + native_container("dgxc-demo-worker", "worker", "exited", 1))
+            + "@@ vllm\npid 8\nexit 1\nlast RuntimeError: HF_TOKEN=hf_abcdefghijklmnopqrstu\n"
+              "@@ rc 0\n")),
+        "n3": FakeConnection("n3").on("", Reply(stdout=probe_output(docker=image_line())
+                                                + "@@ vllm\n@@ rc 0\n")),
+    }
+    inv = parse_inventory(INV, environ={})
+    with Session.open(inv, factory=lambda spec: fakes[spec.name], environ={},  # type: ignore[arg-type]
+                      redactor=Redactor(), log_dir=tmp_path) as s:
+        report = gather(s, expected=lambda _s: TAG,
+                        check_endpoint=lambda _s: EndpointProbe("http://10.0.0.1:8000", "ready"))
+    assert report.executor == "native"  # the head container's label, though the inventory says ray
+    assert report.ranks is not None
+    rows = [(r.node, r.rank, r.alive, r.describe()) for r in report.ranks]
+    assert rows == [("n1", 0, True, "alive"), ("n2", 1, False, "exited (1)"),
+                    ("n3", 2, False, "no container")]
+    assert report.ranks[0].last_line == "INFO: Application startup complete."
+    assert "hf_abcdefghijklmnopqrstu" not in (report.ranks[1].last_line or "")
+    js = report.to_json()
+    assert js["executor"] == "native" and js["ranks"][1]["alive"] is False  # type: ignore[index]
+
+
+def test_ray_status_has_no_rank_rows() -> None:
+    fakes = {n: FakeConnection(n).on("", Reply(stdout=probe_output(docker=DOCKER)))
+             for n in ("n1", "n2", "n3")}
+    inv = parse_inventory(INV, environ={})
+    with Session.open(inv, factory=lambda spec: fakes[spec.name], environ={},  # type: ignore[arg-type]
+                      redactor=Redactor()) as s:
+        report = gather(s, expected=lambda _s: TAG,
+                        check_endpoint=lambda _s: EndpointProbe("http://10.0.0.1:8000", "ready"))
+    assert report.executor == "ray" and report.ranks is None
+    assert report.to_json()["ranks"] is None

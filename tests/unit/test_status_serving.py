@@ -32,7 +32,7 @@ from dgxcluster.status.probe import STATUS, parse
 from dgxcluster.status.report import node_status
 from dgxcluster.status.watch import Watch, endpoint_state
 from tests.fakes import FakeConnection, Reply
-from tests.unit.test_status import DOCKER, INV, TAG, image_line, probe_output
+from tests.unit.test_status import DOCKER, INV, TAG, image_line, native_container, probe_output
 
 REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real"
 SMI = (REAL / "nvidia-smi_gb10_with_processes_obrienlabs.txt").read_text()
@@ -386,3 +386,30 @@ def test_bench_measured_from_the_inventory_and_the_running_head() -> None:
     with session_for(down) as s:
         found, notes = measured.collect(s)
     assert "config_hash" not in found and "connection refused" in notes[0]
+
+
+def test_watch_shows_the_native_ranks_in_place_of_ray() -> None:
+    """A native cluster has no Ray: the live view lists each rank (alive or not), not a Ray
+    line that would read as down."""
+    vllm = "@@ vllm\npid 7\nlast INFO: Application startup complete.\n@@ rc 0\n"
+    fakes = {
+        "n1": FakeConnection("n1").on("", Reply(stdout=probe_output(
+            docker=image_line() + "\n" + native_container("dgxc-demo-head", "head", "running"))
+            + vllm)),
+        "n2": FakeConnection("n2").on("", Reply(stdout=probe_output(
+            docker=image_line() + "\n" + native_container("dgxc-demo-worker", "worker",
+                                                          "running")) + vllm)),
+        "n3": FakeConnection("n3").on("", Reply(stdout=probe_output(
+            docker=image_line() + "\n" + native_container("dgxc-demo-worker", "worker",
+                                                          "exited", 1))
+            + "@@ vllm\npid 9\nexit 1\nlast RuntimeError: NCCL error\n@@ rc 0\n")),
+    }
+    with session_for(fakes) as s:
+        w = Watch(s, reader=Reader(URL, get=Server(ConnectionRefusedError()).get))
+        frame = w.refresh()
+        w.close()
+    assert frame.status.executor == "native" and frame.status.ranks is not None
+    text = _rendered(frame)
+    assert "ranks   2/3 alive (native executor): n1 rank 0 alive, n2 rank 1 alive, " \
+        "n3 rank 2 exited (1)" in text, text
+    assert "\nray " not in text

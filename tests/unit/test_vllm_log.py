@@ -66,3 +66,24 @@ def test_a_failure_is_final() -> None:
 def test_not_vllm(text: str) -> None:
     with pytest.raises(ParseError, match="could not parse vLLM log output"):
         vllm_log.parse(text)
+
+
+def test_a_native_ranks_join_lines() -> None:
+    """The lines of vLLM's multi-node executor (serve.py run_headless, parallel_state.py)."""
+    lines = [
+        "INFO 12-02 00:24:08 [serve.py:187] Launching vLLM (v0.20.1) headless multiproc executor, "
+        "with head node address 192.168.100.10:29501 for torch.distributed process group.",
+        "(Worker pid=220) INFO 12-02 00:24:09 [parallel_state.py:1402] world_size=2 rank=1 "
+        "local_rank=0 distributed_init_method=tcp://192.168.100.10:29501 backend=nccl",
+        "(Worker_TP1 pid=220) INFO 12-02 00:24:10 [parallel_state.py:1716] rank 1 in world size 2 "
+        "is assigned as DP rank 0, PP rank 0, PCP rank 0, TP rank 1, EP rank N/A, EPLB rank N/A",
+        "torch.distributed.DistNetworkError: The client socket has timed out after 600000ms while "
+        "trying to connect to (192.168.100.10, 29501).",
+    ]
+    got = [vllm_log.read_line(ln) for ln in lines]
+    assert [(p.phase, p.detail) for p in got if p] == [
+        ("connecting", "joining the process group at 192.168.100.10:29501"),
+        ("connecting", "joining the process group at 192.168.100.10:29501"),
+        ("joined", "joined: rank 1 of 2"),
+        ("failed", "torch.distributed.DistNetworkError"),
+    ]

@@ -10,7 +10,9 @@ import io
 import pytest
 
 from dgxcluster.errors import InventoryError, UsageError
+from dgxcluster.inventory import parse_inventory
 from dgxcluster.nodeside import vllm_argparse
+from dgxcluster.serving import plan
 from dgxcluster.vllmcli import snapshot
 from dgxcluster.vllmcli.validate import Fragment, check, delegated_checks, errors, raise_for
 
@@ -117,7 +119,27 @@ def test_repeating_a_generated_flag_is_refused_naming_the_key_to_set() -> None:
     (msg,) = extra(["--max_model_len=8192"])
     assert "(from serve.max_model_len)" in msg
     (msg,) = extra(["--distributed-executor-backend", "mp"])
-    assert "dgxcluster's executor (Ray)" in msg
+    assert "(from serve.executor (ray, or mp for native))" in msg
+
+
+def test_the_native_executors_flags_are_dgxclusters_own() -> None:
+    """With serve.executor native, dgxcluster passes --nnodes, --node-rank, --master-addr,
+    --master-port and --headless itself (every one known to each snapshot): repeating one in
+    serve.extra_args names the key behind it."""
+    inv = parse_inventory(
+        "nodes:\n  - {name: a, host: a, fabric_ip: 10.0.0.1}\n  - {name: b, host: b, "
+        "fabric_ip: 10.0.0.2}\nserve: {model: org/m, executor: native}\n", environ={})
+    for version in VERSIONS:
+        for node in ("a", "b"):
+            generated = plan.serve_command(inv, node)[2:]
+            assert extra([], version, generated) == []  # every flag exists in that release
+    headless = plan.serve_command(inv, "b")[2:]
+    for argv, key in ((["--nnodes", "3"], "node count"), (["-r", "1"], "inventory order"),
+                      (["--master-addr", "x"], "fabric_ip"), (["--master-port", "1"],
+                                                              "serve.master_port"),
+                      (["--headless"], "every node but the head")):
+        (msg,) = extra(argv, generated=headless)
+        assert key in msg, msg
 
 
 def test_the_model_and_help_are_refused_in_extra_args() -> None:

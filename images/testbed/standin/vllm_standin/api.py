@@ -440,7 +440,7 @@ async def _run(app: web.Application, api: Api, sock: socket.socket, host: str, p
             try:
                 await asyncio.to_thread(api.engine.check_alive)
             except Exception as exc:
-                api.engine.dead = f"a Ray worker of the engine died: {type(exc).__name__}"
+                api.engine.dead = f"a worker of the engine died: {type(exc).__name__}: {exc}"
                 logger.error("EngineCore encountered a fatal error. (%s: %s)", NAME, api.engine.dead)
                 logger.error("Engine core proc died unexpectedly, shutting down client.")
                 code = 1

@@ -60,6 +60,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     started = time.time()
     args = parse(argv)
+    args.started = started
     logger = log.setup()
     logger.info("%s %s: a test double for `vllm serve` (no model is loaded, no GPU is used)",
                 NAME, VERSION)
@@ -67,15 +68,11 @@ def main(argv: list[str]) -> int:
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), started, os.getpid())
     logger.info("%s: command line parsed with vLLM %s's argument table", NAME, args.emulated_vllm)
     logger.info("non-default args: %s", args.non_default)
-    host = args.host or "0.0.0.0"
-    # Like vLLM, claim the port before the engine starts (connections are refused until ready),
-    # on an IPv6 socket only for an IPv6 --host (vLLM's create_server_socket): 0.0.0.0 is
-    # IPv4 only, `::` takes both on Linux.
-    v6 = _is_ipv6(host)
-    sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, args.port))
-    shown = f"[{host}]" if v6 else host  # as vLLM and uvicorn print an IPv6 listen address
+    from vllm_standin import native
+
+    if native.wanted(args):  # vLLM's own executor across nodes: no Ray
+        return native.main(args, logger, lambda: _bind(args))
+    sock, shown = _bind(args)
 
     def on_term(signum: int, _frame: object) -> None:
         logger.info("%s: received signal %d while starting; exiting", NAME, signum)
@@ -89,6 +86,18 @@ def main(argv: list[str]) -> int:
     from vllm_standin.api import serve
 
     return serve(args, engine, sock, shown, started, logger)
+
+
+def _bind(args: argparse.Namespace) -> tuple[socket.socket, str]:
+    """Like vLLM, claim the API port before the engine starts (connections are refused until
+    ready), on an IPv6 socket only for an IPv6 --host (vLLM's create_server_socket): 0.0.0.0
+    is IPv4 only, `::` takes both on Linux. Returns the socket and the address as shown."""
+    host = args.host or "0.0.0.0"
+    v6 = _is_ipv6(host)
+    sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, args.port))
+    return sock, f"[{host}]" if v6 else host  # as vLLM and uvicorn print an IPv6 listen address
 
 
 def _is_ipv6(host: str) -> bool:

@@ -64,7 +64,7 @@ class Engine:
 
     def start(self) -> None:
         if self.world_size > 1 and self.args.distributed_executor_backend not in (None, "ray"):
-            raise SystemExit(f"{NAME} emulates only --distributed-executor-backend ray")
+            raise SystemExit(f"{NAME} emulates --distributed-executor-backend ray and mp only")
         self._init_ray_cluster()
         self._init_workers()
         self._load_model()
