@@ -22,7 +22,9 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(simhw.PROFILES))
+#: `auto` writes tools that read the node's links when they run (not a fixed replay): the
+#: e2e topology tests exercise it on a live testbed, with cables cut.
+@pytest.mark.parametrize("name", sorted(set(simhw.PROFILES) - {simhw.AUTO}))
 def test_profile_outputs_parse_as_promised(name: str) -> None:
     files = simhw.PROFILES[name].build()
     active, speed = EXPECTED[name]
