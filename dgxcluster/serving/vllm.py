@@ -44,13 +44,18 @@ POLL_S = 0.25
 HTTP_TIMEOUT_S = 3.0
 #: vLLM's pid must be in vllm.pid this long after the launch (the launcher writes it at once).
 LAUNCH_GRACE_S = 15.0
+#: A log that has not grown this long is shown as quiet in the waiting line. Never a failure:
+#: vLLM can say nothing for minutes while it loads big weights or compiles.
+QUIET_LOG_S = 60
 
 _PROBE = (
     'printf "state=%s\\n" "$(docker inspect -f "{{.State.Status}} {{.State.ExitCode}}" "$1" '
     '2>/dev/null || echo absent)"; '
     f'printf "exit=%s\\n" "$(cat "$2/{VLLM_EXIT}" 2>/dev/null)"; '
     f'printf "pid=%s\\n" "$(cat "$2/{VLLM_PID}" 2>/dev/null)"; '
-    f'printf "last=%s\\n" "$(tail -n 1 "$2/{VLLM_LOG}" 2>/dev/null)"'
+    f'printf "last=%s\\n" "$(tail -n 1 "$2/{VLLM_LOG}" 2>/dev/null)"; '
+    f'if m=$(stat -c %Y "$2/{VLLM_LOG}" 2>/dev/null); then '
+    'printf "age=%s\\n" "$(($(date +%s) - m))"; fi'
 )
 
 # Inside the head container: SIGTERM to vLLM (only if that pid really is vLLM), wait, SIGKILL.
@@ -70,6 +75,8 @@ class ServeProbe:
     exit_code: int | None
     pid: str
     last_line: str
+    #: Seconds since vllm.log last grew, by the node's clock (None: no log yet).
+    log_age_s: int | None = None
 
     @property
     def process_alive(self) -> bool:
@@ -80,7 +87,7 @@ def parse_probe(text: str) -> ServeProbe:
     fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        if sep and key in ("state", "exit", "pid", "last") and key not in fields:
+        if sep and key in ("state", "exit", "pid", "last", "age") and key not in fields:
             fields[key] = value
     code = fields.get("exit", "").strip()
     return ServeProbe(
@@ -88,7 +95,17 @@ def parse_probe(text: str) -> ServeProbe:
         exit_code=int(code) if code.lstrip("-").isdigit() else None,
         pid=fields.get("pid", "").strip(),
         last_line=fields.get("last", "").strip(),
+        log_age_s=int(age) if (age := fields.get("age", "").strip()).isdigit() else None,
     )
+
+
+def quiet_note(p: ServeProbe) -> str:
+    """` (vllm.log quiet for 4m)` once the log has not grown for QUIET_LOG_S, else ''."""
+    age = p.log_age_s
+    if age is None or age < QUIET_LOG_S:
+        return ""
+    return f" ({VLLM_LOG} quiet for {age // 60}m)"
+
 
 
 def probe(conn: Connection, inv: InventoryModel, paths: NodePaths) -> ServeProbe:
@@ -176,7 +193,8 @@ def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_
                             f"{indented(log_tail(conn, paths))}", conn.node)
         phase = vllm_log.read_line(p.last_line)
         shown = f"{phase.detail}: {p.last_line[:80]}" if phase else p.last_line[:110]
-        live.status(conn.node, p.last_line, f"vllm-ready: {elapsed:.0f}s: {shown}")
+        note = quiet_note(p)
+        live.status(conn.node, p.last_line + note, f"vllm-ready: {elapsed:.0f}s{note}: {shown}")
         sleep(POLL_S)
 
 
