@@ -13,6 +13,7 @@ end (the cluster lock's shell, a log follower, a relay agent): it ends only once
 from __future__ import annotations
 
 import re
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any, BinaryIO, ClassVar
 from dgxcluster.errors import CommandTimeout, ConnectError
 from dgxcluster.remote import scope
 from dgxcluster.remote.command import Argv, for_display, to_command_line
+from dgxcluster.remote.connection import Stream
 from dgxcluster.remote.output import DEFAULT_KEEP
 from dgxcluster.remote.process import (
     KILLED,
@@ -111,6 +113,9 @@ class FakeConnection:
     processes: list[FakeProcess] = field(default_factory=list)
     put_timeouts: list[float | None] = field(default_factory=list)
     unreachable: str | None = None
+    #: What `tunnel(host, port)` reaches here: (host, port) on the node -> (host, port) here.
+    forwards: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    tunnels: list[tuple[str, int]] = field(default_factory=list)
     connected: bool = False
     closed: bool = False
 
@@ -185,6 +190,14 @@ class FakeConnection:
             return self.files[path]
         except KeyError:
             raise FileNotFoundError(path) from None
+
+    def tunnel(self, host: str, port: int, *, timeout: float | None = None) -> Stream:
+        if self.unreachable:
+            raise ConnectError(self.name, self.unreachable)
+        self.tunnels.append((host, port))
+        if (host, port) not in self.forwards:
+            raise ConnectionRefusedError(f"{self.name} cannot connect to {host}:{port}")
+        return socket.create_connection(self.forwards[(host, port)], timeout=timeout)
 
     def close(self) -> None:
         self.closed = True

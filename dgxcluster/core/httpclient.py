@@ -22,13 +22,32 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 #: How much of a body is kept when it is read whole (an error page, /v1/models).
 MAX_BODY = 1 << 20
 
 
-def _connect(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+#: timeout -> a connected byte stream to the server (a socket, an SSH channel): how a
+#: request reaches a server this machine cannot connect to itself (`core.endpointroute`).
+Opener = Callable[[float], Any]
+
+
+class _Opened(http.client.HTTPConnection):
+    """An HTTP/1.1 connection over a stream `opener` gives, instead of a TCP connect."""
+
+    def __init__(self, host: str, port: int, timeout: float, opener: Opener) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._opener = opener
+        self._limit = timeout
+
+    def connect(self) -> None:
+        self.sock = self._opener(self._limit)
+
+
+def _connect(url: str, timeout: float,
+             opener: Opener | None = None) -> tuple[http.client.HTTPConnection, str]:
     try:
         parts = urlsplit(url)
         port = parts.port or 80
@@ -37,12 +56,16 @@ def _connect(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]
     if parts.scheme != "http" or not parts.hostname:
         raise OSError(f"bad URL {url!r}: only http://host[:port]/path is supported")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if opener is not None:
+        return _Opened(parts.hostname, port, timeout, opener), path
     return http.client.HTTPConnection(parts.hostname, port, timeout=timeout), path
 
 
-def get(url: str, timeout: float, headers: Mapping[str, str] | None = None) -> tuple[int, str]:
-    """GET `url`: (HTTP status, body text, at most MAX_BODY bytes)."""
-    conn, path = _connect(url, timeout)
+def get(url: str, timeout: float, headers: Mapping[str, str] | None = None,
+        opener: Opener | None = None) -> tuple[int, str]:
+    """GET `url`: (HTTP status, body text, at most MAX_BODY bytes); over `opener`'s stream
+    when given (the URL then only names the Host header and the path)."""
+    conn, path = _connect(url, timeout, opener)
     try:
         conn.request("GET", path, headers=dict(headers or {}))
         resp = conn.getresponse()
@@ -60,15 +83,17 @@ class KeepAlive:
     (a GET may be repeated); an answer read only in part closes it. Not thread-safe: one
     caller at a time. `connections` counts the connections it opened."""
 
-    def __init__(self, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, headers: Mapping[str, str] | None = None,
+                 opener: Opener | None = None) -> None:
         self._headers = dict(headers or {})
+        self._opener = opener
         self._conn: http.client.HTTPConnection | None = None
         self._server: tuple[str, int] | None = None
         self.connections = 0
 
     def get(self, url: str, timeout: float) -> tuple[int, str]:
         """As `get`, in the shape `core.endpoint.Getter` takes."""
-        fresh, path = _connect(url, timeout)
+        fresh, path = _connect(url, timeout, self._opener)
         server = (fresh.host, fresh.port)
         reused = self._conn is not None and self._server == server
         if not reused:
@@ -82,7 +107,7 @@ class KeepAlive:
                 self.close()
                 raise
         self.close()  # the server dropped the idle connection: once more on a new one
-        self._conn, self._server = _connect(url, timeout)[0], server
+        self._conn, self._server = _connect(url, timeout, self._opener)[0], server
         self.connections += 1
         try:
             return self._request(path, timeout)
@@ -149,9 +174,10 @@ class Streamed:
 
 @contextmanager
 def post_json(url: str, body: object, timeout: float,
-              headers: Mapping[str, str] | None = None) -> Iterator[Streamed]:
+              headers: Mapping[str, str] | None = None,
+              opener: Opener | None = None) -> Iterator[Streamed]:
     """POST `body` as JSON; the answer's body is read by the caller, inside the `with`."""
-    conn, path = _connect(url, timeout)
+    conn, path = _connect(url, timeout, opener)
     try:
         data = json.dumps(body).encode()
         conn.request("POST", path, body=data, headers={
