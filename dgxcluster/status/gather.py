@@ -32,6 +32,7 @@ from dgxcluster.status.report import (
     healing,
     image_summary,
     node_status,
+    ray_lags,
     ray_summary,
     vllm_process,
 )
@@ -188,12 +189,15 @@ def gather(
     if vllm.ready and serving_error is None:
         serving, serving_error = read_metrics(scraper, RATE_INTERVAL_S)
     scraper.close()
+    ray = ray_summary(head, done.probes.get(head), len(placement.serving(inv)))
+    ray.lagging = ray_lags(ray, done.nodes, inv.gpus_per_node,
+                           placement.place(inv).world if vllm.ready else 0)
     return ClusterStatus(
         cluster=inv.cluster,
         head=head,
         nodes=done.nodes,
         image=image_summary(inv.image.name, done.nodes, tag, tag_error),
-        ray=ray_summary(head, done.probes.get(head), len(placement.serving(inv))),
+        ray=ray,
         vllm=vllm,
         vllm_process=vllm_process(
             done.probes.get(head), next((n for n in done.nodes if n.node == head), None),
