@@ -84,7 +84,9 @@ class EndpointRoute:
         if self.via == SSH:
             return self._ssh_get(url, timeout)
         if self.mode == DIRECT or self._decided:
-            return self._direct_get(url, timeout)
+            answer = self._direct_get(url, timeout)
+            self.via = DIRECT
+            return answer
         try:
             answer = self._direct_get(url, timeout)
         except OSError as direct_err:

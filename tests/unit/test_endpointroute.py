@@ -135,3 +135,10 @@ def test_a_bad_endpoint_via_is_refused_at_load(value: str) -> None:
 
     with pytest.raises(InventoryError, match="endpoint_via"):
         inv(repr(value))
+
+
+def test_endpoint_via_is_left_out_of_the_config_hash() -> None:
+    """It is how this machine looks, not how the cluster runs: no restart for it."""
+    from dgxcluster.serving import plan
+
+    assert plan.config_hash(inv("auto"), "img") == plan.config_hash(inv("ssh"), "img")
