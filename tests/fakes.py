@@ -98,6 +98,26 @@ class FakeProcess(RemoteProcess):
         self._output_end()
 
 
+class ChannelDouble:
+    """What `tunnel` returns: a socket seen only through the calls a paramiko Channel shares
+    with it (no `makefile` that http.client could lean on: a Channel's file has no `peek`)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def sendall(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def recv(self, size: int) -> bytes:
+        return self._sock.recv(size)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 @dataclass
 class FakeConnection:
     """Records calls; replies come from `rules` (first regex matching the command line wins)."""
@@ -197,7 +217,8 @@ class FakeConnection:
         self.tunnels.append((host, port))
         if (host, port) not in self.forwards:
             raise ConnectionRefusedError(f"{self.name} cannot connect to {host}:{port}")
-        return socket.create_connection(self.forwards[(host, port)], timeout=timeout)
+        return ChannelDouble(socket.create_connection(self.forwards[(host, port)],
+                                                      timeout=timeout))
 
     def close(self) -> None:
         self.closed = True

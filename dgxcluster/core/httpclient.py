@@ -18,6 +18,7 @@ Failures are OSErrors: ConnectionRefusedError when nothing listens, another OSEr
 from __future__ import annotations
 
 import http.client
+import io
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,6 +35,60 @@ MAX_BODY = 1 << 20
 Opener = Callable[[float], Any]
 
 
+class _Raw(io.RawIOBase):
+    """The reading side of a `_StreamSocket`, under the io.BufferedReader `makefile` gives
+    (http.client reads chunked bodies with `peek`, which an SSH channel's own file lacks)."""
+
+    def __init__(self, owner: _StreamSocket) -> None:
+        self._owner = owner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._owner.stream.recv(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._owner.unref()
+        super().close()
+
+
+class _StreamSocket:
+    """A stream (`remote.connection.Stream`: sendall, recv, settimeout, close) as the socket
+    http.client wants. As with a real socket, `close()` while a response still reads from
+    its file (http.client hands a closing connection to the response) waits for that file."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._files = 0
+        self._closing = False
+
+    def sendall(self, data: bytes) -> None:
+        self.stream.sendall(data)
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        self._files += 1
+        return io.BufferedReader(_Raw(self))
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.stream.settimeout(timeout)
+
+    def unref(self) -> None:
+        self._files -= 1
+        self._close_if_done()
+
+    def close(self) -> None:
+        self._closing = True
+        self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        if self._closing and self._files <= 0:
+            self.stream.close()
+
+
 class _Opened(http.client.HTTPConnection):
     """An HTTP/1.1 connection over a stream `opener` gives, instead of a TCP connect."""
 
@@ -43,7 +98,7 @@ class _Opened(http.client.HTTPConnection):
         self._limit = timeout
 
     def connect(self) -> None:
-        self.sock = self._opener(self._limit)
+        self.sock = _StreamSocket(self._opener(self._limit))
 
 
 def _connect(url: str, timeout: float,

@@ -19,12 +19,13 @@ __all__ = ["ChunkCallback", "Connection", "LineCallback", "LinesCallback", "Remo
 
 
 class Stream(Protocol):
-    """A byte stream to a TCP port as the node sees it: the part of a socket that
-    `http.client` uses (a paramiko Channel, or a plain socket in tests)."""
+    """A byte stream to a TCP port as the node sees it (a paramiko Channel): the socket
+    calls that carry bytes; `recv` returns b"" at the end, raises TimeoutError past the
+    timeout."""
 
     def sendall(self, data: bytes) -> Any: ...
 
-    def makefile(self, mode: str) -> Any: ...
+    def recv(self, size: int) -> bytes: ...
 
     def settimeout(self, timeout: float | None) -> None: ...
 
