@@ -150,8 +150,8 @@ class TestServing:
         assert report["ok"] and report["endpoint"]["via"] == "ssh", report
         direct = running.dgx("status", "--json",
                              env={**env, "DGXCLUSTER_SERVE__ENDPOINT_VIA": "direct"})
-        vllm = json.loads(direct.stdout)["vllm"]
-        assert vllm["state"] == "unreachable" and vllm["via"] is None, vllm
+        vllm = json.loads(direct.stdout)["vllm"]  # refused or timed out, as the route has it
+        assert vllm["state"] in ("unreachable", "not serving") and vllm["via"] is None, vllm
 
     def test_logs_of_a_running_cluster_with_one_node_unreachable(
                 self, running: Testbed, tmp_path: Path) -> None:
