@@ -22,6 +22,7 @@ from dgxcluster.core import endpoint, httpclient
 from dgxcluster.core.endpoint import EndpointProbe, Getter, base_url, probe
 
 if TYPE_CHECKING:
+    from dgxcluster.core.endpointroute import EndpointRoute
     from dgxcluster.inventory.load import Inventory
     from dgxcluster.secrets import Secret
 
@@ -113,11 +114,15 @@ def run_smoke(
     concurrency: int = 1,
     get: Getter | None = None,
     api_key: Secret | None = None,
+    route: EndpointRoute | None = None,
 ) -> SmokeReport:
-    """Check the endpoint (through `get`), then send `concurrency` streaming chat completions
-    at once, each on its own connection; with `api_key`, every request carries it."""
+    """Check the endpoint (through `get`, else `route`), then send `concurrency` streaming
+    chat completions at once, each on its own connection (by the path `route` found, direct
+    or through the head's SSH connection); with `api_key`, every request carries it."""
     url = base_url(inv)
-    state = probe(url, get or endpoint.getter(api_key))
+    state = probe(url, get or (route.get if route else endpoint.getter(api_key)))
+    opener = route.opener() if route and get is None else None
+    state.via = route.via if route and get is None else None
     report = SmokeReport(state)
     if not state.ready:
         return report
@@ -127,7 +132,7 @@ def run_smoke(
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="smoke") as pool:
         futures = [pool.submit(chat, url, model, prompt, max_tokens, i + 1,
-                               headers=endpoint.auth_headers(api_key))
+                               headers=endpoint.auth_headers(api_key), opener=opener)
                    for i in range(concurrency)]
         report.requests = [f.result() for f in futures]
     report.wall_s = time.perf_counter() - t0
@@ -166,7 +171,8 @@ def _read_stream(lines: Iterable[str], res: RequestResult, t0: float, pieces: li
 
 
 def chat(url: str, model: str, prompt: str, max_tokens: int, index: int = 1,
-         timeout: float = READ_TIMEOUT_S, headers: dict[str, str] | None = None) -> RequestResult:
+         timeout: float = READ_TIMEOUT_S, headers: dict[str, str] | None = None,
+         opener: httpclient.Opener | None = None) -> RequestResult:
     """One streaming chat completion, timed; never raises for HTTP or server trouble."""
     res = RequestResult(index)
     body = {
@@ -181,7 +187,8 @@ def chat(url: str, model: str, prompt: str, max_tokens: int, index: int = 1,
     chunks = 0
     t0 = time.perf_counter()
     try:
-        with httpclient.post_json(f"{url}/v1/chat/completions", body, timeout, headers) as resp:
+        with httpclient.post_json(f"{url}/v1/chat/completions", body, timeout, headers,
+                                  opener) as resp:
             if resp.status != 200:
                 res.error = f"HTTP {resp.status}: {resp.text().strip()[:300]}"
                 res.total_s = time.perf_counter() - t0

@@ -13,6 +13,7 @@ end (the cluster lock's shell, a log follower, a relay agent): it ends only once
 from __future__ import annotations
 
 import re
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any, BinaryIO, ClassVar
 from dgxcluster.errors import CommandTimeout, ConnectError
 from dgxcluster.remote import scope
 from dgxcluster.remote.command import Argv, for_display, to_command_line
+from dgxcluster.remote.connection import Stream
 from dgxcluster.remote.output import DEFAULT_KEEP
 from dgxcluster.remote.process import (
     KILLED,
@@ -96,6 +98,26 @@ class FakeProcess(RemoteProcess):
         self._output_end()
 
 
+class ChannelDouble:
+    """What `tunnel` returns: a socket seen only through the calls a paramiko Channel shares
+    with it (no `makefile` that http.client could lean on: a Channel's file has no `peek`)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def sendall(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def recv(self, size: int) -> bytes:
+        return self._sock.recv(size)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 @dataclass
 class FakeConnection:
     """Records calls; replies come from `rules` (first regex matching the command line wins)."""
@@ -111,6 +133,9 @@ class FakeConnection:
     processes: list[FakeProcess] = field(default_factory=list)
     put_timeouts: list[float | None] = field(default_factory=list)
     unreachable: str | None = None
+    #: What `tunnel(host, port)` reaches here: (host, port) on the node -> (host, port) here.
+    forwards: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    tunnels: list[tuple[str, int]] = field(default_factory=list)
     connected: bool = False
     closed: bool = False
 
@@ -185,6 +210,15 @@ class FakeConnection:
             return self.files[path]
         except KeyError:
             raise FileNotFoundError(path) from None
+
+    def tunnel(self, host: str, port: int, *, timeout: float | None = None) -> Stream:
+        if self.unreachable:
+            raise ConnectError(self.name, self.unreachable)
+        self.tunnels.append((host, port))
+        if (host, port) not in self.forwards:
+            raise ConnectionRefusedError(f"{self.name} cannot connect to {host}:{port}")
+        return ChannelDouble(socket.create_connection(self.forwards[(host, port)],
+                                                      timeout=timeout))
 
     def close(self) -> None:
         self.closed = True

@@ -9,6 +9,8 @@ import typer
 from dgxcluster.cli.state import errors_to_exit, state
 
 if TYPE_CHECKING:
+    from dgxcluster.core.session import Session
+    from dgxcluster.remote.connection import Connection
     from dgxcluster.smoke import SmokeReport
 
 
@@ -34,7 +36,9 @@ def register(app: typer.Typer) -> None:
 
         Prints time to first token, total latency, and tokens/s from the server's `usage`
         (per request: decode speed; for the batch: aggregate throughput). Connects to the
-        head node's serve port over HTTP (no SSH), sending the API key `serve.api_key` names.
+        endpoint over HTTP, sending the API key `serve.api_key` names; through the head's SSH
+        connection when `serve.endpoint_via` is ssh, or (auto) when the endpoint does not
+        answer from this machine and the head does.
         Exit 0 when every request succeeded, 1 with the reason when the server is
         unreachable, unhealthy or a request failed.
         """
@@ -52,12 +56,23 @@ def register(app: typer.Typer) -> None:
         if not prompt.strip():
             raise UsageError("must not be empty", "--prompt")
         inv = state(ctx).inventory()
+        from contextlib import ExitStack
+
         from dgxcluster.core.endpoint import api_key
+        from dgxcluster.core.endpointroute import EndpointRoute
         from dgxcluster.core.session import inventory_secrets
 
         key = api_key(inv, inventory_secrets(inv))
-        report = run_smoke(inv, prompt=prompt, max_tokens=max_tokens, concurrency=concurrency,
-                           api_key=key)
+        with ExitStack() as opened:
+            def head() -> Connection:  # SSH only if the endpoint is reached that way
+                if not opened_sessions:
+                    opened_sessions.append(opened.enter_context(state(ctx).session("smoke")))
+                return opened_sessions[0].cluster.conn(inv.head_name)
+
+            opened_sessions: list[Session] = []
+            report = run_smoke(inv, prompt=prompt, max_tokens=max_tokens,
+                               concurrency=concurrency, api_key=key,
+                               route=EndpointRoute(inv, key, head))
         if json_out:
             typer.echo(json.dumps(report.to_json(), indent=2))
         else:
@@ -77,7 +92,7 @@ def _print(report: SmokeReport) -> None:
 
     out = report_console()
     ep = report.endpoint
-    out.print(f"endpoint {ep.url}/v1  ({ep.state})", highlight=False)
+    out.print(f"endpoint {ep.url}/v1  ({ep.state}){ep.path_note()}", highlight=False)
     if not ep.ready:
         return
     out.print(f"model    {report.model}", highlight=False)

@@ -111,6 +111,7 @@ def _print(report: ClusterStatus) -> None:
         line = f"[green]ready[/green] at {v.url}/v1, serving: {', '.join(v.models)}"
     else:
         line = f"[yellow]{v.state}[/yellow]: {v.error} (endpoint {v.url}/v1)"
+    line += v.path_note()
     out.print(f"[bold]vllm[/bold]   {line}", highlight=False, soft_wrap=True)
     _print_keeping(out, report)
     proc = report.vllm_process

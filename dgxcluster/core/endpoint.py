@@ -138,15 +138,21 @@ class EndpointProbe:
     health: int | None = None
     models: list[str] = field(default_factory=list)
     error: str | None = None
+    #: How this machine reached it: "direct", "ssh" (core.endpointroute), None: not known.
+    via: str | None = None
 
     @property
     def ready(self) -> bool:
         return self.state == READY
 
+    def path_note(self) -> str:
+        """` (through the head's SSH connection)` when this machine reached it that way."""
+        return " (through the head's SSH connection)" if self.via == "ssh" else ""
+
     def reason(self) -> str:
         """One line saying why the endpoint is (not) ready."""
         if self.state == READY:
-            return f"ready at {self.url}/v1"
+            return f"ready at {self.url}/v1{self.path_note()}"
         if self.state == UNHEALTHY:
             return f"vLLM at {self.url} is unhealthy: {self.error}"
         if self.state == NOT_SERVING:
@@ -155,7 +161,7 @@ class EndpointProbe:
 
     def to_json(self) -> dict[str, object]:
         return {"endpoint": f"{self.url}/v1", "state": self.state, "health": self.health,
-                "models": self.models, "error": self.error}
+                "models": self.models, "error": self.error, "via": self.via}
 
 
 def probe(url: str, get: Getter = httpclient.get, timeout: float = 5.0,

@@ -458,6 +458,12 @@ class ServeSettings(Strict):
         description="the host clients reach vLLM at: the printed endpoint, and what start's "
                     "readiness check, status, smoke and bench use; default: the head's host "
                     "(an ~/.ssh/config alias resolved to its HostName)")
+    endpoint_via: Literal["auto", "direct", "ssh"] = Field(
+        default="auto",
+        description="how this machine's checks (start's readiness wait, status, smoke) reach "
+                    "vLLM: direct (HTTP to the endpoint), ssh (through the head's SSH "
+                    "connection to serve.port on the head) or auto (direct, then ssh when the "
+                    "endpoint cannot be reached from here but the head can)")
     max_model_len: int | None = Field(default=None, ge=1)
     gpu_memory_utilization: float | None = Field(default=SAFE_GPU_MEMORY_UTILIZATION, gt=0, le=1)
     served_model_name: str | None = Field(default=None, min_length=1, max_length=512)

@@ -7,14 +7,29 @@ public methods, with the same parameters.
 
 from __future__ import annotations
 
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from dgxcluster.remote.command import Argv
 from dgxcluster.remote.output import DEFAULT_KEEP
 from dgxcluster.remote.process import ChunkCallback, LineCallback, LinesCallback, RemoteProcess
 from dgxcluster.remote.result import Result
 
-__all__ = ["ChunkCallback", "Connection", "LineCallback", "LinesCallback", "RemoteProcess"]
+__all__ = ["ChunkCallback", "Connection", "LineCallback", "LinesCallback", "RemoteProcess",
+           "Stream"]
+
+
+class Stream(Protocol):
+    """A byte stream to a TCP port as the node sees it (a paramiko Channel): the socket
+    calls that carry bytes; `recv` returns b"" at the end, raises TimeoutError past the
+    timeout."""
+
+    def sendall(self, data: bytes) -> Any: ...
+
+    def recv(self, size: int) -> bytes: ...
+
+    def settimeout(self, timeout: float | None) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @runtime_checkable
@@ -87,6 +102,14 @@ class Connection(Protocol):
 
     def get(self, path: str, *, timeout: float | None = None) -> bytes:
         """Read a whole remote file (`timeout` as for `put`)."""
+        ...
+
+    def tunnel(self, host: str, port: int, *, timeout: float | None = None) -> Stream:
+        """A stream to `host:port` opened by the node over this SSH connection (a
+        `direct-tcpip` channel, what `ssh -L` uses): how this machine reaches a port only the
+        node can. Raises ConnectionRefusedError when the node cannot connect there (nothing
+        listens), ConnectError when the node itself cannot be reached. `timeout` (default
+        ssh.connect_timeout) bounds the opening and every read and write."""
         ...
 
     def close(self) -> None:

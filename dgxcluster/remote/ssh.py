@@ -26,6 +26,7 @@ from dgxcluster.errors import Cancelled, CommandTimeout, ConnectError, HostKeyEr
 from dgxcluster.inventory.schema import NodeSpec, SshSettings
 from dgxcluster.remote import scope
 from dgxcluster.remote.command import Argv, for_display, to_command_line
+from dgxcluster.remote.connection import Stream
 from dgxcluster.remote.hostkeys import changed_key_error, load_known_hosts, policy_for
 from dgxcluster.remote.jumps import Gateways, Lease, Retryable
 from dgxcluster.remote.output import DEFAULT_KEEP
@@ -243,6 +244,21 @@ class SshConnection:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             self.close()
             raise ConnectError(self.node, f"connection lost: {exc or type(exc).__name__}") from None
+
+    def tunnel(self, host: str, port: int, *, timeout: float | None = None) -> Stream:
+        limit = timeout if timeout is not None else self._ssh.connect_timeout
+        transport = self._live_transport()
+        try:
+            chan = transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
+                                          timeout=limit)
+        except paramiko.ChannelException as exc:  # the node's connect failed (RFC 4254 7.2)
+            raise ConnectionRefusedError(f"{self.node} cannot connect to "
+                                         f"{host}:{port}: {exc.text}") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.close()
+            raise ConnectError(self.node, f"connection lost: {exc or type(exc).__name__}") from None
+        chan.settimeout(limit)
+        return chan
 
     def _answered(self, chan: paramiko.Channel, what: str, request: Callable[[], object]) -> None:
         """A channel request (exec, subsystem) paramiko would wait on without limit: a node

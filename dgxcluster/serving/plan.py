@@ -221,7 +221,7 @@ WATCH_KEYS = ("restart", "max_restarts", "restart_window_s", "restart_backoff_s"
 
 
 #: Serve settings that shape how we wait or what we print, not what runs.
-_NOT_RUN = {"ready_timeout_s", "stop_timeout_s", "public_host"}
+_NOT_RUN = {"ready_timeout_s", "stop_timeout_s", "public_host", "endpoint_via"}
 
 
 def config_hash(inv: InventoryModel, image: str) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dgxcluster.core import docker, endpoint, imageid, naming
+from dgxcluster.core.endpointroute import SSH, EndpointRoute
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
@@ -134,10 +135,14 @@ def start(session: Session, options: StartOptions | None = None,
         report.dry_run = _dry_run(session, image, config)
         return report
     lock = ClusterLock(session.cluster.conn(inv.head_name), inv.state_dir, inv.cluster, "start")
+    route = EndpointRoute(inv, key, lambda: session.cluster.conn(inv.head_name))
     try:
-        StartRun(session, opts, prog, report, lock, endpoint.getter(key)).run()
+        StartRun(session, opts, prog, report, lock, route.get).run()
     finally:
         lock.release()
+    if route.via == SSH:
+        prog.message(f"vLLM was checked{route.describe()}: {report.endpoint} does not answer "
+                     "from this machine (serve.endpoint_via)")
     report.elapsed_s = time.monotonic() - t0
     return report
 

@@ -46,6 +46,9 @@ POLL_S = 0.25
 HTTP_TIMEOUT_S = 3.0
 #: vLLM's pid must be in vllm.pid this long after the launch (the launcher writes it at once).
 LAUNCH_GRACE_S = 15.0
+#: A log that has not grown this long is shown as quiet in the waiting line. Never a failure:
+#: vLLM can say nothing for minutes while it loads big weights or compiles.
+QUIET_LOG_S = 60
 
 _PROBE = (
     'printf "state=%s\\n" "$(docker inspect -f "{{.State.Status}} {{.State.ExitCode}}" "$1" '
@@ -54,7 +57,9 @@ _PROBE = (
     f'printf "ended=%s\\n" "$(date -r "$2/{VLLM_EXIT}" +%s.%N 2>/dev/null)"; '
     f'printf "pid=%s\\n" "$(cat "$2/{VLLM_PID}" 2>/dev/null)"; '
     f'printf "joined=%s\\n" "$(grep -c "$3" "$2/{VLLM_LOG}" 2>/dev/null)"; '
-    f'printf "last=%s\\n" "$(tail -n 1 "$2/{VLLM_LOG}" 2>/dev/null)"'
+    f'printf "last=%s\\n" "$(tail -n 1 "$2/{VLLM_LOG}" 2>/dev/null)"; '
+    f'if m=$(stat -c %Y "$2/{VLLM_LOG}" 2>/dev/null); then '
+    'printf "age=%s\\n" "$(($(date +%s) - m))"; fi'
 )
 
 # Inside the head container: SIGTERM to vLLM (only if that pid really is vLLM), wait, SIGKILL.
@@ -76,13 +81,15 @@ class ServeProbe:
     last_line: str
     joined: bool = False  # a rank of the native executor: the process group formed
     ended_at: float | None = None  # when the exit status was written (the node's clock)
+    #: Seconds since vllm.log last grew, by the node's clock (None: no log yet).
+    log_age_s: int | None = None
 
     @property
     def process_alive(self) -> bool:
         return self.container.running and bool(self.pid) and self.exit_code is None
 
 
-_FIELDS = ("state", "exit", "ended", "pid", "joined", "last")
+_FIELDS = ("state", "exit", "ended", "pid", "joined", "last", "age")
 
 
 def parse_probe(text: str) -> ServeProbe:
@@ -104,7 +111,16 @@ def parse_probe(text: str) -> ServeProbe:
         last_line=fields.get("last", "").strip(),
         joined=joined.isdigit() and int(joined) > 0,
         ended_at=ended,
+        log_age_s=int(age) if (age := fields.get("age", "").strip()).isdigit() else None,
     )
+
+
+def quiet_note(p: ServeProbe) -> str:
+    """` (vllm.log quiet for 4m)` once the log has not grown for QUIET_LOG_S, else ''."""
+    age = p.log_age_s
+    if age is None or age < QUIET_LOG_S:
+        return ""
+    return f" ({VLLM_LOG} quiet for {age // 60}m)"
 
 
 def probe(conn: Connection, inv: InventoryModel, paths: NodePaths,
@@ -195,7 +211,8 @@ def wait_ready(conn: Connection, inv: InventoryModel, paths: NodePaths, timeout_
                             f"{indented(log_tail(conn, paths))}", conn.node)
         phase = vllm_log.read_line(p.last_line)
         shown = f"{phase.detail}: {p.last_line[:80]}" if phase else p.last_line[:110]
-        live.status(conn.node, p.last_line, f"vllm-ready: {elapsed:.0f}s: {shown}")
+        note = quiet_note(p)
+        live.status(conn.node, p.last_line + note, f"vllm-ready: {elapsed:.0f}s{note}: {shown}")
         sleep(POLL_S)
 
 

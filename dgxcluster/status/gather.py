@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dgxcluster.core import imageid
-from dgxcluster.core.endpoint import EndpointProbe, base_url, getter, probe
+from dgxcluster.core.endpoint import EndpointProbe, base_url, probe
+from dgxcluster.core.endpointroute import EndpointRoute
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.ranks import node_ranks
 from dgxcluster.core.servingmetrics import MetricsError, Reader
@@ -24,7 +25,7 @@ from dgxcluster.errors import CommandTimeout, ConnectError, DgxClusterError
 from dgxcluster.facts.vllm_metrics import ServingMetrics
 from dgxcluster.inventory import placement
 from dgxcluster.remote.connection import Connection
-from dgxcluster.secrets import CollectedRedactor
+from dgxcluster.secrets import CollectedRedactor, Secret
 from dgxcluster.status.probe import NodeProbe, parse, status_argv
 from dgxcluster.status.ranks import rank_rows
 from dgxcluster.status.report import (
@@ -33,6 +34,7 @@ from dgxcluster.status.report import (
     healing,
     image_summary,
     node_status,
+    ray_lags,
     ray_summary,
     vllm_process,
 )
@@ -52,7 +54,22 @@ def endpoint(session: Session) -> EndpointProbe:
     here (without it, /v1/models answers 401 and the probe says so)."""
     inv = session.inventory
     key = session.secrets.get(inv.serve.api_key) if inv.serve.api_key else None
-    return probe(base_url(inv), getter(key), timeout=3.0)
+    route = _route(session, key)
+    found = probe(base_url(inv), route.get, timeout=3.0)
+    found.via = route.via
+    return found
+
+
+def _route(session: Session, key: Secret | None) -> EndpointRoute:
+    """Direct or through the head's SSH connection (serve.endpoint_via), kept per session so
+    the metrics that follow the probe take the path it found."""
+    kept = vars(session)
+    route = kept.get("_endpoint_route")
+    if not isinstance(route, EndpointRoute):
+        inv = session.inventory
+        route = EndpointRoute(inv, key, lambda: session.cluster.conn(inv.head_name))
+        kept["_endpoint_route"] = route
+    return route
 
 
 def auth(session: Session) -> str:
@@ -65,7 +82,9 @@ def auth(session: Session) -> str:
 
 def metrics_reader(session: Session) -> Reader:
     """Latency quantiles since the server started: one-shot status sees one second only."""
-    return Reader(base_url(session.inventory), timeout=3.0, window_s=None)
+    inv = session.inventory
+    key = session.secrets.get(inv.serve.api_key) if inv.serve.api_key else None
+    return Reader(base_url(inv), get=_route(session, key).get, timeout=3.0, window_s=None)
 
 
 @dataclass
@@ -175,12 +194,17 @@ def gather(
     if vllm.ready and serving_error is None:
         serving, serving_error = read_metrics(scraper, RATE_INTERVAL_S)
     scraper.close()
+    ray = ray_summary(head, done.probes.get(head), len(placement.serving(inv)))
+    # vLLM's workers hold Ray GPUs only under the Ray executor (native ranks bypass Ray)
+    on_ray = vllm.ready and executor != "native"
+    ray.lagging = ray_lags(ray, done.nodes, inv.gpus_per_node,
+                           placement.place(inv).world if on_ray else 0)
     return ClusterStatus(
         cluster=inv.cluster,
         head=head,
         nodes=done.nodes,
         image=image_summary(inv.image.name, done.nodes, tag, tag_error),
-        ray=ray_summary(head, done.probes.get(head), len(placement.serving(inv))),
+        ray=ray,
         vllm=vllm,
         vllm_process=vllm_process(
             done.probes.get(head), head_status, redact),

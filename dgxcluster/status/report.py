@@ -8,7 +8,7 @@ inventory's build context gives; Ray (nodes alive, GPUs); vLLM (health, models, 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -114,6 +114,11 @@ class ImageSummary:
         return dict(self.__dict__)
 
 
+#: How often Ray's autoscaler refreshes the cluster status that `ray status` and the
+#: dashboard print (Ray's `AUTOSCALER_UPDATE_INTERVAL_S`, ray/autoscaler/_private/constants.py).
+RAY_REFRESH_S = 5
+
+
 @dataclass
 class RaySummary:
     state: str  # up | down | unknown
@@ -123,6 +128,8 @@ class RaySummary:
     gpus_used: float | None = None
     gpus_reserved: float | None = None
     error: str | None = None
+    #: Ray's counts are behind what the nodes show (its snapshot is up to RAY_REFRESH_S old).
+    lagging: bool = False
 
     def describe(self) -> str:
         if self.state != "up":
@@ -132,6 +139,8 @@ class RaySummary:
             text += f", GPUs {_num(self.gpus_used)}/{_num(self.gpus_total)} used"
             if self.gpus_reserved:
                 text += f" ({_num(self.gpus_reserved)} reserved by placement groups)"
+        if self.lagging:
+            text += f" (Ray's view is refreshed every {RAY_REFRESH_S} s)"
         return text
 
     def to_json(self) -> dict[str, object]:
@@ -428,6 +437,23 @@ def ray_summary(head: str, probe: NodeProbe | None, expected_nodes: int) -> RayS
         gpus_used=gpus.used if gpus else 0.0,
         gpus_reserved=gpus.reserved if gpus else None,
     )
+
+
+def ray_lags(ray: RaySummary, nodes: Sequence[NodeStatus], gpus_per_node: int,
+             gpus_in_use: int) -> bool:
+    """Whether Ray's counts disagree with what the nodes show: fewer nodes or GPUs than the
+    running Ray containers bring, or fewer GPUs used than a ready vLLM's Ray workers hold
+    (`gpus_in_use`: TP x PP x DP, 0 when vLLM is not ready). Ray's snapshot lags by up to
+    RAY_REFRESH_S (right after `start`: "GPUs 0/4 used"), so the line says so."""
+    if ray.state != "up":
+        return False
+    running = sum(1 for n in nodes if any(c.state == "running" and c.role in ("head", "worker")
+                                          for c in n.containers))
+    if (ray.nodes_alive or 0) < running:
+        return True
+    if ray.gpus_total is not None and ray.gpus_total < running * gpus_per_node:
+        return True
+    return ray.gpus_used is not None and ray.gpus_used < gpus_in_use
 
 
 def vllm_process(probe: NodeProbe | None, head: NodeStatus | None,

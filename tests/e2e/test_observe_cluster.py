@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.children import spawn
-from tests.conftest import REPO, Testbed
+from tests.conftest import REPO, Testbed, flat
 from tests.e2e.observe import bundle_from, every_byte, manifest, remove_cluster_containers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -127,6 +127,31 @@ class TestServing:
         vllm = doc["vllm"]
         assert isinstance(vllm, dict) and vllm["state"] == "ready"
         assert vllm["models"] == ["Qwen/Qwen3-0.6B"]
+
+    def test_status_and_smoke_go_through_ssh_when_the_endpoint_does_not_route(
+            self, running: Testbed) -> None:
+        """Issue 12: the endpoint clients are given (serve.public_host 192.0.2.1, TEST-NET-1,
+        which routes nowhere) does not answer from this machine, the head does over SSH:
+        status and smoke reach vLLM through a direct-tcpip channel of the head's SSH
+        connection (serve.endpoint_via: auto) and say so; `direct` does not."""
+        env = {"DGXCLUSTER_SERVE__PUBLIC_HOST": "192.0.2.1"}
+        p = running.dgx("status", "--json", env=env)
+        assert p.returncode == 0, p.stdout + p.stderr
+        vllm = json.loads(p.stdout)["vllm"]
+        assert (vllm["state"], vllm["via"], vllm["endpoint"]) == \
+            ("ready", "ssh", "http://192.0.2.1:8000/v1"), vllm
+        assert vllm["models"] == ["Qwen/Qwen3-0.6B"] and vllm["metrics"] is not None, vllm
+        human = flat(running.dgx("status", env=env).stdout)
+        assert "ready at http://192.0.2.1:8000/v1" in human
+        assert "(through the head's SSH connection)" in human
+        s = running.dgx("smoke", "--max-tokens", "8", "--json", env=env)
+        assert s.returncode == 0, s.stdout + s.stderr
+        report = json.loads(s.stdout)
+        assert report["ok"] and report["endpoint"]["via"] == "ssh", report
+        direct = running.dgx("status", "--json",
+                             env={**env, "DGXCLUSTER_SERVE__ENDPOINT_VIA": "direct"})
+        vllm = json.loads(direct.stdout)["vllm"]  # refused or timed out, as the route has it
+        assert vllm["state"] in ("unreachable", "not serving") and vllm["via"] is None, vllm
 
     def test_logs_of_a_running_cluster_with_one_node_unreachable(
                 self, running: Testbed, tmp_path: Path) -> None:

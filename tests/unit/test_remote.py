@@ -29,7 +29,7 @@ def _methods(cls: type) -> set[str]:
 
 def test_connections_have_exactly_the_interface_methods_with_the_same_parameters() -> None:
     wanted = _methods(Connection)
-    assert wanted == {"node", "connect", "start", "run", "put", "get", "close"}
+    assert wanted == {"node", "connect", "start", "run", "put", "get", "tunnel", "close"}
     assert _methods(SshConnection) == wanted
     assert FakeConnection.SCRIPTING.isdisjoint(wanted)
     assert _methods(FakeConnection) - FakeConnection.SCRIPTING == wanted

@@ -14,10 +14,12 @@ from dgxcluster.status.probe import STATUS, parse, parse_docker, parse_time, sta
 from dgxcluster.status.report import (
     ImageSummary,
     NodeStatus,
+    RaySummary,
     VllmProcess,
     image_state,
     image_summary,
     node_status,
+    ray_lags,
     ray_summary,
     vllm_process,
 )
@@ -155,6 +157,42 @@ def test_ray_summary_from_the_head() -> None:
         ray_rc=7)), 2)
     assert down.state == "down" and down.error == "no Ray dashboard on n1"
     assert ray_summary("n1", None, 2).state == "unknown"
+
+
+def test_a_ray_count_behind_the_running_containers_says_rays_view_lags() -> None:
+    """Real `ray status` text (two DGX Sparks, 1 GPU each, no placement group yet: "0.0/2.0
+    GPU"), as the dashboard returns it: right after a start whose vLLM is ready on both GPUs,
+    Ray's snapshot (refreshed every 5 s) still says 0 used, and the line says so."""
+    text = (FIX / "real" / "ray_status_2x_dgx_spark_head_container_oshlabs.txt"
+            ).read_text().split("\n", 1)[1]
+    ray_json = json.dumps({"data": {"clusterStatus": text}})
+    running = container_line("dgxc-demo-head", "head", "running",
+                             "2026-09-21T13:13:20.123456789Z", "0001-01-01T00:00:00Z")
+    worker = container_line("dgxc-demo-worker", "worker", "running",
+                            "2026-09-21T13:13:21Z", "0001-01-01T00:00:00Z")
+    nodes = [node_status("n1", "head", parse(probe_output(docker=running))),
+             node_status("n2", "worker", parse(probe_output(docker=worker)))]
+
+    def summary() -> RaySummary:
+        return ray_summary("n1", parse(probe_output(docker="", ray=ray_json)), 2)
+
+    ray = summary()
+    assert (ray.nodes_alive, ray.gpus_total, ray.gpus_used) == (2, 2.0, 0.0)
+    assert not ray_lags(ray, nodes, gpus_per_node=1, gpus_in_use=0)  # vLLM not ready: true
+    assert ray_lags(ray, nodes, gpus_per_node=1, gpus_in_use=2)  # ready on 2 GPUs: stale
+    ray.lagging = True
+    assert ray.describe() == ("2/2 nodes alive, GPUs 0/2 used "
+                              "(Ray's view is refreshed every 5 s)")
+    assert ray.to_json()["lagging"] is True
+    third = node_status("n3", "worker", parse(probe_output(docker=worker)))
+    assert ray_lags(summary(), [*nodes, third], gpus_per_node=1, gpus_in_use=0)  # 2 < 3 nodes
+    assert ray_lags(summary(), nodes, gpus_per_node=2, gpus_in_use=0)  # 2 < 4 GPUs
+    caught_up = (FIX / "real" / "ray_status_v_testbed_2node_ray2.60_pg.txt"
+                 ).read_text().split("\n", 1)[1]
+    ray = ray_summary("n1", parse(probe_output(
+        docker="", ray=json.dumps({"data": {"clusterStatus": caught_up}}))), 2)
+    assert (ray.gpus_used, ray.gpus_total) == (2.0, 2.0)
+    assert not ray_lags(ray, nodes, gpus_per_node=1, gpus_in_use=2)
 
 
 def test_docker_times() -> None:

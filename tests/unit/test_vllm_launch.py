@@ -8,6 +8,7 @@ on a real testbed: tests/e2e/test_faults.py::test_container_user_that_cannot_wri
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import RecordingProgress
 from dgxcluster.errors import StepError
 from dgxcluster.inventory import parse_inventory
+from dgxcluster.remote.command import shell
 from dgxcluster.serving import plan, vllm
 from tests.fakes import FakeConnection, Reply
 
@@ -110,3 +112,33 @@ def test_each_run_has_its_own_log_the_previous_kept_as_log_1(tmp_path: Path) -> 
     assert (logs / "vllm.log").read_text() == ""
     res = _sh([*check[3:-1], str(logs / "missing")])
     assert res.returncode == plan.LAUNCH_CHECK_EXIT and "container user " in res.stderr
+
+
+def test_a_quiet_log_shows_its_age_in_the_waiting_line_and_never_fails(tmp_path: Path) -> None:
+    """The probe's snippet runs here as the node runs it; vllm.log untouched for 4 minutes is
+    reported as quiet (vLLM may be loading weights), and the wait goes on to the timeout."""
+    paths = NodePaths("/root", str(tmp_path), "demo")
+    logs = Path(paths.log_dir)
+    logs.mkdir(parents=True)
+    fresh = vllm.parse_probe(_sh(shell(vllm._PROBE, "dgxc-q-none", paths.log_dir)).stdout)
+    assert fresh.log_age_s is None and vllm.quiet_note(fresh) == ""  # no log yet
+    log = logs / "vllm.log"
+    log.write_text("Loading safetensors checkpoint shards:  40% Completed\n")
+    old = log.stat().st_mtime - 4 * 60 - 5
+    os.utime(log, (old, old))
+    seen = vllm.parse_probe(_sh(shell(vllm._PROBE, "dgxc-q-none", paths.log_dir)).stdout)
+    assert seen.log_age_s is not None and 4 * 60 <= seen.log_age_s < 5 * 60
+    assert vllm.quiet_note(seen) == " (vllm.log quiet for 4m)"
+    assert seen.last_line.startswith("Loading safetensors")
+
+    clock = Clock()
+    reply = "state=running 0\nexit=\npid=42\nlast=Loading weights\nage=245\n"
+    conn = (FakeConnection("n1").on("state=", Reply(stdout=reply))
+            .on(r"^tail ", Reply(stdout="Loading weights")))
+    progress = RecordingProgress()
+    with pytest.raises(StepError, match="not ready within 600s"):
+        vllm.wait_ready(conn, INV, PATHS, 600, progress, sleep=clock.sleep, clock=clock,
+                        get=lambda _u, _t: (_ for _ in ()).throw(ConnectionRefusedError("x")))
+    assert clock.now > 600  # silence is shown, never a failure
+    assert progress.statuses[0] == ("n1", "vllm-ready: 0s (vllm.log quiet for 4m): "
+                                          "Loading weights")
