@@ -74,8 +74,11 @@ def home_path(state_dir: str, cluster: str) -> str:
 
 
 def missing(res: Result, pyz: str) -> bool:
-    """Did the program not run because the node lacks the bundle?"""
-    return res.exit_code == 2 and "can't open file" in res.stderr and pyz in res.stderr
+    """Did the program not run because the node lacks the bundle? Python names the file as
+    repr() writes it (a quote in the state dir comes back as \\'), so the bundle's own name,
+    which is plain, is what is looked for."""
+    return (res.exit_code == 2 and "can't open file" in res.stderr
+            and pyz.rsplit("/", 1)[-1] in res.stderr)
 
 
 def argv(pyz: str, program: str, *args: Arg) -> list[Arg]:

