@@ -113,7 +113,8 @@ def test_hostile_inventory_values_reach_the_standin_and_its_container_literally(
         assert argv[-len(EXTRA):] == EXTRA
         assert argv[6:-len(EXTRA)] == ["--tensor-parallel-size", "2", "--distributed-executor-backend",
                                        "ray", "--host", "0.0.0.0", "--port", "8000",
-                                       "--max-model-len", "4096"]
+                                       "--max-model-len", "4096",
+                                       "--gpu-memory-utilization", "0.8"]  # the safe default
         # the container's environment (set at docker run): each value exact
         environ = {e.decode().split("=", 1)[0]: e.decode().split("=", 1)[1]
                    for e in _proc(pid, "environ")}
