@@ -89,6 +89,23 @@ def remove(conn: Connection, name: str, timeout: float = 60.0) -> bool:
     raise StepError("remove", f"docker rm -f {name}: {first_line(res.stderr)}", conn.node)
 
 
+#: A `docker run` the operator interrupted goes on on the node (closing its SSH channel does
+#: not stop the docker CLI), and creates its container after a plain `rm -f` has run: wait for
+#: that CLI to end (bounded), then remove.
+_SETTLED_RM = ('n=0; while pgrep -f -- "--name $1( |$)" >/dev/null 2>&1 && [ "$n" -lt 120 ]; '
+               'do sleep 0.5; n=$((n+1)); done; exec docker rm -f -v "$1"')
+
+
+def remove_settled(conn: Connection, name: str, timeout: float = 120.0) -> bool:
+    """`remove`, once no `docker run --name NAME` is still in flight on the node (rollback)."""
+    res = conn.run(shell(_SETTLED_RM, name), timeout=timeout)
+    if res.ok:
+        return True
+    if "No such container" in res.stderr:
+        return False
+    raise StepError("remove", f"docker rm -f {name}: {first_line(res.stderr)}", conn.node)
+
+
 def stop(conn: Connection, name: str, grace_s: int = 10) -> None:
     """SIGTERM (tini forwards it to `ray start --block`, which stops Ray), SIGKILL after grace."""
     res = conn.run(["docker", "stop", "-t", str(grace_s), name], timeout=grace_s + 60)

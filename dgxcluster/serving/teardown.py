@@ -213,7 +213,7 @@ def rollback(session: Session, created: Created, progress: Progress) -> list[str
                 vllm.stop(conn, inv)
                 done.append("stopped the vLLM it launched")
         name = created.containers.get(node)
-        if name and docker.remove(conn, name):
+        if name and docker.remove_settled(conn, name):
             done.append(f"removed {name}")
         path = created.env_files.get(node)
         if path:

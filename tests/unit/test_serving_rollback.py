@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dgxcluster.core.docker import _SETTLED_RM
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.progress import RecordingProgress
 from dgxcluster.core.session import Session
@@ -35,7 +36,7 @@ def test_rollback_undoes_only_what_this_start_created(tmp_path: Path) -> None:
     created = Created(containers={"a": "dgxc-c-head"},
                       env_files={"a": "/s/env/head.env", "b": "/s/env/worker.env"})
     lines = rollback(session(fakes, tmp_path), created, RecordingProgress())
-    assert fakes["a"].calls == [["docker", "rm", "-f", "-v", "dgxc-c-head"],
+    assert fakes["a"].calls == [["sh", "-c", _SETTLED_RM, "sh", "dgxc-c-head"],
                                 ["rm", "-f", "/s/env/head.env"]]
     assert fakes["d"].calls == []  # untouched: this start made nothing there
     assert lines[0] == "a: removed dgxc-c-head; deleted /s/env/head.env"

@@ -134,7 +134,7 @@ def test_a_worker_that_fails_to_start_rolls_back_the_head(inv_text: str, tmp_pat
     err = info.value
     assert err.step == "ray-workers" and list(err.errors) == ["b"]
     assert "port is already allocated" in str(err)
-    assert ["docker", "rm", "-f", "-v", "dgxc-c-head"] in fakes["a"].calls  # rolled back
+    assert _settled_rm("dgxc-c-head") in fakes["a"].calls  # rolled back
     head_env = next(p for p in fakes["a"].files if p.endswith(".env"))
     assert fakes["a"].modes[head_env] == 0o600
     assert ["rm", "-f", head_env] in fakes["a"].calls
@@ -309,7 +309,7 @@ def test_a_headless_rank_that_dies_while_loading_is_blamed_before_rank_0_and_all
         text.index("a: step 'vllm-ready' failed: vLLM rank 0 exited with status 1")
     assert "shards:  50%" in text and "remote process exited" in text
     for node, name in (("a", "dgxc-c-head"), ("b", "dgxc-c-worker")):
-        assert ["docker", "rm", "-f", "-v", name] in fakes[node].calls
+        assert _settled_rm(name) in fakes[node].calls
 
 
 def test_native_already_running_and_ready_changes_nothing_but_a_rank_gone_restarts_all(
@@ -385,3 +385,10 @@ def test_native_preflight_refuses_a_busy_master_port_on_the_head(inv_text: str,
         "(serve.master_port))" in str(err)
     assert "6379" not in str(err)  # Ray's port is no business of a native start
     assert not any(c[:2] == ["docker", "run"] for f in fakes.values() for c in f.calls)
+
+
+def _settled_rm(name: str) -> list[str]:
+    """The rollback's removal: once no `docker run --name NAME` is in flight on the node."""
+    from dgxcluster.core.docker import _SETTLED_RM
+
+    return ["sh", "-c", _SETTLED_RM, "sh", name]
