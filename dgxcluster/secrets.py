@@ -39,6 +39,15 @@ def mask_token_shapes(text: str) -> str:
     return HF_TOKEN_SHAPE.sub(MASK, text) if "hf_" in text else text
 
 
+_HF_TOKEN_SHAPE_BYTES = re.compile(HF_TOKEN_PATTERN.encode())
+
+
+def mask_token_shapes_bytes(data: bytes) -> bytes:
+    """`mask_token_shapes` for raw output (exec's blocks): a token read back from a node is
+    masked on the terminal though this machine never knew it."""
+    return _HF_TOKEN_SHAPE_BYTES.sub(MASK.encode(), data) if b"hf_" in data else data
+
+
 class Secret:
     """A string that masks itself; call `reveal()` only where the value must leave."""
 

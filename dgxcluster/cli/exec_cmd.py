@@ -44,12 +44,13 @@ def register(app: typer.Typer) -> None:
         import threading
 
         from dgxcluster.execute import outcomes, prefixed, run_everywhere
+        from dgxcluster.secrets import mask_token_shapes, mask_token_shapes_bytes
 
         lock = threading.Lock()
 
         def live(node: str, stream: str, block: bytes) -> None:
             out = sys.stdout if stream == "stdout" else sys.stderr
-            first, rest = prefixed(node, block)
+            first, rest = prefixed(node, mask_token_shapes_bytes(block))
             with lock:
                 out.flush()
                 out.buffer.write(first)
@@ -68,7 +69,10 @@ def register(app: typer.Typer) -> None:
                     rows.append({"node": name, "exit_code": None, "stdout": "", "stderr": "",
                                  "duration_s": None, "error": str(value)})
                 else:
-                    rows.append(value.to_json())
+                    row = value.to_json()
+                    for key in ("stdout", "stderr"):  # read back from the node: token shapes too
+                        row[key] = mask_token_shapes(str(row[key]))
+                    rows.append(row)
             sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         for name, err in results.errors.items():
             sys.stderr.write(f"{name}: error: {err}\n" if not str(err).startswith(name)
