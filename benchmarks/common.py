@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 TESTBED = REPO / "scripts" / "testbed"
 PY = str(REPO / ".venv" / "bin" / "python")
@@ -64,3 +66,12 @@ def report(title: str, rows: Sequence[tuple[str, float]], baseline: str) -> None
     print(f"\n{title}")
     for name, value in rows:
         print(f"  {name:<44} {value:8.3f} s   ratio vs {baseline}: {value / base:5.2f}")
+
+
+def subset(inv: Path, n: int) -> Path:
+    """An inventory of the testbed's first `n` nodes, beside it (so known_hosts resolves)."""
+    doc = yaml.safe_load(inv.read_text())
+    doc["nodes"] = doc["nodes"][:n]
+    out = inv.with_name(f"{inv.stem}-first{n}.yaml")
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out

@@ -27,7 +27,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import PY, REPO, TESTBED, median, report, testbed_down
+from common import PY, REPO, TESTBED, median, report, subset, testbed_down
 from observe_setup import node_names, populate
 
 PDSH = "pdsh -R ssh ... hostname"
@@ -39,14 +39,6 @@ def up(name: str, n: int, topology: str) -> Path:
                    timeout=1800)
     return REPO / "inventory" / f"testbed-{name}.yaml"
 
-
-def subset(inv: Path, n: int) -> Path:
-    """An inventory of the switch testbed's first `n` nodes, beside it (known_hosts resolves)."""
-    doc = yaml.safe_load(inv.read_text())
-    doc["nodes"] = doc["nodes"][:n]
-    out = inv.with_name(f"{inv.stem}-first{n}.yaml")
-    out.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return out
 
 
 def pdsh_round(inv: Path) -> tuple[list[str], dict[str, str]]:

@@ -31,7 +31,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import PY, REPO, TESTBED, median, report, testbed_down, testbed_up
+from common import PY, REPO, TESTBED, median, report, subset, testbed_down, testbed_up
 from observe_setup import node_names, populate
 
 TIMER = r"""
@@ -68,14 +68,6 @@ def tb(name: str, *args: str) -> None:
     subprocess.run([str(TESTBED), "--name", name, *args], check=True, capture_output=True,
                    text=True, timeout=600)
 
-
-def subset(inv: Path, n: int) -> Path:
-    """An inventory of the testbed's first `n` nodes, beside it (so known_hosts resolves)."""
-    doc = yaml.safe_load(inv.read_text())
-    doc["nodes"] = doc["nodes"][:n]
-    out = inv.with_name(f"{inv.stem}-first{n}.yaml")
-    out.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return out
 
 
 def serve_standin(name: str, inv: Path) -> subprocess.Popen[bytes]:
