@@ -15,8 +15,10 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests import children
 
@@ -68,6 +70,15 @@ class Testbed:
     def node_exec(self, node: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a command inside a node's namespaces, bypassing SSH (for setup and inspection)."""
         return self.tb("exec", node, "--", *argv, check=check)
+
+    def portable_doc(self) -> dict[str, Any]:
+        """The testbed's inventory as data whose paths (known_hosts, image.context) are
+        absolute: a copy written anywhere (a test's tmp_path) describes the same cluster,
+        since relative paths in an inventory are read from the file's own folder."""
+        doc: dict[str, Any] = yaml.safe_load(self.inventory.read_text())
+        doc["ssh"]["known_hosts"] = str(self.known_hosts)
+        doc["image"]["context"] = str(self.inventory.parent / doc["image"]["context"])
+        return doc
 
     def status(self) -> dict[str, object]:
         return json.loads(self.tb("status", "--json").stdout)

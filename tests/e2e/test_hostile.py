@@ -68,9 +68,7 @@ def test_exec_hostile_arguments_arrive_byte_for_byte(testbed_docker: Testbed) ->
 @pytest.fixture
 def hostile_inventory(testbed_docker: Testbed, tmp_path: Path) -> Path:
     tb = testbed_docker
-    inv = yaml.safe_load(tb.inventory.read_text())
-    inv["ssh"]["known_hosts"] = str(tb.known_hosts)
-    inv["image"]["context"] = str(tb.inventory.parent / inv["image"]["context"])
+    inv = tb.portable_doc()
     inv["state_dir"] = STATE_DIR
     inv["serve"].update({"model": MODEL, "served_model_name": SERVED, "extra_args": EXTRA})
     inv["container"]["env"] = {**ENV, "DGXCLUSTER_STANDIN_LOAD_S": "0"}

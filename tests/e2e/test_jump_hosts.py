@@ -42,12 +42,11 @@ def _addr(tb: Testbed, node: str) -> str:
 def _inventory(tb: Testbed, tmp_path: Path, *, ssh: dict[str, object] | None = None,
                nodes: dict[str, dict[str, object]] | None = None,
                known_hosts: Path | None = None) -> Path:
-    inv = yaml.safe_load(tb.inventory.read_text())
+    inv = tb.portable_doc()
     inv["ssh"]["known_hosts"] = str(known_hosts or tb.known_hosts)
     inv["ssh"].update(ssh or {})
     for n in inv["nodes"]:
         n.update((nodes or {}).get(n["name"], {}))
-    inv["image"]["context"] = str(tb.inventory.parent / inv["image"]["context"])
     path = tmp_path / "inv.yaml"
     path.write_text(yaml.safe_dump(inv))
     return path

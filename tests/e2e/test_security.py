@@ -82,9 +82,8 @@ def test_unknown_host_key_start_refuses_naming_node_and_fix(tb: Testbed, tmp_pat
     kept = "".join(ln for ln in tb.known_hosts.read_text().splitlines(keepends=True)
                    if not ln.startswith(_host(tb, "node2") + " "))
     kh.write_text(kept)
-    inv = yaml.safe_load(tb.inventory.read_text())
+    inv = tb.portable_doc()
     inv["ssh"]["known_hosts"] = str(kh)
-    inv["image"]["context"] = str(tb.inventory.parent / inv["image"]["context"])
     path = tmp_path / "inv.yaml"
     path.write_text(yaml.safe_dump(inv))
     r = run_cli("-i", str(path), "start", env=ENV)

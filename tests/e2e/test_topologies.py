@@ -53,9 +53,7 @@ def _prepare(tb: Testbed, serving: list[str]) -> None:
 def inventory(tb: Testbed, path: Path, serving: list[str] | None = None) -> Path:
     """The testbed's inventory: serving TP=2 on `serving` when given, else with the DGX
     container options (which the testbed's dockerd cannot give) so verify-ib can pass all."""
-    data = yaml.safe_load(tb.inventory.read_text())
-    data["ssh"]["known_hosts"] = str(tb.known_hosts)
-    data["image"]["context"] = str(tb.inventory.parent / data["image"]["context"])
+    data = tb.portable_doc()
     if serving:
         data["serve"].update(tensor_parallel_size=2, nodes=serving)
     else:

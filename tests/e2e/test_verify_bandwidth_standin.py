@@ -34,8 +34,7 @@ def tb(testbed_docker: Testbed) -> Iterator[Testbed]:
 
 
 def bandwidth(tb: Testbed, tmp_path: Path, env: dict[str, str]) -> tuple[int, dict[tuple[str, str], Any]]:
-    data = yaml.safe_load(tb.inventory.read_text())
-    data["ssh"]["known_hosts"] = str(tb.known_hosts)
+    data = tb.portable_doc()
     data["container"]["env"] = env
     inv = tmp_path / "inv.yaml"
     inv.write_text(yaml.safe_dump(data))

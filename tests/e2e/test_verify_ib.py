@@ -146,7 +146,7 @@ def test_mtu_mismatch_between_nodes(fab: Testbed, tmp_path: Path) -> None:
     assert mtu["status"] == "FAIL" and "enp1s0f1np1 mtu 1500, expected at least 9000" in mtu["detail"]
     assert row(rows, "node1", "mtu")["status"] == "PASS"
     match = row(rows, "cluster", "mtu-match")
-    assert match["status"] == "FAIL" and "node2 1500" in match["detail"]
+    assert match["status"] == "FAIL" and "node2 enp1s0f1np1 1500" in match["detail"]
     ping2 = row(rows, "node2", "ping")  # node2 refuses its own jumbo packet
     assert ping2["status"] == "FAIL" and "too big (mtu 1500)" in ping2["detail"]
     ping1 = row(rows, "node1", "ping")  # node2's 1500-byte interface drops node1's
