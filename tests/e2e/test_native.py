@@ -4,7 +4,8 @@ testbed: real sshd and dockerd; the vLLM stand-in's ranks join over the fabric n
 
 The fault and leak suites' native variants live here too, on one module-scoped testbed
 (CI time): a rank killed while loading, Ctrl-C while the ranks start, rank 0 killed while
-serving, a worker cut off before start, a wrong GLOO_SOCKET_IFNAME; each ends with
+serving, a worker cut off before start or after its rank joined, a wrong GLOO_SOCKET_IFNAME,
+a flag vLLM refuses let through, dockerd stopped on the headless node; each ends with
 `tests.leaks` finding nothing on any node and no HF_TOKEN on any process command line.
 """
 
@@ -22,7 +23,7 @@ import pytest
 from tests.clirun import Background, CmdlineSampler
 from tests.conftest import Testbed, flat
 from tests.e2e.test_start_stop import STATE, containers, endpoint_of, leftovers
-from tests.leaks import assert_no_leaks
+from tests.leaks import assert_no_leaks, node_leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -227,3 +228,82 @@ def test_rank_0_killed_while_serving_shows_in_status_and_stop_cleans_up(tb: Test
     assert f"removed {head}" in text and f"removed dgxc-{tb.name}-worker" in text
     assert leftovers(tb) == {"node1": [], "node2": []}
     assert_no_leaks(tb)
+
+
+# -- the fault suite's other faults, with the native executor (tests/e2e/test_faults.py has
+# -- them for Ray) -----------------------------------------------------------------------------
+
+def test_a_flag_vllm_refuses_fails_the_native_start_fast_with_vllms_message(tb: Testbed) -> None:
+    """--swap-space (removed from vLLM 0.20.1) let through with --skip-flag-check: every
+    rank's `vllm serve` exits 2 with vLLM's parser's words; start fails at once (not at its
+    ready timeout), naming the rank, and rolls back every rank."""
+    removed = {**ENV, "DGXCLUSTER_SERVE__EXTRA_ARGS": json.dumps(["--swap-space", "4"])}
+    refused = tb.dgx("start", *NATIVE, env=removed)
+    assert refused.returncode == 2 and "has no option --swap-space" in refused.stderr
+    assert leftovers(tb) == {"node1": [], "node2": []}
+    r = tb.dgx("start", *NATIVE, "--skip-flag-check", env=removed)
+    assert r.returncode == 1, r.stderr
+    assert "passed unchecked: --skip-flag-check" in r.stderr
+    assert re.search(r"start failed at step '(vllm-ready|rank0)'", r.stderr), r.stderr
+    assert re.search(r"vLLM rank [01] exited with status 2", r.stderr), r.stderr
+    assert "vllm: error: unrecognized arguments: --swap-space 4" in r.stderr
+    assert "ready within" not in r.stderr and "rolled back" in r.stderr
+    assert leftovers(tb) == {"node1": [], "node2": []}
+    assert_no_leaks(tb)
+
+
+def test_dockerd_stopped_on_the_headless_node(tb: Testbed) -> None:
+    """dockerd gone on node2 while serving: stop cleans node1 and names node2; start refuses
+    at preflight changing nothing; once dockerd is back, stop removes the exited rank."""
+    r = tb.dgx("start", *NATIVE, env=ENV)
+    assert r.returncode == 0, r.stderr
+    tb.tb("dockerd", "node2", "stop")
+    try:
+        stop = tb.dgx("stop", env=ENV)
+        assert stop.returncode == 1, stop.stderr
+        assert re.search(r"node2: not stopped \(step 'stop' failed: docker is not usable",
+                         stop.stderr), stop.stderr
+        assert node_leaks(tb, "node1") == []
+        refused = tb.dgx("start", *NATIVE, env=ENV)
+        assert refused.returncode == 1, refused.stderr
+        assert "start failed at step 'preflight'" in refused.stderr
+        assert re.search(r"node2: .*docker is not usable", refused.stderr), refused.stderr
+        assert "nothing was changed" in refused.stderr
+        assert node_leaks(tb, "node1") == []
+    finally:
+        tb.tb("dockerd", "node2", "start")
+    states = tb.node_exec("node2", "docker", "ps", "-a", "--filter",
+                          f"label=dgxcluster.cluster={tb.name}", "--format",
+                          "{{.Names}} {{.State}}").stdout.split("\n")[:-1]
+    assert states == [f"dgxc-{tb.name}-worker exited"]  # dockerd stopped it as it went down
+    assert tb.dgx("stop", env=ENV).returncode == 0
+    assert leftovers(tb) == {"node1": [], "node2": []}
+    assert_no_leaks(tb)
+
+
+def test_a_worker_cut_off_after_its_rank_joined_is_reported_and_cleaned_later(
+        tb: Testbed) -> None:
+    """node2 loses the network while rank 0 loads (its rank joined): start fails naming
+    node2, rolls back node1, says what it left on node2; the next start replaces it."""
+    run = Background("-i", str(tb.inventory), "start", *NATIVE,
+                     env={**SLOW, "DGXCLUSTER_SSH__CONNECT_TIMEOUT": "4"})
+    try:
+        run.wait_for(r"^node2: vllm-ready: rank 1 joined", timeout=300)
+        tb.tb("cut", "node2")
+        rc = run.finish()
+    finally:
+        tb.tb("heal", "node2")
+        if run.proc.poll() is None:
+            run.interrupt()
+            run.finish()
+    err = run.stderr
+    assert rc in (1, 3), err
+    assert "start failed at step 'vllm-ready'" in err and "node2" in err
+    assert f"node1: removed dgxc-{tb.name}-head" in err
+    assert re.search(rf"node2: could not roll back .*left behind: dgxc-{tb.name}-worker", err), err
+    assert leftovers(tb)["node1"] == []
+    ok = tb.dgx("start", *NATIVE, env=ENV)  # replaces what the cut left behind
+    assert ok.returncode == 0, ok.stderr
+    assert tb.dgx("stop", env=ENV).returncode == 0
+    assert leftovers(tb) == {"node1": [], "node2": []}
+    assert_no_leaks(tb, wait_s=90)  # sshd sessions of the cut connections end on their own
