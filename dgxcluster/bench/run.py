@@ -61,6 +61,9 @@ class Target:
     model: str  # the Hugging Face name (llama-benchy's --model, its default tokenizer)
     served: str  # the name requests carry
     vllm_version: str | None
+    #: where llama-benchy connects when not `url`: a local port forwarded through the head's
+    #: SSH connection (core.forward) when this machine does not reach the endpoint
+    connect_url: str | None = None
 
 
 @dataclass
@@ -170,8 +173,9 @@ def run(spec: BenchSpec, target: Target, bench_tool: tool.Tool, directory: Path,
     directory.mkdir(parents=True, exist_ok=True)
     report_path = directory / f".{stem}.llama-benchy.json"
     log_path = directory / f"{stem}.log"
-    command = tool.argv(bench_tool.python, target.url, spec.sweep, target.model, target.served,
-                        report_path, spec.tokenizer, spec.book_url, spec.skip_coherence)
+    command = tool.argv(bench_tool.python, target.connect_url or target.url, spec.sweep,
+                        target.model, target.served, report_path, spec.tokenizer,
+                        spec.book_url, spec.skip_coherence)
     env = dict(os.environ)
     env.pop(tool.KEY_ENV, None)
     if spec.api_key is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -108,18 +109,25 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"${api_key_env} is not set", "--api-key-env")
         api_key = Secret(key_value, api_key_env) if key_value else None
         bench_tool = None if dry_run else tool.find()
-        measured: dict[str, object] = {}
-        notes: list[str] = []
+
+        def make_spec(target: Target, key: Secret | None, measured: dict[str, object],
+                      notes: list[str]) -> BenchSpec:
+            return BenchSpec(url=target.url, preset=preset, sweep=sweep, model=model,
+                             tokenizer=tokenizer, book_url=book_url,
+                             skip_coherence=skip_coherence, api_key=key, measured=measured,
+                             notes=tuple(notes))
+
         if url is None:
             from dgxcluster.core.endpoint import api_url
 
             url = api_url(state(ctx).inventory())
             if not dry_run:
-                measured, notes, api_key = _from_cluster(ctx, api_key, api_key_env)
+                assert bench_tool is not None
+                outcome = _on_cluster(ctx, url, model, (api_key, api_key_env), bench_tool,
+                                      output, make_spec)
+                _finish(outcome, output, old, json_out)
+                return
         target = _resolve(url, model, api_key)
-        spec = BenchSpec(url=target.url, preset=preset, sweep=sweep, model=model,
-                         tokenizer=tokenizer, book_url=book_url, skip_coherence=skip_coherence,
-                         api_key=api_key, measured=measured, notes=tuple(notes))
         if dry_run:
             import shlex
 
@@ -131,21 +139,45 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"# {len(sweep.cells())} cell(s), {sweep.requests()} measured request(s)")
             return
         assert bench_tool is not None
-        outcome = _run(spec, target, bench_tool, output)
+        outcome = _run(make_spec(target, api_key, {}, []), target, bench_tool, output)
         _finish(outcome, output, old, json_out)
 
 
-def _from_cluster(ctx: typer.Context, api_key: Secret | None, api_key_env: str
-                  ) -> tuple[dict[str, object], list[str], Secret | None]:
-    """What the cluster runs (bench.measured), and the API key the inventory's secrets hold
-    under `api_key_env` when the environment has none."""
-    from dgxcluster.bench.measured import collect
+def _on_cluster(ctx: typer.Context, url: str, model: str | None,
+                key: tuple[Secret | None, str], bench_tool: Tool, output: Path,
+                make_spec: Callable[[Target, Secret | None, dict[str, object], list[str]],
+                                    BenchSpec]) -> Outcome:
+    """Against the inventory's cluster, in one session: what it runs (bench.measured), the
+    API key its secrets hold when the environment has none, then the run, through the head's
+    SSH connection (a local port forward) when this machine does not reach the endpoint
+    (serve.endpoint_via, as status and smoke)."""
+    import contextlib
+    from dataclasses import replace
+    from urllib.parse import urlsplit
 
+    from dgxcluster.bench.measured import collect
+    from dgxcluster.bench.run import resolve
+    from dgxcluster.core.endpointroute import SSH, session_route
+    from dgxcluster.core.forward import LocalForward
+
+    api_key, api_key_env = key
     with state(ctx).session("bench") as session:
         measured, notes = collect(session)
         named = session.inventory.serve.api_key
-        return measured, notes, (api_key or session.secrets.get(api_key_env)
-                                 or (session.secrets.get(named) if named else None))
+        api_key = (api_key or session.secrets.get(api_key_env)
+                   or (session.secrets.get(named) if named else None))
+        route = session_route(session, api_key)
+        target = resolve(url, model, route.get)
+        with contextlib.ExitStack() as stack:
+            opener = route.opener() if route.via == SSH else None
+            if opener is not None:
+                fwd = stack.enter_context(LocalForward(opener))
+                local = urlsplit(target.url)._replace(netloc=fwd.url_host).geturl()
+                target = replace(target, connect_url=local)
+                notes.append(f"measured through SSH to {session.inventory.head_name} (the "
+                             f"endpoint does not answer from this machine): llama-benchy used "
+                             f"a local port forward, {local}")
+            return _run(make_spec(target, api_key, measured, notes), target, bench_tool, output)
 
 
 def _resolve(url: str, model: str | None, api_key: Secret | None) -> Target:
@@ -173,7 +205,8 @@ def _run(spec: BenchSpec, target: Target, bench_tool: Tool, output: Path) -> Out
     from dgxcluster.bench.run import run
     from dgxcluster.cli.output import console
     err = console(stderr=True)
-    err.print(f"llama-benchy {bench_tool.version} -> {target.url}  model {target.served}  "
+    via = f" (through {target.connect_url})" if target.connect_url else ""
+    err.print(f"llama-benchy {bench_tool.version} -> {target.url}{via}  model {target.served}  "
               f"({len(spec.sweep.cells())} cells, {spec.sweep.requests()} requests)")
     interrupt_on_signals()
     stem = _stem(output)

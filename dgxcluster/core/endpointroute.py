@@ -26,6 +26,7 @@ from dgxcluster.core.endpoint import ANY_IPV4, ANY_IPV6, auth_headers, listen_ho
 from dgxcluster.errors import ConnectError
 
 if TYPE_CHECKING:
+    from dgxcluster.core.session import Session
     from dgxcluster.inventory.schema import InventoryModel
     from dgxcluster.remote.connection import Connection
     from dgxcluster.secrets import Secret
@@ -102,3 +103,16 @@ class EndpointRoute:
             return answer
         self.via, self._decided = DIRECT, True
         return answer
+
+
+def session_route(session: Session, key: Secret | None) -> EndpointRoute:
+    """The session's one route (made on first use, then kept), so every request of one
+    invocation (status's probe and metrics, bench's probe and its forward) takes the path
+    the first one found."""
+    kept = vars(session)
+    route = kept.get("_endpoint_route")
+    if not isinstance(route, EndpointRoute):
+        inv = session.inventory
+        route = EndpointRoute(inv, key, lambda: session.cluster.conn(inv.head_name))
+        kept["_endpoint_route"] = route
+    return route

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from dgxcluster.core import imageid
 from dgxcluster.core.endpoint import EndpointProbe, base_url, probe
-from dgxcluster.core.endpointroute import EndpointRoute
+from dgxcluster.core.endpointroute import session_route
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.core.ranks import node_ranks
 from dgxcluster.core.servingmetrics import MetricsError, Reader
@@ -25,7 +25,7 @@ from dgxcluster.errors import CommandTimeout, ConnectError, DgxClusterError
 from dgxcluster.facts.vllm_metrics import ServingMetrics
 from dgxcluster.inventory import placement
 from dgxcluster.remote.connection import Connection
-from dgxcluster.secrets import CollectedRedactor, Secret
+from dgxcluster.secrets import CollectedRedactor
 from dgxcluster.status.probe import NodeProbe, parse, status_argv
 from dgxcluster.status.ranks import rank_rows
 from dgxcluster.status.report import (
@@ -54,22 +54,10 @@ def endpoint(session: Session) -> EndpointProbe:
     here (without it, /v1/models answers 401 and the probe says so)."""
     inv = session.inventory
     key = session.secrets.get(inv.serve.api_key) if inv.serve.api_key else None
-    route = _route(session, key)
+    route = session_route(session, key)
     found = probe(base_url(inv), route.get, timeout=3.0)
     found.via = route.via
     return found
-
-
-def _route(session: Session, key: Secret | None) -> EndpointRoute:
-    """Direct or through the head's SSH connection (serve.endpoint_via), kept per session so
-    the metrics that follow the probe take the path it found."""
-    kept = vars(session)
-    route = kept.get("_endpoint_route")
-    if not isinstance(route, EndpointRoute):
-        inv = session.inventory
-        route = EndpointRoute(inv, key, lambda: session.cluster.conn(inv.head_name))
-        kept["_endpoint_route"] = route
-    return route
 
 
 def auth(session: Session) -> str:
@@ -84,7 +72,7 @@ def metrics_reader(session: Session) -> Reader:
     """Latency quantiles since the server started: one-shot status sees one second only."""
     inv = session.inventory
     key = session.secrets.get(inv.serve.api_key) if inv.serve.api_key else None
-    return Reader(base_url(inv), get=_route(session, key).get, timeout=3.0, window_s=None)
+    return Reader(base_url(inv), get=session_route(session, key).get, timeout=3.0, window_s=None)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dgxcluster.core.endpoint import NOT_SERVING, READY, UNHEALTHY, UNREACHABLE, EndpointProbe, base_url
+from dgxcluster.core.endpointroute import SSH, EndpointRoute, session_route
 from dgxcluster.core.ranks import node_ranks
 from dgxcluster.core.servingmetrics import MetricsError, Reader
 from dgxcluster.core.session import Session
@@ -70,6 +71,15 @@ def endpoint_state(url: str, metrics: ServingMetrics | None, error: BaseExceptio
     return EndpointProbe(url, UNREACHABLE, error=text or type(error).__name__)
 
 
+def _route(session: Session) -> EndpointRoute | None:
+    """The session's endpoint route (direct or through the head's SSH connection)."""
+    inv = session.inventory
+    if inv.serve.endpoint_via == "direct":
+        return None
+    key = session.secrets.get(inv.serve.api_key) if inv.serve.api_key else None
+    return session_route(session, key)
+
+
 class Watch:
     """Refreshes the cluster's status; `close` ends the HTTP connection (the session owns
     the SSH ones)."""
@@ -79,7 +89,12 @@ class Watch:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.session = session
         self.url = base_url(session.inventory)
-        self.reader = reader or Reader(self.url, timeout=min(5.0, round_timeout))
+        self._http_timeout = min(5.0, round_timeout)
+        self._route = None if reader is not None else _route(session)
+        self.via: str | None = None
+        if reader is None and self._route is not None and self._route.mode == SSH:
+            reader, self.via = self._route_reader(), SSH
+        self.reader = reader or Reader(self.url, timeout=self._http_timeout)
         self._timeout = round_timeout
         self._clock = clock
         self._lock = threading.Lock()
@@ -88,11 +103,28 @@ class Watch:
         self._probes: dict[str, NodeProbe] = {}
         self._http = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watch-http")
 
+    def _route_reader(self) -> Reader:
+        assert self._route is not None
+        return Reader(self.url, get=self._route.get, timeout=self._http_timeout)
+
     def _scrape(self) -> tuple[ServingMetrics | None, BaseException | None]:
         try:
             return self.reader.read(), None
         except (OSError, MetricsError) as exc:
-            return None, exc
+            if self._route is None or self.via == SSH or not isinstance(exc, OSError):
+                return None, exc
+            failed = exc
+        # serve.endpoint_via auto: the endpoint does not answer from here; the head may
+        # over SSH (core.endpointroute decides, once); then every refresh goes that way
+        through = self._route_reader()
+        try:
+            metrics = through.read()
+        except (OSError, MetricsError):
+            return None, failed
+        if self._route.via == SSH:
+            self.reader.close()
+            self.reader, self.via = through, SSH
+        return metrics, None
 
     def _finished(self, node: str) -> None:
         with self._lock:
@@ -142,6 +174,7 @@ class Watch:
                 late[name] = round(now - at, 1)
             rows.append(row)
         vllm = endpoint_state(self.url, metrics, error)
+        vllm.via = self.via if metrics is not None and self.via else vllm.via
         redact = CollectedRedactor(inv.secrets.env, self.session.redactor).text
         head_row = next((n for n in rows if n.node == head), None)
         executor = running_executor(head_row, inv.serve.executor)

@@ -153,6 +153,36 @@ class TestServing:
         vllm = json.loads(direct.stdout)["vllm"]  # refused or timed out, as the route has it
         assert vllm["state"] in ("unreachable", "not serving") and vllm["via"] is None, vllm
 
+    def test_status_watch_goes_through_ssh_when_the_endpoint_does_not_route(
+            self, running: Testbed) -> None:
+        """`status --watch --json` with the same unroutable endpoint: the first refresh finds
+        the head's SSH connection (auto), the frames after it read /metrics that way."""
+        full = {k: v for k, v in os.environ.items() if not k.startswith("DGXCLUSTER_")}
+        full["DGXCLUSTER_SERVE__PUBLIC_HOST"] = "192.0.2.1"
+        proc = spawn([sys.executable, "-m", "dgxcluster", "-i", str(running.inventory), "status",
+                      "--watch", "1", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     text=True, env=full, cwd=str(REPO))
+        frames: list[dict[str, object]] = []
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                frames.append(json.loads(line))
+                if len(frames) == 3:
+                    break
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert code == 0, proc.stderr.read() if proc.stderr else ""
+        assert len(frames) == 3
+        for frame in frames:
+            vllm = frame["vllm"]
+            assert isinstance(vllm, dict)
+            assert (vllm["state"], vllm["via"], vllm["endpoint"]) == \
+                ("ready", "ssh", "http://192.0.2.1:8000/v1"), vllm
+            assert vllm["metrics"] is not None, vllm
+
     def test_logs_of_a_running_cluster_with_one_node_unreachable(
                 self, running: Testbed, tmp_path: Path) -> None:
         tb = running

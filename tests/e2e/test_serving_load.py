@@ -260,6 +260,26 @@ def watch_under_pty(tb: Testbed, frames: int, timeout: float = 180) -> tuple[int
     return code, out.decode("utf-8", "replace")
 
 
+def test_bench_goes_through_ssh_when_the_endpoint_does_not_route(
+        cluster: Testbed, corpus: Corpus, tmp_path: Path) -> None:
+    """Issue 12: the endpoint clients are given (serve.public_host 192.0.2.1, TEST-NET-1)
+    does not answer from here; bench finds the head over SSH (serve.endpoint_via auto) and
+    gives llama-benchy a local port forwarded through that connection (core.forward). The
+    saved result keeps the endpoint clients use and says how it was reached."""
+    env = {"DGXCLUSTER_SERVE__PUBLIC_HOST": "192.0.2.1"}
+    p = cluster.dgx("bench", "--pp", "256", "--tg", "8", "--depth", "0", "--concurrency", "1,2",
+                    "--runs", "1", *corpus.args(), "-o", str(tmp_path), "--json", env=env,
+                    timeout=600)
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout)
+    assert result["complete"] and len(result["cells"]) == 2, result
+    assert result["endpoint"] == "http://192.0.2.1:8000/v1"
+    assert any("measured through SSH to node1" in n for n in result["notes"]), result["notes"]
+    assert "(through http://127.0.0.1:" in flat(p.stderr)
+    options = result["tool"]["options"]
+    assert any("127.0.0.1" in str(o) for o in options), options
+
+
 def test_status_watch_renders_live_and_exits_0_on_ctrl_c(cluster: Testbed) -> None:
     code, raw = watch_under_pty(cluster, frames=3)
     assert code == 0, raw[-3000:]

@@ -142,3 +142,58 @@ def test_endpoint_via_is_left_out_of_the_config_hash() -> None:
     from dgxcluster.serving import plan
 
     assert plan.config_hash(inv("auto"), "img") == plan.config_hash(inv("ssh"), "img")
+
+
+def test_a_local_forward_carries_a_programs_requests_through_the_head() -> None:
+    """bench gives llama-benchy a URL: once the route went through SSH, a local port on
+    127.0.0.1 carries each connection over a tunnel of the head's connection (core.forward);
+    the program's own Authorization header passes untouched, concurrent connections each get
+    their own tunnel, and closing the forward ends the port."""
+    import concurrent.futures
+    import json
+    import urllib.request
+
+    from dgxcluster.core.forward import LOOPBACK, LocalForward
+
+    with serving(behaviour=Behaviour(key="k-2")) as (port, b):
+        head = FakeConnection("n1")
+        head.forwards[("127.0.0.1", 8000)] = ("127.0.0.1", port)
+        route = EndpointRoute(inv(), Secret("k-2"), lambda: head, direct=unroutable)
+        probe(base_url(inv()), route.get)
+        opener = route.opener()
+        assert route.via == SSH and opener is not None
+        with LocalForward(opener) as fwd:
+            assert fwd.url_host == f"{LOOPBACK}:{fwd.port}"
+
+            def models(_: int) -> list[str]:
+                req = urllib.request.Request(f"http://{fwd.url_host}/v1/models",
+                                             headers={"Authorization": "Bearer k-2"})
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return [m["id"] for m in json.load(resp)["data"]]
+
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(models, range(4)))
+            assert answers == [["Qwen/Qwen3-8B"]] * 4
+            port_used = fwd.port
+        assert b.auth[-4:] == ["Bearer k-2"] * 4
+        assert head.tunnels.count(("127.0.0.1", 8000)) == 2 + 4  # the probe's two, one each
+        with pytest.raises(OSError):
+            socket.create_connection((LOOPBACK, port_used), timeout=2).close()
+
+
+def test_a_local_forward_whose_tunnel_is_refused_closes_the_connection_and_says_why() -> None:
+    from dgxcluster.core.forward import LocalForward
+
+    def refused(_timeout: float) -> socket.socket:
+        raise ConnectionRefusedError("n1 cannot connect to 127.0.0.1:8000")
+
+    with LocalForward(refused) as fwd:
+        s = socket.create_connection(("127.0.0.1", fwd.port), timeout=5)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            got = s.recv(100)
+        except ConnectionResetError:  # closed with the request unread: a reset
+            got = b""
+        assert got == b""  # closed: nothing answers behind the forward
+        s.close()
+    assert fwd.failures == ["n1 cannot connect to 127.0.0.1:8000"]
