@@ -30,20 +30,13 @@ import signal
 import socket
 import sys
 import threading
-import time
 from typing import Any
 
 from vllm_standin import NAME
 from vllm_standin.dist import DistError, Group
+from vllm_standin.load import float_env, load_model
 
 MP_BACKENDS = ("mp", "uni", "external_launcher")
-
-
-def _float_env(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -65,8 +58,8 @@ def config_problem(args: argparse.Namespace) -> str | None:
         return (f"AssertionError: global world_size ({world}) must be divisible by "
                 f"nnodes_within_dp ({args.nnodes}). ")
     if args.headless and args.node_rank == 0:
-        return (f"ValueError: ({NAME}) --headless with --node-rank 0 is vLLM's data-parallel "
-                "headless mode, which the stand-in does not emulate")
+        return (f"ValueError: ({NAME}) --headless with --node-rank 0 and no data parallel "
+                "(--data-parallel-size 1) is not emulated")
     if args.node_rank >= args.nnodes:
         return (f"ValueError: ({NAME}) --node-rank {args.node_rank} is not below --nnodes "
                 f"{args.nnodes}")
@@ -103,7 +96,7 @@ class NativeEngine:
         self.group = Group(
             node_rank=args.node_rank, nnodes=args.nnodes, world_size=self.world,
             master_addr=args.master_addr, master_port=args.master_port,
-            timeout_s=_float_env("DGXCLUSTER_STANDIN_DIST_TIMEOUT_S", 600.0), log=logger,
+            timeout_s=float_env("DGXCLUSTER_STANDIN_DIST_TIMEOUT_S", 600.0), log=logger,
             gloo_ifname=os.environ.get("GLOO_SOCKET_IFNAME") or None)
         self.dead: str | None = None
         self.loaded = False
@@ -115,7 +108,7 @@ class NativeEngine:
 
     def start(self) -> None:
         a = self.args
-        gpus = int(_float_env("DGXCLUSTER_STANDIN_GPUS", 1))
+        gpus = int(float_env("DGXCLUSTER_STANDIN_GPUS", 1))
         for rank, local, wlog in self.workers():
             wlog.info("world_size=%d rank=%d local_rank=%d distributed_init_method=tcp://%s:%d "
                       "backend=nccl", self.world, rank, local, a.master_addr, a.master_port)
@@ -135,21 +128,9 @@ class NativeEngine:
         self.loaded = True
 
     def _load(self) -> None:
-        load_s = _float_env("DGXCLUSTER_STANDIN_LOAD_S", 2.0)
-        self.log.info("Starting to load model %s... (%s: waiting %.1fs instead)", self.args.model,
-                      NAME, load_s)
-        t = time.time()
-        shards = max(1, int(load_s))
-        for i in range(1, shards + 1):
-            until = t + load_s * i / shards
-            while time.time() < until:
-                if self.group.lost:  # a collective of the load would fail now
-                    raise DistError("RuntimeError: NCCL error: remote process exited or there was "
-                                    f"a network error ({NAME}: {self.group.lost} left)")
-                time.sleep(min(0.05, max(0.0, until - time.time())))
-            self.log.info("Loading safetensors checkpoint shards: %3d%% Completed | %d/%d",
-                          100 * i // shards, i, shards)
-        self.log.info("Model loading took 0.0000 GiB and %.6f seconds", time.time() - t)
+        load_model(self.args.model, self.log, lambda: (
+            "RuntimeError: NCCL error: remote process exited or there was a network error "
+            f"({NAME}: {self.group.lost} left)") if self.group.lost else None)
 
     def _peer_lost(self, who: str) -> None:
         self.dead = f"{who} left the process group"
@@ -169,6 +150,10 @@ class NativeEngine:
 
 def main(args: argparse.Namespace, logger: logging.Logger, bind: Any) -> int:
     """One rank, from the configuration check to serving (rank 0) or waiting (headless)."""
+    from vllm_standin import dp
+
+    if dp.wanted(args):  # replicas behind the head's front end (dp.py)
+        return dp.main(args, logger, bind)
     problem = config_problem(args)
     if problem:
         _traceback(problem, f"vLLM {args.emulated_vllm} configuration checks")
