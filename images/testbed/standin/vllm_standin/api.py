@@ -279,6 +279,8 @@ class Api:
                  "completion_tokens": len(words), "prompt_tokens_details": None}
         finish = "abort"
         engine = self._pick()
+        if engine in getattr(self.engine, "lost_engines", ()):  # dp.py: a remote engine gone
+            await asyncio.Event().wait()  # the request went to a socket nobody reads
         try:
             await self.schedulers[engine].admit(job)
             if body.get("stream"):

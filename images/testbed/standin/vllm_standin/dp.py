@@ -17,12 +17,22 @@ from engine with unexpected data parallel rank: N"). A non-head node with a star
 without `--headless` is vLLM's hybrid (or, with one local engine, external) load balancing:
 an API server per node, which the stand-in does not emulate and refuses.
 
+A dense (non-MoE) model's replicas are independent engines (vllm/v1/engine/core.py
+`run_engine_core`: "Non-MoE DP ranks are completely independent, so treat like DP=1"): no
+collective ties them, so nothing takes the head down when a remote engine dies. While the
+head waits for the engines it watches only its local ones and the coordinator, with no
+timeout ("Waiting for %d local, %d remote core engine proc(s) to start.", logged every
+10 s, at DEBUG in vLLM, at INFO here so the wait shows): a replica that dies while loading
+leaves the head waiting. Once serving, the front end keeps routing to a dead remote engine
+by its last reported load, and requests sent there get no answer (NOT verified against a
+real cluster: read from the code, which has no liveness check for remote engines).
+
 Stand-in simplifications, said where they show: the handshake is JSON lines over TCP (vLLM's
-is ZMQ ROUTER/DEALER with msgpack), and the link stays open, standing for the DP group's
-collectives: an engine that goes away is noticed at once (vLLM's engines notice at their
-next DP collective) and takes the head down; a headless node whose head went away waits
-until stopped, as vLLM's headless engines do. Replicas that span nodes (`--nnodes` with DP)
-are not emulated. /metrics counts requests per engine under vLLM's `engine` label.
+is ZMQ ROUTER/DEALER with msgpack); a lost link marks the engine gone at once; a headless
+node whose head went away waits until stopped. MoE lockstep (DPEngineCoreProc, dummy
+batches), `--data-parallel-size-local 0` and replicas that span nodes (`--nnodes` with DP)
+are not emulated. /metrics has one series per engine under vLLM's `engine` label; the head
+picks the engine with the fewest waiting x 4 + running requests, ties in turn.
 """
 
 from __future__ import annotations
@@ -130,11 +140,6 @@ def _traceback(line: str, where: str) -> None:
     sys.stdout.flush()
 
 
-def _closed(who: str) -> str:
-    return (f"RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection "
-            f"closed by peer [{who}] ({NAME}: the DP group lost it)")
-
-
 class Engines:
     """This node's engines: load them (the head: and wait for every remote one)."""
 
@@ -144,41 +149,31 @@ class Engines:
         self.local = local_count(args)
         self.start = args.data_parallel_start_rank or 0
         self.indexes = list(range(self.start, self.start + self.local))
-        self.dead: str | None = None
-        self.lost: str | None = None
+        self.dead: str | None = None  # the API's view: never set by a remote engine's loss
+        #: remote engines whose link closed (the head), or the head's address (headless)
+        self.gone: set[int] = set()
+        self.head_gone: str | None = None
         self.loaded = False
         self._links: list[socket.socket] = []
         self._server: socket.socket | None = None
         self._closing = False
 
-    # -- both: the engines' own start-up -------------------------------------------------
+    @property
+    def lost_engines(self) -> set[int]:
+        """Engines the front end still routes to whose requests get no answer."""
+        return set(self.gone)
 
     def _load(self) -> None:
+        # an independent (dense) engine's group is its own: DP rank 0 of DP 1 (core.py)
         world = self.args.tensor_parallel_size * self.args.pipeline_parallel_size
         for i in self.indexes:
             _engine_log(i).info(
-                "rank %d in world size %d is assigned as DP rank %d, PP rank 0, PCP rank 0, "
-                "TP rank 0, EP rank N/A, EPLB rank N/A", i * world, world * self.args.data_parallel_size,
-                i)
-        load_model(self.args.model, _engine_log(self.indexes[0]),
-                   lambda: _closed(self.lost) if self.lost else None)
-
-    def _watch(self, sock: socket.socket, who: str) -> None:
-        for _ in _lines(sock):
-            pass
-        if self._closing or self.lost is not None:
-            return
-        self.lost = who
-        self.dead = f"the data-parallel engine at {who} went away"
-        if self.loaded and self.args.headless:
-            self.log.warning("%s: %s; like vLLM's headless engines, this node waits until it "
-                             "is stopped", NAME, self.dead)
+                "rank 0 in world size %d is assigned as DP rank 0, PP rank 0, PCP rank 0, "
+                "TP rank 0, EP rank N/A, EPLB rank N/A", world)
+        load_model(self.args.model, _engine_log(self.indexes[0]))
 
     def check_alive(self) -> None:
-        """Raise once an engine of the DP group is gone: the head's fails at its next
-        collective, and its API server with it."""
-        if self.lost is not None:
-            raise DistError(_closed(self.lost))
+        """The API's liveness watch: local engines only (a remote one's loss goes unseen)."""
 
     def shutdown(self) -> None:
         self._closing = True
@@ -205,115 +200,112 @@ class Engines:
         self.log.info("Started DP Coordinator process (PID: %d)", os.getpid())
 
     def head(self) -> None:
-        """Load the local engines while the remote ones say HELLO and READY."""
-        remote = [i for i in range(self.args.data_parallel_size) if i not in self.indexes]
-        self.log.info("engines_to_handshake=%s", [f"CoreEngine(index={i}, local="
-                                                  f"{i in self.indexes})" for i in
-                                                  range(self.args.data_parallel_size)])
-        ready: set[int] = set()
-        failure: list[str] = []
-        lock = threading.Condition()
-
-        def accept() -> None:
-            assert self._server is not None
-            while not self._closing:
-                try:
-                    conn, peer = self._server.accept()
-                except OSError:
-                    return
-                threading.Thread(target=engine, args=(conn, f"{peer[0]}:{peer[1]}"),
-                                 daemon=True).start()
-
-        def engine(conn: socket.socket, who: str) -> None:
-            states: dict[int, str] = {}
-            for msg in _lines(conn):
-                index, status = int(msg["index"]), str(msg["status"])
-                if index not in remote:
-                    with lock:
-                        failure.append(f"RuntimeError: Message from engine with unexpected data "
-                                       f"parallel rank: {index}")
-                        lock.notify_all()
-                    conn.close()
-                    return
-                state = states.get(index, "NEW")
-                if status == "HELLO" and state == "NEW":
-                    _send(conn, {"init": {"data_parallel_master_ip": self.args.data_parallel_address,
-                                          "data_parallel_size": self.args.data_parallel_size}})
-                    states[index] = "CONNECTED"
-                    self._links.append(conn)
-                elif status == "READY" and state == "CONNECTED":
-                    states[index] = "READY"
-                    with lock:
-                        ready.add(index)
-                        lock.notify_all()
-                else:
-                    with lock:
-                        failure.append(f"RuntimeError: Unexpected {status} message for remote "
-                                       f"engine {index} in {state} state.")
-                        lock.notify_all()
-                    return
-                self.log.debug("%s from remote core engine process %s.", status, index)
-            if states and not self._closing and self.lost is None:
-                self.lost = who
-                self.dead = f"the data-parallel engine(s) {sorted(states)} at {who} went away"
-                with lock:
-                    lock.notify_all()
-
-        threading.Thread(target=accept, daemon=True, name="dp-handshake").start()
+        """Load the local engines while the remote ones say HELLO and READY; return once
+        every engine is READY (vLLM waits for them without a timeout)."""
+        dp = self.args.data_parallel_size
+        self.remote = [i for i in range(dp) if i not in self.indexes]
+        self.log.info("engines_to_handshake=%s", [
+            f"CoreEngine(index={i}, local={i in self.indexes})" for i in range(dp)])
+        self.ready: set[int] = set()
+        self.failure: list[str] = []
+        self.cond = threading.Condition()
+        threading.Thread(target=self._accept, daemon=True, name="dp-handshake").start()
         self._load()
         last = time.monotonic()
-        with lock:
-            while len(ready) < len(remote) and not failure and self.lost is None:
-                lock.wait(1.0)
+        with self.cond:
+            while len(self.ready) < len(self.remote) and not self.failure:
+                self.cond.wait(1.0)
                 if time.monotonic() - last >= STARTUP_POLL_S:
                     last = time.monotonic()
                     self.log.info("Waiting for %d local, %d remote core engine proc(s) to "
-                                  "start.", 0, len(remote) - len(ready))
-        if failure:
-            raise DistError(failure[0])
-        self.check_alive()
+                                  "start.", 0, len(self.remote) - len(self.ready))
+        if self.failure:
+            raise DistError(self.failure[0])
         self.loaded = True
+
+    def _accept(self) -> None:
+        assert self._server is not None
+        while not self._closing:
+            try:
+                conn, _peer = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._engine_link, args=(conn,), daemon=True).start()
+
+    def _fail(self, message: str) -> None:
+        with self.cond:
+            self.failure.append(message)
+            self.cond.notify_all()
+
+    def _engine_link(self, conn: socket.socket) -> None:
+        """One remote node's engines: HELLO, READY, then the link stands for the engine."""
+        states: dict[int, str] = {}
+        for msg in _lines(conn):
+            index, status = int(msg["index"]), str(msg["status"])
+            state = states.get(index, "NEW")
+            if index not in self.remote:
+                self._fail(f"RuntimeError: Message from engine with unexpected data parallel "
+                           f"rank: {index}")
+                conn.close()
+                return
+            if status == "HELLO" and state == "NEW":
+                _send(conn, {"init": {"data_parallel_master_ip": self.args.data_parallel_address,
+                                      "data_parallel_size": self.args.data_parallel_size}})
+                states[index] = "CONNECTED"
+                self._links.append(conn)
+            elif status == "READY" and state == "CONNECTED":
+                states[index] = "READY"
+                with self.cond:
+                    self.ready.add(index)
+                    self.cond.notify_all()
+            else:
+                self._fail(f"RuntimeError: Unexpected {status} message for remote engine "
+                           f"{index} in {state} state.")
+                return
+        if not self._closing:
+            self.gone.update(states)
 
     # -- a headless node: its engines join the head ----------------------------------------
 
     def headless(self) -> None:
         a = self.args
-        address = f"tcp://{a.data_parallel_address}:{a.data_parallel_rpc_port or 29550}"
+        port = a.data_parallel_rpc_port or 29550
+        address = f"tcp://{a.data_parallel_address}:{port}"
         self.log.info("Launching %d data parallel engine(s) in headless mode, with head node "
                       "address %s.", self.local, address)
         deadline = time.monotonic() + float_env("DGXCLUSTER_STANDIN_DP_HANDSHAKE_S", HANDSHAKE_S)
         while True:  # ZMQ connects in the background, retrying until the front end is there
             try:
-                conn = socket.create_connection(
-                    (a.data_parallel_address, a.data_parallel_rpc_port or 29550), timeout=5)
+                conn = socket.create_connection((a.data_parallel_address, port), timeout=5)
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise DistError("RuntimeError: Did not receive response from front-end process "
-                               "within 5 minutes") from None
+                    raise DistError("RuntimeError: Did not receive response from front-end "
+                                    "process within 5 minutes") from None
                 time.sleep(0.2)
+        conn.settimeout(None)
         self._links.append(conn)
         for i in self.indexes:
             _send(conn, {"index": i, "status": "HELLO", "local": False})
         messages = _lines(conn)
         for _ in self.indexes:
             if next(messages, None) is None:
-                raise DistError(_closed(address))
-        threading.Thread(target=self._drain, args=(messages, address), daemon=True).start()
+                raise DistError(f"RuntimeError: ({NAME}) the front end at {address} closed the "
+                                "handshake")
+        threading.Thread(target=self._watch_head, args=(messages, address), daemon=True).start()
         self._load()
-        for i in self.indexes:
-            _send(conn, {"index": i, "status": "READY", "local": False})
+        with contextlib.suppress(OSError):  # a head that left is seen by the watch
+            for i in self.indexes:
+                _send(conn, {"index": i, "status": "READY", "local": False})
         self.loaded = True
 
-    def _drain(self, messages: Any, who: str) -> None:
+    def _watch_head(self, messages: Any, who: str) -> None:
         for _ in messages:
             pass
-        if not self._closing and self.lost is None:
-            self.lost = who
-            self.dead = f"the head's front end at {who} went away"
-            if self.loaded:
-                self.log.warning("%s: %s; like vLLM's headless engines, this node waits until "
-                                 "it is stopped", NAME, self.dead)
+        if not self._closing:
+            self.head_gone = who
+            self.log.warning("%s: the head's front end at %s went away; like vLLM's headless "
+                             "engines, this node waits until it is stopped", NAME, who)
 
 
 def main(args: argparse.Namespace, logger: logging.Logger, bind: Any) -> int:
