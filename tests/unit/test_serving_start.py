@@ -411,6 +411,9 @@ def test_data_parallel_dry_run_shows_each_nodes_replica_flags(inv_text: str, tmp
     assert common in head and "--headless" not in head and "--data-parallel-start-rank" not in head
     assert f"{common} --data-parallel-start-rank 1 --headless" in other
     assert "--nnodes" not in head + other and "--master-port" not in head + other
+    assert shown["a (head)"][0] == (
+        "# ports that must be free here: 8000 (vLLM's API (serve.port)), 29550 (vLLM's "
+        "--data-parallel-rpc-port, where the replicas join the head (serve.data_parallel_rpc_port))")
 
 
 def test_data_parallel_preflight_refuses_a_busy_rpc_port_on_the_head(inv_text: str,
