@@ -50,7 +50,7 @@ import threading
 import time
 from typing import Any
 
-from vllm_standin import NAME
+from vllm_standin import NAME, log
 from vllm_standin.dist import DistError
 from vllm_standin.load import float_env, load_model
 
@@ -120,26 +120,6 @@ def _lines(sock: socket.socket) -> Any:
             yield json.loads(line)
 
 
-def _engine_log(index: int) -> logging.Logger:
-    """An engine's lines carry vLLM's process prefix: `(EngineCore_DP1 pid=7) INFO ...`."""
-    logger = logging.getLogger(f"vllm.engine.{index}")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter(
-            f"(EngineCore_DP{index} pid=%(process)d) %(levelname)s %(asctime)s "
-            "[%(module)s.py:%(lineno)d] %(message)s", "%m-%d %H:%M:%S"))
-        logger.handlers[:] = [handler]
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    return logger
-
-
-def _traceback(line: str, where: str) -> None:
-    sys.stdout.write(f"Traceback (most recent call last):\n  ({where}, emulated by the {NAME})\n"
-                     f"{line}\n")
-    sys.stdout.flush()
-
-
 class Engines:
     """This node's engines: load them (the head: and wait for every remote one)."""
 
@@ -167,10 +147,10 @@ class Engines:
         # an independent (dense) engine's group is its own: DP rank 0 of DP 1 (core.py)
         world = self.args.tensor_parallel_size * self.args.pipeline_parallel_size
         for i in self.indexes:
-            _engine_log(i).info(
+            log.process(f"EngineCore_DP{i}").info(
                 "rank 0 in world size %d is assigned as DP rank 0, PP rank 0, PCP rank 0, "
                 "TP rank 0, EP rank N/A, EPLB rank N/A", world)
-        load_model(self.args.model, _engine_log(self.indexes[0]))
+        load_model(self.args.model, log.process(f"EngineCore_DP{self.indexes[0]}"))
 
     def check_alive(self) -> None:
         """The API's liveness watch: local engines only (a remote one's loss goes unseen)."""
@@ -312,7 +292,7 @@ def main(args: argparse.Namespace, logger: logging.Logger, bind: Any) -> int:
     """The head (DP coordinator and API server) or a headless node's engines."""
     problem = config_problem(args)
     if problem:
-        _traceback(problem, f"vLLM {args.emulated_vllm} configuration checks")
+        log.traceback(problem, f"vLLM {args.emulated_vllm} configuration checks")
         return 1
     engines = Engines(args, logger)
     stop = threading.Event()
@@ -338,11 +318,11 @@ def main(args: argparse.Namespace, logger: logging.Logger, bind: Any) -> int:
     except DistError as exc:
         engines.shutdown()
         for i in engines.indexes:
-            _engine_log(i).error("EngineCore failed to start.")
-        _traceback(str(exc), "vllm/v1/engine/core.py EngineCoreProc.run_engine_core")
+            log.process(f"EngineCore_DP{i}").error("EngineCore failed to start.")
+        log.traceback(str(exc), "vllm/v1/engine/core.py EngineCoreProc.run_engine_core")
         if not args.headless:
             failed = {f"EngineCore_DP{i}": 1 for i in engines.indexes}
-            _traceback(f"RuntimeError: Engine core initialization failed. See root cause above. "
+            log.traceback(f"RuntimeError: Engine core initialization failed. See root cause above. "
                        f"Failed core proc(s): {failed}", "vllm/v1/engine/utils.py")
         return 1
     if served is not None:

@@ -32,7 +32,7 @@ import sys
 import threading
 from typing import Any
 
-from vllm_standin import NAME
+from vllm_standin import NAME, log
 from vllm_standin.dist import DistError, Group
 from vllm_standin.load import float_env, load_model
 
@@ -66,26 +66,6 @@ def config_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _worker_log(name: str) -> logging.Logger:
-    """A worker's lines carry vLLM's process prefix: `(Worker_TP1 pid=7) INFO ...`."""
-    logger = logging.getLogger(f"vllm.worker.{name}")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter(
-            f"({name} pid=%(process)d) %(levelname)s %(asctime)s [%(module)s.py:%(lineno)d] "
-            "%(message)s", "%m-%d %H:%M:%S"))
-        logger.handlers[:] = [handler]
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    return logger
-
-
-def _traceback(line: str, where: str) -> None:
-    sys.stdout.write(f"Traceback (most recent call last):\n  ({where}, emulated by the {NAME})\n"
-                     f"{line}\n")
-    sys.stdout.flush()
-
-
 class NativeEngine:
     """One node's ranks: join the group, pretend to load, stay up; `dead` once a peer left."""
 
@@ -104,7 +84,7 @@ class NativeEngine:
 
     def workers(self) -> list[tuple[int, int, logging.Logger]]:
         """(global rank, local rank, its logger) for each worker of this node."""
-        return [(r, i, _worker_log("Worker")) for i, r in enumerate(self.group.ranks)]
+        return [(r, i, log.process("Worker")) for i, r in enumerate(self.group.ranks)]
 
     def start(self) -> None:
         a = self.args
@@ -121,7 +101,7 @@ class NativeEngine:
         for rank, _local, _w in self.workers():
             name = "Worker" + (f"_PP{rank // tp}" if a.pipeline_parallel_size > 1 else "") + \
                 (f"_TP{rank % tp}" if tp > 1 else "")
-            _worker_log(name).info(
+            log.process(name).info(
                 "rank %d in world size %d is assigned as DP rank 0, PP rank %d, PCP rank 0, "
                 "TP rank %d, EP rank N/A, EPLB rank N/A", rank, self.world, rank // tp, rank % tp)
         self._load()
@@ -156,7 +136,7 @@ def main(args: argparse.Namespace, logger: logging.Logger, bind: Any) -> int:
         return dp.main(args, logger, bind)
     problem = config_problem(args)
     if problem:
-        _traceback(problem, f"vLLM {args.emulated_vllm} configuration checks")
+        log.traceback(problem, f"vLLM {args.emulated_vllm} configuration checks")
         return 1
     a = args
     stop = threading.Event()
@@ -187,13 +167,13 @@ def main(args: argparse.Namespace, logger: logging.Logger, bind: Any) -> int:
         engine.shutdown()
         for _rank, _local, wlog in engine.workers():
             wlog.error("WorkerProc failed to start.")
-        _traceback(str(exc), "vllm/v1/executor/multiproc_executor.py WorkerProc.worker_main")
+        log.traceback(str(exc), "vllm/v1/executor/multiproc_executor.py WorkerProc.worker_main")
         if a.node_rank == 0:
             logger.error("EngineCore failed to start.")
-            _traceback("RuntimeError: Engine core initialization failed. See root cause above. "
+            log.traceback("RuntimeError: Engine core initialization failed. See root cause above. "
                        "Failed core proc(s): {'EngineCore_DP0': 1}", "vllm/v1/engine/utils.py")
         else:
-            _traceback("Exception: WorkerProc initialization failed due to an exception in a "
+            log.traceback("Exception: WorkerProc initialization failed due to an exception in a "
                        "background process. See stack trace for root cause.",
                        "vllm/v1/executor/multiproc_executor.py wait_for_ready")
         return 1
