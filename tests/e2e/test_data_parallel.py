@@ -18,9 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.clirun import Background
 from tests.conftest import Testbed, flat, run_cli
-from tests.e2e.test_native import vllm_log
+from tests.e2e.test_native import kill_node2_vllm_once, vllm_log
 from tests.e2e.test_start_stop import endpoint_of, leftovers
 from tests.leaks import assert_no_leaks
 
@@ -111,17 +110,8 @@ def test_dp2_serves_spreads_requests_shows_replicas_and_stop_leaves_nothing(
 def test_a_headless_replica_killed_while_loading_fails_the_start_naming_its_node(
         tb: Testbed, tmp_path: Path) -> None:
     inv = dp_inventory(tb, tmp_path / "slow.yaml", load_s=60)
-    run = Background("-i", str(inv), "start", env=ENV)
-    try:
-        run.wait_for(r"^node2: vllm-ready: rank 1 joining .*(loading|Starting to load)",
-                     timeout=300)
-        tb.node_exec("node2", "docker", "exec", f"dgxc-{tb.name}-worker", "sh", "-c",
-                     "kill -9 $(cat /var/log/dgxcluster/vllm.pid)")
-        rc = run.finish()
-    finally:
-        if run.proc.poll() is None:
-            run.interrupt()
-            run.finish()
+    rc, run = kill_node2_vllm_once(tb, r"^node2: vllm-ready: rank 1 joined", "-i", str(inv),
+                                   "start", env=ENV)
     err = run.stderr
     assert rc == 1, err
     assert "start failed at step 'vllm-ready'" in err
