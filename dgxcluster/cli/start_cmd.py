@@ -101,8 +101,10 @@ def register(app: typer.Typer) -> None:
         fit each node's memory at serve.gpu_memory_utilization (default 0.8), and that
         that share of each node's memory is available now (vLLM's own start-up check);
         for a pulled image (image.source: pull), that every node holds the same image
-        and that it has Ray (with the Ray executor); native: that serve.master_port is free
-        on the head.
+        and that it has Ray (with the Ray executor); native: that the ports vLLM binds on the
+        head are free (serve.master_port; with serve.data_parallel_size > 1
+        serve.data_parallel_rpc_port, where the replicas join the head's front end, and
+        master_port only where a replica spans nodes); --dry-run lists them.
         Idempotent: the same configuration already running and healthy is left alone. A
         failure (or Ctrl-C) removes what this run created unless --keep-on-failure.
         Exit 0 ready, 1 a step failed, 2 bad inventory/options, 3 a node was unreachable.

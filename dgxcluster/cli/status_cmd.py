@@ -156,11 +156,14 @@ def _print_ranks(report: ClusterStatus) -> None:
 
     assert report.ranks is not None
     alive = sum(r.alive for r in report.ranks)
-    t = Table(title=f"vLLM ranks (native executor): {alive}/{len(report.ranks)} alive",
+    dp = any(r.replica is not None for r in report.ranks)
+    shown = f", {report.layout}" if report.layout else ""
+    t = Table(title=f"vLLM ranks (native executor{shown}): {alive}/{len(report.ranks)} alive",
               title_justify="left")
-    for col in ("node", "rank", "alive", "last log line"):
+    for col in ("node", "rank", *(["replica"] if dp else []), "alive", "last log line"):
         t.add_column(col)
     for r in report.ranks:
         style = "green" if r.alive else "bold red"
-        t.add_row(r.node, str(r.rank), Text(r.describe(), style=style), Text(r.last_line or "-"))
+        t.add_row(r.node, str(r.rank), *([r.replica or "-"] if dp else []),
+                  Text(r.describe(), style=style), Text(r.last_line or "-"))
     report_console().print(t)

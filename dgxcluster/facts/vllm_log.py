@@ -11,10 +11,12 @@ prints once it accepts requests. A rank of vLLM's own multi-node executor (`--nn
 where it joins (`vllm/entrypoints/cli/serve.py` run_headless: "Launching vLLM (vX)
 headless multiproc executor, with head node address H:P ..."; `vllm/distributed/
 parallel_state.py` init_distributed_environment: "... distributed_init_method=tcp://H:P
-backend=nccl") and that every rank joined (initialize_model_parallel: "rank R in world size W
-is assigned as DP rank ..., PP rank ..., TP rank ...", logged once the process group
-formed). Lines may carry a process prefix (`(EngineCore_DP0 pid=1)`, `(Worker pid=7)`), a
-docker compose prefix or terminal colour codes (raw, or in caret notation `^[[0;36m`).
+backend=nccl"; a data-parallel replica: "Launching N data parallel engine(s) in headless
+mode, with head node address tcp://H:P.") and that every rank joined
+(initialize_model_parallel: "rank R in world size W is assigned as DP rank ..., PP rank ...,
+TP rank ...", logged once the process group formed). Lines may carry a process prefix
+(`(EngineCore_DP0 pid=1)`, `(Worker pid=7)`), a docker compose prefix or terminal colour
+codes (raw, or in caret notation `^[[0;36m`).
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
                            r"|Model loading took (?P<gib>[\d.]+) GiB|Starting to load model")),
     ("joined", re.compile(r"\brank (?P<rank>\d+) in world size (?P<world>\d+) is assigned as")),
     ("connecting", re.compile(r"headless multiproc executor, with head node address (?P<addr>\S+?)"
-                              r"(?: for|,|$)|distributed_init_method=tcp://(?P<init>\S+)")),
+                              r"(?: for|,|$)|distributed_init_method=tcp://(?P<init>\S+)"
+                              r"|data parallel engine\(s\) in headless mode, with head node "
+                              r"address (?P<dp>\S+?)\.?$")),
     ("starting", re.compile(r"Initializing a V\d LLM engine|non-default args:|vLLM API server version")),
 ]
 
@@ -85,7 +89,8 @@ def _detail(phase: str, m: re.Match[str]) -> str:
     if phase == "joined":
         return f"joined: rank {g['rank']} of {g['world']}"
     if phase == "connecting":
-        return f"joining the process group at {g.get('addr') or g['init']}"
+        return (f"replica joining the head's data-parallel front end at {g['dp']}" if "dp" in g
+                else f"joining the process group at {g.get('addr') or g['init']}")
     if phase == "api-starting":
         return f"API server starting on {g['url']}"
     if phase == "ready":

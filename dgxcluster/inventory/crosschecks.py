@@ -46,6 +46,8 @@ def port_problems(inv: InventoryModel) -> list[Problem]:
     }
     if inv.serve.executor == "native":  # rank 0 listens on it, beside the API
         ours[("serve", "master_port")] = inv.serve.master_port
+        if inv.serve.data_parallel_size > 1:  # the replicas join the head's front end there
+            ours[("serve", "data_parallel_rpc_port")] = inv.serve.data_parallel_rpc_port
     explicit = {("ray", k) for k in inv.ray.model_fields_set} | {
         ("serve", k) for k in inv.serve.model_fields_set}
     seen: dict[int, tuple[str, ...]] = {}

@@ -203,10 +203,6 @@ def _executor_problems(inv: InventoryModel) -> list[Problem]:
         return [(("serve", "data_parallel_size"), "data-parallel needs serve.executor: native "
                  "(replicas run behind vLLM's own data-parallel front end, which the native "
                  f"executor launches on every node; the {executor} executor cannot)")]
-    if inv.serve.data_parallel_size > 1:
-        return [(("serve", "data_parallel_size"), "data-parallel is not wired into the native "
-                 "executor yet (serving/dataparallel.py holds vLLM's flags; start does not pass "
-                 "them): leave serve.data_parallel_size at 1")]
     if executor == "native":
         found = native_problem(inv)
         if found:
@@ -219,9 +215,13 @@ def _executor_problems(inv: InventoryModel) -> list[Problem]:
 def native_problem(inv: InventoryModel) -> str | None:
     """vLLM's multiproc executor runs one rank per serving node (`--nnodes` = the serving
     nodes) and splits the world size evenly: `MultiprocExecutor` asserts that TP x PP is
-    divisible by nnodes, and each node runs TP x PP / nnodes workers, one per local GPU."""
+    divisible by nnodes, and each node runs TP x PP / nnodes workers, one per local GPU.
+    With data parallel the same holds within a replica (vLLM's `nnodes_within_dp`): the
+    nodes one replica spans (`_size_problem` already checked that replicas tile the nodes)."""
     tp, pp = inv.serve.tensor_parallel_size, inv.serve.pipeline_parallel_size
     world, nodes, per_node = tp * pp, len(serving_nodes(inv)), inv.gpus_per_node
+    if inv.serve.data_parallel_size > 1:
+        nodes = max(1, -(-world // max(per_node, 1)))
     if world % nodes:
         return (f"serve.executor native runs one vLLM rank on each of the {nodes} serving "
                 f"node(s) (--nnodes {nodes}), which must share tensor_parallel_size {tp} x "

@@ -452,6 +452,10 @@ class ServeSettings(Strict):
     master_port: Port = Field(
         default=29501, description="native executor: the port rank 0 listens on for the other "
         "ranks (vLLM's --master-port; 29501 is vLLM's default)")
+    data_parallel_rpc_port: Port = Field(
+        default=29550, description="native executor with data_parallel_size > 1: the port the "
+        "head's data-parallel front end listens on for the other nodes' replicas (vLLM's "
+        "--data-parallel-rpc-port; 29550 is vLLM's default)")
     host: str = "0.0.0.0"  # noqa: S104 - the API must be reachable from the operator's machine
     public_host: str | None = Field(
         default=None, min_length=1, max_length=255, pattern=r"^[^\s/@]+$",

@@ -1,9 +1,9 @@
 """The data-parallel part of each node's `vllm serve`: replicas behind vLLM's own front end,
 one endpoint on the head. Pure; placement (`inventory.placement`) in, per-node argv out.
 
-NOT WIRED YET: launching `vllm serve` on every node is the native executor's job (issue 14,
-`serve.executor: native`); until it lands the inventory refuses `serve.data_parallel_size`
-> 1. This module is what it will call, checked here against vLLM's own argument tables.
+The native executor's per-node argv (`serving/plan.py` executor_flags) takes these flags in
+place of its TP-only `--nnodes/--node-rank/--master-*` ones: where a replica spans nodes
+they are here already. Checked against vLLM's own argument tables (tests/unit).
 
 vLLM's multi-node data parallel (docs/serving/data_parallel_deployment.md, "Internal Load
 Balancing"; vllm/entrypoints/cli/serve.py `run_headless`; vllm/engine/arg_utils.py
@@ -27,10 +27,16 @@ Balancing"; vllm/entrypoints/cli/serve.py `run_headless`; vllm/engine/arg_utils.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from dgxcluster.inventory import placement
 from dgxcluster.inventory.placement import Placement
 
-#: vLLM's defaults (vllm/config/parallel.py): data_parallel_rpc_port, master_port.
+if TYPE_CHECKING:
+    from dgxcluster.inventory.schema import InventoryModel
+
+#: vLLM's defaults (vllm/config/parallel.py): data_parallel_rpc_port, master_port (the
+#: inventory's serve.data_parallel_rpc_port and serve.master_port default to them).
 RPC_PORT = 29550
 MASTER_PORT = 29501
 
@@ -65,3 +71,17 @@ def dp_argv(p: Placement, head_address: str, *, rpc_port: int = RPC_PORT,
             argv += ["--data-parallel-start-rank", str(start), "--headless"]
         out.append(DpNode(node, k, start, local, k > 0, tuple(argv)))
     return out
+
+
+def node_argv(inv: InventoryModel, node: str) -> list[str]:
+    """`node`'s data-parallel flags for the inventory's placement, ports from the inventory."""
+    found = dp_argv(placement.place(inv), str(inv.head_node.fabric_ip),
+                    rpc_port=inv.serve.data_parallel_rpc_port, master_port=inv.serve.master_port)
+    return list(next(d.argv for d in found if d.node == node))
+
+
+def uses_master_port(inv: InventoryModel) -> bool:
+    """Does rank 0 listen on --master-port? Always without data parallel; with it only where
+    a replica spans nodes (each replica that fits a node keeps its process group local)."""
+    return inv.serve.data_parallel_size == 1 or placement.place(inv).nodes_per_replica > 1
+

@@ -5,7 +5,8 @@ Both executors are described here, as argv: `ray` (a `ray start` container per n
 `vllm serve --distributed-executor-backend ray` launched in the head's), and `native`
 (vLLM's multiprocessing executor across nodes: each node's container runs `vllm serve` with
 `--nnodes N --node-rank R --master-addr <head fabric IP> --master-port P`, `--headless` on
-every rank but 0). How each is started and watched is `serving/executors/`.
+every rank but 0; with data parallel, `serving/dataparallel.py`'s flags instead). How each
+is started and watched is `serving/executors/`.
 
 Nothing here touches the network, so unit tests check the exact argv, and `--dry-run`
 prints the same commands a real start would run.
@@ -28,6 +29,7 @@ from dgxcluster.errors import UsageError
 from dgxcluster.inventory import dockeropts
 from dgxcluster.remote.command import shell
 from dgxcluster.secrets import Secret
+from dgxcluster.serving import dataparallel
 
 if TYPE_CHECKING:
     from dgxcluster.core.nodepaths import NodePaths
@@ -162,6 +164,8 @@ def executor_flags(inv: InventoryModel, node: str) -> list[str]:
     vLLM refuses `--nnodes` > 1 with any backend but mp, uni or external_launcher."""
     if inv.serve.executor != NATIVE:
         return ["--distributed-executor-backend", "ray"]
+    if inv.serve.data_parallel_size > 1:  # its flags carry --nnodes.. where a replica spans nodes
+        return ["--distributed-executor-backend", "mp", *dataparallel.node_argv(inv, node)]
     ranks = node_ranks(inv)
     rank = ranks[node]
     return ["--distributed-executor-backend", "mp", "--nnodes", str(len(ranks)),
@@ -183,8 +187,14 @@ def serve_exec(inv: InventoryModel) -> list[str]:
 def head_ports(inv: InventoryModel) -> dict[int, str]:
     """The ports a new head container binds on the head's host network, and whose they are."""
     if inv.serve.executor == NATIVE:
-        return {inv.serve.port: "vLLM's API (serve.port)",
-                inv.serve.master_port: "vLLM rank 0's --master-port (serve.master_port)"}
+        out = {inv.serve.port: "vLLM's API (serve.port)"}
+        if dataparallel.uses_master_port(inv):
+            out[inv.serve.master_port] = "vLLM rank 0's --master-port (serve.master_port)"
+        if inv.serve.data_parallel_size > 1:
+            out[inv.serve.data_parallel_rpc_port] = (
+                "vLLM's --data-parallel-rpc-port, where the replicas join the head "
+                "(serve.data_parallel_rpc_port)")
+        return out
     return {inv.ray.port: "Ray's GCS (ray.port)",
             inv.ray.dashboard_port: "Ray's dashboard (ray.dashboard_port)",
             inv.serve.port: "vLLM's API (serve.port)"}
@@ -253,6 +263,8 @@ def _not_hashed(inv: InventoryModel) -> set[str]:
     (`_NOT_RUN`, `WATCH_KEYS`). The executor's keys enter only for native, so a Ray cluster
     started before they existed keeps its hash (no spurious restart)."""
     out = _NOT_RUN | set(WATCH_KEYS)
+    if inv.serve.data_parallel_size == 1:  # a cluster started before the key keeps its hash
+        out.add("data_parallel_rpc_port")
     return out if inv.serve.executor == NATIVE else out | {"executor", "master_port"}
 
 

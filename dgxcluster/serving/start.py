@@ -161,6 +161,9 @@ def _dry_run(session: Session, image: str, config: str) -> list[tuple[str, list[
                  for_display(cmds.docker_run)]
         if cmds.role == plan.HEAD and inv.serve.executor == plan.RAY:
             lines.append(for_display(plan.serve_exec(inv)))
+        if cmds.role == plan.HEAD:  # what preflight checks free before the head's container
+            lines.insert(0, "# ports that must be free here: " + ", ".join(
+                f"{port} ({whose})" for port, whose in plan.head_ports(inv).items()))
         out.append((f"{node} ({cmds.role})", [session.redactor(ln) for ln in lines]))
     return out
 

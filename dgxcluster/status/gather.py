@@ -18,7 +18,7 @@ from dgxcluster.core import imageid
 from dgxcluster.core.endpoint import EndpointProbe, base_url, probe
 from dgxcluster.core.endpointroute import session_route
 from dgxcluster.core.nodepaths import NodePaths
-from dgxcluster.core.ranks import node_ranks
+from dgxcluster.core.ranks import layout, node_ranks, replicas
 from dgxcluster.core.servingmetrics import MetricsError, Reader
 from dgxcluster.core.session import Session
 from dgxcluster.errors import CommandTimeout, ConnectError, DgxClusterError
@@ -201,8 +201,9 @@ def gather(
         auth=auth(session),
         healing=healing(done.probes.get(head), redact),
         executor=executor,
-        ranks=rank_rows(node_ranks(inv), done.probes, done.nodes, redact)
+        ranks=rank_rows(node_ranks(inv), done.probes, done.nodes, redact, replicas(inv))
         if executor == "native" else None,
+        layout=layout(inv),
     )
 
 

@@ -22,6 +22,7 @@ class RankStatus:
     state: str  # running | exited | absent (no container) | unknown (the node did not answer)
     exit_code: int | None = None
     last_line: str | None = None
+    replica: str | None = None  # the data-parallel replica(s) it runs ("1", "0-1")
 
     @property
     def alive(self) -> bool:
@@ -37,9 +38,19 @@ class RankStatus:
 
 
 def rank_rows(ranks: Mapping[str, int], probes: Mapping[str, NodeProbe],
-              nodes: list[NodeStatus], redact: Callable[[str], str]) -> list[RankStatus]:
-    """One row per rank, in rank order. The launcher's files are read only while the node
-    holds a container of this cluster (after `stop` they describe the past)."""
+              nodes: list[NodeStatus], redact: Callable[[str], str],
+              replicas: Mapping[str, str] | None = None) -> list[RankStatus]:
+    """One row per rank, in rank order, each with its data-parallel replica(s) if any. The
+    launcher's files are read only while the node holds a container of this cluster (after
+    `stop` they describe the past)."""
+    rows = _rows(ranks, probes, nodes, redact)
+    for r in rows:
+        r.replica = (replicas or {}).get(r.node)
+    return rows
+
+
+def _rows(ranks: Mapping[str, int], probes: Mapping[str, NodeProbe],
+          nodes: list[NodeStatus], redact: Callable[[str], str]) -> list[RankStatus]:
     by_node = {n.node: n for n in nodes}
     rows = []
     for node, rank in sorted(ranks.items(), key=lambda kv: kv[1]):

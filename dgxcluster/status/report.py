@@ -218,6 +218,7 @@ class ClusterStatus:
     healing: Healing | None = None  # the head's watcher, when one ran
     executor: str = "ray"  # what runs (the head container's label), else serve.executor
     ranks: list[RankStatus] | None = None  # native: one row per vLLM rank, in place of Ray
+    layout: str | None = None  # the sizes: "TP 2", "DP 2 x TP 1" (core.ranks.layout)
 
     @property
     def unreachable(self) -> list[str]:
@@ -242,6 +243,7 @@ class ClusterStatus:
                      "metrics_error": self.serving_error, "auth": self.auth,
                      "healing": self.healing.to_json() if self.healing else None},
             "executor": self.executor,
+            "layout": self.layout,
             "ranks": [r.to_json() for r in self.ranks] if self.ranks is not None else None,
         }
 

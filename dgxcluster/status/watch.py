@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from dgxcluster.core.endpoint import NOT_SERVING, READY, UNHEALTHY, UNREACHABLE, EndpointProbe, base_url
 from dgxcluster.core.endpointroute import SSH, EndpointRoute, session_route
-from dgxcluster.core.ranks import node_ranks
+from dgxcluster.core.ranks import layout, node_ranks, replicas
 from dgxcluster.core.servingmetrics import MetricsError, Reader
 from dgxcluster.core.session import Session
 from dgxcluster.facts.vllm_metrics import ServingMetrics
@@ -187,8 +187,9 @@ class Watch:
             serving=metrics,
             serving_error=None if metrics is not None else vllm.error,
             executor=executor,
-            ranks=rank_rows(node_ranks(inv), self._probes, rows, redact)
+            ranks=rank_rows(node_ranks(inv), self._probes, rows, redact, replicas(inv))
             if executor == "native" else None,
+            layout=layout(inv),
         )
         return Frame(status, wall, round(now - started, 3), late)
 

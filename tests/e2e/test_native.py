@@ -169,17 +169,8 @@ def test_a_headless_rank_killed_while_loading_fails_the_start_naming_its_node(
     """The rank on node2 dies after joining, while the model loads: start ends at once
     (not at the readiness timeout), names node2 first with its log, and rolls back."""
     with CmdlineSampler(TOKEN) as sampler:
-        run = Background("-i", str(tb.inventory), "start", *NATIVE, env=SLOW)
-        try:
-            run.wait_for(r"^node2: vllm-ready: rank 1 joined", timeout=300)
-            worker = f"dgxc-{tb.name}-worker"
-            tb.node_exec("node2", "docker", "exec", worker, "sh", "-c",
-                         "kill -9 $(cat /var/log/dgxcluster/vllm.pid)")
-            rc = run.finish()
-        finally:
-            if run.proc.poll() is None:
-                run.interrupt()
-                run.finish()
+        rc, run = kill_node2_vllm_once(tb, r"^node2: vllm-ready: rank 1 joined", "-i",
+                                       str(tb.inventory), "start", *NATIVE, env=SLOW)
     err = run.stderr
     assert rc == 1, err
     assert "start failed at step 'vllm-ready'" in err
@@ -191,6 +182,26 @@ def test_a_headless_rank_killed_while_loading_fails_the_start_naming_its_node(
     assert sampler.hits == []
     assert leftovers(tb) == {"node1": [], "node2": []}
     assert_no_leaks(tb)
+
+
+def kill_node2_vllm_once(tb: Testbed, shown: str, *args: str,
+                         env: dict[str, str]) -> tuple[int, Background]:
+    """The CLI (`args`) in the background; once its output shows `shown`, node2's vLLM is
+    killed (SIGKILL, by the pid its launcher recorded). Its exit status, and the run."""
+    run = Background(*args, env=env)
+    try:
+        run.wait_for(shown, timeout=300)
+        kill = tb.node_exec("node2", "docker", "exec", f"dgxc-{tb.name}-worker", "sh", "-c",
+                            "kill -9 $(cat /var/log/dgxcluster/vllm.pid)", check=False)
+        # 137: the exec'd shell went down with the container, whose main process (the
+        # launcher) ends as soon as vLLM does
+        assert kill.returncode in (0, 137), kill.stderr
+        rc = run.finish()
+    finally:
+        if run.proc.poll() is None:
+            run.interrupt()
+            run.finish()
+    return rc, run
 
 
 def test_ctrl_c_while_the_ranks_start_rolls_back_every_rank(tb: Testbed) -> None:

@@ -1,16 +1,23 @@
-"""The per-node data-parallel flags the native executor will pass (issue 14 wires them in):
-checked against vLLM's own argument tables and against what vLLM infers from them."""
+"""The per-node data-parallel flags the native executor passes: checked against vLLM's own
+argument tables and against what vLLM infers from them, and as each node's `vllm serve`."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
+from dgxcluster.core.ranks import layout, node_ranks, replicas
 from dgxcluster.inventory import parse_inventory, placement
 from dgxcluster.inventory.placement import Placement
 from dgxcluster.nodeside import vllm_argparse
+from dgxcluster.serving import plan
 from dgxcluster.serving.dataparallel import dp_argv
 from dgxcluster.vllmcli import snapshot
 from tests.unit.test_topology import nodes
+
+if TYPE_CHECKING:
+    from dgxcluster.inventory.schema import InventoryModel
 
 
 def place(n: int, tp: int, dp: int, gpus: int = 1) -> Placement:
@@ -70,3 +77,68 @@ def test_every_flag_parses_with_vllms_own_table(version: str) -> None:
             assert ns.data_parallel_size_local == d.dp_local
             if d.headless:
                 assert ns.data_parallel_start_rank == d.dp_start
+
+
+def inventory(n: int, tp: int, dp: int) -> InventoryModel:
+    return parse_inventory(nodes(n) + f"serve: {{model: org/m, executor: native, "
+                           f"tensor_parallel_size: {tp}, data_parallel_size: {dp}}}\n", environ={})
+
+
+def flags(inv: InventoryModel, node: str) -> str:
+    """The part of the node's `vllm serve` after the sizes, up to --host."""
+    argv = plan.serve_command(inv, node)
+    return " ".join(argv[argv.index("--distributed-executor-backend"):argv.index("--host")])
+
+
+def test_tp1_dp2_on_two_nodes_each_node_one_replica() -> None:
+    inv = inventory(2, tp=1, dp=2)
+    common = ("--distributed-executor-backend mp --data-parallel-size 2 --data-parallel-address "
+              "192.168.100.1 --data-parallel-rpc-port 29550 --data-parallel-size-local 1")
+    assert flags(inv, "s1") == common
+    assert flags(inv, "s2") == f"{common} --data-parallel-start-rank 1 --headless"
+    assert plan.head_ports(inv) == {
+        8000: "vLLM's API (serve.port)", 29550: "vLLM's --data-parallel-rpc-port, where the "
+        "replicas join the head (serve.data_parallel_rpc_port)"}
+
+
+def test_tp2_dp2_on_four_nodes_replicas_span_two_nodes_each() -> None:
+    """The DP flags carry --nnodes/--node-rank/--master-*, in place of the TP-only ones (not
+    twice), and the head's master port is checked too."""
+    inv = inventory(4, tp=2, dp=2)
+    for k, node in enumerate(("s1", "s2", "s3", "s4")):
+        argv = plan.serve_command(inv, node)
+        assert argv.count("--nnodes") == 1 and argv.count("--master-port") == 1
+        got = flags(inv, node)
+        assert (f"--data-parallel-size-local 1 --nnodes 4 --node-rank {k} --master-addr "
+                "192.168.100.1 --master-port 29501") in got
+        assert got.endswith("--headless") is (k > 0)
+        if k:
+            assert f"--data-parallel-start-rank {k // 2} --headless" in got
+    assert set(plan.head_ports(inv)) == {8000, 29501, 29550}
+
+
+def test_tp1_dp3_on_three_nodes() -> None:
+    inv = inventory(3, tp=1, dp=3)
+    assert ["--data-parallel-start-rank 1" in flags(inv, "s2"),
+            "--data-parallel-start-rank 2" in flags(inv, "s3")] == [True, True]
+    assert "--data-parallel-size 3 " in flags(inv, "s1") and "--headless" not in flags(inv, "s1")
+    assert node_ranks(inv) == {"s1": 0, "s2": 1, "s3": 2}
+    assert replicas(inv) == {"s1": "0", "s2": "1", "s3": "2"} and layout(inv) == "DP 3 x TP 1"
+
+
+def test_status_shows_replicas_per_node() -> None:
+    inv = parse_inventory(nodes(2) + "ray: {num_gpus: 2}\nserve: {model: org/m, executor: native, "
+                          "tensor_parallel_size: 1, data_parallel_size: 4}\n", environ={})
+    assert replicas(inv) == {"s1": "0-1", "s2": "2-3"}
+    assert replicas(inventory(4, tp=2, dp=2)) == {"s1": "0", "s2": "0", "s3": "1", "s4": "1"}
+    assert layout(inventory(2, tp=2, dp=1)) == "TP 2" and replicas(inventory(2, tp=2, dp=1)) == {}
+
+
+def test_the_rpc_port_enters_the_config_hash_only_with_data_parallel() -> None:
+    """A running cluster without data parallel keeps its hash (no restart) now the key exists."""
+    tp = inventory(2, tp=2, dp=1)
+    moved = tp.model_copy(update={"serve": tp.serve.model_copy(update={"data_parallel_rpc_port": 1})})
+    assert plan.config_hash(tp, "img") == plan.config_hash(moved, "img")
+    dp = inventory(2, tp=1, dp=2)
+    moved = dp.model_copy(update={"serve": dp.serve.model_copy(update={"data_parallel_rpc_port": 1})})
+    assert plan.config_hash(dp, "img") != plan.config_hash(moved, "img")

@@ -198,12 +198,20 @@ def test_native_ranks_are_the_serving_nodes_placement_decides() -> None:
     assert "--headless" in flags
 
 
-def test_native_data_parallel_is_refused_until_it_is_wired() -> None:
-    out = problems(NODES + "serve:\n  executor: native\n  tensor_parallel_size: 1\n"
-                   "  data_parallel_size: 2\n")
-    assert "serve.data_parallel_size: data-parallel is not wired into the native executor" in out
+def test_data_parallel_needs_the_native_executor_and_its_own_port() -> None:
+    from dgxcluster.inventory import placement
+
+    ok = parse_inventory(NODES + "serve:\n  executor: native\n  tensor_parallel_size: 1\n"
+                         "  data_parallel_size: 2\n", environ={})
+    assert ok.parallel_problem() is None and placement.native_problem(ok) is None
     out = problems(NODES + "serve:\n  tensor_parallel_size: 1\n  data_parallel_size: 2\n")
     assert "serve.data_parallel_size: data-parallel needs serve.executor: native" in out
+    out = problems(NODES + "serve:\n  executor: native\n  tensor_parallel_size: 1\n"
+                   "  data_parallel_size: 2\n  data_parallel_rpc_port: 8000\n")
+    assert "serve.data_parallel_rpc_port: 8000 is also serve.port" in out
+    out = problems(NODES + "serve:\n  executor: native\n  tensor_parallel_size: 1\n"
+                   "  data_parallel_size: 3\n")
+    assert "data_parallel_size 3 needs 3 GPUs, but the 2 node(s) have 2" in out
 
 
 def test_native_refuses_the_restart_watcher_naming_both_keys(tmp_path: Path) -> None:

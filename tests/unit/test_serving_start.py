@@ -392,3 +392,41 @@ def _settled_rm(name: str) -> list[str]:
     from dgxcluster.core.docker import _SETTLED_RM
 
     return ["sh", "-c", _SETTLED_RM, "sh", name]
+
+
+def _dp(inv_text: str) -> str:
+    """TP 1 x DP 2 on a and b: a replica on each node behind a's front end."""
+    return inv_text.replace("serve: {model: org/tiny}", "serve: {model: org/tiny, executor: native, "
+                            "tensor_parallel_size: 1, data_parallel_size: 2}")
+
+
+def test_data_parallel_dry_run_shows_each_nodes_replica_flags(inv_text: str, tmp_path: Path) -> None:
+    home = Reply(stdout="/root")
+    dry = {n: FakeConnection(n).on("HOME", home) for n in ("a", "b")}
+    report = start(_session(_dp(inv_text), dry, tmp_path), StartOptions(dry_run=True))
+    shown = dict(report.dry_run)
+    head, other = "\n".join(shown["a (head)"]), "\n".join(shown["b (worker)"])
+    common = ("--distributed-executor-backend mp --data-parallel-size 2 --data-parallel-address "
+              "192.0.2.1 --data-parallel-rpc-port 29550 --data-parallel-size-local 1")
+    assert common in head and "--headless" not in head and "--data-parallel-start-rank" not in head
+    assert f"{common} --data-parallel-start-rank 1 --headless" in other
+    assert "--nnodes" not in head + other and "--master-port" not in head + other
+    assert shown["a (head)"][0] == (
+        "# ports that must be free here: 8000 (vLLM's API (serve.port)), 29550 (vLLM's "
+        "--data-parallel-rpc-port, where the replicas join the head (serve.data_parallel_rpc_port))")
+
+
+def test_data_parallel_preflight_refuses_a_busy_rpc_port_on_the_head(inv_text: str,
+                                                                    tmp_path: Path) -> None:
+    """The head's front end binds serve.data_parallel_rpc_port for the replicas: taken, start
+    stops in preflight naming it; the master port is not asked for (no replica spans nodes)."""
+    ss = "LISTEN 0 4096 *:29550 *:*\nLISTEN 0 4096 *:29501 *:*"
+    busy = Reply(stdout=_gather().stdout.replace("@@ss\n", f"@@ss\n{ss}\n"))
+    fakes = {"a": FakeConnection("a").on("@@home", busy), "b": FakeConnection("b").on("@@home", _gather())}
+    with pytest.raises(StartFailed) as info:
+        start(_session(_dp(inv_text), fakes, tmp_path),
+              StartOptions(model_check=ModelCheck(set())), RecordingProgress())
+    err = info.value
+    assert err.step == "preflight" and list(err.errors) == ["a"]
+    assert "port(s) 29550 already in use (29550 is vLLM's --data-parallel-rpc-port, where the " \
+        "replicas join the head (serve.data_parallel_rpc_port))" in str(err)

@@ -30,16 +30,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Rank:
-    """One `vllm serve` stand-in process, its output in a file (read while it runs)."""
+class Serve:
+    """One `vllm serve ARGS` stand-in process, its output in a file (read while it runs)."""
 
-    def __init__(self, root: Path, tmp: Path, node_rank: int, master_port: int, *extra: str,
-                 env: dict[str, str] | None = None, tp: int = 2, nnodes: int = 2) -> None:
-        self.log = tmp / f"rank{node_rank}.log"
-        argv = [sys.executable, str(root / "vllm"), "serve", "org/m", "-tp", str(tp),
-                "--distributed-executor-backend", "mp", "--nnodes", str(nnodes),
-                "--node-rank", str(node_rank), "--master-addr", "127.0.0.1",
-                "--master-port", str(master_port), *extra]
+    def __init__(self, root: Path, log: Path, args: list[str],
+                 env: dict[str, str] | None = None) -> None:
+        self.log = log
+        argv = [sys.executable, str(root / "vllm"), "serve", "org/m", *args]
         full = {**os.environ, "DGXCLUSTER_STANDIN_VLLM_CLI": str(root / "vllm_cli"),
                 "GLOO_SOCKET_IFNAME": "lo", "DGXCLUSTER_STANDIN_LOAD_S": "1",
                 "DGXCLUSTER_STANDIN_DIST_TIMEOUT_S": "60", **(env or {})}
@@ -67,15 +64,26 @@ class Rank:
             self.proc.wait()
 
 
+class Rank(Serve):
+    """A rank of vLLM's multi-node executor (`--nnodes/--node-rank/--master-*`)."""
+
+    def __init__(self, root: Path, tmp: Path, node_rank: int, master_port: int, *extra: str,
+                 env: dict[str, str] | None = None, tp: int = 2, nnodes: int = 2) -> None:
+        super().__init__(root, tmp / f"rank{node_rank}.log", [
+            "-tp", str(tp), "--distributed-executor-backend", "mp", "--nnodes", str(nnodes),
+            "--node-rank", str(node_rank), "--master-addr", "127.0.0.1",
+            "--master-port", str(master_port), *extra], env)
+
+
 @pytest.fixture
-def ranks(standin: Path, tmp_path: Path) -> Iterator[list[Rank]]:  # noqa: F811
-    started: list[Rank] = []
+def ranks(standin: Path, tmp_path: Path) -> Iterator[list[Serve]]:  # noqa: F811
+    started: list[Serve] = []
     yield started
     for r in started:
         r.end()
 
 
-def launch(ranks: list[Rank], root: Path, tmp: Path, *args: object, **kw: object) -> Rank:
+def launch(ranks: list[Serve], root: Path, tmp: Path, *args: object, **kw: object) -> Rank:
     r = Rank(root, tmp, *args, **kw)  # type: ignore[arg-type]
     ranks.append(r)
     return r

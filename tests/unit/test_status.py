@@ -391,6 +391,26 @@ def test_native_status_shows_each_rank_instead_of_ray(tmp_path: Path) -> None:
     assert js["executor"] == "native" and js["ranks"][1]["alive"] is False  # type: ignore[index]
 
 
+def test_data_parallel_status_shows_each_nodes_replica_and_the_layout(tmp_path: Path) -> None:
+    """TP 1 x DP 3 on three nodes: each rank's row names its replica, the report the layout
+    (the ranks table's title in `status`)."""
+    vllm = "@@ vllm\npid 7\nlast x\n@@ rc 0\n"
+    fakes = {n: FakeConnection(n).on("", Reply(stdout=probe_output(
+        docker=image_line() + "\n" + native_container(f"dgxc-demo-{role}", role, "running"))
+        + vllm)) for n, role in (("n1", "head"), ("n2", "worker"), ("n3", "worker"))}
+    inv = parse_inventory(INV + "serve: {executor: native, tensor_parallel_size: 1, "
+                          "data_parallel_size: 3}\n", environ={})
+    with Session.open(inv, factory=lambda spec: fakes[spec.name], environ={},  # type: ignore[arg-type]
+                      redactor=Redactor(), log_dir=tmp_path) as s:
+        report = gather(s, expected=lambda _s: TAG,
+                        check_endpoint=lambda _s: EndpointProbe("http://10.0.0.1:8000", "ready"))
+    assert report.ranks is not None and report.layout == "DP 3 x TP 1"
+    assert [(r.node, r.rank, r.replica, r.alive) for r in report.ranks] == [
+        ("n1", 0, "0", True), ("n2", 1, "1", True), ("n3", 2, "2", True)]
+    js = report.to_json()
+    assert js["layout"] == "DP 3 x TP 1" and js["ranks"][2]["replica"] == "2"  # type: ignore[index]
+
+
 def test_ray_status_has_no_rank_rows() -> None:
     fakes = {n: FakeConnection(n).on("", Reply(stdout=probe_output(docker=DOCKER)))
              for n in ("n1", "n2", "n3")}

@@ -87,3 +87,13 @@ def test_a_native_ranks_join_lines() -> None:
         ("joined", "joined: rank 1 of 2"),
         ("failed", "torch.distributed.DistNetworkError"),
     ]
+
+
+def test_a_data_parallel_replicas_join_line() -> None:
+    """vllm/entrypoints/cli/serve.py run_headless, a headless node of data parallel."""
+    got = vllm_log.read_line(
+        "INFO 12-02 05:00:00 [serve.py:240] Launching 1 data parallel engine(s) in headless mode, "
+        "with head node address tcp://192.168.100.10:29550.")
+    assert got is not None and (got.phase, got.detail) == (
+        "connecting", "replica joining the head's data-parallel front end at "
+        "tcp://192.168.100.10:29550")

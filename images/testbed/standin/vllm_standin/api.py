@@ -125,8 +125,15 @@ class Api:
         self.created = int(time.time())
         self.max_model_len = args.max_model_len or 4096
         self.rates = Rates.from_env(os.environ, getattr(args, "max_num_seqs", None) or 256)
-        self.scheduler = Scheduler(self.rates)
-        self.stats = Metrics(self.names[0], self.max_model_len)
+        # one scheduler and one set of series per engine: a data-parallel head (dp.py) fronts
+        # --data-parallel-size engines, labelled engine="0".. as in vLLM's /metrics
+        engines = max(1, int(getattr(args, "data_parallel_size", 1) or 1))
+        self.schedulers = [Scheduler(self.rates) for _ in range(engines)]
+        first = Metrics(self.names[0], self.max_model_len)
+        self.engine_stats = [first, *(Metrics(self.names[0], self.max_model_len, str(i), first)
+                                      for i in range(1, engines))]
+        self.scheduler, self.stats = self.schedulers[0], first
+        self._next = 0
         self.keys = [hashlib.sha256(k.encode()).digest() for k in _api_keys(args)]
 
     def describe(self) -> list[str]:
@@ -166,9 +173,19 @@ class Api:
         } for name in self.names]
         return web.json_response({"object": "list", "data": data})
 
+    def _pick(self) -> int:
+        """The engine for a request: vLLM's DP client picks the least loaded (waiting x 4 +
+        running, from the coordinator's counts); ties here go round the engines in turn."""
+        n = len(self.schedulers)
+        order = [(self._next + i) % n for i in range(n)]
+        pick = min(order, key=lambda e: self.schedulers[e].num_waiting * 4
+                   + len(self.schedulers[e].running))
+        self._next = (pick + 1) % n
+        return pick
+
     async def metrics(self, _req: web.Request) -> web.Response:
-        sched = self.scheduler
-        self.stats.scheduler_state(len(sched.running), sched.num_waiting, sched.kv_cache_usage)
+        for sched, stats in zip(self.schedulers, self.engine_stats, strict=True):
+            stats.scheduler_state(len(sched.running), sched.num_waiting, sched.kv_cache_usage)
         resp = web.Response(body=self.stats.render())
         resp.headers["Content-Type"] = CONTENT_TYPE
         return resp
@@ -261,27 +278,32 @@ class Api:
         usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + len(words),
                  "completion_tokens": len(words), "prompt_tokens_details": None}
         finish = "abort"
+        engine = self._pick()
+        if engine in getattr(self.engine, "lost_engines", ()):  # dp.py: a remote engine gone
+            await asyncio.Event().wait()  # the request went to a socket nobody reads
         try:
-            await self.scheduler.admit(job)
+            await self.schedulers[engine].admit(job)
             if body.get("stream"):
-                resp = await self._stream(req, body, kind, rid, model, prompt, job, words, reason, usage)
+                resp = await self._stream(req, body, kind, rid, model, prompt, job, words, reason,
+                                          usage, engine)
             else:
-                await self._generate(job, len(words), None)
+                await self._generate(job, len(words), None, engine)
                 resp = self._whole(body, kind, rid, model, prompt, words, reason, usage)
             finish = reason
             return resp
         finally:
-            self.scheduler.release(job)
-            self.stats.finished(job, finish, now(), max_tokens)
+            self.schedulers[engine].release(job)
+            self.engine_stats[engine].finished(job, finish, now(), max_tokens)
 
     async def _generate(self, job: Request, count: int,
-                        on_token: Callable[[int], Awaitable[None]] | None) -> None:
-        """Run the request through the scheduler, counting what vLLM's metrics count."""
+                        on_token: Callable[[int], Awaitable[None]] | None, engine: int = 0) -> None:
+        """Run the request through its engine's scheduler, counting what vLLM's metrics count."""
         last: float | None = None
-        async for i in self.scheduler.decode(job, count):
+        stats = self.engine_stats[engine]
+        async for i in self.schedulers[engine].decode(job, count):
             if i == 0:
-                self.stats.first_token(job)
-            self.stats.tokens(job, 1, last)
+                stats.first_token(job)
+            stats.tokens(job, 1, last)
             last = job.token_times[-1]
             if on_token is not None:
                 await on_token(i)
@@ -308,7 +330,7 @@ class Api:
 
     async def _stream(self, req: web.Request, body: dict[str, Any], kind: str, rid: str, model: str,
                       prompt: list[str], job: Request, words: list[str], reason: str,
-                      usage: dict[str, Any]) -> web.StreamResponse:
+                      usage: dict[str, Any], engine: int = 0) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
         await resp.prepare(req)
@@ -349,7 +371,7 @@ class Api:
             await send([choice(word if i == 0 else " " + word, reason if last else None,
                                [_token_id(word)] if with_ids else None)], extra)
 
-        await self._generate(job, len(words), token)
+        await self._generate(job, len(words), token, engine)
         if not words:
             await send([choice("", reason, [] if with_ids else None)], await first_chunk())
         opts = body.get("stream_options") or {}

@@ -17,17 +17,11 @@ from ray.util.placement_group import placement_group, placement_group_table, rem
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from vllm_standin import NAME
+from vllm_standin.load import float_env, load_model
 
 DEVICE = "GPU"
 WORKER_ENV = ("VLLM_HOST_IP", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_HCA",
               "CUDA_VISIBLE_DEVICES")
-
-
-def _float_env(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 def get_ip() -> str:
@@ -94,7 +88,7 @@ class Engine:
         self._verify_bundles()
 
     def _wait_until_pg_ready(self, specs: list[dict[str, float]]) -> None:
-        timeout = _float_env("DGXCLUSTER_STANDIN_PG_TIMEOUT_S", 1800.0)
+        timeout = float_env("DGXCLUSTER_STANDIN_PG_TIMEOUT_S", 1800.0)
         s = time.time()
         ref = self.pg.ready()
         interval = 10.0
@@ -160,16 +154,7 @@ class Engine:
                 "sure it is unique for each node.")
 
     def _load_model(self) -> None:
-        load_s = _float_env("DGXCLUSTER_STANDIN_LOAD_S", 2.0)
-        self.log.info("Starting to load model %s... (%s: waiting %.1fs instead)", self.args.model,
-                      NAME, load_s)
-        t = time.time()
-        shards = max(1, int(load_s))
-        for i in range(1, shards + 1):
-            time.sleep(load_s / shards)
-            self.log.info("Loading safetensors checkpoint shards: %3d%% Completed | %d/%d",
-                          100 * i // shards, i, shards)
-        self.log.info("Model loading took 0.0000 GiB and %.6f seconds", time.time() - t)
+        load_model(self.args.model, self.log)
 
     def check_alive(self) -> None:
         """Raise if a worker died (a node lost): vLLM's engine dies with it."""

@@ -9,6 +9,8 @@ equivalent for (speculative decoding, LoRA, KV connectors, multimodal caches) ar
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -50,23 +52,32 @@ def build_1_2_5_buckets(max_value: int) -> list[int]:
 
 
 class Metrics:
-    def __init__(self, model_name: str, max_model_len: int, engine: str = "0") -> None:
-        self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
-        r = self.registry
+    def __init__(self, model_name: str, max_model_len: int, engine: str = "0",
+                 shared: Metrics | None = None) -> None:
+        """One engine's series; `shared`: another engine's Metrics, whose families (and
+        registry) this one's series join, as vLLM's per-engine `engine="N"` series do."""
+        self.registry = shared.registry if shared is not None else CollectorRegistry()
+        self._families: dict[str, Any] = shared._families if shared is not None else {}
+        if shared is None:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
         values = (model_name, engine)
         tokens = build_1_2_5_buckets(max_model_len)
 
+        def family(cls: Any, name: str, doc: str, labels: list[str] = LABELS, **kw: Any) -> Any:
+            if name not in self._families:
+                self._families[name] = cls(name, doc, labels, registry=self.registry, **kw)
+            return self._families[name]
+
         def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(name, doc, LABELS, registry=r, multiprocess_mode="mostrecent").labels(*values)
+            return family(Gauge, name, doc, multiprocess_mode="mostrecent").labels(*values)
 
         def counter(name: str, doc: str) -> Counter:
-            return Counter(name, doc, LABELS, registry=r).labels(*values)
+            return family(Counter, name, doc).labels(*values)
 
         def histogram(name: str, doc: str, buckets: list[float] | list[int]) -> Histogram:
-            return Histogram(name, doc, LABELS, registry=r, buckets=buckets).labels(*values)
+            return family(Histogram, name, doc, buckets=buckets).labels(*values)
 
         self.running = gauge("vllm:num_requests_running",
                              "Number of requests in model execution batches.")
@@ -83,8 +94,8 @@ class Metrics:
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
         self.generation_tokens = counter("vllm:generation_tokens",
                                          "Number of generation tokens processed.")
-        success = Counter("vllm:request_success", "Count of successfully processed requests.",
-                          LABELS + ["finished_reason"], registry=r)
+        success = family(Counter, "vllm:request_success",
+                         "Count of successfully processed requests.", LABELS + ["finished_reason"])
         self.success = {reason: success.labels(*values, reason) for reason in FINISH_REASONS}
         self.request_prompt_tokens = histogram(
             "vllm:request_prompt_tokens", "Number of prefill tokens processed.", tokens)

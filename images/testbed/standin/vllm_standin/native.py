@@ -30,20 +30,13 @@ import signal
 import socket
 import sys
 import threading
-import time
 from typing import Any
 
-from vllm_standin import NAME
+from vllm_standin import NAME, log
 from vllm_standin.dist import DistError, Group
+from vllm_standin.load import float_env, load_model
 
 MP_BACKENDS = ("mp", "uni", "external_launcher")
-
-
-def _float_env(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -65,32 +58,12 @@ def config_problem(args: argparse.Namespace) -> str | None:
         return (f"AssertionError: global world_size ({world}) must be divisible by "
                 f"nnodes_within_dp ({args.nnodes}). ")
     if args.headless and args.node_rank == 0:
-        return (f"ValueError: ({NAME}) --headless with --node-rank 0 is vLLM's data-parallel "
-                "headless mode, which the stand-in does not emulate")
+        return (f"ValueError: ({NAME}) --headless with --node-rank 0 and no data parallel "
+                "(--data-parallel-size 1) is not emulated")
     if args.node_rank >= args.nnodes:
         return (f"ValueError: ({NAME}) --node-rank {args.node_rank} is not below --nnodes "
                 f"{args.nnodes}")
     return None
-
-
-def _worker_log(name: str) -> logging.Logger:
-    """A worker's lines carry vLLM's process prefix: `(Worker_TP1 pid=7) INFO ...`."""
-    logger = logging.getLogger(f"vllm.worker.{name}")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter(
-            f"({name} pid=%(process)d) %(levelname)s %(asctime)s [%(module)s.py:%(lineno)d] "
-            "%(message)s", "%m-%d %H:%M:%S"))
-        logger.handlers[:] = [handler]
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    return logger
-
-
-def _traceback(line: str, where: str) -> None:
-    sys.stdout.write(f"Traceback (most recent call last):\n  ({where}, emulated by the {NAME})\n"
-                     f"{line}\n")
-    sys.stdout.flush()
 
 
 class NativeEngine:
@@ -103,7 +76,7 @@ class NativeEngine:
         self.group = Group(
             node_rank=args.node_rank, nnodes=args.nnodes, world_size=self.world,
             master_addr=args.master_addr, master_port=args.master_port,
-            timeout_s=_float_env("DGXCLUSTER_STANDIN_DIST_TIMEOUT_S", 600.0), log=logger,
+            timeout_s=float_env("DGXCLUSTER_STANDIN_DIST_TIMEOUT_S", 600.0), log=logger,
             gloo_ifname=os.environ.get("GLOO_SOCKET_IFNAME") or None)
         self.dead: str | None = None
         self.loaded = False
@@ -111,11 +84,11 @@ class NativeEngine:
 
     def workers(self) -> list[tuple[int, int, logging.Logger]]:
         """(global rank, local rank, its logger) for each worker of this node."""
-        return [(r, i, _worker_log("Worker")) for i, r in enumerate(self.group.ranks)]
+        return [(r, i, log.process("Worker")) for i, r in enumerate(self.group.ranks)]
 
     def start(self) -> None:
         a = self.args
-        gpus = int(_float_env("DGXCLUSTER_STANDIN_GPUS", 1))
+        gpus = int(float_env("DGXCLUSTER_STANDIN_GPUS", 1))
         for rank, local, wlog in self.workers():
             wlog.info("world_size=%d rank=%d local_rank=%d distributed_init_method=tcp://%s:%d "
                       "backend=nccl", self.world, rank, local, a.master_addr, a.master_port)
@@ -128,28 +101,16 @@ class NativeEngine:
         for rank, _local, _w in self.workers():
             name = "Worker" + (f"_PP{rank // tp}" if a.pipeline_parallel_size > 1 else "") + \
                 (f"_TP{rank % tp}" if tp > 1 else "")
-            _worker_log(name).info(
+            log.process(name).info(
                 "rank %d in world size %d is assigned as DP rank 0, PP rank %d, PCP rank 0, "
                 "TP rank %d, EP rank N/A, EPLB rank N/A", rank, self.world, rank // tp, rank % tp)
         self._load()
         self.loaded = True
 
     def _load(self) -> None:
-        load_s = _float_env("DGXCLUSTER_STANDIN_LOAD_S", 2.0)
-        self.log.info("Starting to load model %s... (%s: waiting %.1fs instead)", self.args.model,
-                      NAME, load_s)
-        t = time.time()
-        shards = max(1, int(load_s))
-        for i in range(1, shards + 1):
-            until = t + load_s * i / shards
-            while time.time() < until:
-                if self.group.lost:  # a collective of the load would fail now
-                    raise DistError("RuntimeError: NCCL error: remote process exited or there was "
-                                    f"a network error ({NAME}: {self.group.lost} left)")
-                time.sleep(min(0.05, max(0.0, until - time.time())))
-            self.log.info("Loading safetensors checkpoint shards: %3d%% Completed | %d/%d",
-                          100 * i // shards, i, shards)
-        self.log.info("Model loading took 0.0000 GiB and %.6f seconds", time.time() - t)
+        load_model(self.args.model, self.log, lambda: (
+            "RuntimeError: NCCL error: remote process exited or there was a network error "
+            f"({NAME}: {self.group.lost} left)") if self.group.lost else None)
 
     def _peer_lost(self, who: str) -> None:
         self.dead = f"{who} left the process group"
@@ -169,9 +130,13 @@ class NativeEngine:
 
 def main(args: argparse.Namespace, logger: logging.Logger, bind: Any) -> int:
     """One rank, from the configuration check to serving (rank 0) or waiting (headless)."""
+    from vllm_standin import dp
+
+    if dp.wanted(args):  # replicas behind the head's front end (dp.py)
+        return dp.main(args, logger, bind)
     problem = config_problem(args)
     if problem:
-        _traceback(problem, f"vLLM {args.emulated_vllm} configuration checks")
+        log.traceback(problem, f"vLLM {args.emulated_vllm} configuration checks")
         return 1
     a = args
     stop = threading.Event()
@@ -202,13 +167,13 @@ def main(args: argparse.Namespace, logger: logging.Logger, bind: Any) -> int:
         engine.shutdown()
         for _rank, _local, wlog in engine.workers():
             wlog.error("WorkerProc failed to start.")
-        _traceback(str(exc), "vllm/v1/executor/multiproc_executor.py WorkerProc.worker_main")
+        log.traceback(str(exc), "vllm/v1/executor/multiproc_executor.py WorkerProc.worker_main")
         if a.node_rank == 0:
             logger.error("EngineCore failed to start.")
-            _traceback("RuntimeError: Engine core initialization failed. See root cause above. "
+            log.traceback("RuntimeError: Engine core initialization failed. See root cause above. "
                        "Failed core proc(s): {'EngineCore_DP0': 1}", "vllm/v1/engine/utils.py")
         else:
-            _traceback("Exception: WorkerProc initialization failed due to an exception in a "
+            log.traceback("Exception: WorkerProc initialization failed due to an exception in a "
                        "background process. See stack trace for root cause.",
                        "vllm/v1/executor/multiproc_executor.py wait_for_ready")
         return 1
