@@ -38,6 +38,11 @@ def unit_name(cluster: str) -> str:
     return f"dgxcluster-{cluster}.service"
 
 
+def unit_path(cluster: str) -> str:
+    """Where that unit's file lives on a node."""
+    return f"{UNIT_DIR}/{unit_name(cluster)}"
+
+
 def verify_container(cluster: str, job: str) -> str:
     """verify-ib's measurement container for `job` (one of VERIFY_JOBS)."""
     return f"dgxc-{cluster}-verify-{job}"

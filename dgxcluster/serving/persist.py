@@ -79,10 +79,6 @@ _REMOVE = (
 )
 
 
-def unit_path(cluster: str) -> str:
-    return f"{naming.UNIT_DIR}/{naming.unit_name(cluster)}"
-
-
 def _step(what: str, **kw: object) -> dict[str, object]:
     return {"what": what, **kw}
 
@@ -216,7 +212,7 @@ def parse_read(text: str) -> Installed:
 
 
 def read(conn: Connection, inv: InventoryModel, paths: NodePaths) -> Installed:
-    res = conn.run(shell(_READ, unit_path(inv.cluster), naming.unit_name(inv.cluster),
+    res = conn.run(shell(_READ, naming.unit_path(inv.cluster), naming.unit_name(inv.cluster),
                          paths.boot_plan), timeout=docker.QUICK_S)
     return parse_read(res.stdout)
 
@@ -233,7 +229,7 @@ def problem(inv: InventoryModel, now: Installed) -> str | None:
         return ("--persist needs systemd, and this node has no systemctl; start without "
                 "--persist (serve.persist: false)")
     if now.how == "none":
-        return (f"--persist installs {unit_path(inv.cluster)} as root, and the SSH user "
+        return (f"--persist installs {naming.unit_path(inv.cluster)} as root, and the SSH user "
                 f"{now.user} is not root and has no passwordless sudo; fix: {FIX}")
     return None
 
@@ -258,11 +254,11 @@ def ensure(conn: Connection, inv: InventoryModel, paths: NodePaths, config: str)
     tmp = paths.tmp_file(f"{name}.{config}")
     conn.run(["mkdir", "-p", paths.tmp_dir], timeout=docker.QUICK_S).check()
     conn.put(unit.encode(), tmp, 0o644, timeout=docker.QUICK_S)
-    res = conn.run(shell(_INSTALL, tmp, unit_path(inv.cluster), name), timeout=docker.QUICK_S * 2)
+    res = conn.run(shell(_INSTALL, tmp, naming.unit_path(inv.cluster), name), timeout=docker.QUICK_S * 2)
     if not res.ok or "installed" not in res.stdout:
-        conn.run(["rm", "-f", tmp], timeout=docker.QUICK_S)
+        conn.run(["rm", "-f", tmp, paths.boot_plan], timeout=docker.QUICK_S)
         said = (res.stdout + res.stderr).strip().splitlines()
-        raise StepError(STEP, f"could not install {unit_path(inv.cluster)}: "
+        raise StepError(STEP, f"could not install {naming.unit_path(inv.cluster)}: "
                         f"{said[-1] if said else f'exit {res.exit_code}'}; fix: {FIX}", conn.node)
     return Outcome(conn.node, STEP, Status.CHANGED,
                    f"installed and enabled {name} ({paths.boot_plan}, config {config})")
@@ -271,7 +267,7 @@ def ensure(conn: Connection, inv: InventoryModel, paths: NodePaths, config: str)
 def remove(conn: Connection, inv: InventoryModel, paths: NodePaths) -> Outcome:
     """No unit, no plan on the node (unchanged when there were none)."""
     name = naming.unit_name(inv.cluster)
-    res = conn.run(shell(_REMOVE, unit_path(inv.cluster), name, paths.boot_plan),
+    res = conn.run(shell(_REMOVE, naming.unit_path(inv.cluster), name, paths.boot_plan),
                    timeout=docker.QUICK_S * 2)
     last = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
     if last == "absent":
@@ -280,14 +276,14 @@ def remove(conn: Connection, inv: InventoryModel, paths: NodePaths) -> Outcome:
         return Outcome(conn.node, STEP, Status.CHANGED, f"disabled and removed {name}")
     why = "no root or passwordless sudo" if last == "no root" else (
         (res.stderr or res.stdout).strip() or f"exit {res.exit_code}")
-    raise StepError(STEP, f"could not remove {unit_path(inv.cluster)}: {why}; fix: {FIX}",
+    raise StepError(STEP, f"could not remove {naming.unit_path(inv.cluster)}: {why}; fix: {FIX}",
                     conn.node)
 
 
 def dry_run_lines(inv: InventoryModel, node: str, paths: NodePaths, config: str) -> list[str]:
     """What `start --persist --dry-run` shows for one node: the unit and the plan."""
     unit, data = wanted(inv, node, paths, config)
-    return [f"write {unit_path(inv.cluster)} (User= the SSH user when not root), then "
+    return [f"write {naming.unit_path(inv.cluster)} (User= the SSH user when not root), then "
             f"`systemctl daemon-reload`, `systemctl enable {naming.unit_name(inv.cluster)}`:",
             *("    " + ln for ln in unit.splitlines()),
             f"write {paths.boot_plan} (mode 0600):",

@@ -481,7 +481,9 @@ class StartRun:
                 return persist.ensure(conn, self.inv, paths, config)
             return persist.remove(conn, self.inv, paths)
 
-        group = self.s.cluster.map(one)
+        nodes = self.inv.names if self.inv.serve.persist else \
+            [n for n in self.inv.names if self.facts[n].unit]  # off: remove what is there
+        group = self.s.cluster.map(one, nodes)
         if group.errors and self.inv.serve.persist:
             done = [n for n, o in group.values.items() if o.status is Status.CHANGED]
             undo = self.s.cluster.map(
@@ -490,6 +492,9 @@ class StartRun:
                 group.values[node] = Outcome(node, persist.STEP, Status.CHANGED,
                                              "removed again (another node failed)")
         self.report.outcomes += outcomes_from(persist.STEP, group)
+        for n in self.inv.names:
+            if n not in nodes:
+                self.out(n, persist.STEP, Status.UNCHANGED, "off (no unit installed)")
         group.raise_for_failures(persist.STEP)
 
 

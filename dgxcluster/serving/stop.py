@@ -84,10 +84,11 @@ def _stop_locked(session: Session, keep: bool, prog: Progress, report: StopRepor
 def _remove_persistence(session: Session, answered: dict[str, Found], prog: Progress,
                         report: StopReport) -> bool:
     """Every answering node's boot unit and plan removed; True if any node had one."""
-    for n in answered:
+    nodes = [n for n, f in answered.items() if f.unit]
+    for n in nodes:
         prog.status(n, "persist: removing the boot unit")
     unit = session.cluster.map(
-        lambda c: persist.remove(c, session.inventory, answered[c.node].paths), list(answered))
+        lambda c: persist.remove(c, session.inventory, answered[c.node].paths), nodes)
     removed = False
     for o in outcomes_from(persist.STEP, unit):
         if o.status is not Status.UNCHANGED:
