@@ -18,21 +18,12 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import TESTBED, ensure_image, ensure_model, testbed_down, testbed_up
-from heal.heal_bench import READY, STATE, dgx, node
-
-
-def serving(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/models", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
+from heal.heal_bench import READY, STATE, dgx, node, serving
 
 
 def main() -> None:

@@ -92,15 +92,12 @@ def disable(name: str) -> int:
     return 0
 
 
-def is_enabled(name: str) -> int:
-    if not (DIR / name).is_file():
-        print("not-found")
-        return EXIT_NOT_FOUND
-    if _links(name):
-        print("enabled")
-        return 0
-    print("disabled")
-    return 1
+def is_enabled(name: str, quiet: bool = False) -> int:
+    state, code = ("not-found", EXIT_NOT_FOUND) if not (DIR / name).is_file() else \
+        ("enabled", 0) if _links(name) else ("disabled", 1)
+    if not quiet:
+        print(state)
+    return code
 
 
 def _unescape(word: str) -> str:
@@ -143,7 +140,9 @@ def main(argv: list[str]) -> int:
         return boot()
     if len(args) == 2 and args[0] in ("enable", "disable", "is-enabled"):
         name = args[1] if "." in args[1] else f"{args[1]}.service"
-        return {"enable": enable, "disable": disable, "is-enabled": is_enabled}[args[0]](name)
+        if args[0] == "is-enabled":
+            return is_enabled(name, quiet=any(a in ("-q", "--quiet") for a in argv))
+        return {"enable": enable, "disable": disable}[args[0]](name)
     err(f"{NAME}: only daemon-reload, enable, disable and is-enabled UNIT are emulated "
         f"(asked: {shlex.join(argv)})")
     return 1

@@ -49,6 +49,8 @@ def test_enable_links_into_wanted_by_and_is_enabled_says_so(
     assert capsys.readouterr().err == ""
     assert sc.main(["is-enabled", "d.service"]) == 0
     assert capsys.readouterr().out == "enabled\n"
+    assert sc.main(["is-enabled", "--quiet", "d"]) == 0  # a bare name means NAME.service
+    assert capsys.readouterr().out == ""
     assert sc.main(["disable", "d.service"]) == 0
     assert not link.exists() and "Removed" in capsys.readouterr().err
     assert sc.main(["is-enabled", "d.service"]) == 1
