@@ -79,6 +79,15 @@ def register(app: typer.Typer) -> None:
                                   "/proc/sys/vm/drop_caches), as root or through `sudo -n`; a "
                                   "node where neither works fails the preflight.")
         ] = False,
+        persist: Annotated[
+            Optional[bool],  # noqa: UP045
+            typer.Option("--persist/--no-persist",
+                         help="For this run (default: serve.persist): install on every node a "
+                              "systemd unit (dgxcluster-<cluster>.service, root or `sudo -n`) "
+                              "that brings this cluster back when the node boots, workers "
+                              "after their head; --no-persist removes it. `stop` removes it "
+                              "too. Not a configuration change: no --restart needed."),
+        ] = None,
         executor: Annotated[
             Optional[ExecutorChoice],  # noqa: UP045
             typer.Option("--executor", case_sensitive=False,
@@ -93,7 +102,9 @@ def register(app: typer.Typer) -> None:
 
         Stages, each reported per node: lock, preflight, env-files, then with Ray ray-head,
         ray-workers, ray-ready, vllm; native: headless (every node but the head, in
-        parallel), rank0 (the head); then vllm-ready. Then prints the endpoint and a curl.
+        parallel), rank0 (the head); then vllm-ready, supervise (serve.restart) and persist
+        (serve.persist / --persist: each node's boot unit installed, or removed). Then
+        prints the endpoint and a curl.
         Before any node is touched, every vLLM flag (a recipe's and serve.extra_args) is
         checked against the argument table of the image's vLLM release (exit 2 if vLLM would
         refuse it). Preflight also checks that serve.model (at serve.revision) is complete in
@@ -123,6 +134,10 @@ def register(app: typer.Typer) -> None:
             from dgxcluster.inventory.load import with_executor
 
             inv = with_executor(inv, executor.value)
+            st.use(inv)
+        if persist is not None and persist != inv.serve.persist:
+            serve = inv.serve.model_copy(update={"persist": persist})
+            inv = inv.model_copy(update={"serve": serve})
             st.use(inv)
         merged = st.merged()
         flags = check_flags(merged, skip=skip_flag_check)

@@ -141,6 +141,11 @@ def _print_keeping(out: Console, report: ClusterStatus) -> None:
         style = "red" if h.state == "gave up" else "yellow" if h.restarts else "green"
         out.print(f"[bold]healing[/bold] [{style}]{h.describe()}[/{style}]", highlight=False,
                   soft_wrap=True)
+    p_style = "green" if "matches" in report.persist else "dim" if report.persist == "off" \
+        else "yellow"
+    out.print(f"[bold]persist[/bold] [{p_style}]{report.persist}[/{p_style}]"
+              + (" (a reboot starts nothing; `start --persist` installs it)"
+                 if report.persist == "off" else ""), highlight=False, soft_wrap=True)
     auth_style = "green" if report.auth.startswith("on") else "yellow"
     out.print(f"[bold]auth[/bold]   [{auth_style}]{report.auth}[/{auth_style}]"
               + ("" if report.auth != "off" else " (anyone who reaches the port can use it; "

@@ -29,6 +29,20 @@ def container_name(cluster: str, role: str) -> str:
     return f"dgxc-{cluster}-{role}"
 
 
+#: Where `serve.persist` puts its systemd system units (systemd.unit(5): the admin's units).
+UNIT_DIR = "/etc/systemd/system"
+
+
+def unit_name(cluster: str) -> str:
+    """`serve.persist`'s systemd unit on every node: `dgxcluster-<cluster>.service`."""
+    return f"dgxcluster-{cluster}.service"
+
+
+def unit_path(cluster: str) -> str:
+    """Where that unit's file lives on a node."""
+    return f"{UNIT_DIR}/{unit_name(cluster)}"
+
+
 def verify_container(cluster: str, job: str) -> str:
     """verify-ib's measurement container for `job` (one of VERIFY_JOBS)."""
     return f"dgxc-{cluster}-verify-{job}"

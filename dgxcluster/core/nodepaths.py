@@ -33,6 +33,10 @@ SUPERVISOR_STATE = "supervisor.json"
 SUPERVISOR_RECORDS = "restarts.jsonl"
 SUPERVISOR_LOG = "supervisor.log"
 SUPERVISOR_CONFIG = "supervisor-config.json"
+#: `serve.persist`: the node's boot plan (under the root; read by `nodeside/boot.py`, which
+#: the systemd unit runs at boot) and what that run printed (LOG_DIR, collected by `logs`).
+BOOT_PLAN = "boot-plan.json"
+BOOT_LOG = "boot.log"
 
 
 def remote_home(conn: Connection) -> str:
@@ -117,6 +121,15 @@ class NodePaths:
     @property
     def vllm_log(self) -> str:
         return self.sub(LOG_DIR, VLLM_LOG)
+
+    @property
+    def boot_plan(self) -> str:
+        """`serve.persist`: what the node's systemd unit runs at boot (`serving/persist.py`)."""
+        return self.sub(BOOT_PLAN)
+
+    @property
+    def boot_log(self) -> str:
+        return self.sub(LOG_DIR, BOOT_LOG)
 
     @property
     def records_dir(self) -> str:

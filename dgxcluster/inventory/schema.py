@@ -493,6 +493,11 @@ class ServeSettings(Strict):
     health_failures: int = Field(
         default=3, ge=1, le=1000,
         description="/health probes failed in a row (vLLM's process alive) that count as a hang")
+    persist: bool = Field(
+        default=False, description="come back by itself when the nodes boot: `start` installs "
+        "a systemd unit per node (dgxcluster-<cluster>.service) that starts the node's part in "
+        "order; `stop` removes it. Not part of the config hash (`start --persist` on a running "
+        "cluster just installs it)")
 
     @field_validator("model", "served_model_name", "revision")
     @classmethod

@@ -9,7 +9,7 @@ import os
 import sys
 
 PROGRAMS = ("relay", "hfcache", "layerfilter", "nccl_probe", "nccl_libs", "clusterlock",
-            "supervisor")
+            "supervisor", "boot")
 
 
 def main(argv: list[str] | None = None) -> int:

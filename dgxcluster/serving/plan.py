@@ -230,6 +230,11 @@ WATCH_KEYS = ("restart", "max_restarts", "restart_window_s", "restart_backoff_s"
               "restart_backoff_max_s", "health_interval_s", "health_failures")
 
 
+#: Whether the nodes bring the cluster back at boot (`serving.persist`), not what runs: left
+#: out of the config hash, so `start --persist` on a running cluster only installs the units.
+PERSIST_KEYS = ("persist",)
+
+
 #: Serve settings that shape how we wait or what we print, not what runs.
 _NOT_RUN = {"ready_timeout_s", "stop_timeout_s", "public_host", "endpoint_via"}
 
@@ -262,7 +267,7 @@ def _not_hashed(inv: InventoryModel) -> set[str]:
     """What shapes how we wait, what we print or what the watcher does, not what runs
     (`_NOT_RUN`, `WATCH_KEYS`). The executor's keys enter only for native, so a Ray cluster
     started before they existed keeps its hash (no spurious restart)."""
-    out = _NOT_RUN | set(WATCH_KEYS)
+    out = _NOT_RUN | set(WATCH_KEYS) | set(PERSIST_KEYS)
     if inv.serve.data_parallel_size == 1:  # a cluster started before the key keeps its hash
         out.add("data_parallel_rpc_port")
     return out if inv.serve.executor == NATIVE else out | {"executor", "master_port"}

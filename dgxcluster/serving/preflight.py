@@ -1,7 +1,8 @@
 """Preflight: read every node's facts at once, then say everything that is wrong.
 
 Read-only. Each node is checked in parallel: reachable, docker usable, the expected image
-tag present, what dgxcluster containers exist, ports free on the head, a GPU visible.
+tag present, what dgxcluster containers exist, ports free on the head, a GPU visible, and
+whether this cluster's boot unit is installed (`serving.persist`).
 The decision of what to do with existing containers is `start`'s (compare, then act).
 """
 
@@ -59,6 +60,7 @@ class NodeFacts:
     gpus: list[nvidia_smi.Gpu] | None = None
     problems: list[str] = field(default_factory=list)
     model: str = ""  # what the model check found here, for the outcome table
+    unit: bool = False  # a boot unit of this cluster is installed (serve.persist)
 
     def container(self, name: str) -> ContainerInfo | None:
         return next((c for c in self.containers if c.name == name), None)
@@ -76,7 +78,8 @@ _GATHER = (
     'echo @@ps; docker ps -a --no-trunc --filter "label=$1" --format "{{json .}}" 2>&1; echo "@@rc $?"; '
     'echo @@image; docker image inspect --format "{{.Id}}" "$2" 2>&1; echo "@@rc $?"; '
     'if [ "$3" = 1 ]; then echo @@ss; ' + shlex.join(listening.COMMAND) + ' 2>&1; echo "@@rc $?"; fi; '
-    'if [ "$4" = 1 ]; then echo @@smi; ' + shlex.join(nvidia_smi.ARGV) + ' 2>&1; echo "@@rc $?"; fi'
+    'if [ "$4" = 1 ]; then echo @@smi; ' + shlex.join(nvidia_smi.ARGV) + ' 2>&1; echo "@@rc $?"; fi; '
+    'echo @@unit; [ ! -e "$5" ] || echo present; echo "@@rc 0"'
 )
 
 
@@ -104,7 +107,8 @@ def gather(conn: Connection, inv: InventoryModel, image: str) -> NodeFacts:
     role = role_of(inv, conn.node)
     check_gpu = inv.container.gpus != "none"
     res = conn.run(shell(_GATHER, f"{naming.LABEL_CLUSTER}={inv.cluster}", image,
-                         "1" if role == HEAD else "0", "1" if check_gpu else "0"),
+                         "1" if role == HEAD else "0", "1" if check_gpu else "0",
+                         naming.unit_path(inv.cluster)),
                    timeout=docker.QUICK_S)
     sec = split_sections(res.stdout)
     home = sec.get("home", ("", -1))[0].strip()
@@ -120,6 +124,7 @@ def gather(conn: Connection, inv: InventoryModel, image: str) -> NodeFacts:
     else:
         facts.containers = ps.containers
     facts.image_ok = sec.get("image", ("", -1))[1] == 0
+    facts.unit = sec.get("unit", ("", -1))[0].strip() == "present"
     if not facts.image_ok and ps is not None:
         facts.problems.append(f"image {image} is not on this node: run `dgxcluster build`")
     if role == HEAD:

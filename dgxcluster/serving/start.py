@@ -1,6 +1,6 @@
 """`start`: named stages, each reported per node, compare-then-act, rolled back on failure.
 
-    lock -> preflight -> (the executor's stages) -> vllm-ready -> supervise
+    lock -> preflight -> (the executor's stages) -> vllm-ready -> supervise -> persist
     ray:    ray-head -> ray-workers -> ray-ready -> vllm -> vllm-ready
     native: headless -> rank0 -> vllm-ready
 
@@ -42,7 +42,7 @@ from dgxcluster.remote.command import for_display
 from dgxcluster.remote.connection import Connection
 from dgxcluster.remote.result import GroupResult
 from dgxcluster.secrets import render_env_file
-from dgxcluster.serving import dropcaches, executors, plan, supervise, vllm
+from dgxcluster.serving import dropcaches, executors, persist, plan, supervise, vllm
 from dgxcluster.serving.executors import Executor
 from dgxcluster.serving.lock import ClusterLock
 from dgxcluster.serving.preflight import (
@@ -164,6 +164,8 @@ def _dry_run(session: Session, image: str, config: str) -> list[tuple[str, list[
         if cmds.role == plan.HEAD:  # what preflight checks free before the head's container
             lines.insert(0, "# ports that must be free here: " + ", ".join(
                 f"{port} ({whose})" for port, whose in plan.head_ports(inv).items()))
+        if inv.serve.persist:
+            lines += persist.dry_run_lines(inv, node, group.values[node], config)
         out.append((f"{node} ({cmds.role})", [session.redactor(ln) for ln in lines]))
     return out
 
@@ -250,6 +252,7 @@ class StartRun:
                 self.out(node, "start", Status.UNCHANGED,
                          f"already running (config {self.report.config})")
             self.supervise()
+            self.persist()
             return DONE
         # something will be started: the watcher must not act meanwhile (started again last)
         if supervise.stop(self.s.cluster.conn(self.head), self.facts[self.head].paths) == "stopped":
@@ -275,6 +278,7 @@ class StartRun:
                 self.out(conn.node, dropcaches.STEP, *dropcaches.drop(conn))
             self.p.status(conn.node, "preflight")
             facts = gather(conn, self.inv, self.report.image)
+            self._persist_check(conn, facts)
             check = self._model_check()
             if check is not None:
                 self.p.status(conn.node, f"preflight: looking for {check.label}")
@@ -306,6 +310,13 @@ class StartRun:
         if errors:
             raise NodesFailed("preflight", errors)
         self.facts = dict(group.values)
+
+    def _persist_check(self, conn: Connection, facts: NodeFacts) -> None:
+        """`--persist` refused before anything starts (no systemd, no root), not after."""
+        if self.inv.serve.persist:
+            why = persist.precheck(conn, self.inv, facts.paths)
+            if why:
+                facts.problems.append(why)
 
     def _model_check(self) -> NodeCheck | None:
         check = self.opts.model_check
@@ -460,8 +471,38 @@ class StartRun:
             self.s.cluster.conn(self.head), self.inv, self.facts[self.head].paths, self.report.config))
 
 
+    def persist(self) -> None:
+        """Every node's unit and boot plan (`serve.persist`), or none; last: they bring back
+        what runs now. A node that fails has the others' removed again (nothing half-done)."""
+        self.step = persist.STEP
+        config = self.report.config
+
+        def one(conn: Connection) -> Outcome:
+            paths = self.facts[conn.node].paths
+            if self.inv.serve.persist:
+                self.p.status(conn.node, f"persist: installing {naming.unit_name(self.inv.cluster)}")
+                return persist.ensure(conn, self.inv, paths, config)
+            return persist.remove(conn, self.inv, paths)
+
+        nodes = self.inv.names if self.inv.serve.persist else \
+            [n for n in self.inv.names if self.facts[n].unit]  # off: remove what is there
+        group = self.s.cluster.map(one, nodes)
+        if group.errors and self.inv.serve.persist:
+            done = [n for n, o in group.values.items() if o.status is Status.CHANGED]
+            undo = self.s.cluster.map(
+                lambda c: persist.remove(c, self.inv, self.facts[c.node].paths), done)
+            for node in undo.values:
+                group.values[node] = Outcome(node, persist.STEP, Status.CHANGED,
+                                             "removed again (another node failed)")
+        self.report.outcomes += outcomes_from(persist.STEP, group)
+        for n in self.inv.names:
+            if n not in nodes:
+                self.out(n, persist.STEP, Status.UNCHANGED, "off (no unit installed)")
+        group.raise_for_failures(persist.STEP)
+
+
 def stages(executor: Executor) -> tuple[Stage[StartRun], ...]:
     """preflight (shared), then the executor's own, ending with vLLM answering, then the
-    head's watcher (`serve.restart`)."""
+    head's watcher (`serve.restart`), then each node's boot unit (`serve.persist`)."""
     return (Stage("preflight", StartRun.preflight), *executor.stages(),
-            Stage("supervise", StartRun.supervise))
+            Stage("supervise", StartRun.supervise), Stage("persist", StartRun.persist))

@@ -1,4 +1,5 @@
-"""`stop`: vLLM gracefully, then Ray workers, then the head; containers and env-files go.
+"""`stop`: persistence first (each node's boot unit, `serving.persist`), then vLLM
+gracefully, then Ray workers, then the head; containers and env-files go.
 
 Reachable nodes are always cleaned, even when others are not; the unreachable ones are
 reported (the CLI exits 3). With nothing of this cluster on any node, nothing happens.
@@ -11,8 +12,9 @@ from dataclasses import dataclass, field
 
 from dgxcluster.core.progress import NullProgress, Progress
 from dgxcluster.core.session import Session
-from dgxcluster.core.steps import Outcome, Status
+from dgxcluster.core.steps import Outcome, Status, outcomes_from
 from dgxcluster.errors import ConnectError
+from dgxcluster.serving import persist
 from dgxcluster.serving.lock import ClusterLock
 from dgxcluster.serving.teardown import Found, discover, teardown
 
@@ -57,7 +59,14 @@ def _stop_locked(session: Session, keep: bool, prog: Progress, report: StopRepor
             report.outcomes.append(Outcome(node, "discover", Status.UNREACHABLE, err.reason))
         else:
             report.outcomes.append(Outcome(node, "discover", Status.FAILED, str(err)))
+    # persistence first, on every node that answered, whatever runs: a reboot after a stop
+    # must start nothing, even when the containers were already gone
+    removed = _remove_persistence(session, group.values, prog, report)
     found: dict[str, Found] = {n: f for n, f in group.values.items() if not f.empty}
+    if not found and removed:
+        for node in group.values:
+            report.outcomes.append(Outcome(node, "stop", Status.UNCHANGED, "no containers here"))
+        return
     if not found:
         report.nothing = True
         for node in group.values:
@@ -70,3 +79,19 @@ def _stop_locked(session: Session, keep: bool, prog: Progress, report: StopRepor
     for node in group.values:
         if node not in found:
             report.outcomes.append(Outcome(node, "stop", Status.UNCHANGED, "nothing of this cluster here"))
+
+
+def _remove_persistence(session: Session, answered: dict[str, Found], prog: Progress,
+                        report: StopReport) -> bool:
+    """Every answering node's boot unit and plan removed; True if any node had one."""
+    nodes = [n for n, f in answered.items() if f.unit]
+    for n in nodes:
+        prog.status(n, "persist: removing the boot unit")
+    unit = session.cluster.map(
+        lambda c: persist.remove(c, session.inventory, answered[c.node].paths), nodes)
+    removed = False
+    for o in outcomes_from(persist.STEP, unit):
+        if o.status is not Status.UNCHANGED:
+            report.outcomes.append(o)
+            removed = True
+    return removed

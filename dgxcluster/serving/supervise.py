@@ -98,6 +98,12 @@ def render(cfg: dict[str, object]) -> bytes:
     return (json.dumps(cfg, indent=1, sort_keys=True) + "\n").encode()
 
 
+def launch_argv(paths: NodePaths, bundle: str) -> list[str]:
+    """Start the watcher detached with the config `ensure` wrote (also a boot plan step)."""
+    return shell(_LAUNCH, f"{paths.root}/{SUPERVISOR_CONFIG}", bundle,
+                 f"{paths.log_dir}/{SUPERVISOR_LOG}", f"{paths.log_dir}/{SUPERVISOR_PID}")
+
+
 def stop(conn: Connection, paths: NodePaths) -> str:
     """Stop the node's watcher: 'stopped' or 'absent'."""
     res = conn.run(shell(_STOP, f"{paths.log_dir}/{SUPERVISOR_PID}"), timeout=docker.QUICK_S + 15)
@@ -123,8 +129,7 @@ def ensure(conn: Connection, inv: InventoryModel, paths: NodePaths, config_hash:
     stop(conn, paths)
     bundle = ship.ensure(conn, paths)
     conn.put(data, cfg_file, 0o600, timeout=docker.QUICK_S)
-    res = conn.run(shell(_LAUNCH, cfg_file, bundle, f"{paths.log_dir}/{SUPERVISOR_LOG}", pid_file),
-                   timeout=docker.QUICK_S)
+    res = conn.run(launch_argv(paths, bundle), timeout=docker.QUICK_S)
     if not res.ok or "started" not in res.stdout:
         tail = conn.run(["tail", "-n", "5", f"{paths.log_dir}/{SUPERVISOR_LOG}"], timeout=docker.QUICK_S)
         raise StepError(STEP, f"the watcher did not start: {(tail.stdout or res.stderr).strip()}",

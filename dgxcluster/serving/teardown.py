@@ -37,25 +37,28 @@ class Found:
     paths: NodePaths
     containers: list[ContainerInfo] = field(default_factory=list)
     env_files: list[str] = field(default_factory=list)
+    unit: bool = False  # this cluster's boot unit is installed (`serving.persist`)
 
     @property
     def empty(self) -> bool:
         return not self.containers and not self.env_files
 
 
-# One round trip: $HOME, this cluster's containers, its env-files (under `~/<state_dir>`).
+# One round trip: $HOME, this cluster's containers, its env-files (under `~/<state_dir>`),
+# whether its boot unit is installed.
 _DISCOVER = (
     'printf "@@home\\n%s\\n@@rc 0\\n" "$HOME"; '
     'echo @@ps; docker ps -a --no-trunc --filter "label=$1" --format "{{json .}}" 2>&1; echo "@@rc $?"; '
     'cd "$HOME" 2>/dev/null; echo @@env; for f in "$2"/*.env; do [ -e "$f" ] && echo "$f"; done; '
-    'echo "@@rc 0"'
+    'echo "@@rc 0"; echo @@unit; [ ! -e "$3" ] || echo present; echo "@@rc 0"'
 )
 
 
 def discover(conn: Connection, session: Session) -> Found:
     inv = session.inventory
     res = conn.run(shell(_DISCOVER, f"{naming.LABEL_CLUSTER}={inv.cluster}",
-                         home_relative(inv.state_dir, inv.cluster, ENV_DIR)),
+                         home_relative(inv.state_dir, inv.cluster, ENV_DIR),
+                         naming.unit_path(inv.cluster)),
                    timeout=docker.QUICK_S)
     sec = split_sections(res.stdout)
     home = sec.get("home", ("", -1))[0].strip()
@@ -69,7 +72,8 @@ def discover(conn: Connection, session: Session) -> Found:
     paths = NodePaths(home, inv.state_dir, inv.cluster)
     env = [ln.strip() for ln in sec.get("env", ("", 0))[0].splitlines() if ln.strip()]
     return Found(conn.node, paths, ps.containers,
-                 [e if e.startswith("/") else f"{home}/{e}" for e in env])
+                 [e if e.startswith("/") else f"{home}/{e}" for e in env],
+                 sec.get("unit", ("", 0))[0].strip() == "present")
 
 
 def _outcomes(step: str, group: GroupResult[Outcome | None]) -> list[Outcome]:

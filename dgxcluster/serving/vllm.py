@@ -135,9 +135,14 @@ def probe(conn: Connection, inv: InventoryModel, paths: NodePaths,
 def clear_state(conn: Connection, paths: NodePaths) -> None:
     """Forget the previous vLLM's pid and exit status (a new head container has new pids),
     and keep its log aside as vllm.log.1: this run's log starts empty."""
-    conn.run(shell(f'rm -f "$1/{VLLM_PID}" "$1/{VLLM_EXIT}"; '
-                   f'if [ -e "$1/{VLLM_LOG}" ]; then mv -f "$1/{VLLM_LOG}" "$1/{VLLM_LOG}.1"; fi',
-                   paths.log_dir), timeout=docker.QUICK_S).check()
+    conn.run(clear_state_argv(paths), timeout=docker.QUICK_S).check()
+
+
+def clear_state_argv(paths: NodePaths) -> list[str]:
+    """`clear_state` as argv (also a step of the boot plan, `serving.persist`)."""
+    return shell(f'rm -f "$1/{VLLM_PID}" "$1/{VLLM_EXIT}"; '
+                 f'if [ -e "$1/{VLLM_LOG}" ]; then mv -f "$1/{VLLM_LOG}" "$1/{VLLM_LOG}.1"; fi',
+                 paths.log_dir)
 
 
 def launch(conn: Connection, inv: InventoryModel, paths: NodePaths) -> None:

@@ -26,7 +26,7 @@ from dgxcluster.facts.vllm_metrics import ServingMetrics
 from dgxcluster.inventory import placement
 from dgxcluster.remote.connection import Connection
 from dgxcluster.secrets import CollectedRedactor
-from dgxcluster.status.probe import NodeProbe, parse, status_argv
+from dgxcluster.status.probe import NodeProbe, parse, persist_of, status_argv
 from dgxcluster.status.ranks import rank_rows
 from dgxcluster.status.report import (
     ClusterStatus,
@@ -34,6 +34,8 @@ from dgxcluster.status.report import (
     healing,
     image_summary,
     node_status,
+    persist_line,
+    persist_summary,
     ray_lags,
     ray_summary,
     vllm_process,
@@ -187,7 +189,10 @@ def gather(
     on_ray = vllm.ready and executor != "native"
     ray.lagging = ray_lags(ray, done.nodes, inv.gpus_per_node,
                            placement.place(inv).world if on_ray else 0)
+    persist_nodes = persist_lines(done, head_status)
     return ClusterStatus(
+        persist=persist_summary(persist_nodes),
+        persist_nodes=persist_nodes,
         cluster=inv.cluster,
         head=head,
         nodes=done.nodes,
@@ -205,6 +210,18 @@ def gather(
         if executor == "native" else None,
         layout=layout(inv),
     )
+
+
+def persist_lines(done: Round, head: NodeStatus | None) -> dict[str, str]:
+    """Each answering node's `serve.persist` line, against the config the head runs."""
+    running = next((c.config for c in head.containers if c.config and c.state == "running"),
+                   None) if head else None
+    out: dict[str, str] = {}
+    for node, answer in done.probes.items():
+        got = persist_of(answer)
+        if got is not None:
+            out[node] = persist_line(got[0], got[1], running)
+    return out
 
 
 def running_executor(head: NodeStatus | None, configured: str) -> str:

@@ -31,8 +31,14 @@ import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from dgxcluster.core.naming import LABEL_CLUSTER, MOVING_TAG
-from dgxcluster.core.nodepaths import SUPERVISOR_STATE, VLLM_EXIT, VLLM_LOG, VLLM_PID
+from dgxcluster.core.naming import LABEL_CLUSTER, MOVING_TAG, unit_name
+from dgxcluster.core.nodepaths import (
+    BOOT_PLAN,
+    SUPERVISOR_STATE,
+    VLLM_EXIT,
+    VLLM_LOG,
+    VLLM_PID,
+)
 from dgxcluster.facts import meminfo
 from dgxcluster.remote.command import shell
 
@@ -100,10 +106,14 @@ if [ -n "$6" ]; then
   [ ! -f "$L/$9" ] || echo "last $(tail -n 1 "$L/$9")"
   [ ! -f "$L/@SUPERVISOR@" ] || echo "supervisor $(head -c 4096 "$L/@SUPERVISOR@")"
   printf '@@ rc 0\n'
+  echo '@@ persist'
+  echo "enabled $(systemctl is-enabled "${10}" 2>/dev/null | tail -n 1)"
+  [ ! -f "$L/../@BOOTPLAN@" ] || echo "plan $(grep -o '"config": *"[^"]*"' "$L/../@BOOTPLAN@" | head -n 1)"
+  printf '@@ rc 0\n'
 fi
 """
-STATUS = STATUS.replace("@MEMINFO@", shlex.join(meminfo.ARGV)).replace("@SUPERVISOR@",
-                                                                     SUPERVISOR_STATE)
+STATUS = STATUS.replace("@MEMINFO@", shlex.join(meminfo.ARGV)).replace(
+    "@SUPERVISOR@", SUPERVISOR_STATE).replace("@BOOTPLAN@", BOOT_PLAN)
 
 
 def status_argv(image: str, cluster: str, dashboard_port: int | None,
@@ -120,7 +130,23 @@ def status_argv(image: str, cluster: str, dashboard_port: int | None,
         VLLM_PID,
         VLLM_EXIT,
         VLLM_LOG,
+        unit_name(cluster),
     )
+
+
+def persist_of(probe: NodeProbe | None) -> tuple[str, str | None] | None:
+    """(systemctl is-enabled's word, the boot plan's config hash) from the persist section."""
+    sec = probe.section("persist") if probe else None
+    if sec is None:
+        return None
+    enabled, made_for = "", None
+    for line in sec.text.splitlines():
+        if line.startswith("enabled"):
+            enabled = line[len("enabled"):].strip()
+        m = re.search(r'"config": *"([^"]*)"', line) if line.startswith("plan") else None
+        if m:
+            made_for = m.group(1)
+    return enabled, made_for
 
 
 @dataclass(frozen=True)

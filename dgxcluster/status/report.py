@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 
 from dgxcluster.core.endpoint import EndpointProbe
 from dgxcluster.core.imageid import NodeImage, compare
-from dgxcluster.core.naming import LABEL_CONTENT_TAG, LABEL_EXECUTOR, LABEL_ROLE, is_pull_tag
+from dgxcluster.core.naming import (
+    LABEL_CONFIG,
+    LABEL_CONTENT_TAG,
+    LABEL_EXECUTOR,
+    LABEL_ROLE,
+    is_pull_tag,
+)
 from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.facts import ParseError, meminfo, nvidia_smi, ray_status
 from dgxcluster.facts.vllm_metrics import ServingMetrics
@@ -38,6 +44,7 @@ class ContainerState:
     image_id: str
     status_text: str = ""
     executor: str | None = None  # its `dgxcluster.executor` label (ray | native)
+    config: str | None = None  # its `dgxcluster.config` label (the config hash it runs)
 
     def describe(self) -> str:
         if self.state == "running":
@@ -219,6 +226,9 @@ class ClusterStatus:
     executor: str = "ray"  # what runs (the head container's label), else serve.executor
     ranks: list[RankStatus] | None = None  # native: one row per vLLM rank, in place of Ray
     layout: str | None = None  # the sizes: "TP 2", "DP 2 x TP 1" (core.ranks.layout)
+    #: serve.persist: "installed (matches running config)" | "installed (stale: ...)" | "off"
+    persist: str = "off"
+    persist_nodes: dict[str, str] = field(default_factory=dict)  # each node's own line
 
     @property
     def unreachable(self) -> list[str]:
@@ -244,6 +254,7 @@ class ClusterStatus:
                      "healing": self.healing.to_json() if self.healing else None},
             "executor": self.executor,
             "layout": self.layout,
+            "persist": {"state": self.persist, "nodes": self.persist_nodes},
             "ranks": [r.to_json() for r in self.ranks] if self.ranks is not None else None,
         }
 
@@ -347,6 +358,7 @@ def container_state(c: Container, now: datetime | None) -> ContainerState:
         image_id=c.image_id,
         status_text=c.status_text,
         executor=c.labels.get(LABEL_EXECUTOR),
+        config=c.labels.get(LABEL_CONFIG),
     )
 
 
@@ -474,3 +486,30 @@ def vllm_process(probe: NodeProbe | None, head: NodeStatus | None,
     if fields.get("pid", "").strip():
         return VllmProcess("running", None, last)
     return VllmProcess("absent", None, last)
+
+
+def persist_line(enabled: str, made_for: str | None, running: str | None) -> str:
+    """One node's `serve.persist` state: its unit (systemctl is-enabled) and the config hash
+    its boot plan was made for, against the config that runs."""
+    if enabled != "enabled":
+        return "off" if enabled in ("", "not-found", "disabled") else f"off ({enabled})"
+    if made_for is None:
+        return "installed (no boot plan)"
+    if running is None:
+        return f"installed (made for config {made_for}; nothing runs now)"
+    if made_for == running:
+        return "installed (matches running config)"
+    return f"installed (stale: made for config {made_for})"
+
+
+def persist_summary(lines: dict[str, str]) -> str:
+    """The cluster's line: every node's when they agree, else the nodes that differ named."""
+    kinds = set(lines.values())
+    if not kinds:
+        return "unknown (no node answered)"
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    if "off" in kinds:
+        on = sorted(n for n, v in lines.items() if v != "off")
+        return f"partly installed (only on {', '.join(on)}; `start --persist` completes it)"
+    return "; ".join(f"{n}: {v}" for n, v in sorted(lines.items()))

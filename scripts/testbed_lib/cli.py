@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from testbed_lib import baseimage, daemons, disks, hfcache, net, netplan, simhw, users
+from testbed_lib import baseimage, daemons, disks, hfcache, net, netplan, simhw, systemd, users
 from testbed_lib.inventory import alias_inventory, ssh_config
 from testbed_lib.inventory import paths as inventory_paths
 from testbed_lib.inventory import write as write_inventory
@@ -108,6 +108,7 @@ def cmd_up(a: argparse.Namespace) -> int:
         net.ensure_netns(node)
         net.ensure_private_ns(node)
         netplan.ensure(node)
+        systemd.ensure(node)
         net.set_links(node, True)
         net.set_isolated(node, False)
         if node.mnt_ns.exists():
@@ -257,6 +258,16 @@ def cmd_dockerd(a: argparse.Namespace) -> int:
     else:
         daemons.stop_dockerd(node)
     print(f"{a.node}: dockerd {'started' if a.action == 'start' else 'stopped'}")
+    return 0
+
+
+def cmd_reboot(a: argparse.Namespace) -> int:
+    inst = need(a.name)
+    nodes = [node_of(inst, n) for n in a.node]
+    lines: dict[str, str] = {}
+    parallel(lambda node: lines.__setitem__(node.name, systemd.reboot(node, inst.docker)), nodes)
+    for node in nodes:
+        print(lines[node.name])
     return 0
 
 
@@ -488,6 +499,12 @@ def parser() -> argparse.ArgumentParser:
                            "write to a file whose name matches GLOB begins (puts write to "
                            "NAME.tmp-* first)")
         s.set_defaults(fn=fn)
+    rb = sub.add_parser(
+        "reboot", help="power-cut NODE(s) and boot them: every process (containers included) "
+        "SIGKILLed at once, dockerd and sshd started again, files kept, then the units enabled "
+        "in the node's multi-user.target.wants run (the systemctl double's boot)")
+    rb.add_argument("node", nargs="+")
+    rb.set_defaults(fn=cmd_reboot)
     for name, fn in (("sshd", cmd_sshd), ("dockerd", cmd_dockerd)):
         s = sub.add_parser(name, help=f"start or stop NODE's {name}")
         s.add_argument("node")

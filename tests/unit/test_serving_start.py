@@ -101,9 +101,9 @@ def _session(inv_text: str, fakes: dict[str, FakeConnection], tmp: Path) -> Sess
 
 def test_the_stages_are_declared_in_order() -> None:
     assert [s.name for s in stages(RayExecutor())] == [
-        "preflight", "ray-head", "ray-workers", "ray-ready", "vllm", "supervise"]
+        "preflight", "ray-head", "ray-workers", "ray-ready", "vllm", "supervise", "persist"]
     assert [s.name for s in stages(NativeExecutor())] == [
-        "preflight", "headless", "rank0", "vllm-ready", "supervise"]
+        "preflight", "headless", "rank0", "vllm-ready", "supervise", "persist"]
 
 
 def test_a_preflight_problem_fails_there_and_changes_nothing(inv_text: str, tmp_path: Path) -> None:
@@ -430,3 +430,42 @@ def test_data_parallel_preflight_refuses_a_busy_rpc_port_on_the_head(inv_text: s
     assert err.step == "preflight" and list(err.errors) == ["a"]
     assert "port(s) 29550 already in use (29550 is vLLM's --data-parallel-rpc-port, where the " \
         "replicas join the head (serve.data_parallel_rpc_port))" in str(err)
+
+
+def test_persist_on_a_running_cluster_installs_each_nodes_unit_and_off_removes_what_is_there(
+        inv_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Persistence is not part of the config hash: the same config running and ready with
+    --persist just gets its units (no restart); without it, a node holding one loses it."""
+    home = Reply(stdout="/root")
+    dry = {n: FakeConnection(n).on("HOME", home) for n in ("a", "b")}
+    config = start(_session(inv_text, dry, tmp_path), StartOptions(dry_run=True)).config
+    monkeypatch.setattr(start_mod.vllm, "ready",
+                        lambda *_a: EndpointProbe("http://10.0.0.1:8000", READY, 200, ["m"]))
+    who = Reply(stdout="@@who\n0 root root\n@@rc 0\n@@unit\n@@rc 1\n@@enabled\nnot-found\n@@rc 4\n"
+                       "@@plan\n@@rc 1\n")
+    fakes = {n: FakeConnection(n).on("@@home", _gather(_running(f"dgxc-c-{r}", r, config)))
+             .on("@@who", who).on("systemctl enable", Reply(stdout="installed\n"))
+             for n, r in (("a", "head"), ("b", "worker"))}
+    on = Session.open(parse_inventory(inv_text, environ={"DGXCLUSTER_SERVE__PERSIST": "true"}),
+                      factory=lambda s: fakes[s.name], environ={}, log_dir=tmp_path / "logs")
+    report = start(on, StartOptions(model_check=ModelCheck(set())), RecordingProgress())
+    assert report.already_running and report.config == config
+    assert [(o.node, o.status) for o in report.outcomes if o.step == "persist"] == [
+        ("a", Status.CHANGED), ("b", Status.CHANGED)]
+    for n in ("a", "b"):
+        assert fakes[n].modes["/root/.local/state/dgxcluster/c/boot-plan.json"] == 0o600
+        assert any("systemctl enable" in " ".join(c) for c in fakes[n].calls)
+        assert not any(c[:2] == ["docker", "run"] for c in fakes[n].calls)
+
+    unit = "@@unit\npresent\n@@rc 0\n"
+    off = {"a": FakeConnection("a").on("@@home", Reply(stdout=_gather(_running(
+               "dgxc-c-head", "head", config)).stdout + unit))
+           .on("systemctl disable", Reply(stdout="removed\n")),
+           "b": FakeConnection("b").on("@@home", _gather(_running("dgxc-c-worker", "worker",
+                                                                  config)))}
+    report = start(_session(inv_text, off, tmp_path), StartOptions(model_check=ModelCheck(set())),
+                   RecordingProgress())
+    assert [(o.node, o.status, o.detail) for o in report.outcomes if o.step == "persist"] == [
+        ("a", Status.CHANGED, "disabled and removed dgxcluster-c.service"),
+        ("b", Status.UNCHANGED, "off (no unit installed)")]
+    assert not any("systemctl" in " ".join(c) for c in off["b"].calls)  # no extra round trip

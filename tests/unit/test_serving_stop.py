@@ -170,3 +170,17 @@ def test_a_native_rank_whose_container_ended_with_its_vllm_counts_as_stopped(tmp
     [o] = [o for o in report.outcomes if o.step == "vllm-stop"]
     assert (o.node, o.status, o.detail) == ("a", Status.CHANGED, "exited after SIGTERM")
     assert exit_code_of(report.outcomes) == 0
+
+
+def test_stop_removes_the_boot_unit_first_even_with_no_containers_left(tmp_path: Path) -> None:
+    """A reboot after `stop` must start nothing: the unit goes also where nothing runs."""
+    unit = "@@unit\npresent\n@@rc 0\n"
+    fakes = {"a": FakeConnection("a").on("@@home", Reply(stdout=_discover("").stdout + unit))
+             .on("systemctl disable", Reply(stdout="removed\n")),
+             "b": FakeConnection("b").on("@@home", _discover(""))}
+    report = stop(_session(fakes, tmp_path))
+    assert not report.nothing
+    assert [(o.node, o.step, o.status, o.detail) for o in report.outcomes][:1] == [
+        ("a", "persist", Status.CHANGED, "disabled and removed dgxcluster-c.service")]
+    assert any("systemctl disable" in " ".join(c) for c in fakes["a"].calls)
+    assert not any("systemctl" in " ".join(c) for c in fakes["b"].calls[1:])

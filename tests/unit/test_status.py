@@ -220,10 +220,12 @@ def test_one_round_per_node_and_head_asks_ray(tmp_path: Path) -> None:
     assert [len(f.calls) for f in fakes.values()] == [1, 1, 0]
     head_argv, worker_argv = fakes["n1"].calls[0], fakes["n2"].calls[0]
     assert head_argv[2] == worker_argv[2] == STATUS
-    assert head_argv[-6] == "8265" and worker_argv[-6] == ""
+    assert head_argv[-7] == "8265" and worker_argv[-7] == ""
     # every node reports its vLLM launcher's files (each runs a rank with the native executor)
-    assert head_argv[-4] == worker_argv[-4] == "~/.local/state/dgxcluster/demo/logs"
-    assert head_argv[-3:] == ["vllm.pid", "vllm.exit", "vllm.log"]
+    assert head_argv[-5] == worker_argv[-5] == "~/.local/state/dgxcluster/demo/logs"
+    assert head_argv[-4:-1] == ["vllm.pid", "vllm.exit", "vllm.log"]
+    # and whether its boot unit (serve.persist) is enabled
+    assert head_argv[-1] == worker_argv[-1] == "dgxcluster-demo.service"
     assert head_argv[4] == "dgxcluster/testbed:current"
     assert head_argv == status_argv("dgxcluster/testbed", "demo", 8265,
                                     "~/.local/state/dgxcluster/demo/logs")
@@ -307,7 +309,7 @@ def test_engine_api_answer_that_is_not_a_list_is_an_error() -> None:
 
 def test_the_api_filter_and_the_cli_fallback_travel_as_parameters() -> None:
     argv = status_argv("dgxcluster/testbed", "demo", None)
-    assert json.loads(argv[-5]) == {"label": ["dgxcluster.cluster=demo"]}
+    assert json.loads(argv[-6]) == {"label": ["dgxcluster.cluster=demo"]}
     assert argv[5] == "label=dgxcluster.cluster=demo"
     assert "docker ps -aq" in STATUS and "--unix-socket" in STATUS
 
