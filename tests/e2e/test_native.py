@@ -83,7 +83,7 @@ def test_native_serves_is_a_noop_twice_needs_restart_for_ray_and_stop_leaves_not
     assert [(x["node"], x["rank"], x["alive"]) for x in st["ranks"]] == [
         ("node1", 0, True), ("node2", 1, True)]
     shown = flat(tb.dgx("status", env=ENV).stdout)
-    assert "vLLM ranks (native executor): 2/2 alive" in shown
+    assert "vLLM ranks (native executor, TP 2): 2/2 alive" in shown
     # logs gathers every rank's log (each node's log folder)
     logs = tb.dgx("logs", "-o", str(tmp_path), env=ENV)
     assert logs.returncode == 0, logs.stderr
