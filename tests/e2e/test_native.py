@@ -19,9 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.clirun import Background, CmdlineSampler
-from tests.conftest import Testbed, flat
+from tests.conftest import Testbed, flat, run_cli
 from tests.e2e.test_start_stop import STATE, containers, endpoint_of, leftovers
 from tests.leaks import assert_no_leaks, node_leaks
 
@@ -318,3 +319,34 @@ def test_a_worker_cut_off_after_its_rank_joined_is_reported_and_cleaned_later(
     assert tb.dgx("stop", env=ENV).returncode == 0
     assert leftovers(tb) == {"node1": [], "node2": []}
     assert_no_leaks(tb, wait_s=90)  # sshd sessions of the cut connections end on their own
+
+
+def test_a_head_behind_a_jump_host_is_started_and_served_through_its_ssh_connection(
+        tb: Testbed, tmp_path: Path) -> None:
+    """Issue 12: node1 (the head) reachable only through node2 (`nodes[].jump`, the head
+    isolated from this machine): start's readiness check, status and smoke reach vLLM
+    through the head's SSH connection, which itself goes through the checked jump host."""
+    doc = tb.portable_doc()
+    for n in doc["nodes"]:
+        if n["name"] == "node1":
+            n["jump"] = "node2"
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(yaml.safe_dump(doc))
+    env = {**ENV, "DGXCLUSTER_SSH__CONNECT_TIMEOUT": "4"}
+    tb.tb("isolate", "node1")
+    try:
+        r = run_cli("-i", str(inv), "start", *NATIVE, env=env)
+        assert r.returncode == 0, r.stderr
+        st = run_cli("-i", str(inv), "status", "--json", env=env)
+        assert st.returncode == 0, st.stderr
+        vllm = json.loads(st.stdout)["vllm"]
+        assert (vllm["state"], vllm["via"]) == ("ready", "ssh"), vllm
+        smoke = run_cli("-i", str(inv), "smoke", "--max-tokens", "8", "--json", env=env)
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+        assert json.loads(smoke.stdout)["endpoint"]["via"] == "ssh"
+        stop = run_cli("-i", str(inv), "stop", env=env)
+        assert stop.returncode == 0, stop.stderr
+    finally:
+        tb.tb("unisolate", "node1")
+    assert leftovers(tb) == {"node1": [], "node2": []}
+    assert_no_leaks(tb)
