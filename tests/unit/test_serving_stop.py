@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -129,15 +130,20 @@ def _native_ps(*containers: tuple[str, str, str]) -> str:
     return _ps(*containers).replace("dgxcluster.role=", "dgxcluster.executor=native,dgxcluster.role=")
 
 
-def test_a_native_cluster_stops_rank_0_then_the_headless_ranks_then_removes_them(
-        tmp_path: Path) -> None:
-    order: list[str] = []
-
+def _noting(order: list[str]) -> Callable[[str, Reply], object]:
+    """A reply that also notes, in `order`, that its command ran."""
     def note(what: str, reply: Reply) -> object:
         def respond(_argv: list[str], _stdin: bytes | None) -> Reply:
             order.append(what)
             return reply
         return respond
+    return note
+
+
+def test_a_native_cluster_stops_rank_0_then_the_headless_ranks_then_removes_them(
+        tmp_path: Path) -> None:
+    order: list[str] = []
+    note = _noting(order)
 
     fakes = {
         "a": FakeConnection("a").on("@@home", _discover(_native_ps(("dgxc-c-head", "head", "running"))))
@@ -190,12 +196,7 @@ def test_a_native_cluster_stops_every_nodes_watcher_before_any_rank(tmp_path: Pa
     """Native: a watcher per node (serve.restart: on-failure); each is stopped first, or it
     would bring back the rank the next steps stop."""
     order: list[str] = []
-
-    def note(what: str, reply: Reply) -> object:
-        def respond(_argv: list[str], _stdin: bytes | None) -> Reply:
-            order.append(what)
-            return reply
-        return respond
+    note = _noting(order)
 
     fakes = {
         "a": FakeConnection("a").on("@@home", _discover(_native_ps(("dgxc-c-head", "head", "running"))))
