@@ -250,10 +250,14 @@ def test_native_rank_0_killed_while_serving_every_node_heals_its_own_rank(
         took += _until("serving again", lambda: _serving(url))
         print(f"\nnative: killed rank 0 -> serving again: {took:.1f}s (stand-in load 0 s)")
         head, worker = _records(tb, "node1"), _records(tb, "node2")
-        print(f"records: node1 {head}\nnode2 {worker}")
         assert [(x["what"], x["why"], x["exit"], x["action"]) for x in head] == [
             ("vllm", "vLLM exited with status 137", 137, "restart")]
-        assert worker[0]["action"] == "restart" and worker[0]["what"] == "vllm", worker
+        # the headless rank idles once rank 0 left (as vLLM's headless worker does), so its
+        # watcher saw the head's /health fail while its own process lived
+        assert (worker[0]["action"], worker[0]["what"]) == ("restart", "vllm"), worker
+        assert str(worker[0]["why"]).startswith(
+            f"vLLM stopped answering http://{head_ip}:8000/health (3 probes in a row)"), worker
+        assert "node rank 0 left the process group" in json.dumps(worker[0]["tail"])
         chat = httpx.post(f"{url}/chat/completions", timeout=30, json={
             "model": "Qwen/Qwen3-0.6B", "messages": [{"role": "user", "content": "ping"}],
             "max_tokens": 16})
@@ -272,6 +276,9 @@ def test_native_rank_0_killed_while_serving_every_node_heals_its_own_rank(
         text = flat(tb.dgx("status", env=env).stdout)
         assert "healing watching, 1 restart(s); last " in text, text
         assert "vllm: vLLM exited with status 137, exit 137" in text
+        # each rank's own watcher in the ranks table
+        for node, rank, n in (("node1", 0, 1), ("node2", 1, len(worker))):
+            assert re.search(rf"{node} {rank} alive watching, {n} restart\(s\); last", text), text
 
         bundle = tb.dgx("logs", "-o", str(tmp_path), env=env)
         folder, _ = bundle_from(bundle.stdout)
