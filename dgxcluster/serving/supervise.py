@@ -15,10 +15,11 @@ relaunches vLLM (`plan.serve_exec`).
 With `serve.executor: native` every node runs its own watcher over its own rank: the rank
 is its container's main process, so restarting the container relaunches it, and no node
 can act on another's (the watcher must not depend on the operator's machine, and the nodes
-have no SSH between them). Ranks come back together because a rank that loses a peer exits
-(its process group is broken): each watcher restarts its own, and the headless ranks wait at
-rank 0's master port for the new rank 0. A headless rank's health is the head's /health
-(the cluster serving), so a hung cluster restarts every rank. Each watcher has its own
+have no SSH between them). Ranks come back together because a rank that loses a peer has a
+broken process group: it exits, or (vLLM's headless worker while idle) waits in its busy
+loop and the head's /health, which is a headless rank's health, stops answering; either way
+its own watcher restarts it, and the headless ranks wait at rank 0's master port for the
+new rank 0. A hung cluster likewise restarts every rank. Each watcher has its own
 budget and its own records. `start` stops them before it changes anything and starts
 them once the endpoint is ready; `stop` (and `start --restart`) stop them first, so they never
 fight them.
