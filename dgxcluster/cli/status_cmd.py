@@ -162,13 +162,19 @@ def _print_ranks(report: ClusterStatus) -> None:
     assert report.ranks is not None
     alive = sum(r.alive for r in report.ranks)
     dp = any(r.replica is not None for r in report.ranks)
+    healed = any(r.healing is not None for r in report.ranks)  # native: a watcher per rank
     shown = f", {report.layout}" if report.layout else ""
     t = Table(title=f"vLLM ranks (native executor{shown}): {alive}/{len(report.ranks)} alive",
               title_justify="left")
-    for col in ("node", "rank", *(["replica"] if dp else []), "alive", "last log line"):
+    for col in ("node", "rank", *(["replica"] if dp else []), "alive",
+                *(["healing"] if healed else []), "last log line"):
         t.add_column(col)
     for r in report.ranks:
         style = "green" if r.alive else "bold red"
+        h = r.healing
+        h_style = "red" if h and h.state == "gave up" else "yellow" if h and h.restarts else "green"
         t.add_row(r.node, str(r.rank), *([r.replica or "-"] if dp else []),
-                  Text(r.describe(), style=style), Text(r.last_line or "-"))
+                  Text(r.describe(), style=style),
+                  *([Text(h.describe() if h else "-", style=h_style)] if healed else []),
+                  Text(r.last_line or "-"))
     report_console().print(t)

@@ -67,18 +67,6 @@ def port_problems(inv: InventoryModel) -> list[Problem]:
     return errors
 
 
-def restart_problems(inv: InventoryModel) -> list[tuple[tuple[str | int, ...], str]]:
-    """The watcher (`serve.restart: on-failure`) relaunches vLLM inside the Ray head's
-    container; native ranks form one process group that cannot take a rank back, so it has
-    no way to bring them back yet."""
-    if inv.serve.executor == "native" and inv.serve.restart == "on-failure":
-        return [(("serve", "restart"), "serve.restart: on-failure works only with "
-                 "serve.executor: ray (the watcher relaunches vLLM in the Ray head's container; "
-                 "native ranks must all start again together): set serve.restart: never, or "
-                 "serve.executor: ray")]
-    return []
-
-
 def jump_hops(inv: InventoryModel, name: str) -> tuple[JumpHop, ...] | None:
     """The jump hosts the inventory sets for node `name`, outermost first: () for a direct
     connection, None when the inventory says nothing (then ~/.ssh/config decides).

@@ -77,7 +77,7 @@ def with_executor(inv: Inventory, executor: Executor, option: str = "--executor"
         return inv
     new = inv.model_copy(update={"serve": inv.serve.model_copy(update={"executor": executor})})
     problems = [msg for _path, msg in
-                crosschecks.port_problems(new) + crosschecks.restart_problems(new)]
+                crosschecks.port_problems(new)]
     parallel = new.parallel_problem()
     if parallel and executor == "native":
         problems.append(parallel)

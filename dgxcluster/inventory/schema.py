@@ -589,7 +589,6 @@ class InventoryModel(Strict):
                            f"{ray_arg} differs from ray.version {self.ray.version}: set ray.version "
                            f"only (build passes it as {RAY_VERSION_ARG})"))
         errors += crosschecks.jump_problems(self) + crosschecks.port_problems(self)
-        errors += crosschecks.restart_problems(self)
         fabric = topology.problems(self)
         errors += fabric
         if not fabric:  # placement reads the topology (ring order)

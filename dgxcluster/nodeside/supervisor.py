@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Keeps vLLM serving on its node, within a budget: the watcher `serve.restart: on-failure`
-leaves on the head node, so that healing does not need the operator's machine.
+leaves on the head node (native executor: on every node, over its own rank), so that
+healing does not need the operator's machine.
 
 Standalone (stdlib only): `python3 nodeside.pyz supervisor CONFIG.json`, started detached
 (`setsid`) by `start` once the endpoint is ready, stopped by `stop` before anything else.
@@ -65,13 +66,18 @@ class Supervisor:
         before vLLM was first healthy; a relaunch gets `ready_timeout_s` to load."""
         if not self.healthy_once:
             return None
+        before = " before it was healthy again" if self.state == "starting" else ""
+        code = self.exit_status()
+        # without relaunch vLLM is the container's main process: its own exit status, when
+        # its launcher wrote one, says more than the container's
+        if code is not None and not self.cfg.get("relaunch"):
+            return "vllm", f"vLLM exited with status {code}{before}", code
         for name in self.cfg.get("containers", []):
-            status, code = self.container(name)
+            status, ccode = self.container(name)
             if status != "running":
-                return f"container {name}", f"container {status} (exit {code})", code
+                return f"container {name}", f"container {status} (exit {ccode})", ccode
         code = self.exit_status()
         if code is not None:
-            before = " before it was healthy again" if self.state == "starting" else ""
             return "vllm", f"vLLM exited with status {code}{before}", code
         if self.state == "watching" and failed_probes >= int(self.cfg["failed_probes"]):
             return "vllm", (f"vLLM stopped answering {self.cfg['health_url']} "
@@ -130,6 +136,9 @@ class Supervisor:
 
     def bring_back(self, what: str) -> None:
         relaunch = self.cfg.get("relaunch")
+        if not relaunch:  # the container's start relaunches vLLM: no stale exit may be seen
+            with contextlib.suppress(OSError):
+                os.remove(self.cfg["exit_file"])
         for name in self.cfg.get("containers", []):
             status, _ = self.container(name)
             if status != "running":

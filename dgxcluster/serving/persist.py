@@ -120,7 +120,7 @@ def boot_plan(inv: InventoryModel, node: str, paths: NodePaths, config: str) -> 
                   wait_tcp=[head_ip, inv.ray.port], timeout_s=inv.ray.start_timeout_s),
             _step(f"start the Ray worker ({name})", run=start, timeout_s=RUN_TIMEOUT_S),
         ]
-    if role == plan.HEAD and inv.serve.restart == "on-failure":
+    if inv.serve.restart == "on-failure" and node in supervise.watcher_nodes(inv):
         steps.append(_step("start the watcher (serve.restart: on-failure)",
                            run=supervise.launch_argv(paths, ship.path(paths)),
                            timeout_s=RUN_TIMEOUT_S))

@@ -255,8 +255,12 @@ class StartRun:
             self.persist()
             return DONE
         # something will be started: the watcher must not act meanwhile (started again last)
-        if supervise.stop(self.s.cluster.conn(self.head), self.facts[self.head].paths) == "stopped":
-            self.out(self.head, supervise.STEP, Status.CHANGED, "watcher paused while start acts")
+        paused = self.s.cluster.map(lambda c: supervise.stop(c, self.facts[c.node].paths),
+                                    supervise.watcher_nodes(self.inv))
+        paused.raise_for_failures(supervise.STEP)
+        for node in supervise.watcher_nodes(self.inv):
+            if paused.values.get(node) == "stopped":
+                self.out(node, supervise.STEP, Status.CHANGED, "watcher paused while start acts")
         for n in self.inv.names:
             if n not in new:
                 self.out(n, "env-files", Status.UNCHANGED, "container already running")
@@ -465,10 +469,14 @@ class StartRun:
                  f"{plan.model_id(self.inv)} ready at {self.report.endpoint} after {took:.1f}s")
 
     def supervise(self) -> None:
-        """The head's watcher (`serve.restart`), last: it watches a ready endpoint."""
+        """The watchers (`serve.restart`: the head's; native, every serving node's), last:
+        they watch a ready endpoint."""
         self.step = supervise.STEP
-        self.report.outcomes.append(supervise.ensure(
-            self.s.cluster.conn(self.head), self.inv, self.facts[self.head].paths, self.report.config))
+        group = self.s.cluster.map(
+            lambda c: supervise.ensure(c, self.inv, self.facts[c.node].paths, self.report.config),
+            supervise.watcher_nodes(self.inv))
+        self.report.outcomes += outcomes_from(supervise.STEP, group)
+        group.raise_for_failures(supervise.STEP)
 
 
     def persist(self) -> None:

@@ -1,4 +1,4 @@
-"""`serve.restart: on-failure`: the watcher `start` leaves on the head node.
+"""`serve.restart: on-failure`: the watchers `start` leaves on the nodes (`watcher_nodes`).
 
 Where it lives, and why: a node-side program (`nodeside/supervisor.py`, shipped in the
 bundle, run detached with `setsid` on the head) rather than Docker restart policies. A
@@ -10,9 +10,19 @@ operator's machine nor the network between them.
 
 It is given, as data, what to watch and how to bring it back (`config`): the containers
 dgxcluster names (`core.naming`), vLLM's exit-status file and log, and the argv that
-relaunches vLLM (`plan.serve_exec`). `start` stops it before it changes anything and starts
-it once the endpoint is ready; `stop` (and `start --restart`) stop it first, so it never
-fights them.
+relaunches vLLM (`plan.serve_exec`).
+
+With `serve.executor: native` every node runs its own watcher over its own rank: the rank
+is its container's main process, so restarting the container relaunches it, and no node
+can act on another's (the watcher must not depend on the operator's machine, and the nodes
+have no SSH between them). Ranks come back together because a rank that loses a peer has a
+broken process group: it exits, or (vLLM's headless worker while idle) waits in its busy
+loop and the head's /health, which is a headless rank's health, stops answering; either way
+its own watcher restarts it, and the headless ranks wait at rank 0's master port for the
+new rank 0. A hung cluster likewise restarts every rank. Each watcher has its own
+budget and its own records. `start` stops them before it changes anything and starts
+them once the endpoint is ready; `stop` (and `start --restart`) stop them first, so they never
+fight them.
 """
 
 from __future__ import annotations
@@ -31,10 +41,11 @@ from dgxcluster.core.nodepaths import (
     VLLM_EXIT,
     VLLM_PID,
 )
+from dgxcluster.core.ranks import node_ranks
 from dgxcluster.core.steps import Outcome, Status
 from dgxcluster.errors import StepError
 from dgxcluster.remote.command import shell
-from dgxcluster.serving.plan import CONTAINER_LOG_DIR, HEAD, serve_exec
+from dgxcluster.serving.plan import CONTAINER_LOG_DIR, NATIVE, role_of, serve_exec
 
 if TYPE_CHECKING:
     from dgxcluster.core.nodepaths import NodePaths
@@ -61,26 +72,46 @@ _SAME = ('pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] && grep -qs supervisor "/
 _KILL = f'kill -9 "$(cat "$1/{VLLM_PID}")"'
 
 
-def health_url(inv: InventoryModel) -> str:
-    """vLLM's /health as seen on the head node itself."""
+def health_url(inv: InventoryModel, node: str | None = None) -> str:
+    """vLLM's /health as `node` (default: the head) reaches it: on the head itself, its
+    loopback; elsewhere (a native headless rank's watcher), the head's fabric address, which
+    vLLM answers on when it listens on every interface (`serve.host`'s default)."""
     host = listen_host(inv)
-    local = {ANY_IPV4: "127.0.0.1", ANY_IPV6: "::1"}.get(host, host)
+    if node is None or node == inv.head_name:
+        local = {ANY_IPV4: "127.0.0.1", ANY_IPV6: "::1"}.get(host, host)
+    else:
+        local = str(inv.head_node.fabric_ip) if host in (ANY_IPV4, ANY_IPV6) else host
     return f"http://{url_host(local)}:{inv.serve.port}/health"
 
 
-def config(inv: InventoryModel, paths: NodePaths, config_hash: str) -> dict[str, object]:
-    """What the watcher watches and how it brings vLLM back (pure: JSON-able)."""
+def watcher_nodes(inv: InventoryModel) -> list[str]:
+    """Where watchers live (with `serve.restart: on-failure`): with Ray, the head only (vLLM
+    lives in its container); native, every serving node, each watching its own rank (no node
+    can act on another's containers), head first."""
+    return list(node_ranks(inv)) if inv.serve.executor == NATIVE else [inv.head_name]
+
+
+def config(inv: InventoryModel, paths: NodePaths, config_hash: str,
+           node: str | None = None) -> dict[str, object]:
+    """What `node`'s watcher (default: the head's) watches and how it brings vLLM back
+    (pure: JSON-able). With Ray it relaunches vLLM in the head container; native, the
+    container's main process is the rank, so restarting the container is the relaunch."""
     s = inv.serve
-    head = naming.container_name(inv.cluster, HEAD)
+    node = node or inv.head_name
+    role = role_of(inv, node)
+    own = naming.container_name(inv.cluster, role)
     log = paths.log_dir
+    how: dict[str, object] = {}
+    if s.executor != NATIVE:
+        how = {"relaunch": serve_exec(inv),
+               "kill": ["docker", "exec", own, *shell(_KILL, CONTAINER_LOG_DIR)]}
     return {
         "config": config_hash,
-        "health_url": health_url(inv),
-        "containers": [head],
+        "health_url": health_url(inv, node),
+        "containers": [own],
         "exit_file": f"{log}/{VLLM_EXIT}",
         "log": paths.vllm_log,
-        "relaunch": serve_exec(inv),
-        "kill": ["docker", "exec", head, *shell(_KILL, CONTAINER_LOG_DIR)],
+        **how,
         "records": f"{log}/{SUPERVISOR_RECORDS}",
         "state": f"{log}/{SUPERVISOR_STATE}",
         "max_restarts": s.max_restarts,
@@ -120,7 +151,7 @@ def ensure(conn: Connection, inv: InventoryModel, paths: NodePaths, config_hash:
         return Outcome(conn.node, STEP, Status.CHANGED if how == "stopped" else Status.UNCHANGED,
                        "stopped the watcher (serve.restart: never)" if how == "stopped"
                        else "off (serve.restart: never)")
-    data = render(config(inv, paths, config_hash))
+    data = render(config(inv, paths, config_hash, conn.node))
     same = conn.run(shell(_SAME, pid_file, cfg_file), timeout=docker.QUICK_S)
     policy = (f"on-failure: up to {inv.serve.max_restarts} restart(s) per "
               f"{inv.serve.restart_window_s:g}s")
@@ -135,4 +166,4 @@ def ensure(conn: Connection, inv: InventoryModel, paths: NodePaths, config_hash:
         raise StepError(STEP, f"the watcher did not start: {(tail.stdout or res.stderr).strip()}",
                         conn.node)
     return Outcome(conn.node, STEP, Status.CHANGED, f"watcher started ({policy}; health "
-                   f"{health_url(inv)} every {inv.serve.health_interval_s:g}s)")
+                   f"{health_url(inv, conn.node)} every {inv.serve.health_interval_s:g}s)")

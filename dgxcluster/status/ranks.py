@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dgxcluster.status.probe import NodeProbe
-from dgxcluster.status.report import NodeStatus
+from dgxcluster.status.report import Healing, NodeStatus, healing
 
 
 @dataclass
@@ -23,6 +23,7 @@ class RankStatus:
     exit_code: int | None = None
     last_line: str | None = None
     replica: str | None = None  # the data-parallel replica(s) it runs ("1", "0-1")
+    healing: Healing | None = None  # this node's own watcher (native: one per rank), if any ran
 
     @property
     def alive(self) -> bool:
@@ -34,7 +35,8 @@ class RankStatus:
         return {"running": "alive", "absent": "no container"}.get(self.state, self.state)
 
     def to_json(self) -> dict[str, object]:
-        return {**self.__dict__, "alive": self.alive}
+        return {**self.__dict__, "alive": self.alive,
+                "healing": self.healing.to_json() if self.healing else None}
 
 
 def rank_rows(ranks: Mapping[str, int], probes: Mapping[str, NodeProbe],
@@ -42,10 +44,12 @@ def rank_rows(ranks: Mapping[str, int], probes: Mapping[str, NodeProbe],
               replicas: Mapping[str, str] | None = None) -> list[RankStatus]:
     """One row per rank, in rank order, each with its data-parallel replica(s) if any. The
     launcher's files are read only while the node holds a container of this cluster (after
-    `stop` they describe the past)."""
+    `stop` they describe the past); so is its watcher's state (`serve.restart`)."""
     rows = _rows(ranks, probes, nodes, redact)
     for r in rows:
         r.replica = (replicas or {}).get(r.node)
+        if r.state not in ("unknown", "absent"):
+            r.healing = healing(probes.get(r.node), redact)
     return rows
 
 

@@ -134,8 +134,8 @@ def _standin_pid(tb: Testbed) -> int:
     return next(int(ln.split()[0]) for ln in ps if "python" in ln and "vllm serve" in ln)
 
 
-def _records(tb: Testbed) -> list[dict[str, object]]:
-    text = tb.node_exec("node1", "sh", "-c",
+def _records(tb: Testbed, node: str = "node1") -> list[dict[str, object]]:
+    text = tb.node_exec(node, "sh", "-c",
                         f"cat {STATE}/{tb.name}/logs/restarts.jsonl 2>/dev/null; true").stdout
     return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
 
@@ -214,4 +214,82 @@ def test_killed_then_hung_then_crash_looping_vllm_is_healed_within_budget_then_l
         tb.node_exec("node1", "rm", "-f", f"{logs}/standin-exit-after", f"{logs}/standin-hang")
         stop = tb.dgx("stop", env=HEAL)
     assert stop.returncode == 0, stop.stderr
+    assert_no_leaks(tb)
+
+
+def test_native_rank_0_killed_while_serving_every_node_heals_its_own_rank(
+        tb: Testbed, tmp_path: Path) -> None:
+    """Native executor, a watcher on every serving node over its own rank: rank 0's vLLM
+    killed while serving takes the headless rank down too (its process group is broken);
+    each node's watcher restarts its own container, the ranks meet again at rank 0's master
+    port and the endpoint serves. Each node records its restart, `status` shows them per
+    rank, `logs` collects them, and `stop` leaves nothing (no watcher either)."""
+    env = {**HEAL, "DGXCLUSTER_SERVE__EXECUTOR": "native"}
+    logs = f"{STATE}/{tb.name}/logs"
+    for node in tb.nodes:
+        tb.node_exec(node, "rm", "-f", f"{logs}/restarts.jsonl")
+    r = tb.dgx("start", env=env)
+    assert r.returncode == 0, r.stderr
+    out = flat(r.stdout)
+    nodes = tb.status()["nodes"]
+    assert isinstance(nodes, list)
+    head_ip = next(n["fabric_ip"] for n in nodes if n["node"] == "node1")
+    assert re.search(r"node1 supervise changed watcher started \(on-failure: up to 3 restart\(s\) "
+                     r"per 600s; health http://127\.0\.0\.1:8000/health", out), r.stdout
+    # the headless rank's watcher asks the head's /health over the fabric
+    assert re.search(rf"node2 supervise changed watcher started \(on-failure: up to 3 restart\(s\) "
+                     rf"per 600s; health http://{re.escape(head_ip)}:8000/health", out), r.stdout
+    url = endpoint_of(r.stdout)
+    try:
+        again = tb.dgx("start", env=env)  # compare, then act: both watchers are left alone
+        for node in tb.nodes:
+            assert f"{node} supervise unchanged watcher running" in flat(again.stdout), again.stdout
+
+        tb.node_exec("node1", "kill", "-9", str(_standin_pid(tb)))
+        took = _until("each node recorded a restart", lambda: all(_records(tb, n) for n in tb.nodes))
+        took += _until("serving again", lambda: _serving(url))
+        print(f"\nnative: killed rank 0 -> serving again: {took:.1f}s (stand-in load 0 s)")
+        head, worker = _records(tb, "node1"), _records(tb, "node2")
+        assert [(x["what"], x["why"], x["exit"], x["action"]) for x in head] == [
+            ("vllm", "vLLM exited with status 137", 137, "restart")]
+        # the headless rank idles once rank 0 left (as vLLM's headless worker does), so its
+        # watcher saw the head's /health fail while its own process lived
+        assert (worker[0]["action"], worker[0]["what"]) == ("restart", "vllm"), worker
+        assert str(worker[0]["why"]).startswith(
+            f"vLLM stopped answering http://{head_ip}:8000/health (3 probes in a row)"), worker
+        assert "node rank 0 left the process group" in json.dumps(worker[0]["tail"])
+        chat = httpx.post(f"{url}/chat/completions", timeout=30, json={
+            "model": "Qwen/Qwen3-0.6B", "messages": [{"role": "user", "content": "ping"}],
+            "max_tokens": 16})
+        assert chat.status_code == 200, chat.text
+        assert "vllm serve" in tb.tb("ps", "node2").stdout  # the headless rank is back too
+
+        _until("every watcher watching", lambda: all(
+            (r["healing"] or {}).get("state") == "watching"
+            for r in json.loads(tb.dgx("status", "--json", env=env).stdout)["ranks"]), 120)
+        st = json.loads(tb.dgx("status", "--json", env=env).stdout)
+        ranks = {x["node"]: x for x in st["ranks"]}
+        assert all(x["alive"] for x in ranks.values()), ranks
+        assert ranks["node1"]["healing"]["restarts"] == 1
+        assert ranks["node2"]["healing"]["restarts"] == len(worker) >= 1
+        assert st["vllm"]["healing"]["restarts"] == 1  # the head's, as with Ray
+        text = flat(tb.dgx("status", env=env).stdout)
+        assert "healing watching, 1 restart(s); last " in text, text
+        assert "vllm: vLLM exited with status 137, exit 137" in text
+        # each rank's own watcher in the ranks table
+        for node, rank, n in (("node1", 0, 1), ("node2", 1, len(worker))):
+            assert re.search(rf"{node} {rank} alive watching, {n} restart\(s\); last", text), text
+
+        bundle = tb.dgx("logs", "-o", str(tmp_path), env=env)
+        folder, _ = bundle_from(bundle.stdout)
+        for node, recs in (("node1", head), ("node2", worker)):
+            collected = (folder / node / "dgxcluster" / "restarts.jsonl").read_text().splitlines()
+            assert len(collected) >= len(recs), node
+    finally:
+        stop = tb.dgx("stop", env=env)
+    assert stop.returncode == 0, stop.stderr
+    for node in tb.nodes:
+        assert f"{node} supervise changed stopped the watcher" in flat(stop.stdout), stop.stdout
+        assert not any("supervisor" in ln for ln in tb.tb("ps", node).stdout.splitlines())
+    assert leftovers(tb) == {"node1": [], "node2": []}
     assert_no_leaks(tb)

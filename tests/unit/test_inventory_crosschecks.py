@@ -214,19 +214,17 @@ def test_data_parallel_needs_the_native_executor_and_its_own_port() -> None:
     assert "data_parallel_size 3 needs 3 GPUs, but the 2 node(s) have 2" in out
 
 
-def test_native_refuses_the_restart_watcher_naming_both_keys(tmp_path: Path) -> None:
-    """The watcher relaunches vLLM in the Ray head's container; native ranks cannot be."""
+def test_native_takes_the_restart_watcher_from_the_inventory_and_from_executor(
+        tmp_path: Path) -> None:
+    """A watcher per node heals native ranks (issue 17): nothing refuses the pair."""
     from dgxcluster.inventory.load import load_inventory, with_executor
 
-    out = problems(NODES + "serve:\n  executor: native\n  restart: on-failure\n")
-    assert ("serve.restart: serve.restart: on-failure works only with serve.executor: ray") in out
-    parse_inventory(NODES + "serve:\n  executor: native\n  restart: never\n", environ={})
+    ok = parse_inventory(NODES + "serve:\n  executor: native\n  restart: on-failure\n", environ={})
+    assert (ok.serve.executor, ok.serve.restart) == ("native", "on-failure")
     path = tmp_path / "inv.yaml"
     path.write_text(NODES + "serve: {model: m, restart: on-failure}\n")
-    inv = load_inventory(path, environ={})
-    with pytest.raises(UsageError, match=r"^--executor: native: serve.restart: on-failure works "
-                       r"only with serve.executor: ray"):
-        with_executor(inv, "native")
+    inv = with_executor(load_inventory(path, environ={}), "native")
+    assert (inv.serve.executor, inv.serve.restart) == ("native", "on-failure")
 
 
 def test_native_master_port_may_not_be_the_api_port() -> None:

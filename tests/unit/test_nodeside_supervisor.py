@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dgxcluster.core.nodepaths import NodePaths
 from dgxcluster.inventory import parse_inventory
 from dgxcluster.nodeside.supervisor import Supervisor
@@ -173,6 +175,77 @@ def test_the_config_start_writes_names_the_head_its_files_and_the_launcher() -> 
     assert c["relaunch"][:4] == ["docker", "exec", "-d", "dgxc-c-head"]
     assert (c["max_restarts"], c["failed_probes"]) == (2, 4)
     assert json.loads(supervise.render(c)) == c
+
+
+NATIVE3 = ("cluster: c\nnodes:\n  - {name: a, host: 10.0.0.1, fabric_ip: 192.0.2.1}\n"
+           "  - {name: b, host: 10.0.0.2, fabric_ip: 192.0.2.2}\n"
+           "  - {name: d, host: 10.0.0.3, fabric_ip: 192.0.2.3}\n"
+           "serve: {model: m, executor: native, restart: on-failure, port: 8123,\n"
+           "        tensor_parallel_size: 3}\n")
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_native_every_rank_has_its_own_watcher_over_its_own_container(n: int) -> None:
+    """Rank 0 watches its /health on loopback; a headless rank the head's /health at the
+    head's fabric address (vLLM listens on every interface); none relaunches or kills: the
+    container's main process is the rank, so restarting the container is the relaunch."""
+    text = NATIVE3 if n == 3 else NATIVE3.replace("  - {name: d, host: 10.0.0.3, fabric_ip: "
+                                                  "192.0.2.3}\n", "").replace("size: 3", "size: 2")
+    inv = parse_inventory(text, environ={})
+    paths = NodePaths(home="/home/u", state_dir="~/.local/state/dgxcluster", cluster="c")
+    assert supervise.watcher_nodes(inv) == ["a", "b", "d"][:n]
+    head = supervise.config(inv, paths, "cafe", "a")
+    assert head == supervise.config(inv, paths, "cafe")  # the head's is the default
+    assert head["health_url"] == "http://127.0.0.1:8123/health"
+    assert head["containers"] == ["dgxc-c-head"]
+    assert "relaunch" not in head and "kill" not in head
+    for node in ["b", "d"][:n - 1]:
+        c = supervise.config(inv, paths, "cafe", node)
+        assert c["health_url"] == "http://192.0.2.1:8123/health"
+        assert c["containers"] == ["dgxc-c-worker"]
+        assert "relaunch" not in c and "kill" not in c
+        # its own files on its own node, its own budget
+        assert c["exit_file"] == "/home/u/.local/state/dgxcluster/c/logs/vllm.exit"
+        assert c["records"] == "/home/u/.local/state/dgxcluster/c/logs/restarts.jsonl"
+        assert c["max_restarts"] == inv.serve.max_restarts
+
+
+def test_ray_has_one_watcher_on_the_head_and_a_pinned_host_is_asked_as_such() -> None:
+    inv = parse_inventory(NATIVE3.replace("executor: native", "executor: ray"), environ={})
+    assert supervise.watcher_nodes(inv) == ["a"]
+    pinned = parse_inventory(NATIVE3.replace("port: 8123", "port: 8123, host: 192.0.2.1"),
+                             environ={})
+    paths = NodePaths(home="/root", state_dir="~/.local/state/dgxcluster", cluster="c")
+    assert supervise.config(pinned, paths, "x", "b")["health_url"] == "http://192.0.2.1:8123/health"
+    assert supervise.config(pinned, paths, "x", "a")["health_url"] == "http://192.0.2.1:8123/health"
+
+
+def test_without_relaunch_an_exited_rank_restarts_its_container_naming_vllms_exit(
+        tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    s = sup(tmp_path, node, relaunch=None, kill=None)
+    del s.cfg["relaunch"], s.cfg["kill"]
+    s.loop(rounds=1)
+    node.container = "exited"  # the launcher, its main process, ended with vLLM
+    node.exit_file.write_text("137\n")
+    s.loop(rounds=1)
+    rec = records(tmp_path)
+    assert [(r["what"], r["why"], r["exit"]) for r in rec] == [
+        ("vllm", "vLLM exited with status 137", 137)]
+    assert ["docker", "start", "dgxc-c-head"] in node.calls
+    assert not node.exit_file.exists()  # no stale exit status for the restarted rank to trip on
+    assert not any(c in (["relaunch"], ["kill"]) for c in node.calls)
+
+
+def test_without_relaunch_a_hang_restarts_the_running_container(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    s = sup(tmp_path, node)
+    del s.cfg["relaunch"], s.cfg["kill"]
+    s.loop(rounds=1)
+    node.healthy = False  # e.g. a headless rank's cluster stopped answering, its process lives
+    s.loop(rounds=3)
+    assert ["docker", "restart", "dgxc-c-head"] in node.calls
+    assert "3 probes in a row" in records(tmp_path)[0]["why"]
 
 
 def test_the_launch_and_stop_scripts_start_it_detached_and_end_exactly_it(tmp_path: Path) -> None:

@@ -85,10 +85,9 @@ def test_keys_this_inventory_lacks_are_served_only_when_they_ask_for_what_it_doe
     assert m.inventory.serve.executor == "native"
     assert m.origins["serve.executor"] == "recipe gpt-oss-120b-2x"
     assert apply(inv("  executor: ray\n"), native, environ={}).inventory.serve.executor == "ray"
-    # and refused where the inventory refuses it: no restart watcher for native ranks
-    with pytest.raises(InventoryError) as e:
-        apply(inv("  restart: on-failure\n"), native, environ={})
-    assert "serve.restart: on-failure works only with serve.executor: ray" in str(e.value)
+    # with the restart watcher too: native ranks have one per node (issue 17)
+    healed = apply(inv("  restart: on-failure\n"), native, environ={}).inventory.serve
+    assert (healed.executor, healed.restart) == ("native", "on-failure")
 
 
 def test_a_merged_value_the_inventory_refuses_names_the_recipe() -> None:

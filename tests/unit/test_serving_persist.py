@@ -98,15 +98,27 @@ def test_data_parallel_replicas_wait_for_the_heads_front_end_not_a_master_port()
     assert "data-parallel front end" in steps[0]["what"]
 
 
-@pytest.mark.parametrize("executor", ["ray", "native"])
-def test_on_failure_head_ends_by_starting_the_watcher_workers_do_not(executor: str) -> None:
-    i = inv(2, executor, restart="on-failure")
+def test_on_failure_ray_head_ends_by_starting_the_watcher_workers_do_not() -> None:
+    i = inv(2, "ray", restart="on-failure")
     head = persist.boot_plan(i, "spark1", PATHS, CONFIG)["steps"]
     assert isinstance(head, list)
     assert head[-1]["run"] == supervise.launch_argv(PATHS, persist.ship.path(PATHS))
     worker = persist.boot_plan(i, "spark2", PATHS, CONFIG)["steps"]
     assert isinstance(worker, list)
     assert all("watcher" not in s["what"] for s in worker)
+
+
+def test_on_failure_native_every_rank_ends_by_starting_its_own_watcher() -> None:
+    i = inv(3, "native", restart="on-failure")
+    for node in ("spark1", "spark2", "spark3"):
+        steps = persist.boot_plan(i, node, PATHS, CONFIG)["steps"]
+        assert isinstance(steps, list)
+        assert str(steps[-2]["what"]).startswith("start vLLM rank"), steps[-2]  # then its watcher
+        assert steps[-1]["run"] == supervise.launch_argv(PATHS, persist.ship.path(PATHS)), node
+        assert [s["what"] for s in steps].count("start the watcher (serve.restart: on-failure)") == 1
+    never = persist.boot_plan(inv(3, "native"), "spark2", PATHS, CONFIG)["steps"]
+    assert isinstance(never, list)
+    assert all("watcher" not in s["what"] for s in never)
 
 
 def test_plan_holds_no_secret_values_only_file_names() -> None:

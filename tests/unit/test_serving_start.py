@@ -325,9 +325,10 @@ def test_native_already_running_and_ready_changes_nothing_but_a_rank_gone_restar
                                                                     config)))}
     report = start(_session(text, fakes, tmp_path), StartOptions(model_check=ModelCheck(set())),
                    RecordingProgress())
-    # the preflight read; on the head also whether a watcher runs (none with native)
-    assert report.already_running and len(fakes["b"].calls) == 1 and len(fakes["a"].calls) == 2
-    assert "supervisor.pid" in " ".join(fakes["a"].calls[1])
+    # the preflight read; on every rank's node also whether a watcher runs (native: one per
+    # node; none with serve.restart: never)
+    assert report.already_running and len(fakes["b"].calls) == 2 and len(fakes["a"].calls) == 2
+    assert all("supervisor.pid" in " ".join(fakes[n].calls[1]) for n in ("a", "b"))
     # b's rank is gone: rank 0 cannot take it back, so every rank starts again, rank 0 last
     fakes = {"a": FakeConnection("a").on("@@home", _gather(_running("dgxc-c-head", "head", config)))
              .on("state=", _rank()),
@@ -339,6 +340,12 @@ def test_native_already_running_and_ready_changes_nothing_but_a_rank_gone_restar
     removed = a_calls.index("docker rm -f -v dgxc-c-head")
     assert removed < next(i for i, c in enumerate(a_calls) if c.startswith("docker run"))
     assert any(c[:2] == ["docker", "run"] for c in fakes["b"].calls)
+    # every rank's node had its watcher paused before its rank started again (native: one
+    # watcher per node), not only the head's
+    for node in ("a", "b"):
+        calls = [" ".join(c) for c in fakes[node].calls]
+        paused = next(i for i, c in enumerate(calls) if "supervisor.pid" in c)
+        assert paused < next(i for i, c in enumerate(calls) if c.startswith("docker run")), node
 
 
 def test_switching_executor_is_a_different_configuration(inv_text: str, tmp_path: Path) -> None:

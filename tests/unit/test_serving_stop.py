@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -129,15 +130,20 @@ def _native_ps(*containers: tuple[str, str, str]) -> str:
     return _ps(*containers).replace("dgxcluster.role=", "dgxcluster.executor=native,dgxcluster.role=")
 
 
-def test_a_native_cluster_stops_rank_0_then_the_headless_ranks_then_removes_them(
-        tmp_path: Path) -> None:
-    order: list[str] = []
-
+def _noting(order: list[str]) -> Callable[[str, Reply], object]:
+    """A reply that also notes, in `order`, that its command ran."""
     def note(what: str, reply: Reply) -> object:
         def respond(_argv: list[str], _stdin: bytes | None) -> Reply:
             order.append(what)
             return reply
         return respond
+    return note
+
+
+def test_a_native_cluster_stops_rank_0_then_the_headless_ranks_then_removes_them(
+        tmp_path: Path) -> None:
+    order: list[str] = []
+    note = _noting(order)
 
     fakes = {
         "a": FakeConnection("a").on("@@home", _discover(_native_ps(("dgxc-c-head", "head", "running"))))
@@ -184,3 +190,25 @@ def test_stop_removes_the_boot_unit_first_even_with_no_containers_left(tmp_path:
         ("a", "persist", Status.CHANGED, "disabled and removed dgxcluster-c.service")]
     assert any("systemctl disable" in " ".join(c) for c in fakes["a"].calls)
     assert not any("systemctl" in " ".join(c) for c in fakes["b"].calls[1:])
+
+
+def test_a_native_cluster_stops_every_nodes_watcher_before_any_rank(tmp_path: Path) -> None:
+    """Native: a watcher per node (serve.restart: on-failure); each is stopped first, or it
+    would bring back the rank the next steps stop."""
+    order: list[str] = []
+    note = _noting(order)
+
+    fakes = {
+        "a": FakeConnection("a").on("@@home", _discover(_native_ps(("dgxc-c-head", "head", "running"))))
+        .on(r"supervisor\.pid", note("a watcher", Reply(stdout="stopped\n")))
+        .on("docker exec dgxc-c-head", note("rank 0 SIGTERM", Reply(stdout="stopped\n"))),
+        "b": FakeConnection("b").on("@@home", _discover(_native_ps(("dgxc-c-worker", "worker",
+                                                                    "running"))))
+        .on(r"supervisor\.pid", note("b watcher", Reply(stdout="stopped\n")))
+        .on("docker exec dgxc-c-worker", note("rank 1 SIGTERM", Reply(stdout="stopped\n"))),
+    }
+    report = stop(_session(fakes, tmp_path), progress=RecordingProgress())
+    assert set(order[:2]) == {"a watcher", "b watcher"}
+    assert order[2:4] == ["rank 0 SIGTERM", "rank 1 SIGTERM"]
+    assert [(o.node, o.detail) for o in report.outcomes if o.step == "supervise"] == [
+        ("a", "stopped the watcher"), ("b", "stopped the watcher")]

@@ -413,6 +413,44 @@ def test_data_parallel_status_shows_each_nodes_replica_and_the_layout(tmp_path: 
     assert js["layout"] == "DP 3 x TP 1" and js["ranks"][2]["replica"] == "2"  # type: ignore[index]
 
 
+def test_native_status_shows_each_ranks_own_watcher(tmp_path: Path) -> None:
+    """Native: every node runs its own watcher; each rank's row carries its state (restarts,
+    the last reason), the head's is the `healing` line as with Ray; `--json` has both."""
+    heal = ('supervisor {{"state": "watching", "restarts": {n}, "last": {{"time": '
+            '"2026-12-02T01:00:00Z", "what": "vllm", "why": "vLLM exited with status {c}", '
+            '"exit": {c}}}}}')
+    vllm = "@@ vllm\npid 7\nlast x\n{}\n@@ rc 0\n"
+    fakes = {
+        "n1": FakeConnection("n1").on("", Reply(stdout=probe_output(
+            docker=image_line() + "\n" + native_container("dgxc-demo-head", "head", "running"))
+            + vllm.format(heal.format(n=1, c=137)))),
+        "n2": FakeConnection("n2").on("", Reply(stdout=probe_output(
+            docker=image_line() + "\n" + native_container("dgxc-demo-worker", "worker", "running"))
+            + vllm.format(heal.format(n=2, c=1)))),
+        "n3": FakeConnection("n3").on("", Reply(stdout=probe_output(
+            docker=image_line() + "\n" + native_container("dgxc-demo-worker", "worker", "running"))
+            + vllm.format(""))),
+    }
+    inv = parse_inventory(INV + "serve: {executor: native, tensor_parallel_size: 3}\n", environ={})
+    with Session.open(inv, factory=lambda spec: fakes[spec.name], environ={},  # type: ignore[arg-type]
+                      redactor=Redactor(), log_dir=tmp_path) as s:
+        report = gather(s, expected=lambda _s: TAG,
+                        check_endpoint=lambda _s: EndpointProbe("http://10.0.0.1:8000", "ready"))
+    assert report.ranks is not None and report.healing is not None
+    assert report.healing.restarts == 1  # the head's line, as before
+    by = {r.node: r.healing for r in report.ranks}
+    assert by["n3"] is None  # no watcher ran there
+    assert by["n1"] is not None and by["n2"] is not None
+    assert (by["n1"].restarts, by["n2"].restarts) == (1, 2)
+    assert by["n2"].describe() == ("watching, 2 restart(s); last 2026-12-02T01:00:00Z: vllm: "
+                                   "vLLM exited with status 1, exit 1")
+    js = report.to_json()
+    ranks = js["ranks"]
+    assert isinstance(ranks, list)
+    assert [r["healing"] and r["healing"]["restarts"] for r in ranks] == [1, 2, None]
+    json.dumps(js)  # JSON-able as `status --json` prints it
+
+
 def test_ray_status_has_no_rank_rows() -> None:
     fakes = {n: FakeConnection(n).on("", Reply(stdout=probe_output(docker=DOCKER)))
              for n in ("n1", "n2", "n3")}
