@@ -1,7 +1,9 @@
-"""Beyond a cabled pair, on the testbed: a 3-node ring (each cable twin its own /24) and 4
-nodes through a switch. verify-ib per topology (every cable of the ring, every pair on the
-switch; a pulled cable is named), then TP=2 on a subset of the nodes with the Ray executor:
-start, status, a chat completion, stop. The idle node is left alone by start.
+"""Beyond a cabled pair, on the testbed: a 3-node ring (each cable twin its own /24), 4
+nodes through a switch and 2 nodes cabled asymmetrically (port 1 of node1 to port 0 of
+node2, per-node rails). verify-ib per topology (every cable of the ring, every pair on the
+switch, the asymmetric pair; a pulled cable is named), then on the ring TP=2 on a subset of
+the nodes with the Ray executor and DP 3 x TP 1 over all three with the native executor:
+start, status, a chat completion, stop. An idle node is left alone by start.
 
 Real sshd, dockerd and Ray per node; the RDMA/GPU tools are the testbed's simulated hardware
 (`--simhw auto`, following the cabling and cuts) and vLLM is the stand-in.
@@ -29,9 +31,9 @@ ENV = {"HF_TOKEN": f"hf_e2e{uuid.uuid4().hex}"}
 MODEL = "Qwen/Qwen3-0.6B"
 
 
-def _up(name: str, n: int, topology: str) -> Testbed:
+def _up(name: str, n: int, topology: str, *extra: str) -> Testbed:
     proc = subprocess.run([str(TESTBED), "--name", name, "up", str(n), "--docker", "--topology",
-                           topology, "--simhw", "auto"], capture_output=True, text=True,
+                           topology, "--simhw", "auto", *extra], capture_output=True, text=True,
                           timeout=1800, check=False)
     if proc.returncode != 0:
         pytest.fail(f"testbed up failed: {proc.stderr}\n{proc.stdout}")
@@ -50,11 +52,15 @@ def _prepare(tb: Testbed, serving: list[str]) -> None:
     tb.ensure_model(MODEL)
 
 
-def inventory(tb: Testbed, path: Path, serving: list[str] | None = None) -> Path:
-    """The testbed's inventory: serving TP=2 on `serving` when given, else with the DGX
-    container options (which the testbed's dockerd cannot give) so verify-ib can pass all."""
+def inventory(tb: Testbed, path: Path, serving: list[str] | None = None,
+              dp: int | None = None) -> Path:
+    """The testbed's inventory: serving TP=2 on `serving` when given (or DP `dp` x TP 1 with
+    the native executor), else with the DGX container options (which the testbed's dockerd
+    cannot give) so verify-ib can pass all."""
     data = tb.portable_doc()
-    if serving:
+    if dp:
+        data["serve"].update(executor="native", tensor_parallel_size=1, data_parallel_size=dp)
+    elif serving:
         data["serve"].update(tensor_parallel_size=2, nodes=serving)
     else:
         data["container"]["devices"] = ["/dev/infiniband"]
@@ -69,6 +75,21 @@ def verify(inv: Path) -> tuple[int, list[dict[str, Any]]]:
     return p.returncode, json.loads(p.stdout)
 
 
+def verify_cut(tb: Testbed, inv: Path, node: str, peer: str
+               ) -> tuple[list[dict[str, Any]], set[str], dict[str, Any]]:
+    """verify-ib with the cable between `node` and `peer` pulled (plugged back after): it
+    fails; the rows, the failed links' names and the (failed) cabling row."""
+    tb.tb("cut", node, "--link", peer)
+    try:
+        rc, rows = verify(inv)
+    finally:
+        tb.tb("heal", node, "--link", peer)
+    assert rc == 1, rows
+    cabling = next(r for r in rows if r["check"] == "cabling")
+    assert cabling["status"] == "FAIL", cabling
+    return rows, {r["node"] for r in rows if r["check"] == "link" and r["status"] == "FAIL"}, cabling
+
+
 def not_passing(rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
     return {(r["node"], r["check"]) for r in rows if r["status"] != "PASS"}
 
@@ -79,8 +100,10 @@ def containers(tb: Testbed, node: str) -> list[str]:
     return out.split()
 
 
-def serve_and_check(tb: Testbed, inv: Path, serving: list[str]) -> None:
-    """start TP=2 on `serving`; status shows Ray on exactly those; a chat answers; stop."""
+def serve_and_check(tb: Testbed, inv: Path, serving: list[str], layout: str | None = None) -> None:
+    """start on `serving`; status shows Ray on exactly those (or, with the native executor's
+    `layout`, one live rank per node in order); a chat answers; a second start changes
+    nothing; stop leaves no container on any node."""
     idle = [n for n in tb.nodes if n not in serving]
     start = run_cli("-i", str(inv), "start", env=ENV, timeout=900)
     assert start.returncode == 0, start.stdout + start.stderr
@@ -91,8 +114,13 @@ def serve_and_check(tb: Testbed, inv: Path, serving: list[str]) -> None:
     status = run_cli("-i", str(inv), "status", "--json", env=ENV, timeout=180)
     assert status.returncode == 0, status.stdout + status.stderr
     st = json.loads(status.stdout)
-    assert st["ray"]["nodes_alive"] == len(serving) == st["ray"]["nodes_expected"], st["ray"]
-    assert st["ray"]["gpus_total"] == len(serving)
+    if layout:
+        assert st["executor"] == "native" and st["layout"] == layout, st
+        assert [(x["node"], x["rank"], x["alive"]) for x in st["ranks"]] == [
+            (n, i, True) for i, n in enumerate(serving)], st["ranks"]
+    else:
+        assert st["ray"]["nodes_alive"] == len(serving) == st["ray"]["nodes_expected"], st["ray"]
+        assert st["ray"]["gpus_total"] == len(serving)
     url = next(ln.split()[1] for ln in start.stdout.splitlines() if ln.startswith("endpoint: "))
     r = httpx.post(f"{url}/chat/completions", timeout=60, json={
         "model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "hello"}]})
@@ -108,7 +136,7 @@ def serve_and_check(tb: Testbed, inv: Path, serving: list[str]) -> None:
 @pytest.fixture(scope="module")
 def ring3() -> Iterator[Testbed]:
     tb = _up(f"{PREFIX}ring", 3, "ring")
-    _prepare(tb, ["node1", "node2"])
+    _prepare(tb, tb.nodes)  # node3 serves only in DP 3
     yield tb
     tb.dgx("stop", env=ENV)
     _down(tb.name)
@@ -133,23 +161,23 @@ def test_ring3_verify_ib_checks_every_cable_and_names_a_pulled_one(ring3: Testbe
     assert len(links) == 6  # 3 cables x 2 twins, each its own subnet
     assert {r["node"] for r in links} >= {"node1:enp1s0f0np0<->node2:enp1s0f1np1",
                                           "node3:enp1s0f0np0<->node1:enp1s0f1np1"}
-    ring3.tb("cut", "node2", "--link", "node3")
-    try:
-        rc, rows = verify(inv)
-    finally:
-        ring3.tb("heal", "node2", "--link", "node3")
-    assert rc == 1
-    failed_links = {r["node"] for r in rows if r["check"] == "link" and r["status"] == "FAIL"}
+    rows, failed_links, cabling = verify_cut(ring3, inv, "node2", "node3")
     assert failed_links == {"node2:enp1s0f0np0<->node3:enp1s0f1np1",
                             "node2:enP2p1s0f0np0<->node3:enP2p1s0f1np1"}
-    cabling = next(r for r in rows if r["check"] == "cabling")
-    assert cabling["status"] == "FAIL" and "2 of 6 links not active" in cabling["detail"]
+    assert "2 of 6 links not active" in cabling["detail"]
     assert ("node1", "ping") not in not_passing(rows)  # node1's own cables are fine
 
 
 def test_ring3_tp2_on_two_of_three_nodes_with_ray(ring3: Testbed, tmp_path: Path) -> None:
     serve_and_check(ring3, inventory(ring3, tmp_path / "inv.yaml", ["node1", "node2"]),
                     ["node1", "node2"])
+
+
+def test_ring3_dp3_native_one_replica_per_node(ring3: Testbed, tmp_path: Path) -> None:
+    """DP 3 x TP 1: each node its own replica behind the head's one API server, the
+    replicas joining it over the ring's per-cable subnets."""
+    serve_and_check(ring3, inventory(ring3, tmp_path / "inv.yaml", dp=3), ring3.nodes,
+                    layout="DP 3 x TP 1")
 
 
 def test_switch4_verify_ib_pings_every_pair(switch4: Testbed, tmp_path: Path) -> None:
@@ -161,3 +189,32 @@ def test_switch4_verify_ib_pings_every_pair(switch4: Testbed, tmp_path: Path) ->
         for peer in switch4.nodes:
             if peer != node:
                 assert f"{peer} " in pings[node], (node, pings[node])
+
+
+# the one cable's two twins: port 1 of node1 to port 0 of node2
+ASYM_LINKS = {"node1:enp1s0f1np1<->node2:enp1s0f0np0", "node1:enP2p1s0f1np1<->node2:enP2p1s0f0np0"}
+
+
+@pytest.fixture(scope="module")
+def asym2() -> Iterator[Testbed]:
+    """Two nodes cabled port 1 (node1) to port 0 (node2): the testbed writes node2's own
+    `rails` (enp1s0f0np0/rocep1s0f0, enP2p1s0f0np0/roceP2p1s0f0) into the inventory."""
+    tb = _up(f"{PREFIX}asym", 2, "direct", "--ports", "1,0")
+    yield tb
+    _down(tb.name)
+
+
+def test_asymmetric_cabling_passes_with_per_node_rails_and_names_a_pulled_cable(
+        asym2: Testbed, tmp_path: Path) -> None:
+    inv = inventory(asym2, tmp_path / "inv.yaml")
+    nodes = {n["name"]: n for n in yaml.safe_load(inv.read_text())["nodes"]}
+    assert "rails" not in nodes["node1"]
+    assert [r["interface"] for r in nodes["node2"]["rails"]] == ["enp1s0f0np0", "enP2p1s0f0np0"]
+    rc, rows = verify(inv)
+    assert rc == 0, not_passing(rows)
+    cabling = next(r for r in rows if r["check"] == "cabling")
+    assert cabling["status"] == "PASS" and "(rails on" not in cabling["detail"], cabling
+    assert {r["node"] for r in rows if r["check"] == "link"} == ASYM_LINKS
+    _, failed, cabling = verify_cut(asym2, inv, "node1", "node2")
+    assert failed == ASYM_LINKS, failed  # both twins of the one cable, each end named
+    assert "node1 (rails on" in cabling["detail"] and "node2 (rails on" in cabling["detail"]
