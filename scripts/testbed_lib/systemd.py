@@ -117,6 +117,23 @@ def power_cut(node: Node, wait_s: float = 30.0) -> int:
     return len(pids)
 
 
+def _settled(pidfile: Path, wait_s: float = 60.0) -> None:
+    """A SIGKILLed dockerd that a loaded machine has not finished ending yet still owns its
+    pid file and socket; the next one must not take it for a running daemon."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            pid = int(pidfile.read_text().strip())
+            alive = bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+        except (OSError, ValueError):
+            return
+        if not alive:
+            return
+        time.sleep(0.2)
+    raise TestbedError(f"dockerd (pid file {pidfile}) still running {wait_s:g}s after the "
+                       "power cut")
+
+
 def boot_env() -> dict[str, str]:
     """What systemd gives a system service, with the node's PATH (simulated tools, then the
     testbed's docker client) as sshd sets it."""
@@ -127,9 +144,12 @@ def boot_env() -> dict[str, str]:
 def reboot(node: Node, docker: bool) -> str:
     """Power cut, then boot: dockerd, sshd, the enabled units. Returns a one-line summary."""
     killed = power_cut(node)
-    if docker:
-        daemons.start_dockerd(node)
-    daemons.start_sshd(node)
+    try:
+        if docker:
+            _settled(daemons.dockerd_pidfile(node))
+            daemons.start_dockerd(node, wait_s=180)
+    finally:  # whatever happened to dockerd, the node answers SSH again (as after a boot)
+        daemons.start_sshd(node)
     units = enabled(node)
     if units:
         res = subprocess.run([*node.nsenter(), "/usr/local/sbin/systemctl", "--testbed-boot"],

@@ -220,7 +220,8 @@ def test_killed_then_hung_then_crash_looping_vllm_is_healed_within_budget_then_l
 def test_native_rank_0_killed_while_serving_every_node_heals_its_own_rank(
         tb: Testbed, tmp_path: Path) -> None:
     """Native executor, a watcher on every serving node over its own rank: rank 0's vLLM
-    killed while serving takes the headless rank down too (its process group is broken);
+    killed while serving, then hung, then crash-looping (as the Ray test above); the kill
+    takes the headless rank down too (its process group is broken);
     each node's watcher restarts its own container, the ranks meet again at rank 0's master
     port and the endpoint serves. Each node records its restart, `status` shows them per
     rank, `logs` collects them, and `stop` leaves nothing (no watcher either)."""
@@ -280,15 +281,46 @@ def test_native_rank_0_killed_while_serving_every_node_heals_its_own_rank(
         for node, rank, n in (("node1", 0, 1), ("node2", 1, len(worker))):
             assert re.search(rf"{node} {rank} alive watching, {n} restart\(s\); last", text), text
 
+        # a hang: rank 0's process lives, its /health stops answering -> its container is
+        # restarted (no relaunch with native); the headless rank follows as above
+        hung = _standin_pid(tb)
+        tb.node_exec("node1", "sh", "-c", f"echo once > {logs}/standin-hang")
+        _until("the hang restarted", lambda: len(_records(tb, "node1")) == 2)
+        _until("serving again", lambda: _serving(url))
+        rec = _records(tb, "node1")[1]
+        assert str(rec["why"]).startswith("vLLM stopped answering http://127.0.0.1:8000/health "
+                                          "(3 probes in a row) while its process ran"), rec
+        assert _standin_pid(tb) != hung
+
+        # a crash loop: rank 0 exits a second after every start; the head's watcher spends
+        # its budget (3 in the window: the kill, the hang, one more) and gives up, leaving
+        # rank 0 stopped; status says why
+        tb.node_exec("node1", "sh", "-c", f"echo 1 > {logs}/standin-exit-after")
+        tb.node_exec("node1", "kill", "-9", str(_standin_pid(tb)))
+        _until("given up", lambda: any(x["action"] == "gave up" for x in _records(tb, "node1")))
+        recs = _records(tb, "node1")
+        assert [x["action"] for x in recs] == ["restart"] * 3 + ["gave up"], recs
+        assert "gave up after 3 restart(s) within 600s, cluster left stopped" in str(recs[-1]["why"])
+        text = flat(tb.dgx("status", env=env).stdout)
+        assert "healing gave up, 3 restart(s); last " in text and "cluster left stopped" in text
+        assert not _serving(url)
+        state = tb.node_exec("node1", "docker", "inspect", "-f", "{{.State.Status}}",
+                             f"dgxc-{tb.name}-head").stdout.strip()
+        assert state == "exited"
+
         bundle = tb.dgx("logs", "-o", str(tmp_path), env=env)
         folder, _ = bundle_from(bundle.stdout)
         for node, recs in (("node1", head), ("node2", worker)):
             collected = (folder / node / "dgxcluster" / "restarts.jsonl").read_text().splitlines()
             assert len(collected) >= len(recs), node
     finally:
+        tb.node_exec("node1", "rm", "-f", f"{logs}/standin-exit-after", f"{logs}/standin-hang")
+        watching = [n for n in tb.nodes
+                    if any("supervisor" in ln for ln in tb.tb("ps", n).stdout.splitlines())]
         stop = tb.dgx("stop", env=env)
     assert stop.returncode == 0, stop.stderr
-    for node in tb.nodes:
+    assert "node1" not in watching  # it gave up and ended
+    for node in watching:  # a headless rank's watcher may still be trying: stop ends it
         assert f"{node} supervise changed stopped the watcher" in flat(stop.stdout), stop.stdout
         assert not any("supervisor" in ln for ln in tb.tb("ps", node).stdout.splitlines())
     assert leftovers(tb) == {"node1": [], "node2": []}

@@ -9,6 +9,7 @@ units and boot plans are dgxcluster's own (`serving/persist.py`, `nodeside/boot.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -38,6 +39,13 @@ def tb(testbed_docker: Testbed) -> Iterator[Testbed]:
 
 def unit(tb: Testbed) -> str:
     return f"dgxcluster-{tb.name}.service"
+
+
+def reboot_all(tb: Testbed) -> subprocess.CompletedProcess[str]:
+    """`scripts/testbed reboot` on every node; its own words when it fails."""
+    r = tb.tb("reboot", *tb.nodes, check=False)
+    assert r.returncode == 0, f"testbed reboot failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+    return r
 
 
 def units_on(tb: Testbed, node: str) -> list[str]:
@@ -110,7 +118,7 @@ def test_persist_reboot_serves_again_then_stop_removes_it_and_a_reboot_starts_no
     assert dry.returncode == 0 and "Type=oneshot" in dry.stdout and '"steps"' in dry.stdout
     assert "hf_persistsecret" not in dry.stdout + dry.stderr
 
-    reboot = tb.tb("reboot", *tb.nodes)
+    reboot = reboot_all(tb)
     for node in tb.nodes:
         assert f"{node}: rebooted" in reboot.stdout and unit(tb) in reboot.stdout, reboot.stdout
     st, took = wait_serving(tb, env)
@@ -126,7 +134,7 @@ def test_persist_reboot_serves_again_then_stop_removes_it_and_a_reboot_starts_no
     assert stop.returncode == 0, stop.stderr
     assert f"persist changed disabled and removed {unit(tb)}" in flat(stop.stdout)
     assert {n: units_on(tb, n) for n in tb.nodes} == {n: [] for n in tb.nodes}
-    tb.tb("reboot", *tb.nodes)
+    reboot_all(tb)
     time.sleep(5)
     assert running(tb) == {n: [] for n in tb.nodes}
     assert leftovers(tb) == {"node1": [], "node2": []}
@@ -138,7 +146,7 @@ def test_without_persist_a_reboot_starts_nothing_and_status_says_so(tb: Testbed)
     assert r.returncode == 0, r.stdout + r.stderr
     for node in tb.nodes:
         assert f"{node} persist unchanged off (no unit installed)" in flat(r.stdout)
-    reboot = tb.tb("reboot", *tb.nodes)
+    reboot = reboot_all(tb)
     assert "units started: none" in reboot.stdout
     time.sleep(10)
     assert running(tb) == {n: [] for n in tb.nodes}
