@@ -160,17 +160,18 @@ class Supervisor:
             self.sleep(0.5)
 
     def give_up(self, record: dict[str, Any]) -> None:
-        """Budget spent: leave the cluster stopped, and say why."""
+        """Budget spent: leave the cluster stopped, then say why (the record is written once
+        it is true, so whoever reads "left stopped" finds the containers stopped)."""
         limit = f"{self.cfg['max_restarts']} restart(s) within {float(self.cfg['window_s']):g}s"
         record["why"] = f"{record['why']}; gave up after {limit}, cluster left stopped"
-        self.append(record)
-        self.last = record
         self.state = "gave up"
-        self.save()
         if self.cfg.get("relaunch") and self.cfg.get("kill") and self.exit_status() is None:
             self.run(self.cfg["kill"])
         for name in self.cfg.get("containers", []):
             self.run(["docker", "stop", "-t", "10", name])
+        self.append(record)
+        self.last = record
+        self.save()
 
     # -- records ---------------------------------------------------------------------------
     def tail(self) -> list[str]:

@@ -141,10 +141,13 @@ def timeout_s(doc: Mapping[str, object]) -> int:
     return int(total) + 120
 
 
-def _systemd_quote(arg: str) -> str:
-    """One ExecStart= word (systemd.service(5) "Command lines": quotes, `%` specifiers and
-    `$` variables are expanded, so they are escaped)."""
-    text = arg.replace("%", "%%").replace("$", "$$")
+def _systemd_quote(arg: str, *, executable: bool = False) -> str:
+    """One ExecStart= word (systemd.service(5) "Command lines": quotes and `%` specifiers are
+    expanded everywhere, `$` variables only in the arguments, so `$` is doubled only there:
+    systemd-analyze verify (systemd 252) looks for an executable named `a$$b` literally)."""
+    text = arg.replace("%", "%%")
+    if not executable:
+        text = text.replace("$", "$$")
     if text and all(c.isalnum() or c in "/._-+:=@," for c in text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -152,6 +155,11 @@ def _systemd_quote(arg: str) -> str:
 
 def exec_start(paths: NodePaths) -> list[str]:
     return [PYTHON, ship.path(paths), "boot", paths.boot_plan]
+
+
+def exec_line(argv: list[str]) -> str:
+    """argv as one ExecStart= value."""
+    return " ".join(_systemd_quote(a, executable=i == 0) for i, a in enumerate(argv))
 
 
 def unit_text(inv: InventoryModel, node: str, paths: NodePaths, doc: Mapping[str, object],
@@ -170,7 +178,7 @@ def unit_text(inv: InventoryModel, node: str, paths: NodePaths, doc: Mapping[str
         "Type=oneshot",
         "RemainAfterExit=yes",
         *([f"User={user}"] if user else []),
-        "ExecStart=" + " ".join(_systemd_quote(a) for a in exec_start(paths)),
+        "ExecStart=" + exec_line(exec_start(paths)),
         f"TimeoutStartSec={timeout_s(doc)}",
         "",
         "[Install]",

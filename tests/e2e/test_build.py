@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from tests.leaks import assert_no_leaks
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
 IMAGE = "dgxcluster/testbed"
+#: This run's own: BuildKit caches a RUN by its text (a secret mount is not part of the key).
+NONCE = uuid.uuid4().hex[:12]
 WHEELS = REPO / "images" / "testbed" / "wheels"
 
 
@@ -76,8 +79,10 @@ def copy(tb: Testbed, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 
 
 def _change(ctx: Path, text: str) -> str:
+    """One changed file; the run's own nonce too, so a content tag built by an earlier run
+    on a testbed that outlived it can never make this one a no-op."""
     with open(ctx / "entrypoint.sh", "a") as fh:
-        fh.write(f"# {text}\n")
+        fh.write(f"# {text} {NONCE}\n")
     return scan(ctx, build_args=BUILD_ARGS).content_tag
 
 
@@ -244,10 +249,10 @@ def test_unreachable_node_exits_3_and_the_other_is_still_served(
     assert "unchanged up to date" in rows["node1"] or "changed" in rows["node1"], rows
 
 
-SECRET_DOCKERFILE = """\
+SECRET_DOCKERFILE = f"""\
 FROM dgxcluster/testbed-base:bookworm
 RUN --mount=type=secret,id=HF_TOKEN \\
-    echo "token in build output: $(cat /run/secrets/HF_TOKEN)" \\
+    echo "token in build output: $(cat /run/secrets/HF_TOKEN) (run {NONCE})" \\
  && sha256sum /run/secrets/HF_TOKEN | cut -d' ' -f1 > /token.sha256
 """
 

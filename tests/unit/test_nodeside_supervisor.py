@@ -30,6 +30,7 @@ class Node:
         self.tmp = tmp
         self.exit_file = tmp / "vllm.exit"
         self.on_relaunch: Any = None
+        self.records_at_stop: str | None = None
         (tmp / "vllm.log").write_text("".join(f"line {i}\n" for i in range(50)))
 
     def run(self, argv: list[str]) -> tuple[int, str]:
@@ -38,6 +39,8 @@ class Node:
             return 0, f"{self.container} 0\n"
         if argv[:2] == ["docker", "stop"]:
             self.container = "exited"
+            self.records_at_stop = (self.tmp / "restarts.jsonl").read_text() \
+                if (self.tmp / "restarts.jsonl").exists() else ""
         if argv == ["relaunch"]:
             assert not self.exit_file.exists()  # never a stale exit status after a relaunch
             if self.on_relaunch:
@@ -132,6 +135,8 @@ def test_a_crash_loop_backs_off_then_gives_up_leaving_the_cluster_stopped(tmp_pa
     assert "before it was healthy again" in rs[1]["why"]
     assert rs[-1]["why"].endswith("gave up after 3 restart(s) within 600s, cluster left stopped")
     assert ["docker", "stop", "-t", "10", "dgxc-c-head"] in node.calls
+    # "left stopped" is written once it is true: whoever reads it finds the containers stopped
+    assert node.records_at_stop is not None and "gave up" not in node.records_at_stop
     st = state(tmp_path)
     assert (st["state"], st["restarts"]) == ("gave up", 3) and "gave up" in st["last"]["why"]
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -149,6 +152,7 @@ def test_unit_is_a_oneshot_after_docker_and_the_network_wanted_by_multi_user() -
 def test_exec_start_words_escape_systemd_specifiers() -> None:
     assert persist._systemd_quote("/home/a b/x%y$z") == '"/home/a b/x%%y$$z"'
     assert persist._systemd_quote("/usr/bin/python3") == "/usr/bin/python3"
+    assert persist.exec_line(["/a$b", "$c"]) == '"/a$b" "$$c"'  # no `$` expansion in the path
 
 
 def test_persist_is_not_part_of_the_config_hash() -> None:
@@ -191,3 +195,50 @@ def test_a_node_without_systemd_or_root_is_refused_naming_the_fix() -> None:
     assert no_root is not None and "nvidia is not root" in no_root and "sudo" in no_root
     no_systemd = persist.problem(i, read("@@who\n0 root nosystemd\n@@rc 0\n"))
     assert no_systemd is not None and "no systemctl" in no_systemd
+
+
+# -- the unit as real systemd reads it (systemd-analyze verify: systemd's own parser, no PID 1
+# needed; it warns on a key it cannot parse and fails on an ExecStart= it cannot execute) ---
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+needs_systemd = pytest.mark.skipif(SYSTEMD_ANALYZE is None,
+                                   reason="systemd-analyze missing (scripts/bootstrap installs it)")
+
+
+def _verify(unit: Path) -> subprocess.CompletedProcess[str]:
+    assert SYSTEMD_ANALYZE is not None
+    return subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", str(unit)], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+@needs_systemd
+@pytest.mark.parametrize("executor", ["ray", "native"])
+def test_the_unit_is_accepted_by_systemds_own_parser_without_a_warning(
+        executor: str, tmp_path: Path) -> None:
+    i = inv(2, executor)
+    unit = tmp_path / "dgxcluster-spark.service"
+    unit.write_text(persist.unit_text(i, "spark1", PATHS, persist.boot_plan(i, "spark1", PATHS,
+                                                                             CONFIG), user="nvidia"))
+    r = _verify(unit)
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    bad = tmp_path / "bad.service"  # the check can fail: a key systemd cannot parse is named
+    bad.write_text(unit.read_text().replace("Type=oneshot", "Type=one-shot"))
+    assert "Failed to parse service type" in _verify(bad).stderr
+
+
+@needs_systemd
+def test_an_exec_start_word_with_spaces_and_specifiers_reaches_systemd_unchanged(
+        tmp_path: Path) -> None:
+    """A home with a space, `%` and `$` in it: systemd finds the program only if the quoting
+    undid exactly what systemd expands (a wrong quote makes it look for another path)."""
+    odd = tmp_path / "a b%n$HOME" / "run me"
+    odd.parent.mkdir()
+    odd.write_text("#!/bin/sh\n")
+    odd.chmod(0o755)
+    unit = tmp_path / "odd.service"
+    unit.write_text(f"[Service]\nType=oneshot\nExecStart={persist.exec_line([str(odd), 'x'])}\n")
+    r = _verify(unit)
+    assert r.returncode == 0 and "not executable" not in r.stderr, r.stderr
+    for wrong in (f'"{odd}"', persist._systemd_quote(str(odd))):  # % not doubled; $ doubled
+        unit.write_text(f"[Service]\nType=oneshot\nExecStart={wrong} x\n")
+        assert "not executable" in _verify(unit).stderr, wrong
