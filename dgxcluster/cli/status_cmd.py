@@ -136,11 +136,12 @@ def _print_serving(report: ClusterStatus) -> None:
 
 def _print_keeping(out: Console, report: ClusterStatus) -> None:
     """The watcher's state (serve.restart) and whether the endpoint wants an API key."""
-    if report.healing is not None:
-        h = report.healing
+    watchers = ([("", report.healing)] if report.healing is not None else []) + [
+        (f" ({node}: Ray worker)", h) for node, h in report.worker_healing.items()]
+    for where, h in watchers:
         style = "red" if h.state == "gave up" else "yellow" if h.restarts else "green"
-        out.print(f"[bold]healing[/bold] [{style}]{h.describe()}[/{style}]", highlight=False,
-                  soft_wrap=True)
+        out.print(f"[bold]healing[/bold]{where} [{style}]{h.describe()}[/{style}]",
+                  highlight=False, soft_wrap=True)
     p_style = "green" if "matches" in report.persist else "dim" if report.persist == "off" \
         else "yellow"
     out.print(f"[bold]persist[/bold] [{p_style}]{report.persist}[/{p_style}]"

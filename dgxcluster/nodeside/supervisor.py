@@ -8,7 +8,9 @@ Standalone (stdlib only): `python3 nodeside.pyz supervisor CONFIG.json`, started
 
 It knows nothing of executors. The config names what to watch and how to bring it back:
 - `health_url`: vLLM's `/health`. Health is that answering 200, not a container being up:
-  `failed_probes` failures in a row (no answer, 5xx) after it was healthy count as a hang;
+  `failed_probes` failures in a row (no answer, 5xx) after it was healthy count as a hang.
+  Absent (a Ray worker node, where no vLLM runs: the head's watcher looks after vLLM), only
+  the containers are watched;
 - `containers`: the containers dgxcluster runs on this node (core/naming.py); one that is
   not running has failed, and is started again (`docker start`) before vLLM is relaunched;
 - `exit_file`: where vLLM's exit status appears when its process ends (start's launcher);
@@ -96,6 +98,8 @@ class Supervisor:
         return parts[0], int(parts[1]) if parts[1].lstrip("-").isdigit() else None
 
     def exit_status(self) -> int | None:
+        if not self.cfg.get("exit_file"):
+            return None
         try:
             with open(self.cfg["exit_file"]) as fh:
                 text = fh.read().strip()
@@ -136,8 +140,8 @@ class Supervisor:
 
     def bring_back(self, what: str) -> None:
         relaunch = self.cfg.get("relaunch")
-        if not relaunch:  # the container's start relaunches vLLM: no stale exit may be seen
-            with contextlib.suppress(OSError):
+        if not relaunch and self.cfg.get("exit_file"):  # the container's start relaunches
+            with contextlib.suppress(OSError):  # vLLM: no stale exit status may be seen
                 os.remove(self.cfg["exit_file"])
         for name in self.cfg.get("containers", []):
             status, _ = self.container(name)
@@ -175,6 +179,13 @@ class Supervisor:
 
     # -- records ---------------------------------------------------------------------------
     def tail(self) -> list[str]:
+        if not self.cfg.get("log"):  # no vLLM log here: the watched container's own
+            names = self.cfg.get("containers", [])
+            if not names:
+                return []
+            _, out = self.run(["sh", "-c", f'docker logs --tail {TAIL_LINES} "$1" 2>&1', "sh",
+                                names[0]])
+            return out.splitlines()[-TAIL_LINES:]
         try:
             with open(self.cfg["log"], "rb") as fh:
                 fh.seek(0, os.SEEK_END)
@@ -204,7 +215,8 @@ class Supervisor:
         self.save()
         while not self.stopping and (rounds is None or rounds > 0):
             rounds = None if rounds is None else rounds - 1
-            if self.get(self.cfg["health_url"], float(self.cfg["probe_timeout_s"])):
+            url = self.cfg.get("health_url")
+            if url is None or self.get(url, float(self.cfg["probe_timeout_s"])):
                 self.failed = 0
                 if self.state != "watching" or not self.healthy_once:
                     self.healthy_once = True
@@ -261,6 +273,6 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"supervisor: watching {cfg['health_url']} and {', '.join(cfg.get('containers', []))}",
-          flush=True)
+    what = [cfg["health_url"]] if cfg.get("health_url") else []
+    print(f"supervisor: watching {' and '.join([*what, *cfg.get('containers', [])])}", flush=True)
     return sup.loop()

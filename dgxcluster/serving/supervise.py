@@ -85,10 +85,17 @@ def health_url(inv: InventoryModel, node: str | None = None) -> str:
 
 
 def watcher_nodes(inv: InventoryModel) -> list[str]:
-    """Where watchers live (with `serve.restart: on-failure`): with Ray, the head only (vLLM
-    lives in its container); native, every serving node, each watching its own rank (no node
-    can act on another's containers), head first."""
-    return list(node_ranks(inv)) if inv.serve.executor == NATIVE else [inv.head_name]
+    """Where watchers live (with `serve.restart: on-failure`): every serving node, head
+    first, each acting on its own containers only (no node can act on another's). Native:
+    each over its own rank. Ray: the head over vLLM (it lives in the head container) and its
+    Ray head, each worker over its Ray worker container."""
+    return list(node_ranks(inv))
+
+
+def watches_vllm(inv: InventoryModel, node: str) -> bool:
+    """False for a Ray worker node: no vLLM runs there (its watcher keeps the Ray worker
+    container up, so that the head's relaunch of vLLM finds every GPU again)."""
+    return inv.serve.executor == NATIVE or node == inv.head_name
 
 
 def config(inv: InventoryModel, paths: NodePaths, config_hash: str,
@@ -102,15 +109,17 @@ def config(inv: InventoryModel, paths: NodePaths, config_hash: str,
     own = naming.container_name(inv.cluster, role)
     log = paths.log_dir
     how: dict[str, object] = {}
-    if s.executor != NATIVE:
+    if not watches_vllm(inv, node):
+        pass  # a Ray worker: its container only (no health_url, no vLLM files)
+    elif s.executor != NATIVE:
         how = {"relaunch": serve_exec(inv),
                "kill": ["docker", "exec", own, *shell(_KILL, CONTAINER_LOG_DIR)]}
+    vllm: dict[str, object] = {"health_url": health_url(inv, node),
+                               "exit_file": f"{log}/{VLLM_EXIT}", "log": paths.vllm_log}
     return {
         "config": config_hash,
-        "health_url": health_url(inv, node),
         "containers": [own],
-        "exit_file": f"{log}/{VLLM_EXIT}",
-        "log": paths.vllm_log,
+        **(vllm if watches_vllm(inv, node) else {}),
         **how,
         "records": f"{log}/{SUPERVISOR_RECORDS}",
         "state": f"{log}/{SUPERVISOR_STATE}",
@@ -165,5 +174,7 @@ def ensure(conn: Connection, inv: InventoryModel, paths: NodePaths, config_hash:
         tail = conn.run(["tail", "-n", "5", f"{paths.log_dir}/{SUPERVISOR_LOG}"], timeout=docker.QUICK_S)
         raise StepError(STEP, f"the watcher did not start: {(tail.stdout or res.stderr).strip()}",
                         conn.node)
-    return Outcome(conn.node, STEP, Status.CHANGED, f"watcher started ({policy}; health "
-                   f"{health_url(inv, conn.node)} every {inv.serve.health_interval_s:g}s)")
+    what = (f"health {health_url(inv, conn.node)}" if watches_vllm(inv, conn.node) else
+            f"container {naming.container_name(inv.cluster, role_of(inv, conn.node))}")
+    return Outcome(conn.node, STEP, Status.CHANGED, f"watcher started ({policy}; {what} "
+                   f"every {inv.serve.health_interval_s:g}s)")

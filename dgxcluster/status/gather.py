@@ -205,6 +205,9 @@ def gather(
         serving_error=serving_error if vllm.ready else None,
         auth=auth(session),
         healing=healing(done.probes.get(head), redact),
+        worker_healing={} if executor == "native" else {
+            n: h for n in node_ranks(inv) if n != head
+            and (h := healing(done.probes.get(n), redact)) is not None},
         executor=executor,
         ranks=rank_rows(node_ranks(inv), done.probes, done.nodes, redact, replicas(inv))
         if executor == "native" else None,

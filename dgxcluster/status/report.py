@@ -176,7 +176,7 @@ class VllmProcess:
 
 @dataclass
 class Healing:
-    """The head's watcher (`serve.restart: on-failure`), as its state file says."""
+    """A node's watcher (`serve.restart: on-failure`), as its state file says."""
 
     state: str  # watching | restarting | starting | gave up | stopped
     restarts: int = 0
@@ -223,6 +223,8 @@ class ClusterStatus:
     serving_error: str | None = None
     auth: str = "off"  # the endpoint's API key (serve.api_key): "off" or "on (NAME)"
     healing: Healing | None = None  # the head's watcher, when one ran
+    #: Ray: each worker node's own watcher (it keeps the Ray worker container up), when one ran
+    worker_healing: dict[str, Healing] = field(default_factory=dict)
     executor: str = "ray"  # what runs (the head container's label), else serve.executor
     ranks: list[RankStatus] | None = None  # native: one row per vLLM rank, in place of Ray
     layout: str | None = None  # the sizes: "TP 2", "DP 2 x TP 1" (core.ranks.layout)
@@ -251,7 +253,8 @@ class ClusterStatus:
                      if self.vllm_process else None,
                      "metrics": self.serving.to_json() if self.serving else None,
                      "metrics_error": self.serving_error, "auth": self.auth,
-                     "healing": self.healing.to_json() if self.healing else None},
+                     "healing": self.healing.to_json() if self.healing else None,
+                     "worker_healing": {n: h.to_json() for n, h in self.worker_healing.items()}},
             "executor": self.executor,
             "layout": self.layout,
             "persist": {"state": self.persist, "nodes": self.persist_nodes},

@@ -53,13 +53,15 @@ def _prepare(tb: Testbed, serving: list[str]) -> None:
 
 
 def inventory(tb: Testbed, path: Path, serving: list[str] | None = None,
-              dp: int | None = None) -> Path:
+              dp: int | None = None, pp: int | None = None, executor: str = "ray") -> Path:
     """The testbed's inventory: serving TP=2 on `serving` when given (or DP `dp` x TP 1 with
-    the native executor), else with the DGX container options (which the testbed's dockerd
-    cannot give) so verify-ib can pass all."""
+    the native executor, or TP 1 x PP `pp` with `executor`), else with the DGX container
+    options (which the testbed's dockerd cannot give) so verify-ib can pass all."""
     data = tb.portable_doc()
     if dp:
         data["serve"].update(executor="native", tensor_parallel_size=1, data_parallel_size=dp)
+    elif pp:
+        data["serve"].update(executor=executor, tensor_parallel_size=1, pipeline_parallel_size=pp)
     elif serving:
         data["serve"].update(tensor_parallel_size=2, nodes=serving)
     else:
@@ -178,6 +180,15 @@ def test_ring3_dp3_native_one_replica_per_node(ring3: Testbed, tmp_path: Path) -
     replicas joining it over the ring's per-cable subnets."""
     serve_and_check(ring3, inventory(ring3, tmp_path / "inv.yaml", dp=3), ring3.nodes,
                     layout="DP 3 x TP 1")
+
+
+@pytest.mark.parametrize("executor", ["native", "ray"])
+def test_ring3_pp3_one_pipeline_stage_per_node(ring3: Testbed, tmp_path: Path,
+                                               executor: str) -> None:
+    """TP 1 x PP 3: a stage per node, each stage's neighbour one cable away (a ring); with
+    the native executor a rank per node in stage order, with Ray a GPU per node."""
+    serve_and_check(ring3, inventory(ring3, tmp_path / "inv.yaml", pp=3, executor=executor),
+                    ring3.nodes, layout="TP 1 x PP 3" if executor == "native" else None)
 
 
 def test_switch4_verify_ib_pings_every_pair(switch4: Testbed, tmp_path: Path) -> None:

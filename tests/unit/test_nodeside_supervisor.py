@@ -37,6 +37,8 @@ class Node:
         self.calls.append(argv)
         if argv[:2] == ["docker", "inspect"]:
             return 0, f"{self.container} 0\n"
+        if argv[:2] in (["docker", "start"], ["docker", "restart"]):
+            self.container = "running"
         if argv[:2] == ["docker", "stop"]:
             self.container = "exited"
             self.records_at_stop = (self.tmp / "restarts.jsonl").read_text() \
@@ -215,14 +217,45 @@ def test_native_every_rank_has_its_own_watcher_over_its_own_container(n: int) ->
         assert c["max_restarts"] == inv.serve.max_restarts
 
 
-def test_ray_has_one_watcher_on_the_head_and_a_pinned_host_is_asked_as_such() -> None:
+def test_ray_has_a_watcher_per_node_only_the_heads_over_vllm_and_a_pinned_host_is_asked(
+        ) -> None:
     inv = parse_inventory(NATIVE3.replace("executor: native", "executor: ray"), environ={})
-    assert supervise.watcher_nodes(inv) == ["a"]
+    assert supervise.watcher_nodes(inv) == ["a", "b", "d"]
+    paths0 = NodePaths(home="/root", state_dir="~/.local/state/dgxcluster", cluster="c")
+    head, worker = (supervise.config(inv, paths0, "x", n) for n in ("a", "b"))
+    assert head["health_url"] and head["relaunch"] and head["containers"] == ["dgxc-c-head"]
+    assert worker["containers"] == ["dgxc-c-worker"]
+    assert not {"health_url", "relaunch", "kill", "exit_file", "log"} & set(worker), worker
     pinned = parse_inventory(NATIVE3.replace("port: 8123", "port: 8123, host: 192.0.2.1"),
                              environ={})
     paths = NodePaths(home="/root", state_dir="~/.local/state/dgxcluster", cluster="c")
     assert supervise.config(pinned, paths, "x", "b")["health_url"] == "http://192.0.2.1:8123/health"
     assert supervise.config(pinned, paths, "x", "a")["health_url"] == "http://192.0.2.1:8123/health"
+
+
+def test_a_container_only_watcher_starts_its_dead_container_again_and_records_its_log(
+        tmp_path: Path) -> None:
+    """A Ray worker's: no /health to ask (never called), no vLLM files; the record's tail is
+    the container's own log."""
+    node = Node(tmp_path)
+    asked: list[str] = []
+    node.get = lambda url, _t: asked.append(url) or True  # type: ignore[method-assign]
+    c = cfg(tmp_path, containers=["dgxc-c-worker"])
+    for key in ("health_url", "relaunch", "kill", "exit_file", "log"):
+        del c[key]
+    s = Supervisor(c, clock=node.clock, sleep=node.sleep, run=node.run, get=node.get)
+    s.loop(rounds=2)
+    assert records(tmp_path) == []
+    node.container = "exited"
+    s.loop(rounds=1)
+    rec = records(tmp_path)
+    assert [(r["what"], r["why"], r["action"]) for r in rec] == [
+        ("container dgxc-c-worker", "container exited (exit 0)", "restart")]
+    assert ["docker", "start", "dgxc-c-worker"] in node.calls
+    assert any(call[:2] == ["sh", "-c"] and "docker logs --tail" in call[2] for call in node.calls)
+    assert asked == [] and state(tmp_path)["state"] == "starting"
+    s.loop(rounds=1)
+    assert state(tmp_path)["state"] == "watching"
 
 
 def test_without_relaunch_an_exited_rank_restarts_its_container_naming_vllms_exit(

@@ -101,14 +101,14 @@ def test_data_parallel_replicas_wait_for_the_heads_front_end_not_a_master_port()
     assert "data-parallel front end" in steps[0]["what"]
 
 
-def test_on_failure_ray_head_ends_by_starting_the_watcher_workers_do_not() -> None:
+def test_on_failure_ray_every_node_ends_by_starting_its_own_watcher() -> None:
+    """The head's watches vLLM; a worker's keeps its Ray worker container up."""
     i = inv(2, "ray", restart="on-failure")
-    head = persist.boot_plan(i, "spark1", PATHS, CONFIG)["steps"]
-    assert isinstance(head, list)
-    assert head[-1]["run"] == supervise.launch_argv(PATHS, persist.ship.path(PATHS))
-    worker = persist.boot_plan(i, "spark2", PATHS, CONFIG)["steps"]
-    assert isinstance(worker, list)
-    assert all("watcher" not in s["what"] for s in worker)
+    for node in ("spark1", "spark2"):
+        steps = persist.boot_plan(i, node, PATHS, CONFIG)["steps"]
+        assert isinstance(steps, list)
+        assert steps[-1]["run"] == supervise.launch_argv(PATHS, persist.ship.path(PATHS)), node
+        assert sum("watcher" in s["what"] for s in steps) == 1, node
 
 
 def test_on_failure_native_every_rank_ends_by_starting_its_own_watcher() -> None:

@@ -158,12 +158,13 @@ def test_the_same_config_running_and_ready_is_left_alone(inv_text: str, tmp_path
     assert report.already_running
     assert [(o.node, o.status) for o in report.outcomes if o.step == "start"] == [
         ("a", Status.UNCHANGED), ("b", Status.UNCHANGED)]
-    # the preflight read, nothing else; on the head also whether a watcher runs (it must not
-    # with serve.restart: never)
-    assert len(fakes["b"].calls) == 1 and len(fakes["a"].calls) == 2
-    assert "supervisor.pid" in " ".join(fakes["a"].calls[1])
+    # the preflight read, nothing else; on every serving node also whether a watcher runs
+    # (it must not with serve.restart: never; with Ray a worker's watches its Ray container)
+    assert len(fakes["b"].calls) == 2 and len(fakes["a"].calls) == 2
+    assert all("supervisor.pid" in " ".join(f.calls[1]) for f in fakes.values())
     assert [(o.node, o.step, o.detail) for o in report.outcomes if o.step == "supervise"] == [
-        ("a", "supervise", "off (serve.restart: never)")]
+        ("a", "supervise", "off (serve.restart: never)"),
+        ("b", "supervise", "off (serve.restart: never)")]
     assert FakeLock.events == ["acquire", "release"]
 
 
