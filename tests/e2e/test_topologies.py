@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +53,18 @@ def _prepare(tb: Testbed, serving: list[str]) -> None:
 
 
 def inventory(tb: Testbed, path: Path, serving: list[str] | None = None,
-              dp: int | None = None, pp: int | None = None, executor: str = "ray") -> Path:
+              dp: int | None = None, pp: int | None = None, executor: str = "ray",
+              tp: int = 1) -> Path:
     """The testbed's inventory: serving TP=2 on `serving` when given (or DP `dp` x TP 1 with
-    the native executor, or TP 1 x PP `pp` with `executor`), else with the DGX container
+    the native executor, or TP `tp` x PP `pp` with `executor`), else with the DGX container
     options (which the testbed's dockerd cannot give) so verify-ib can pass all."""
     data = tb.portable_doc()
     if dp:
         data["serve"].update(executor="native", tensor_parallel_size=1, data_parallel_size=dp)
     elif pp:
-        data["serve"].update(executor=executor, tensor_parallel_size=1, pipeline_parallel_size=pp)
+        data["serve"].update(executor=executor, tensor_parallel_size=tp, pipeline_parallel_size=pp)
     elif serving:
-        data["serve"].update(tensor_parallel_size=2, nodes=serving)
+        data["serve"].update(tensor_parallel_size=2, nodes=serving, executor=executor)
     else:
         data["container"]["devices"] = ["/dev/infiniband"]
         data["container"]["ulimits"] = {"memlock": "-1"}
@@ -102,10 +103,11 @@ def containers(tb: Testbed, node: str) -> list[str]:
     return out.split()
 
 
-def serve_and_check(tb: Testbed, inv: Path, serving: list[str], layout: str | None = None) -> None:
+def serve_and_check(tb: Testbed, inv: Path, serving: list[str], layout: str | None = None,
+                    while_serving: Callable[[], None] | None = None) -> None:
     """start on `serving`; status shows Ray on exactly those (or, with the native executor's
     `layout`, one live rank per node in order); a chat answers; a second start changes
-    nothing; stop leaves no container on any node."""
+    nothing; stop leaves no container on any node. `while_serving` runs before the stop."""
     idle = [n for n in tb.nodes if n not in serving]
     start = run_cli("-i", str(inv), "start", env=ENV, timeout=900)
     assert start.returncode == 0, start.stdout + start.stderr
@@ -130,6 +132,8 @@ def serve_and_check(tb: Testbed, inv: Path, serving: list[str], layout: str | No
     assert r.json()["choices"][0]["message"]["content"]
     again = run_cli("-i", str(inv), "start", env=ENV, timeout=300)
     assert again.returncode == 0 and "already running" in again.stdout.lower(), again.stdout
+    if while_serving is not None:
+        while_serving()
     stop = run_cli("-i", str(inv), "stop", env=ENV, timeout=300)
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert all(containers(tb, n) == [] for n in tb.nodes)
@@ -146,11 +150,11 @@ def ring3() -> Iterator[Testbed]:
 
 @pytest.fixture(scope="module")
 def switch4() -> Iterator[Testbed]:
-    """verify-ib only: a TP=2 start on a subset runs on the ring (the same code path); a
-    second image build here would cost CI minutes for no new path (the switch start was
-    checked by hand: node1+node3 served, node2/node4 got nothing)."""
+    """Four nodes on one switch; the image is built (once, distributed) only for the start
+    test, after verify-ib."""
     tb = _up(f"{PREFIX}sw4", 4, "switch")
     yield tb
+    tb.dgx("stop", env=ENV)
     _down(tb.name)
 
 
@@ -212,6 +216,7 @@ def asym2() -> Iterator[Testbed]:
     `rails` (enp1s0f0np0/rocep1s0f0, enP2p1s0f0np0/roceP2p1s0f0) into the inventory."""
     tb = _up(f"{PREFIX}asym", 2, "direct", "--ports", "1,0")
     yield tb
+    tb.dgx("stop", env=ENV)
     _down(tb.name)
 
 
@@ -229,3 +234,39 @@ def test_asymmetric_cabling_passes_with_per_node_rails_and_names_a_pulled_cable(
     _, failed, cabling = verify_cut(asym2, inv, "node1", "node2")
     assert failed == ASYM_LINKS, failed  # both twins of the one cable, each end named
     assert "node1 (rails on" in cabling["detail"] and "node2 (rails on" in cabling["detail"]
+
+
+@pytest.mark.parametrize("executor", ["native", "ray"])
+def test_switch4_tp2_pp2_every_node_a_rank(switch4: Testbed, tmp_path: Path,
+                                            executor: str) -> None:
+    """TP 2 x PP 2 over the four nodes through the switch: native, ranks 0-3 one per node
+    (stage 0 on node1+node2, stage 1 on node3+node4); Ray, a GPU per node."""
+    _prepare(switch4, switch4.nodes)  # built once: the second case finds it there
+    inv = inventory(switch4, tmp_path / "inv.yaml", pp=2, tp=2, executor=executor)
+    serve_and_check(switch4, inv, switch4.nodes,
+                    layout="TP 2 x PP 2" if executor == "native" else None)
+
+
+def _container_env(tb: Testbed, node: str, key: str) -> str:
+    out = tb.node_exec(node, "sh", "-c", "docker inspect -f '{{range .Config.Env}}{{println .}}"
+                       "{{end}}' $(docker ps -q --filter label=dgxcluster.cluster=" + tb.name + ")"
+                       ).stdout
+    return next((ln.split("=", 1)[1] for ln in out.splitlines() if ln.startswith(key + "=")), "")
+
+
+@pytest.mark.parametrize("executor", ["native", "ray"])
+def test_asymmetric_cabling_serves_tp2_each_node_on_its_own_rails(
+        asym2: Testbed, tmp_path: Path, executor: str) -> None:
+    """TP 2 over the asymmetric pair: each node's NCCL_IB_HCA is its own rails' devices
+    (node1 port 1, node2 port 0), and the pair serves: start, status, chat, stop."""
+    _prepare(asym2, asym2.nodes)
+    inv = inventory(asym2, tmp_path / "inv.yaml", ["node1", "node2"], executor=executor)
+    seen: dict[str, str] = {}
+
+    def check_env() -> None:
+        for node in asym2.nodes:
+            seen[node] = _container_env(asym2, node, "NCCL_IB_HCA")
+
+    serve_and_check(asym2, inv, asym2.nodes, layout="TP 2" if executor == "native" else None,
+                    while_serving=check_env)
+    assert seen == {"node1": "rocep1s0f1,roceP2p1s0f1", "node2": "rocep1s0f0,roceP2p1s0f0"}, seen
