@@ -366,14 +366,21 @@ class StartRun:
             c.labels.get(naming.LABEL_CONFIG) == self.report.config
 
     def _refuse_or_restart(self) -> None:
-        """A different configuration running is refused, or stopped first with --restart."""
+        """A different configuration running is refused, or stopped first with --restart.
+
+        Only a cluster whose head container runs is protected so: without it nothing
+        serves, and another node's container of another configuration is what a start that
+        could not finish (or roll back) left there, which this start replaces, saying so."""
         config = self.report.config
+        head = self.mine(self.head)
+        serving = head is not None and head.running
         different: list[str] = []
+        leftovers: list[str] = []
         for node, f in self.facts.items():
             mine = self.mine(node)
             if mine and mine.running and mine.labels.get(naming.LABEL_CONFIG) != config:
-                different.append(f"{node}: {mine.name} runs config "
-                                 f"{mine.labels.get(naming.LABEL_CONFIG, '?')}")
+                (different if serving else leftovers).append(
+                    f"{node}: {mine.name} runs config {mine.labels.get(naming.LABEL_CONFIG, '?')}")
             different += [f"{node}: {c.name} ({c.state})" for c in foreign_containers(f, self.inv)
                           if c.running]
         if different and not self.opts.restart:
@@ -382,6 +389,9 @@ class StartRun:
                             "\nuse `dgxcluster start --restart` to replace it, or `dgxcluster stop`")
         if different:
             self._restart()
+        elif leftovers:
+            self._restart(f"no head container runs: replacing what an earlier start left "
+                          f"({'; '.join(leftovers)})")
 
     def require_free_ports(self) -> None:
         """Before a new head container: the ports it binds must be free on the head."""
@@ -392,9 +402,9 @@ class StartRun:
                             "use (" + ", ".join(f"{p} is {needs[p]}" for p in sorted(busy)) + ")",
                             self.head)
 
-    def _restart(self) -> None:
+    def _restart(self, why: str = "--restart: stopping the running cluster first") -> None:
         self.step = "restart"
-        self.p.message("--restart: stopping the running cluster first")
+        self.p.message(why)
         found = {n: Found(n, f.paths, list(f.containers)) for n, f in self.facts.items() if f.containers}
         for o in teardown(self.s, found, self.p):
             self.report.outcomes.append(Outcome(o.node, f"restart:{o.step}", o.status, o.detail))

@@ -365,6 +365,40 @@ def test_switching_executor_is_a_different_configuration(inv_text: str, tmp_path
     assert all(len(f.calls) == 1 for f in fakes.values())
 
 
+def test_with_no_head_running_another_configs_rank_is_a_leftover_this_start_replaces(
+        inv_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start that could not roll back a cut-off node left its rank running there: nothing
+    serves (no head), so the next start replaces it, saying so, without --restart; while a
+    head runs, the same worker is a different configuration and is refused."""
+    text = _native(inv_text)
+    monkeypatch.setattr(start_mod.vllm, "ready",
+                        lambda *_a: EndpointProbe("http://10.0.0.1:8000", READY, 200, ["org/tiny"]))
+    fakes = {"a": FakeConnection("a").on("@@home", _gather()).on("state=", _rank()),
+             "b": FakeConnection("b").on("@@home", _gather(_running("dgxc-c-worker", "worker",
+                                                                    "0ldc0nf1g")))
+             .on("state=", _rank())}
+    progress = RecordingProgress()
+    report = start(_session(text, fakes, tmp_path), StartOptions(model_check=ModelCheck(set())),
+                   progress)
+    assert not report.already_running
+    assert any("no head container runs: replacing what an earlier start left (b: dgxc-c-worker "
+               "runs config 0ldc0nf1g)" in m for m in progress.messages), progress.messages
+    b_calls = [" ".join(c) for c in fakes["b"].calls]
+    removed = next(i for i, c in enumerate(b_calls) if "dgxc-c-worker" in c and " rm " in f" {c} ")
+    assert removed < next(i for i, c in enumerate(b_calls) if c.startswith("docker run"))
+    assert any(o.step.startswith("restart:") and o.node == "b" for o in report.outcomes)
+
+    head_up = {"a": FakeConnection("a").on("@@home", _gather(_running("dgxc-c-head", "head",
+                                                                      "0ldc0nf1g"))),
+               "b": FakeConnection("b").on("@@home", _gather(_running("dgxc-c-worker", "worker",
+                                                                      "0ldc0nf1g")))}
+    with pytest.raises(StartFailed) as info:
+        start(_session(text, head_up, tmp_path), StartOptions(model_check=ModelCheck(set())),
+              RecordingProgress())
+    assert "a different configuration is running" in str(info.value)
+    assert all(len(f.calls) == 1 for f in head_up.values())
+
+
 def test_native_dry_run_shows_each_ranks_vllm_serve_and_no_ray(inv_text: str, tmp_path: Path) -> None:
     home = Reply(stdout="/root")
     dry = {n: FakeConnection(n).on("HOME", home) for n in ("a", "b")}
