@@ -251,9 +251,9 @@ def test_a_killed_ray_worker_container_is_started_by_its_own_node_and_vllm_comes
             "model": "Qwen/Qwen3-0.6B", "messages": [{"role": "user", "content": "ping"}],
             "max_tokens": 8})
         assert chat.status_code == 200, chat.text
-        # Ray's GCS counts the killed raylet alive until its health checks fail (every 3 s,
-        # 5 failures: Ray's ray_config_def.h defaults) beside the new one, and its resource report lags behind that:
-        # status shows what Ray reports meanwhile, then settles
+        # Ray's GCS counts the killed raylet alive beside the new one until its health
+        # checks fail (every 3 s, 5 failures: Ray's ray_config_def.h defaults), and its
+        # resource report lags behind that: status shows what Ray reports, then settles
         _until("Ray counts the worker node and its GPU once", lambda: (lambda ray: (
             ray["nodes_alive"], ray["gpus_total"]) == (2, 2))(json.loads(tb.dgx(
                 "status", "--json", env=HEAL).stdout)["ray"]), 180)

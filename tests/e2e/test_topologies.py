@@ -1,8 +1,9 @@
 """Beyond a cabled pair, on the testbed: a 3-node ring (each cable twin its own /24), 4
 nodes through a switch and 2 nodes cabled asymmetrically (port 1 of node1 to port 0 of
 node2, per-node rails). verify-ib per topology (every cable of the ring, every pair on the
-switch, the asymmetric pair; a pulled cable is named), then on the ring TP=2 on a subset of
-the nodes with the Ray executor and DP 3 x TP 1 over all three with the native executor:
+switch, the asymmetric pair; a pulled cable is named), then serving on each: on the ring TP=2
+on a subset of the nodes with Ray, DP 3 x TP 1 with the native executor and TP 1 x PP 3 with
+both; on the switch TP 2 x PP 2 with both; on the asymmetric pair TP 2 with both. Each:
 start, status, a chat completion, stop. An idle node is left alone by start.
 
 Real sshd, dockerd and Ray per node; the RDMA/GPU tools are the testbed's simulated hardware
