@@ -167,7 +167,9 @@ class Supervisor:
         """Budget spent: leave the cluster stopped, then say why (the record is written once
         it is true, so whoever reads "left stopped" finds the containers stopped)."""
         limit = f"{self.cfg['max_restarts']} restart(s) within {float(self.cfg['window_s']):g}s"
-        record["why"] = f"{record['why']}; gave up after {limit}, cluster left stopped"
+        # the head's (or a rank's) stops what serves; a Ray worker's only its own container
+        left = "cluster" if self.cfg.get("health_url") else ", ".join(self.cfg.get("containers", []))
+        record["why"] = f"{record['why']}; gave up after {limit}, {left} left stopped"
         self.state = "gave up"
         if self.cfg.get("relaunch") and self.cfg.get("kill") and self.exit_status() is None:
             self.run(self.cfg["kill"])

@@ -256,6 +256,14 @@ def test_a_container_only_watcher_starts_its_dead_container_again_and_records_it
     assert asked == [] and state(tmp_path)["state"] == "starting"
     s.loop(rounds=1)
     assert state(tmp_path)["state"] == "watching"
+    for _ in range(3):  # it keeps dying: the budget (3 per window) is spent, then it gives up
+        node.container = "exited"
+        s.loop(rounds=2)
+    rec = records(tmp_path)
+    assert [r["action"] for r in rec] == ["restart"] * 3 + ["gave up"], rec
+    assert rec[-1]["why"].endswith("gave up after 3 restart(s) within 600s, dgxc-c-worker left "
+                                   "stopped"), rec[-1]
+    assert ["docker", "stop", "-t", "10", "dgxc-c-worker"] in node.calls
 
 
 def test_without_relaunch_an_exited_rank_restarts_its_container_naming_vllms_exit(
