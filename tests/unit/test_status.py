@@ -451,6 +451,30 @@ def test_native_status_shows_each_ranks_own_watcher(tmp_path: Path) -> None:
     json.dumps(js)  # JSON-able as `status --json` prints it
 
 
+def test_ray_status_shows_each_worker_nodes_own_watcher(tmp_path: Path) -> None:
+    """Ray: the head's watcher is the `healing` line; a worker node's (over its Ray worker
+    container) is reported by node, only where one ran; `--json` has them under vllm."""
+    heal = ('supervisor {"state": "watching", "restarts": 1, "last": {"time": '
+            '"2026-12-02T01:00:00Z", "what": "container dgxc-demo-worker", "why": '
+            '"container exited (exit 137)", "exit": 137}}')
+    vllm = "@@ vllm\n{}\n@@ rc 0\n"
+    fakes = {n: FakeConnection(n).on("", Reply(stdout=probe_output(docker=DOCKER)
+                                                + vllm.format(heal if n == "n2" else "")))
+             for n in ("n1", "n2", "n3")}
+    inv = parse_inventory(INV, environ={})
+    with Session.open(inv, factory=lambda spec: fakes[spec.name], environ={},  # type: ignore[arg-type]
+                      redactor=Redactor(), log_dir=tmp_path) as s:
+        report = gather(s, expected=lambda _s: TAG,
+                        check_endpoint=lambda _s: EndpointProbe("http://10.0.0.1:8000", "ready"))
+    assert report.healing is None and list(report.worker_healing) == ["n2"]
+    assert report.worker_healing["n2"].describe() == (
+        "watching, 1 restart(s); last 2026-12-02T01:00:00Z: container dgxc-demo-worker: "
+        "container exited (exit 137), exit 137")
+    vllm_js = report.to_json()["vllm"]
+    assert isinstance(vllm_js, dict) and vllm_js["worker_healing"]["n2"]["restarts"] == 1
+    json.dumps(report.to_json())
+
+
 def test_ray_status_has_no_rank_rows() -> None:
     fakes = {n: FakeConnection(n).on("", Reply(stdout=probe_output(docker=DOCKER)))
              for n in ("n1", "n2", "n3")}
