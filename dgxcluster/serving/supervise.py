@@ -109,9 +109,7 @@ def config(inv: InventoryModel, paths: NodePaths, config_hash: str,
     own = naming.container_name(inv.cluster, role)
     log = paths.log_dir
     how: dict[str, object] = {}
-    if not watches_vllm(inv, node):
-        pass  # a Ray worker: its container only (no health_url, no vLLM files)
-    elif s.executor != NATIVE:
+    if s.executor != NATIVE and watches_vllm(inv, node):  # the Ray head: vLLM is no main process
         how = {"relaunch": serve_exec(inv),
                "kill": ["docker", "exec", own, *shell(_KILL, CONTAINER_LOG_DIR)]}
     vllm: dict[str, object] = {"health_url": health_url(inv, node),
@@ -119,7 +117,7 @@ def config(inv: InventoryModel, paths: NodePaths, config_hash: str,
     return {
         "config": config_hash,
         "containers": [own],
-        **(vllm if watches_vllm(inv, node) else {}),
+        **(vllm if watches_vllm(inv, node) else {}),  # a Ray worker: its container only
         **how,
         "records": f"{log}/{SUPERVISOR_RECORDS}",
         "state": f"{log}/{SUPERVISOR_STATE}",
