@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -254,10 +255,15 @@ def test_a_killed_ray_worker_container_is_started_by_its_own_node_and_vllm_comes
         # Ray's GCS counts the killed raylet alive beside the new one until its health
         # checks fail (every 3 s, 5 failures: Ray's ray_config_def.h defaults), and its
         # resource report lags behind that: status shows what Ray reports, then settles
-        _until("Ray counts the worker node and its GPU once", lambda: (lambda ray: (
-            ray["nodes_alive"], ray["gpus_total"]) == (2, 2))(json.loads(tb.dgx(
-                "status", "--json", env=HEAL).stdout)["ray"]), 180)
-        st = json.loads(tb.dgx("status", "--json", env=HEAL).stdout)
+        def status_json() -> dict[str, Any]:
+            return json.loads(tb.dgx("status", "--json", env=HEAL).stdout)  # type: ignore[no-any-return]
+
+        def ray_settled() -> bool:
+            ray = status_json()["ray"]
+            return (ray["nodes_alive"], ray["gpus_total"]) == (2, 2)
+
+        _until("Ray counts the worker node and its GPU once", ray_settled, 180)
+        st = status_json()
         assert st["vllm"]["worker_healing"]["node2"]["restarts"] == 1, st["vllm"]
         assert st["vllm"]["healing"]["restarts"] == 1
         text = flat(tb.dgx("status", env=HEAL).stdout)
