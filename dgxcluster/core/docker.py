@@ -90,10 +90,13 @@ def remove(conn: Connection, name: str, timeout: float = 60.0) -> bool:
 
 
 #: A `docker run` the operator interrupted goes on on the node (closing its SSH channel does
-#: not stop the docker CLI), and creates its container after a plain `rm -f` has run: wait for
-#: that CLI to end (bounded), then remove.
-_SETTLED_RM = ('n=0; while pgrep -f -- "--name $1( |$)" >/dev/null 2>&1 && [ "$n" -lt 120 ]; '
-               'do sleep 0.5; n=$((n+1)); done; exec docker rm -f -v "$1"')
+#: not stop the docker CLI), and creates its container after a plain `rm -f` has run: wait
+#: until no `docker run --name NAME` has been seen for 2 s in a row (bounded: 100 s), then
+#: remove. Quiet for a while, not just absent once: an exec request sshd had already taken
+#: may not have become a process yet when the rollback first looks.
+_SETTLED_RM = ('n=0; q=0; while [ "$q" -lt 4 ] && [ "$n" -lt 200 ]; do '
+               'if pgrep -f -- "--name $1( |$)" >/dev/null 2>&1; then q=0; else q=$((q+1)); fi; '
+               'sleep 0.5; n=$((n+1)); done; exec docker rm -f -v "$1"')
 
 
 def remove_settled(conn: Connection, name: str, timeout: float = 120.0) -> bool:

@@ -20,9 +20,9 @@ broken process group: it exits, or (vLLM's headless worker while idle) waits in 
 loop and the head's /health, which is a headless rank's health, stops answering; either way
 its own watcher restarts it, and the headless ranks wait at rank 0's master port for the
 new rank 0. A hung cluster likewise restarts every rank. Each watcher has its own
-budget and its own records. `start` stops them before it changes anything and starts
-them once the endpoint is ready; `stop` (and `start --restart`) stop them first, so they never
-fight them.
+budget (a headless rank's twice rank 0's: `budget`) and its own records. `start` stops them
+before it changes anything and starts them once the endpoint is ready; `stop` (and `start
+--restart`) stop them first, so they never fight them.
 """
 
 from __future__ import annotations
@@ -98,6 +98,18 @@ def watches_vllm(inv: InventoryModel, node: str) -> bool:
     return inv.serve.executor == NATIVE or node == inv.head_name
 
 
+def budget(inv: InventoryModel, node: str) -> int:
+    """Restarts `node`'s watcher may make per window. A native headless rank follows rank 0:
+    it restarts each time rank 0 does, and once more when rank 0 is restarted under its
+    fresh rank (both watchers saw the same hang; which acts first is a race). Twice the
+    budget, so that it never gives up before rank 0's watcher does: that one decides when
+    the cluster is left stopped (a headless rank that gave up first would leave rank 0
+    waiting for it until `ready_timeout_s`)."""
+    s = inv.serve
+    follows = s.executor == NATIVE and node != inv.head_name
+    return s.max_restarts * 2 if follows else s.max_restarts
+
+
 def config(inv: InventoryModel, paths: NodePaths, config_hash: str,
            node: str | None = None) -> dict[str, object]:
     """What `node`'s watcher (default: the head's) watches and how it brings vLLM back
@@ -121,7 +133,7 @@ def config(inv: InventoryModel, paths: NodePaths, config_hash: str,
         **how,
         "records": f"{log}/{SUPERVISOR_RECORDS}",
         "state": f"{log}/{SUPERVISOR_STATE}",
-        "max_restarts": s.max_restarts,
+        "max_restarts": budget(inv, node),
         "window_s": s.restart_window_s,
         "backoff_s": s.restart_backoff_s,
         "backoff_max_s": s.restart_backoff_max_s,
@@ -160,7 +172,7 @@ def ensure(conn: Connection, inv: InventoryModel, paths: NodePaths, config_hash:
                        else "off (serve.restart: never)")
     data = render(config(inv, paths, config_hash, conn.node))
     same = conn.run(shell(_SAME, pid_file, cfg_file), timeout=docker.QUICK_S)
-    policy = (f"on-failure: up to {inv.serve.max_restarts} restart(s) per "
+    policy = (f"on-failure: up to {budget(inv, conn.node)} restart(s) per "
               f"{inv.serve.restart_window_s:g}s")
     if same.ok and same.stdout.encode() == data:
         return Outcome(conn.node, STEP, Status.UNCHANGED, f"watcher running ({policy})")

@@ -211,10 +211,10 @@ def test_native_every_rank_has_its_own_watcher_over_its_own_container(n: int) ->
         assert c["health_url"] == "http://192.0.2.1:8123/health"
         assert c["containers"] == ["dgxc-c-worker"]
         assert "relaunch" not in c and "kill" not in c
-        # its own files on its own node, its own budget
+        # its own files on its own node, its own budget: twice rank 0's, as it follows rank 0
         assert c["exit_file"] == "/home/u/.local/state/dgxcluster/c/logs/vllm.exit"
         assert c["records"] == "/home/u/.local/state/dgxcluster/c/logs/restarts.jsonl"
-        assert c["max_restarts"] == inv.serve.max_restarts
+        assert c["max_restarts"] == 2 * inv.serve.max_restarts == 2 * head["max_restarts"]
 
 
 def test_ray_has_a_watcher_per_node_only_the_heads_over_vllm_and_a_pinned_host_is_asked(
@@ -225,6 +225,7 @@ def test_ray_has_a_watcher_per_node_only_the_heads_over_vllm_and_a_pinned_host_i
     head, worker = (supervise.config(inv, paths0, "x", n) for n in ("a", "b"))
     assert head["health_url"] and head["relaunch"] and head["containers"] == ["dgxc-c-head"]
     assert worker["containers"] == ["dgxc-c-worker"]
+    assert head["max_restarts"] == worker["max_restarts"] == inv.serve.max_restarts  # its own
     assert not {"health_url", "relaunch", "kill", "exit_file", "log"} & set(worker), worker
     pinned = parse_inventory(NATIVE3.replace("port: 8123", "port: 8123, host: 192.0.2.1"),
                              environ={})

@@ -85,3 +85,33 @@ def test_teardown_stops_vllm_then_workers_then_head_then_removes(tmp_path: Path)
     assert stops == ["a: docker exec dgxc-c-head", "b: docker stop -t", "a: docker stop -t"]
     assert any("docker rm -f" in o for o in order if o.startswith("a:"))
     assert any("docker rm -f" in o for o in order if o.startswith("b:"))
+
+
+def test_settled_rm_waits_for_a_docker_run_that_became_a_process_after_it_first_looked(
+        tmp_path: Path) -> None:
+    """The race behind a leaked worker container: Ctrl-C as `docker run --name N` was sent;
+    the rollback's first look finds no such process (sshd had not exec'd it yet), the
+    `docker run` appears a moment later and creates N after a plain `rm -f`. The script (run
+    here by sh, with pgrep, against a stand-in `docker` that records when it is called) must
+    remove N only after that late process has ended."""
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    fake = bin_dir / "docker"  # a test double of the docker CLI: records argv and when
+    fake.write_text(f'#!/bin/sh\necho "$(date +%s.%N) $*" >> {calls}\n')
+    fake.chmod(0o755)
+    name = f"dgxc-settle-{tmp_path.name}"
+    ended = tmp_path / "ended"
+    body = f"import time; time.sleep(1.2); open({str(ended)!r}, 'w').write(repr(time.time()))"
+    late = ("import os, sys, time; time.sleep(0.8); os.execv(sys.executable, "
+            f"[sys.executable, '-c', {body!r}, '--name', {name!r}])")
+    proc = subprocess.Popen([sys.executable, "-c", late])
+    rm = subprocess.run(["sh", "-c", _SETTLED_RM, "sh", name], timeout=60,
+                        env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert proc.wait(timeout=10) == 0 and rm.returncode == 0
+    when, argv = calls.read_text().split(" ", 1)
+    assert argv.strip() == f"rm -f -v {name}"
+    assert float(when) > float(ended.read_text()), "rm -f ran while the late docker run lived"
