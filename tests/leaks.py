@@ -17,7 +17,10 @@ write) get `wait_s` to go; anything still there then is a leak.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import time
 from typing import TYPE_CHECKING
 
@@ -45,6 +48,19 @@ for f in "$root"/env/* "$root"/env/.[!.]*; do [ -e "$f" ] && echo "env-file $f";
 for f in "$root"/tmp/* "$root"/tmp/.[!.]*; do [ -e "$f" ] && echo "temp-file $f"; done
 find "$root" /root /tmp -xdev -name '*.tmp-*' 2>/dev/null | sed 's/^/temp-file /'
 grep -q " @dgxcluster/$2/lock\$" /proc/net/unix && echo "lock held: @dgxcluster/$2/lock"
+true
+"""
+
+#: What `clean` removes: the same containers (any state) and files as `_FILES` lists.
+_CLEAN = r"""
+root="$1"
+if command -v docker >/dev/null 2>&1 && [ -S /run/docker.sock ]; then
+  ids=$( { docker ps -aq --filter label=dgxcluster.cluster; docker ps -aq --filter name=^dgxc-; } \
+        2>/dev/null | sort -u)
+  [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1
+fi
+rm -rf "$root"/env/* "$root"/env/.[!.]* "$root"/tmp/* "$root"/tmp/.[!.]* 2>/dev/null
+find "$root" /root /tmp -xdev -name '*.tmp-*' -delete 2>/dev/null
 true
 """
 
@@ -91,8 +107,20 @@ def leaks(tb: Testbed, cluster: str | None = None, state: str = STATE,
         time.sleep(1.0)
 
 
+def clean(tb: Testbed, node: str, cluster: str | None = None, state: str = STATE) -> None:
+    """Remove what `node_leaks` finds (containers, files, then the processes still left), so
+    that one test's leak fails that test only, not every later one on the same testbed."""
+    tb.node_exec(node, "sh", "-c", _CLEAN, "sh", f"{state}/{cluster or tb.name}", check=False)
+    for proc in _processes(tb.tb("ps", node).stdout):
+        if not _BASELINE.match(proc):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(proc.split()[0]), signal.SIGKILL)
+
+
 def assert_no_leaks(tb: Testbed, cluster: str | None = None, state: str = STATE,
                     wait_s: float = 30.0) -> None:
     found = leaks(tb, cluster, state, wait_s)
-    assert found == {}, "left behind on the nodes:\n" + "\n".join(
+    for node in found:
+        clean(tb, node, cluster, state)
+    assert found == {}, "left behind on the nodes (now removed):\n" + "\n".join(
         f"  {n}: {item}" for n, items in found.items() for item in items)

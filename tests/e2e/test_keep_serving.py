@@ -130,6 +130,13 @@ HEAL = {**FAST, "DGXCLUSTER_SERVE__RESTART": "on-failure", "DGXCLUSTER_SERVE__MA
         "DGXCLUSTER_SERVE__RESTART_BACKOFF_S": "1", "COLUMNS": "300"}
 
 
+def _every_rank_watching(tb: Testbed, env: dict[str, str]) -> None:
+    """Native: every rank's watcher has seen the cluster healthy since its last restart."""
+    _until("every watcher watching", lambda: all(
+        (r["healing"] or {}).get("state") == "watching"
+        for r in json.loads(tb.dgx("status", "--json", env=env).stdout)["ranks"]), 120)
+
+
 def _standin_pid(tb: Testbed) -> int:
     ps = tb.tb("ps", "node1").stdout.splitlines()
     return next(int(ln.split()[0]) for ln in ps if "python" in ln and "vllm serve" in ln)
@@ -329,9 +336,7 @@ def test_native_rank_0_killed_while_serving_every_node_heals_its_own_rank(
         assert chat.status_code == 200, chat.text
         assert "vllm serve" in tb.tb("ps", "node2").stdout  # the headless rank is back too
 
-        _until("every watcher watching", lambda: all(
-            (r["healing"] or {}).get("state") == "watching"
-            for r in json.loads(tb.dgx("status", "--json", env=env).stdout)["ranks"]), 120)
+        _every_rank_watching(tb, env)
         st = json.loads(tb.dgx("status", "--json", env=env).stdout)
         ranks = {x["node"]: x for x in st["ranks"]}
         assert all(x["alive"] for x in ranks.values()), ranks
@@ -355,6 +360,9 @@ def test_native_rank_0_killed_while_serving_every_node_heals_its_own_rank(
         assert str(rec["why"]).startswith("vLLM stopped answering http://127.0.0.1:8000/health "
                                           "(3 probes in a row) while its process ran"), rec
         assert _standin_pid(tb) != hung
+        # a headless rank's watcher follows the next failure only once it has seen the
+        # cluster healthy since its own restart (README): the crash loop starts after that
+        _every_rank_watching(tb, env)
 
         # a crash loop: rank 0 exits a second after every start; the head's watcher spends
         # its budget (3 in the window: the kill, the hang, one more) and gives up, leaving
