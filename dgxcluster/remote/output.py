@@ -65,7 +65,9 @@ class Lines:
 
     A long line is cut into pieces only once `hold` more bytes have arrived, after `redact`
     ran over all of it: a secret (at most `hold` bytes) that a cut would split is masked
-    before the cut, never shown in halves.
+    before the cut, never shown in halves. An unfinished line is kept as the chunks it came
+    in (joined once, when it ends or is cut), so a 300 MB line costs a few copies of itself,
+    not one per chunk.
     """
 
     def __init__(self, emit: Callable[[bytes], None], max_line: int = MAX_LINE,
@@ -74,7 +76,8 @@ class Lines:
         self._max = max_line
         self._redact = redact
         self._hold = hold
-        self._pending = bytearray()
+        self._pending: list[bytes] = []
+        self._size = 0  # bytes in _pending
         self._cr = False  # the last chunk ended in \r: a \n may follow in the next one
 
     def feed(self, data: bytes) -> None:
@@ -88,33 +91,38 @@ class Lines:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         end = data.rfind(b"\n")
         if end < 0:
-            self._pending += data
-            self._cut_long()
+            self._hold_back(data)
             return
         start = 0
         if self._pending:  # the line the last chunk began ends here: on its own, not copied
             start = data.find(b"\n") + 1  # along with the rest of this chunk
-            self._pending += data[:start]
-            self._emit(bytes(self._pending))
+            self._emit(b"".join([*self._pending, data[:start]]))
+            self._pending, self._size = [], 0
         if start <= end:
             self._emit(data[start : end + 1] if start or end + 1 < len(data) else data)
-        self._pending = bytearray(data[end + 1 :])
-        self._cut_long()
+        self._hold_back(data[end + 1 :])
 
-    def _cut_long(self) -> None:
-        if len(self._pending) >= self._max + self._hold and self._redact is not None:
-            self._pending = bytearray(self._redact(bytes(self._pending)))
-        while len(self._pending) >= self._max + self._hold:
-            piece = bytes(self._pending[: self._max])
-            del self._pending[: self._max]
-            self._emit(piece + b"\n")
+    def _hold_back(self, data: bytes) -> None:
+        """Keep an unfinished line's bytes; cut it once it is long enough."""
+        if not data:
+            return
+        self._pending.append(data)
+        self._size += len(data)
+        if self._size < self._max + self._hold:
+            return
+        buf = b"".join(self._pending)
+        if self._redact is not None:
+            buf = self._redact(buf)
+        view, at = memoryview(buf), 0
+        while len(buf) - at >= self._max + self._hold:
+            self._emit(b"".join((view[at : at + self._max], b"\n")))
+            at += self._max
+        rest = buf[at:]
+        self._pending, self._size = ([rest] if rest else []), len(rest)
 
     def finish(self) -> None:
         """The stream ended: an unterminated last line is handed on too."""
-        if self._cr:
+        if self._cr or self._pending:
             self._cr = False
-            self._emit(bytes(self._pending) + b"\n")
-            self._pending = bytearray()
-        elif self._pending:
-            self._emit(bytes(self._pending) + b"\n")
-            self._pending = bytearray()
+            self._emit(b"".join([*self._pending, b"\n"]))
+            self._pending, self._size = [], 0
