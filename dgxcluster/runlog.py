@@ -13,15 +13,19 @@ import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-
-import structlog
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dgxcluster.secrets import Redactor
+
+if TYPE_CHECKING:
+    import structlog
 
 DEFAULT_LOG_ROOT = Path(
     os.environ.get("XDG_STATE_HOME", str(Path.home() / ".local" / "state"))
 ) / "dgxcluster" / "runs"
+
+#: structlog's level numbers (the stdlib's), for the check made before it is imported.
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
 def _redacting(redactor: Redactor) -> structlog.types.Processor:
@@ -38,38 +42,103 @@ def _redacting(redactor: Redactor) -> structlog.types.Processor:
     return processor
 
 
+@dataclass
+class _Settings:
+    level: int
+    fmt: str
+    redactor: Redactor
+    stream: TextIO
+
+
+#: What `configure` asked for and structlog has not been given yet; `_level`: the
+#: threshold in force. structlog (with rich, which its console renderer pulls in) costs
+#: about 0.1 s to import, so a run that shows no event (`exec`, `status` without `-v`)
+#: never imports it.
+_pending: _Settings | None = None
+_level = 30
+_state_lock = threading.Lock()
+
+
 def configure(
     verbosity: int = 0,
     fmt: str = "console",
     redactor: Redactor | None = None,
     stream: TextIO | None = None,
 ) -> None:
-    """Configure structlog once per invocation. verbosity 0: warnings, 1: info+debug of runs."""
-    level = 30 if verbosity <= 0 else 10
-    red = redactor or Redactor()
+    """Configure logging once per invocation. verbosity 0: warnings, 1: info+debug of runs.
+    structlog itself is configured at the first event shown."""
+    global _pending, _level
+    with _state_lock:
+        _level = 30 if verbosity <= 0 else 10
+        _pending = _Settings(_level, fmt, redactor or Redactor(), stream or sys.stderr)
+
+
+def _apply(s: _Settings) -> None:
+    import structlog
+
     processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _redacting(red),
+        _redacting(s.redactor),
     ]
-    if fmt == "json":
+    if s.fmt == "json":
         processors.append(structlog.processors.JSONRenderer())
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0))
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(s.level),
+        logger_factory=structlog.PrintLoggerFactory(s.stream),
         cache_logger_on_first_use=False,
     )
 
 
-def get_logger(**bind: Any) -> Any:
+def _structlog_logger() -> Any:
+    """structlog's logger, configured as `configure` last asked (imported here, once)."""
+    global _pending
+    import structlog
+
+    with _state_lock:
+        if _pending is not None:
+            _apply(_pending)
+            _pending = None
+        elif not structlog.is_configured():
+            _apply(_Settings(30, "console", Redactor(), sys.stderr))
+    return structlog.get_logger("dgxcluster")
+
+
+class Logger:
+    """A bound logger that imports structlog only for an event at or above the level in
+    force (the same events structlog's filtering logger would show)."""
+
+    def __init__(self, bound: dict[str, Any]) -> None:
+        self._bound = bound
+
+    def bind(self, **more: Any) -> Logger:
+        return Logger({**self._bound, **more})
+
+    def _emit(self, level: str, event: str, kw: dict[str, Any]) -> None:
+        if _LEVELS[level] < _level:
+            return
+        getattr(_structlog_logger().bind(**self._bound), level)(event, **kw)
+
+    def debug(self, event: str, **kw: Any) -> None:
+        self._emit("debug", event, kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._emit("info", event, kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._emit("warning", event, kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._emit("error", event, kw)
+
+
+def get_logger(**bind: Any) -> Logger:
     """A bound logger. Used as a library without `configure`, only warnings are shown."""
-    if not structlog.is_configured():
-        configure(0)
-    return structlog.get_logger("dgxcluster").bind(**bind)
+    return Logger(bind)
 
 
 @dataclass
