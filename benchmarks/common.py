@@ -29,6 +29,9 @@ def as_installed() -> None:
 
 
 def testbed_up(name: str, n: int, docker: bool = False) -> Path:
+    """The testbed `name` with `n` nodes; dgxcluster's bytecode compiled (`as_installed`),
+    so every benchmark against a testbed times dgxcluster as an installed copy runs."""
+    as_installed()
     args = [str(TESTBED), "--name", name, "up", str(n)] + (["--docker"] if docker else [])
     subprocess.run(args, check=True, capture_output=True, text=True, timeout=1800)
     stem = "testbed" if name == "tb" else f"testbed-{name}"

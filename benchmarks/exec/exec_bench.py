@@ -5,7 +5,7 @@ newline at all), and `exec --json` of the short lines (only each stream's last M
 Runs alternate (dgxcluster, ssh, dgxcluster, ...) so both see the same machine state; both
 write to /dev/null. Peak RSS is the CLI process's own (`wait4`'s ru_maxrss), so it holds
 whatever the output size. Targets (issue 12): time <= 1.5x ssh; peak RSS <= 100 MB.
-dgxcluster runs with its bytecode compiled, as an installed copy has it (`as_installed`).
+dgxcluster runs with its bytecode compiled, as an installed copy has it (`testbed_up`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import PY, as_installed, median, testbed_down, testbed_up
+from common import PY, median, testbed_down, testbed_up
 
 LINE = "0" * 99  # with its newline, a 100-byte line
 
@@ -63,7 +63,6 @@ def main() -> None:
                "-o", "BatchMode=yes", f"root@{host}"]
         dgx = [PY, "-m", "dgxcluster", "-i", str(inv), "exec"]
         size = a.mb * 1000 * 1000
-        as_installed()
         measure(ssh + ["true"])  # warm caches once each
         measure(dgx + ["--", "true"])
         print(f"{a.mb} MB of output from one testbed node, {a.runs} alternating runs each "
