@@ -44,6 +44,8 @@ def prefixed(node: str, block: bytes) -> tuple[bytes, memoryview]:
     prefix = f"{node}: ".encode()
     if not block:
         return b"", memoryview(b"")
+    if block.find(b"\n") == len(block) - 1:  # one line (a piece of a long one): no copy
+        return prefix, memoryview(block)
     return prefix, memoryview(block.replace(b"\n", b"\n" + prefix))[: -len(prefix)]
 
 

@@ -120,7 +120,8 @@ def lock_holders() -> list[Holder]:
             holder = _HOLDER.match(arg)
             if holder and _descends_from_us(int(holder[3])):
                 found.append(Holder(int(holder[3]), arg, argv[i - 1]))
-    return found
+    # once: the lock shell's child between its fork and exec has the shell's command line
+    return list(dict.fromkeys(found))
 
 
 def _descends_from_us(pid: int) -> bool:

@@ -66,8 +66,8 @@ class Lines:
     A long line is cut into pieces only once `hold` more bytes have arrived, after `redact`
     ran over all of it: a secret (at most `hold` bytes) that a cut would split is masked
     before the cut, never shown in halves. An unfinished line is kept as the chunks it came
-    in (joined once, when it ends or is cut), so a 300 MB line costs a few copies of itself,
-    not one per chunk.
+    in (views, never copied until a piece or the line's end is handed on), so a 300 MB line
+    costs one copy of itself, two when there are secrets to mask.
     """
 
     def __init__(self, emit: Callable[[bytes], None], max_line: int = MAX_LINE,
@@ -76,7 +76,7 @@ class Lines:
         self._max = max_line
         self._redact = redact
         self._hold = hold
-        self._pending: list[bytes] = []
+        self._pending: deque[bytes | memoryview] = deque()
         self._size = 0  # bytes in _pending
         self._cr = False  # the last chunk ended in \r: a \n may follow in the next one
 
@@ -97,7 +97,8 @@ class Lines:
         if self._pending:  # the line the last chunk began ends here: on its own, not copied
             start = data.find(b"\n") + 1  # along with the rest of this chunk
             self._emit(b"".join([*self._pending, data[:start]]))
-            self._pending, self._size = [], 0
+            self._pending.clear()
+            self._size = 0
         if start <= end:
             self._emit(data[start : end + 1] if start or end + 1 < len(data) else data)
         self._hold_back(data[end + 1 :])
@@ -110,19 +111,33 @@ class Lines:
         self._size += len(data)
         if self._size < self._max + self._hold:
             return
-        buf = b"".join(self._pending)
-        if self._redact is not None:
-            buf = self._redact(buf)
-        view, at = memoryview(buf), 0
-        while len(buf) - at >= self._max + self._hold:
-            self._emit(b"".join((view[at : at + self._max], b"\n")))
-            at += self._max
-        rest = buf[at:]
-        self._pending, self._size = ([rest] if rest else []), len(rest)
+        if self._hold and self._redact is not None:  # secrets: mask all of it before a cut
+            whole = self._redact(b"".join(self._pending))
+            self._pending = deque([whole])
+            self._size = len(whole)
+        while self._size >= self._max + self._hold:
+            self._emit(b"".join([*self._take(self._max), b"\n"]))
+
+    def _take(self, n: int) -> list[bytes | memoryview]:
+        """The first `n` pending bytes, as views of the chunks they are in."""
+        parts: list[bytes | memoryview] = []
+        self._size -= n
+        while n > 0:
+            head = self._pending[0]
+            if len(head) <= n:
+                parts.append(self._pending.popleft())
+                n -= len(head)
+            else:
+                view = memoryview(head)
+                parts.append(view[:n])
+                self._pending[0] = view[n:]
+                n = 0
+        return parts
 
     def finish(self) -> None:
         """The stream ended: an unterminated last line is handed on too."""
         if self._cr or self._pending:
             self._cr = False
             self._emit(b"".join([*self._pending, b"\n"]))
-            self._pending, self._size = [], 0
+            self._pending.clear()
+            self._size = 0
