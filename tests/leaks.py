@@ -78,10 +78,12 @@ def node_leaks(tb: Testbed, node: str, cluster: str | None = None, state: str = 
     root = f"{state}/{cluster or tb.name}"
     found = sorted(set(tb.node_exec(node, "sh", "-c", _FILES, "sh", root,
                                     cluster or tb.name).stdout.splitlines()))
-    for proc in _processes(tb.tb("ps", node).stdout):
-        if not _BASELINE.match(proc):
-            found.append("process " + proc[:300])
-    return found
+    return found + ["process " + proc[:300] for proc in _extra_processes(tb, node)]
+
+
+def _extra_processes(tb: Testbed, node: str) -> list[str]:
+    """The node's processes beyond its own daemons, as `PID CMDLINE`."""
+    return [p for p in _processes(tb.tb("ps", node).stdout) if not _BASELINE.match(p)]
 
 
 def _processes(ps: str) -> list[str]:
@@ -111,10 +113,9 @@ def clean(tb: Testbed, node: str, cluster: str | None = None, state: str = STATE
     """Remove what `node_leaks` finds (containers, files, then the processes still left), so
     that one test's leak fails that test only, not every later one on the same testbed."""
     tb.node_exec(node, "sh", "-c", _CLEAN, "sh", f"{state}/{cluster or tb.name}", check=False)
-    for proc in _processes(tb.tb("ps", node).stdout):
-        if not _BASELINE.match(proc):
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(proc.split()[0]), signal.SIGKILL)
+    for proc in _extra_processes(tb, node):
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(proc.split()[0]), signal.SIGKILL)
 
 
 def assert_no_leaks(tb: Testbed, cluster: str | None = None, state: str = STATE,
