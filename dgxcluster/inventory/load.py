@@ -2,18 +2,20 @@
 
 Settings come from the YAML file, and any of them can be overridden by an environment
 variable through pydantic-settings: DGXCLUSTER_<SECTION>__<KEY> (e.g.
-DGXCLUSTER_SSH__CONNECT_TIMEOUT=5, DGXCLUSTER_SERVE__MODEL=org/name).
+DGXCLUSTER_SSH__CONNECT_TIMEOUT=5, DGXCLUSTER_SERVE__MODEL=org/name). pydantic-settings (and
+the asyncio, ssl and dotenv it imports: ~30 ms of every command's start-up) is loaded only
+when such a variable is set; without one the file is validated by the same model directly.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from dgxcluster.errors import InventoryError, UsageError
 from dgxcluster.inventory import crosschecks
@@ -30,29 +32,8 @@ MAX_BYTES = 1 << 20
 _TOO_LARGE = f"larger than {MAX_BYTES >> 20} MiB: not an inventory file (an inventory is a few kB)"
 
 
-class Inventory(InventoryModel, BaseSettings):
+class Inventory(InventoryModel):
     """The validated inventory, with DGXCLUSTER_* environment overrides applied."""
-
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        extra="forbid",
-        frozen=True,
-        validate_default=True,
-        case_sensitive=False,
-        env_ignore_empty=True,
-    )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
 
     # Set by the loader: where the file was, so relative paths resolve beside it.
     _source: Path | None = None
@@ -151,8 +132,8 @@ def parse_inventory(
         inv = _build(data, overrides)
     except ValidationError as exc:
         raise InventoryError(shown, _problems(exc, lines, overrides)) from None
-    except SettingsError as exc:  # a DGXCLUSTER_* value that is not valid JSON for its section
-        raise InventoryError(shown, [_settings_problem(exc, overrides)]) from None
+    except _BadEnvValue as exc:  # a DGXCLUSTER_* value that is not valid JSON for its section
+        raise InventoryError(shown, [_settings_problem(exc.error, overrides)]) from None
     except _UnknownEnv as exc:
         raise InventoryError(
             shown,
@@ -183,7 +164,7 @@ def _short(shown: str, limit: int = 200) -> str:
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
-def _settings_problem(exc: SettingsError, overrides: Mapping[str, str]) -> tuple[str, str]:
+def _settings_problem(exc: Exception, overrides: Mapping[str, str]) -> tuple[str, str]:
     """pydantic-settings says only which top-level field failed to parse: name the variable."""
     text = str(exc)
     field = text.split('field "', 1)[1].split('"', 1)[0] if 'field "' in text else ""
@@ -203,15 +184,51 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+@functools.cache
+def _with_environment() -> type[Inventory]:
+    """`Inventory` that also reads DGXCLUSTER_* variables (pydantic-settings, imported here)."""
+    from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+    class EnvInventory(Inventory, BaseSettings):
+        model_config = SettingsConfigDict(
+            env_prefix=ENV_PREFIX,
+            env_nested_delimiter="__",
+            extra="forbid",
+            frozen=True,
+            validate_default=True,
+            case_sensitive=False,
+            env_ignore_empty=True,
+        )
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (env_settings, init_settings)
+
+    return EnvInventory
+
+
 def _build(data: dict[str, Any], overrides: Mapping[str, str]) -> Inventory:
+    if not overrides:
+        return Inventory(**data)
+    _reject_unknown_env(overrides)
+    from pydantic_settings import SettingsError
+
     # pydantic-settings reads os.environ itself; hand it exactly our view of the environment.
     saved = {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
     try:
         for k in saved:
             del os.environ[k]
         os.environ.update(overrides)
-        _reject_unknown_env(overrides)
-        return Inventory(**data)
+        return _with_environment()(**data)
+    except SettingsError as exc:
+        raise _BadEnvValue(exc) from exc
     finally:
         for k in list(os.environ):
             if k.upper().startswith(ENV_PREFIX):
@@ -225,6 +242,11 @@ def _reject_unknown_env(overrides: Mapping[str, str]) -> None:
         top = key[len(ENV_PREFIX) :].split("__", 1)[0].lower()
         if top not in fields:
             raise _UnknownEnv(key)
+
+
+class _BadEnvValue(Exception):
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 class _UnknownEnv(Exception):

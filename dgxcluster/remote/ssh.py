@@ -20,7 +20,6 @@ from typing import Any, BinaryIO
 import paramiko
 from fabric import Config
 from fabric import Connection as FabricConnection
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from dgxcluster.errors import Cancelled, CommandTimeout, ConnectError, HostKeyError
 from dgxcluster.inventory.schema import NodeSpec, SshSettings
@@ -97,18 +96,27 @@ class SshConnection:
                 if t is not None and t.is_active():
                     return t  # type: ignore[no-any-return]
                 self._drop()
-            for attempt in Retrying(
-                retry=retry_if_exception_type(_Transient),
-                stop=stop_after_attempt(3),
-                wait=wait_fixed(0.5),
-                reraise=True,
-            ):
-                with attempt:
-                    self._conn = self._open()
+            try:
+                self._conn = self._open()
+            except _Transient:
+                self._conn = self._open_again()
             t = self._conn.client.get_transport()
             assert t is not None
             t.set_keepalive(int(self._ssh.keepalive_s))
             return t  # type: ignore[no-any-return]
+
+    def _open_again(self) -> Any:
+        """Two more tries, 0.5 s apart, after a refused or reset first one (an sshd that is
+        restarting). tenacity is imported only here: with the asyncio it loads, it would
+        add ~20 ms to the start-up of every command for a path few of them take."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+        time.sleep(0.5)
+        for attempt in Retrying(retry=retry_if_exception_type(_Transient), stop=stop_after_attempt(2),
+                                wait=wait_fixed(0.5), reraise=True):
+            with attempt:
+                return self._open()
+        raise AssertionError("unreachable: Retrying re-raises the last failure")
 
     def _open(self) -> Any:
         spec, ssh = self._spec, self._ssh
