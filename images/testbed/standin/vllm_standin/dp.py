@@ -33,7 +33,8 @@ node whose head went away waits until stopped. MoE lockstep (DPEngineCoreProc, d
 batches) and `--data-parallel-size-local 0` are not emulated. A replica that spans nodes
 (`--nnodes` with DP) is span.py's: its leader's engine forms the replica's process group with
 its followers (dist.py) before it loads, then joins the handshake as any engine. /metrics
-has one series per engine under vLLM's `engine` label; the head picks the engine with the fewest waiting x 4 + running requests, ties in turn.
+has one series per engine under vLLM's `engine` label; the head picks the engine with the
+fewest waiting x 4 + running requests, ties in turn.
 """
 
 from __future__ import annotations
