@@ -25,6 +25,8 @@ import pytest
 import yaml
 
 from tests.conftest import PREFIX, REPO, TESTBED, Testbed, _down, run_cli
+from tests.e2e.test_data_parallel import engine_requests
+from tests.e2e.test_native import vllm_log
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -56,12 +58,12 @@ def _prepare(tb: Testbed, serving: list[str]) -> None:
 def inventory(tb: Testbed, path: Path, serving: list[str] | None = None,
               dp: int | None = None, pp: int | None = None, executor: str = "ray",
               tp: int = 1) -> Path:
-    """The testbed's inventory: serving TP=2 on `serving` when given (or DP `dp` x TP 1 with
+    """The testbed's inventory: serving TP=2 on `serving` when given (or DP `dp` x TP `tp` with
     the native executor, or TP `tp` x PP `pp` with `executor`), else with the DGX container
     options (which the testbed's dockerd cannot give) so verify-ib can pass all."""
     data = tb.portable_doc()
     if dp:
-        data["serve"].update(executor="native", tensor_parallel_size=1, data_parallel_size=dp)
+        data["serve"].update(executor="native", tensor_parallel_size=tp, data_parallel_size=dp)
     elif pp:
         data["serve"].update(executor=executor, tensor_parallel_size=tp, pipeline_parallel_size=pp)
     elif serving:
@@ -246,6 +248,39 @@ def test_switch4_tp2_pp2_every_node_a_rank(switch4: Testbed, tmp_path: Path,
     inv = inventory(switch4, tmp_path / "inv.yaml", pp=2, tp=2, executor=executor)
     serve_and_check(switch4, inv, switch4.nodes,
                     layout="TP 2 x PP 2" if executor == "native" else None)
+
+
+def test_switch4_tp2_dp2_native_replicas_span_two_nodes_each(switch4: Testbed,
+                                                              tmp_path: Path) -> None:
+    """TP 2 x DP 2 over the four nodes: replica 0 on node1+node2, replica 1 on node3+node4.
+    Each replica's leader (node1, node3) runs its engine and forms the replica's process group
+    at its own fabric address with its follower; node3's engine joins node1's front end; the
+    one endpoint spreads requests over both replicas."""
+    _prepare(switch4, switch4.nodes)
+    inv = inventory(switch4, tmp_path / "inv.yaml", tp=2, dp=2)
+    ips = {n["node"]: n["fabric_ip"] for n in switch4.status()["nodes"]}  # type: ignore[union-attr]
+
+    def spread() -> None:
+        st = json.loads(run_cli("-i", str(inv), "status", "--json", env=ENV, timeout=180).stdout)
+        assert [(x["node"], x["replica"]) for x in st["ranks"]] == [
+            ("node1", "0"), ("node2", "0"), ("node3", "1"), ("node4", "1")], st["ranks"]
+        base = str(st["vllm"]["endpoint"]).removesuffix("/v1")
+        for i in range(6):
+            r = httpx.post(f"{base}/v1/chat/completions", timeout=60, json={
+                "model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": f"{i}"}]})
+            assert r.status_code == 200, r.text
+        per_engine = engine_requests(httpx.get(f"{base}/metrics", timeout=30).text)
+        assert set(per_engine) == {"0", "1"} and all(v > 0 for v in per_engine.values()), \
+            per_engine
+        leader = vllm_log(switch4, "node3")
+        assert ("Launching 1 data parallel engine(s) in headless mode, with head node address "
+                f"tcp://{ips['node1']}:29550.") in leader
+        assert f"master_addr={ips['node3']}" in leader
+        for follower, at in (("node2", "node1"), ("node4", "node3")):
+            assert (f"headless multiproc executor, with head node address {ips[at]}:29501 for "
+                    "torch.distributed process group.") in vllm_log(switch4, follower)
+
+    serve_and_check(switch4, inv, switch4.nodes, layout="DP 2 x TP 2", while_serving=spread)
 
 
 def _container_env(tb: Testbed, node: str, key: str) -> str:

@@ -38,41 +38,94 @@ def test_replicas_that_fit_a_node() -> None:
                                  "--data-parallel-start-rank", "2", "--headless"]
 
 
+ADDR = {"s1": "10.0.0.1", "s2": "10.0.0.2", "s3": "10.0.0.3", "s4": "10.0.0.4"}
+DP = "--data-parallel-size 2 --data-parallel-address 10.0.0.1 --data-parallel-rpc-port 29550"
+
+
 def test_dgx_spark_tp2_dp2_on_four_nodes() -> None:
-    """One GPU per Spark: each replica spans two nodes (vLLM's --nnodes mode)."""
-    out = dp_argv(place(4, tp=2, dp=2), "10.0.0.1")
+    """One GPU per Spark: each replica spans two nodes. A replica's leader runs its engine
+    (DP flags, its own address as --master-addr), its follower only the replica's workers."""
+    out = dp_argv(place(4, tp=2, dp=2), "10.0.0.1", addresses=ADDR, vllm_version="0.31.0")
     assert [(d.node, d.node_rank, d.dp_start, d.dp_local, d.headless) for d in out] == [
         ("s1", 0, 0, 1, False), ("s2", 1, 0, 1, True), ("s3", 2, 1, 1, True),
         ("s4", 3, 1, 1, True)]
-    assert "--nnodes" in out[2].argv and out[2].argv[out[2].argv.index("--node-rank") + 1] == "2"
+    assert [" ".join(d.argv) for d in out] == [
+        f"{DP} --data-parallel-size-local 1 --nnodes 4 --node-rank 0 --master-addr 10.0.0.1 "
+        "--master-port 29501",
+        "--nnodes 2 --node-rank 1 --master-addr 10.0.0.1 --master-port 29501 --headless",
+        f"{DP} --data-parallel-size-local 1 --nnodes 4 --node-rank 2 --master-addr 10.0.0.3 "
+        "--master-port 29501 --data-parallel-start-rank 1 --headless",
+        "--nnodes 2 --node-rank 1 --master-addr 10.0.0.3 --master-port 29501 --headless"]
+
+
+@pytest.mark.parametrize(("version", "rescoped"), [
+    ("0.20.1", False), ("0.27.1", False), ("0.28.0", True), ("0.31.0", True), ("0.33.0", True),
+    (None, True)])
+def test_a_leader_says_the_nodes_its_release_expects(version: str | None,
+                                                     rescoped: bool) -> None:
+    """Up to vLLM 0.27 a dense engine keeps --nnodes/--node-rank (its replica's, then); from
+    0.28 it re-scopes them (reconfigure_for_independent_dp_rank), so it gets the cluster's."""
+    out = dp_argv(place(4, tp=2, dp=2), "10.0.0.1", addresses=ADDR, vllm_version=version)
+    lead = " ".join(out[2].argv)
+    assert ("--nnodes 4 --node-rank 2" in lead) is rescoped
+    assert ("--nnodes 2 --node-rank 0" in lead) is not rescoped
+    assert out[3].argv == out[3].argv  # a follower's flags do not depend on the release
+    assert " ".join(out[3].argv).startswith("--nnodes 2 --node-rank 1 --master-addr 10.0.0.3")
+
+
+def _flag(argv: tuple[str, ...], name: str) -> str:
+    return argv[argv.index(name) + 1]
 
 
 @pytest.mark.parametrize(("n", "tp", "dp", "gpus"), [(2, 1, 4, 2), (4, 2, 2, 1), (3, 1, 3, 1),
-                                                     (8, 2, 4, 1)])
-def test_what_vllm_infers_matches(n: int, tp: int, dp: int, gpus: int) -> None:
+                                                     (8, 2, 4, 1), (6, 3, 2, 1)])
+@pytest.mark.parametrize("version", ["0.20.1", "0.31.0"])
+def test_what_vllm_infers_matches(n: int, tp: int, dp: int, gpus: int, version: str) -> None:
     """vLLM's arg_utils: with --nnodes, data_parallel_rank = node_rank * local_world_size //
-    (TP x PP) and nnodes_within_dp = nnodes // (DP // DP_local); our explicit start rank and
-    local count must agree with it, and every replica's nodes with vLLM's grouping."""
+    (TP x PP) and nnodes_within_dp = nnodes // (DP // DP_local); our explicit start rank must
+    agree with it, the leader must stay a leader (node_rank_within_dp 0) before and after its
+    dense engine's reset, and a follower's TP-only flags must place it in its leader's group."""
     p = place(n, tp, dp, gpus)
-    for d in dp_argv(p, "10.0.0.1"):
-        a = list(d.argv)
-        if "--nnodes" in a:
-            world, within = dp * tp, tp
-            local_world = world // n
-            assert d.dp_start == d.node_rank * local_world // within
-            nnodes_within = n // (dp // d.dp_local)
-            assert p.replica_nodes(d.dp_start)[d.node_rank % nnodes_within] == d.node
-        else:
+    span = p.nodes_per_replica
+    addresses = {node: f"10.0.0.{i + 1}" for i, node in enumerate(p.nodes)}
+    for d in dp_argv(p, "10.0.0.1", addresses=addresses, vllm_version=version):
+        a = d.argv
+        if "--nnodes" not in a:
             assert p.replica_nodes(d.dp_start)[0] == d.node
+            continue
+        nnodes, rank = int(_flag(a, "--nnodes")), int(_flag(a, "--node-rank"))
+        assert _flag(a, "--master-addr") == addresses[p.replica_nodes(d.dp_start)[0]]
+        if "--data-parallel-size" not in a:  # a follower: the TP-only multi-node flags
+            assert (nnodes, rank) == (span, d.node_rank % span)
+            assert p.replica_nodes(d.dp_start)[rank] == d.node
+            continue
+        world = dp * tp
+        inferred = rank * (world // nnodes) // tp
+        # arg_utils: data_parallel_rank = --data-parallel-start-rank, else the inferred one
+        assert d.dp_start == (int(_flag(a, "--data-parallel-start-rank"))
+                              if "--data-parallel-start-rank" in a else inferred)
+        if version == "0.31.0":  # the cluster's node rank: inference agrees
+            assert d.dp_start == inferred
+        within = nnodes // dp  # DP_local is 1
+        if within == 0:  # up to 0.27, more replicas than a replica's nodes: vLLM cannot
+            assert version == "0.20.1" and dp > span  # (ZeroDivisionError; README says so)
+            continue
+        assert rank % within == 0
+        after = (within, rank % within) if version == "0.31.0" else (nnodes, rank)
+        assert after == (span, 0)  # the engine's group: its replica's nodes, itself first
 
 
 @pytest.mark.parametrize("version", snapshot.available())
 def test_every_flag_parses_with_vllms_own_table(version: str) -> None:
     table = snapshot.load(version).table
     for p in (place(4, tp=2, dp=2), place(2, tp=1, dp=4, gpus=2)):
-        for d in dp_argv(p, "10.0.0.1"):
+        for d in dp_argv(p, "10.0.0.1", addresses=ADDR, vllm_version=version):
             ns = vllm_argparse.parse_serve(table, ["some/model", *d.argv], raise_errors=True)
-            assert ns.data_parallel_size == p.dp and ns.headless is d.headless
+            assert ns.headless is d.headless
+            if "--data-parallel-size" not in d.argv:  # a spanning replica's follower
+                assert ns.data_parallel_size == 1 and ns.nnodes == 2 and ns.node_rank == 1
+                continue
+            assert ns.data_parallel_size == p.dp
             assert ns.data_parallel_address == "10.0.0.1"
             assert ns.data_parallel_size_local == d.dp_local
             if d.headless:
@@ -103,14 +156,21 @@ def test_tp1_dp2_on_two_nodes_each_node_one_replica() -> None:
 
 def test_tp2_dp2_on_four_nodes_replicas_span_two_nodes_each() -> None:
     """The DP flags carry --nnodes/--node-rank/--master-*, in place of the TP-only ones (not
-    twice), and the head's master port is checked too."""
+    twice); a follower gets the TP-only ones at its leader; the head's master port is checked
+    too. The image's release is unknown here (no Dockerfile beside this inventory): the
+    leaders get the newer form."""
     inv = inventory(4, tp=2, dp=2)
     for k, node in enumerate(("s1", "s2", "s3", "s4")):
         argv = plan.serve_command(inv, node)
         assert argv.count("--nnodes") == 1 and argv.count("--master-port") == 1
         got = flags(inv, node)
+        leader = f"192.168.100.{1 + k // 2 * 2}"
+        if k % 2:
+            assert got == (f"--distributed-executor-backend mp --nnodes 2 --node-rank 1 "
+                           f"--master-addr {leader} --master-port 29501 --headless")
+            continue
         assert (f"--data-parallel-size-local 1 --nnodes 4 --node-rank {k} --master-addr "
-                "192.168.100.1 --master-port 29501") in got
+                f"{leader} --master-port 29501") in got
         assert got.endswith("--headless") is (k > 0)
         if k:
             assert f"--data-parallel-start-rank {k // 2} --headless" in got

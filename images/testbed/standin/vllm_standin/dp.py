@@ -30,9 +30,11 @@ real cluster: read from the code, which has no liveness check for remote engines
 Stand-in simplifications, said where they show: the handshake is JSON lines over TCP (vLLM's
 is ZMQ ROUTER/DEALER with msgpack); a lost link marks the engine gone at once; a headless
 node whose head went away waits until stopped. MoE lockstep (DPEngineCoreProc, dummy
-batches), `--data-parallel-size-local 0` and replicas that span nodes (`--nnodes` with DP)
-are not emulated. /metrics has one series per engine under vLLM's `engine` label; the head
-picks the engine with the fewest waiting x 4 + running requests, ties in turn.
+batches) and `--data-parallel-size-local 0` are not emulated. A replica that spans nodes
+(`--nnodes` with DP) is span.py's: its leader's engine forms the replica's process group with
+its followers (dist.py) before it loads, then joins the handshake as any engine. /metrics
+has one series per engine under vLLM's `engine` label; the head picks the engine with the
+fewest waiting x 4 + running requests, ties in turn.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ import threading
 import time
 from typing import Any
 
-from vllm_standin import NAME, log
+from vllm_standin import NAME, log, span
 from vllm_standin.dist import DistError
 from vllm_standin.load import float_env, load_model
 
@@ -85,9 +87,8 @@ def config_problem(args: argparse.Namespace) -> str | None:
                 "internal load balancing has no start rank, the other nodes run --headless")
     if args.data_parallel_external_lb or args.data_parallel_rank is not None:
         return f"ValueError: ({NAME}) external data-parallel load balancing is not emulated"
-    if args.nnodes > 1:
-        return (f"ValueError: ({NAME}) data parallel with --nnodes (replicas spanning nodes) is "
-                "not emulated")
+    if args.nnodes > 1:  # replicas spanning nodes: span.py
+        return span.problem(args)
     if not args.headless and local > dp:
         return (f"ValueError: ({NAME}) --data-parallel-size-local {local} is more than "
                 f"--data-parallel-size {dp}")
@@ -137,6 +138,8 @@ class Engines:
         self._links: list[socket.socket] = []
         self._server: socket.socket | None = None
         self._closing = False
+        #: a replica spanning nodes: its leader engine's process group (span.py)
+        self.replica = span.Replica(args, log, self.indexes[0]) if args.nnodes > 1 else None
 
     @property
     def lost_engines(self) -> set[int]:
@@ -146,17 +149,29 @@ class Engines:
     def _load(self) -> None:
         # an independent (dense) engine's group is its own: DP rank 0 of DP 1 (core.py)
         world = self.args.tensor_parallel_size * self.args.pipeline_parallel_size
+        replica = self.replica
+        if replica is not None:  # its followers' workers join first (span.py)
+            replica.join()
         for i in self.indexes:
             log.process(f"EngineCore_DP{i}").info(
                 "rank 0 in world size %d is assigned as DP rank 0, PP rank 0, PCP rank 0, "
                 "TP rank 0, EP rank N/A, EPLB rank N/A", world)
-        load_model(self.args.model, log.process(f"EngineCore_DP{self.indexes[0]}"))
+        load_model(self.args.model, log.process(f"EngineCore_DP{self.indexes[0]}"),
+                   replica.lost if replica is not None else lambda: None)
+        if replica is not None:
+            replica.loaded = True
 
     def check_alive(self) -> None:
-        """The API's liveness watch: local engines only (a remote one's loss goes unseen)."""
+        """The API's liveness watch: local engines only (a remote one's loss goes unseen); the
+        head's own replica's engine fails once a follower of it is gone."""
+        why = self.replica.lost() if self.replica is not None else None
+        if why:
+            raise RuntimeError(why.split(": ", 1)[1])
 
     def shutdown(self) -> None:
         self._closing = True
+        if self.replica is not None:
+            self.replica.close()
         for s in [*self._links, *([self._server] if self._server else [])]:
             with contextlib.suppress(OSError):
                 s.close()
@@ -294,6 +309,9 @@ def main(args: argparse.Namespace, logger: logging.Logger, bind: Any) -> int:
     if problem:
         log.traceback(problem, f"vLLM {args.emulated_vllm} configuration checks")
         return 1
+    if args.nnodes > 1:  # vllm/engine/arg_utils.py, internal load balancing with --nnodes
+        logger.info("Inferred data_parallel_rank %d from node_rank %d",
+                    args.data_parallel_start_rank or 0, args.node_rank)
     engines = Engines(args, logger)
     stop = threading.Event()
 
