@@ -130,6 +130,20 @@ def node_argv(inv: InventoryModel, node: str) -> list[str]:
     return list(next(d.argv for d in found if d.node == node))
 
 
+def leader_of(inv: InventoryModel, node: str) -> str | None:
+    """Where a replica spans nodes: the first node of `node`'s replica (its leader, whose
+    `--master-addr` the replica's process group meets at; `node` itself for a leader).
+    None without data parallel, where a replica fits a node, or for a node that serves not."""
+    if inv.serve.data_parallel_size == 1:
+        return None
+    p = placement.place(inv)
+    span = p.nodes_per_replica
+    if span == 1 or node not in p.nodes:
+        return None
+    k = p.nodes.index(node)
+    return p.nodes[k - k % span]
+
+
 def uses_master_port(inv: InventoryModel) -> bool:
     """Does rank 0 listen on --master-port? Always without data parallel; with it only where
     a replica spans nodes (each replica that fits a node keeps its process group local)."""

@@ -7,8 +7,10 @@ bundle, `core.ship`) on the node's boot plan (`NodePaths.boot_plan`). The plan i
 here by the same functions `start` uses (the container names, vLLM's launcher and its
 `clear_state`, the watcher's launch), so nothing of start's argv is written twice:
 
-    native: headless ranks wait for rank 0's store (head fabric IP : serve.master_port),
-            then `docker start` their rank; the head `docker start`s rank 0 at once.
+    native: headless ranks wait for rank 0's store (head fabric IP : serve.master_port; with
+            replicas, the head's data-parallel front end; where a replica spans nodes, a
+            follower waits for its replica leader's store), then `docker start` their rank;
+            the head `docker start`s rank 0 at once.
     ray:    the head `docker start`s its Ray container, waits for the GCS port, then until
             `ray status` counts every node, then relaunches vLLM as `start` does; workers
             wait for the head's GCS port, then `docker start` theirs.
@@ -83,6 +85,23 @@ def _step(what: str, **kw: object) -> dict[str, object]:
     return {"what": what, **kw}
 
 
+def _native_waits_for(inv: InventoryModel, node: str) -> tuple[str, int, str]:
+    """What a native headless rank waits for at boot before it starts: its replica leader's
+    store where a replica spans nodes (the head's front end, for a leader itself), else the
+    head's data-parallel front end with replicas, else rank 0's store."""
+    head_ip = str(inv.head_node.fabric_ip)
+    front_end = (head_ip, inv.serve.data_parallel_rpc_port, "the head's data-parallel front end")
+    leader = dataparallel.leader_of(inv, node)
+    if leader == node:
+        return front_end
+    if leader is not None:
+        return (str(inv.node(leader).fabric_ip), inv.serve.master_port,
+                f"its replica leader {leader}'s store")
+    if dataparallel.uses_master_port(inv):
+        return head_ip, inv.serve.master_port, "rank 0's store"
+    return front_end
+
+
 def boot_plan(inv: InventoryModel, node: str, paths: NodePaths, config: str) -> dict[str, object]:
     """What `node` does at boot, in order (pure: JSON-able; no secrets, only file names)."""
     role = plan.role_of(inv, node)
@@ -92,10 +111,8 @@ def boot_plan(inv: InventoryModel, node: str, paths: NodePaths, config: str) -> 
     start = ["docker", "start", name]
     if inv.serve.executor == plan.NATIVE:
         if role == plan.WORKER:
-            port, what = ((inv.serve.master_port, "rank 0's store")
-                          if dataparallel.uses_master_port(inv) else
-                          (inv.serve.data_parallel_rpc_port, "the head's data-parallel front end"))
-            steps.append(_step(f"wait for {what} at {head_ip}:{port}", wait_tcp=[head_ip, port],
+            addr, port, what = _native_waits_for(inv, node)
+            steps.append(_step(f"wait for {what} at {addr}:{port}", wait_tcp=[addr, port],
                                timeout_s=inv.serve.ready_timeout_s))
         steps.append(_step("forget the previous vLLM's pid and exit status",
                            run=clear_state_argv(paths)))

@@ -200,6 +200,17 @@ def head_ports(inv: InventoryModel) -> dict[int, str]:
             inv.serve.port: "vLLM's API (serve.port)"}
 
 
+def node_ports(inv: InventoryModel, node: str) -> dict[int, str]:
+    """The ports a new container of `node` binds on its host network: the head's
+    (`head_ports`), and with replicas that span nodes each replica leader's --master-port."""
+    if node == inv.head_name:
+        return head_ports(inv)
+    if inv.serve.executor == NATIVE and dataparallel.leader_of(inv, node) == node:
+        return {inv.serve.master_port: "its replica's --master-port, where the replica's ranks "
+                                       "meet (serve.master_port)"}
+    return {}
+
+
 def runs_vllm(inv: InventoryModel, node: str) -> bool:
     """Does the node's own container run vLLM (the head's; every node's with native)?"""
     return inv.serve.executor == NATIVE or role_of(inv, node) == HEAD

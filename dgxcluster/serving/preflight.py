@@ -21,7 +21,7 @@ from dgxcluster.facts import docker_ps, listening, nvidia_smi
 from dgxcluster.facts.docker_ps import ContainerInfo
 from dgxcluster.remote.command import shell
 from dgxcluster.remote.connection import Connection
-from dgxcluster.serving.plan import HEAD, head_ports, role_of
+from dgxcluster.serving.plan import node_ports, role_of
 
 if TYPE_CHECKING:
     from dgxcluster.inventory.schema import InventoryModel
@@ -66,9 +66,9 @@ class NodeFacts:
         return next((c for c in self.containers if c.name == name), None)
 
 
-def ports_to_check(inv: InventoryModel) -> list[int]:
-    """What a new head container binds (the executor's ports: plan.head_ports)."""
-    return list(head_ports(inv))
+def ports_to_check(inv: InventoryModel, node: str) -> list[int]:
+    """What a new container of `node` binds (the head's ports, a replica leader's: plan.node_ports)."""
+    return list(node_ports(inv, node))
 
 
 # One round trip per node: every fact, each section opened by "@@<name>" and closed by
@@ -107,7 +107,7 @@ def gather(conn: Connection, inv: InventoryModel, image: str) -> NodeFacts:
     role = role_of(inv, conn.node)
     check_gpu = inv.container.gpus != "none"
     res = conn.run(shell(_GATHER, f"{naming.LABEL_CLUSTER}={inv.cluster}", image,
-                         "1" if role == HEAD else "0", "1" if check_gpu else "0",
+                         "1" if ports_to_check(inv, conn.node) else "0", "1" if check_gpu else "0",
                          naming.unit_path(inv.cluster)),
                    timeout=docker.QUICK_S)
     sec = split_sections(res.stdout)
@@ -127,12 +127,12 @@ def gather(conn: Connection, inv: InventoryModel, image: str) -> NodeFacts:
     facts.unit = sec.get("unit", ("", -1))[0].strip() == "present"
     if not facts.image_ok and ps is not None:
         facts.problems.append(f"image {image} is not on this node: run `dgxcluster build`")
-    if role == HEAD:
+    if ports_to_check(inv, conn.node):
         ss_text, ss_rc = sec.get("ss", ("", -1))
         parsed = listening.parse(ss_text)
         if ss_rc != 0 or parsed.error:
             facts.problems.append(parsed.error or f"`ss -Hltn` failed: {first_line(ss_text)}")
-        facts.busy_ports = parsed.ports & set(ports_to_check(inv))
+        facts.busy_ports = parsed.ports & set(ports_to_check(inv, conn.node))
     if check_gpu:
         smi_text, smi_rc = sec.get("smi", ("", -1))
         smi = nvidia_smi.read(smi_text)
@@ -150,9 +150,9 @@ def gather(conn: Connection, inv: InventoryModel, image: str) -> NodeFacts:
 def describe(facts: NodeFacts, inv: InventoryModel) -> str:
     """One line for the outcome table."""
     bits = ["image ok" if facts.image_ok else "image missing"]
-    if facts.role == HEAD:
-        ports = ",".join(map(str, ports_to_check(inv)))
-        mine = facts.container(naming.container_name(inv.cluster, HEAD))
+    if ports_to_check(inv, facts.node):
+        ports = ",".join(map(str, ports_to_check(inv, facts.node)))
+        mine = facts.container(naming.container_name(inv.cluster, facts.role))
         if not facts.busy_ports:
             bits.append(f"ports {ports} free")
         elif mine is not None and mine.running:

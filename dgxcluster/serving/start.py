@@ -161,9 +161,10 @@ def _dry_run(session: Session, image: str, config: str) -> list[tuple[str, list[
                  for_display(cmds.docker_run)]
         if cmds.role == plan.HEAD and inv.serve.executor == plan.RAY:
             lines.append(for_display(plan.serve_exec(inv)))
-        if cmds.role == plan.HEAD:  # what preflight checks free before the head's container
+        ports = plan.node_ports(inv, node)
+        if ports:  # what preflight checks free before the node's container
             lines.insert(0, "# ports that must be free here: " + ", ".join(
-                f"{port} ({whose})" for port, whose in plan.head_ports(inv).items()))
+                f"{port} ({whose})" for port, whose in ports.items()))
         if inv.serve.persist:
             lines += persist.dry_run_lines(inv, node, group.values[node], config)
         out.append((f"{node} ({cmds.role})", [session.redactor(ln) for ln in lines]))
@@ -394,13 +395,17 @@ class StartRun:
                           f"({'; '.join(leftovers)})")
 
     def require_free_ports(self) -> None:
-        """Before a new head container: the ports it binds must be free on the head."""
-        busy = self.facts[self.head].busy_ports
-        if busy:
-            needs = plan.head_ports(self.inv)
-            raise StepError("preflight", f"port(s) {', '.join(map(str, sorted(busy)))} already in "
-                            "use (" + ", ".join(f"{p} is {needs[p]}" for p in sorted(busy)) + ")",
-                            self.head)
+        """Before new containers: the ports each binds must be free on its node (the head's;
+        a spanning replica leader's --master-port). A node whose own container of this
+        cluster runs holds them itself and gives them up when that container is replaced."""
+        for node, f in self.facts.items():
+            mine = self.mine(node)
+            if not f.busy_ports or (node != self.head and mine is not None and mine.running):
+                continue
+            needs = plan.node_ports(self.inv, node)
+            busy = sorted(f.busy_ports)
+            raise StepError("preflight", f"port(s) {', '.join(map(str, busy))} already in use ("
+                            + ", ".join(f"{p} is {needs[p]}" for p in busy) + ")", node)
 
     def _restart(self, why: str = "--restart: stopping the running cluster first") -> None:
         self.step = "restart"

@@ -11,7 +11,7 @@ from dgxcluster.core.ranks import layout, node_ranks, replicas
 from dgxcluster.inventory import parse_inventory, placement
 from dgxcluster.inventory.placement import Placement
 from dgxcluster.nodeside import vllm_argparse
-from dgxcluster.serving import plan
+from dgxcluster.serving import dataparallel, plan
 from dgxcluster.serving.dataparallel import dp_argv
 from dgxcluster.vllmcli import snapshot
 from tests.unit.test_topology import nodes
@@ -202,3 +202,31 @@ def test_the_rpc_port_enters_the_config_hash_only_with_data_parallel() -> None:
     dp = inventory(2, tp=1, dp=2)
     moved = dp.model_copy(update={"serve": dp.serve.model_copy(update={"data_parallel_rpc_port": 1})})
     assert plan.config_hash(dp, "img") != plan.config_hash(moved, "img")
+
+
+def test_spanning_replica_leaders_bind_the_master_port_and_only_they_are_checked() -> None:
+    """TP 2 x DP 2 on 4 nodes: s3 leads replica 1 and binds --master-port on its own host, so
+    preflight checks it there; the followers s2 and s4 bind nothing of their own."""
+    inv = inventory(4, tp=2, dp=2)
+    assert [dataparallel.leader_of(inv, n) for n in ("s1", "s2", "s3", "s4")] == [
+        "s1", "s1", "s3", "s3"]
+    assert set(plan.node_ports(inv, "s1")) == {8000, 29501, 29550}
+    assert list(plan.node_ports(inv, "s3")) == [29501]
+    assert plan.node_ports(inv, "s2") == {} and plan.node_ports(inv, "s4") == {}
+    one_per_node = inventory(2, tp=1, dp=2)
+    assert dataparallel.leader_of(one_per_node, "s2") is None
+    assert plan.node_ports(one_per_node, "s2") == {}
+
+
+def test_at_boot_a_follower_waits_for_its_own_replica_leader() -> None:
+    """serve.persist: s4 waits for s3's store (not the head's), s3 for the head's front end,
+    s2 for the head's store."""
+    from dgxcluster.core.nodepaths import NodePaths
+    from dgxcluster.serving.persist import boot_plan
+
+    inv = inventory(4, tp=2, dp=2)
+    paths = NodePaths("/home/u", inv.state_dir, inv.cluster)
+    waits = {n: boot_plan(inv, n, paths, "cfg")["steps"][0].get("wait_tcp")  # type: ignore[index]
+             for n in ("s2", "s3", "s4")}
+    assert waits == {"s2": ["192.168.100.1", 29501], "s3": ["192.168.100.1", 29550],
+                     "s4": ["192.168.100.3", 29501]}
