@@ -18,8 +18,10 @@ from typing import TypeVar
 
 from dgxcluster.core.imagevllm import image_vllm
 from dgxcluster.errors import UsageError
+from dgxcluster.inventory import placement
 from dgxcluster.inventory.schema import InventoryModel
 from dgxcluster.recipes.merge import Merged
+from dgxcluster.serving import dataparallel
 from dgxcluster.serving.plan import serve_command
 from dgxcluster.vllmcli import snapshot, validate
 from dgxcluster.vllmcli.validate import Fragment, Problem
@@ -78,6 +80,23 @@ def _min_vllm(merged: Merged[M], version: str | None, where: str) -> list[Proble
     return []
 
 
+def _replicas_for_release(inv: InventoryModel, version: str | None, where: str) -> list[Problem]:
+    """Replicas that span nodes, more of them than a replica has nodes: vLLM up to 0.27 keeps
+    the leader's --nnodes k (dataparallel.rescopes), so its nnodes_within_dp is k // DP = 0
+    and the engine fails dividing by it (vllm/config/parallel.py, 0.27.1). Refused here,
+    before any node is touched."""
+    if inv.serve.data_parallel_size == 1 or placement.problem(inv) is not None:
+        return []
+    p = placement.place(inv)
+    if p.nodes_per_replica == 1 or p.dp <= p.nodes_per_replica or dataparallel.rescopes(version):
+        return []
+    return [Problem("serve.data_parallel_size", "", (
+        f"{p.dp} replicas of {p.nodes_per_replica} nodes each need vLLM 0.28 or newer: "
+        f"vLLM {version} ({where}) runs at most {p.nodes_per_replica} replicas that span "
+        f"{p.nodes_per_replica} nodes (its nnodes_within_dp would be 0); build an image with "
+        "a newer base (images/README.md) or use fewer replicas"))]
+
+
 def check(merged: Merged[M], *, skip: bool = False) -> FlagReport:
     """Every problem with the flags `start` would pass for `merged` (see the module docstring)."""
     inv = merged.inventory
@@ -96,6 +115,7 @@ def check(merged: Merged[M], *, skip: bool = False) -> FlagReport:
     problems = validate.check(choice.snapshot, fragments, generated=generated(inv),
                               owners=validate.GENERATED_OWNERS)
     problems += _min_vllm(merged, img.version, img.where)
+    problems += _replicas_for_release(inv, img.version, img.where)
     return FlagReport(img.version, img.where, choice.snapshot.version, choice.note, problems, skip)
 
 

@@ -163,3 +163,29 @@ def test_an_inventory_without_a_model_has_its_flags_checked_all_the_same(tmp_pat
         from dgxcluster.serving.plan import serve_command
 
         serve_command(i)
+
+
+def _spanning(tmp: Path, vllm: str, dp: int) -> Inventory:
+    """TP 2 x DP `dp` on one-GPU nodes, native: each replica spans two nodes."""
+    (tmp / "ctx").mkdir(exist_ok=True)
+    (tmp / "ctx" / "Dockerfile").write_text(f"FROM scratch\nARG VLLM_VERSION={vllm}\n")
+    nodes = "".join(f"  - {{name: n{k}, host: n{k}, fabric_ip: 10.0.0.{k}}}\n"
+                    for k in range(1, 2 * dp + 1))
+    text = (f"nodes:\n{nodes}image:\n  context: ctx\nserve:\n  model: Qwen/Qwen3-0.6B\n"
+            f"  executor: native\n  tensor_parallel_size: 2\n  data_parallel_size: {dp}\n")
+    (tmp / "cluster.yaml").write_text(text)
+    return parse_inventory(text, str(tmp / "cluster.yaml"), {}, source=tmp / "cluster.yaml")
+
+
+def test_more_spanning_replicas_than_a_replica_has_nodes_needs_vllm_0_28(tmp_path: Path) -> None:
+    """vLLM up to 0.27 keeps a leader's --nnodes 2, so 4 replicas of 2 nodes divide by zero
+    there: refused before any node is touched, naming the key, the release and where it was
+    read. 2 replicas of 2 nodes, or 0.28, pass."""
+    (err,) = [e for e in errors_of(_spanning(tmp_path, "0.27.1", 4))
+              if e.startswith("serve.data_parallel_size")]
+    assert "4 replicas of 2 nodes each need vLLM 0.28 or newer" in err
+    assert "vLLM 0.27.1 (" in err and "Dockerfile" in err
+    assert not [e for e in errors_of(_spanning(tmp_path, "0.27.1", 2))
+                if e.startswith("serve.data_parallel_size")]
+    assert not [e for e in errors_of(_spanning(tmp_path, "0.28.0", 4))
+                if e.startswith("serve.data_parallel_size")]
