@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 from dgxcluster.core.imagevllm import image_vllm
 from dgxcluster.inventory import placement
 from dgxcluster.inventory.placement import Placement
+from dgxcluster.vllmcli import snapshot
 
 if TYPE_CHECKING:
     from dgxcluster.inventory.schema import InventoryModel
@@ -79,13 +80,8 @@ class DpNode:
 def rescopes(vllm_version: str | None) -> bool:
     """Does this vLLM re-scope a dense DP engine's --nnodes/--node-rank to its replica? An
     unknown release is taken to be a recent one."""
-    if vllm_version is None:
-        return True
-    try:
-        parts = tuple(int(x) for x in vllm_version.split(".")[:2])
-    except ValueError:
-        return True
-    return parts >= RESCOPED_FROM
+    parts = snapshot.release(vllm_version) if vllm_version is not None else ()
+    return not parts or parts >= RESCOPED_FROM
 
 
 def dp_argv(p: Placement, head_address: str, *, rpc_port: int = RPC_PORT,

@@ -106,8 +106,9 @@ def gather(conn: Connection, inv: InventoryModel, image: str) -> NodeFacts:
     """One node's facts; problems are collected, not raised, so all of them are reported."""
     role = role_of(inv, conn.node)
     check_gpu = inv.container.gpus != "none"
+    ports = ports_to_check(inv, conn.node)
     res = conn.run(shell(_GATHER, f"{naming.LABEL_CLUSTER}={inv.cluster}", image,
-                         "1" if ports_to_check(inv, conn.node) else "0", "1" if check_gpu else "0",
+                         "1" if ports else "0", "1" if check_gpu else "0",
                          naming.unit_path(inv.cluster)),
                    timeout=docker.QUICK_S)
     sec = split_sections(res.stdout)
@@ -127,12 +128,12 @@ def gather(conn: Connection, inv: InventoryModel, image: str) -> NodeFacts:
     facts.unit = sec.get("unit", ("", -1))[0].strip() == "present"
     if not facts.image_ok and ps is not None:
         facts.problems.append(f"image {image} is not on this node: run `dgxcluster build`")
-    if ports_to_check(inv, conn.node):
+    if ports:
         ss_text, ss_rc = sec.get("ss", ("", -1))
         parsed = listening.parse(ss_text)
         if ss_rc != 0 or parsed.error:
             facts.problems.append(parsed.error or f"`ss -Hltn` failed: {first_line(ss_text)}")
-        facts.busy_ports = parsed.ports & set(ports_to_check(inv, conn.node))
+        facts.busy_ports = parsed.ports & set(ports)
     if check_gpu:
         smi_text, smi_rc = sec.get("smi", ("", -1))
         smi = nvidia_smi.read(smi_text)
@@ -150,8 +151,9 @@ def gather(conn: Connection, inv: InventoryModel, image: str) -> NodeFacts:
 def describe(facts: NodeFacts, inv: InventoryModel) -> str:
     """One line for the outcome table."""
     bits = ["image ok" if facts.image_ok else "image missing"]
-    if ports_to_check(inv, facts.node):
-        ports = ",".join(map(str, ports_to_check(inv, facts.node)))
+    checked = ports_to_check(inv, facts.node)
+    if checked:
+        ports = ",".join(map(str, checked))
         mine = facts.container(naming.container_name(inv.cluster, facts.role))
         if not facts.busy_ports:
             bits.append(f"ports {ports} free")
