@@ -1,5 +1,5 @@
 """`python -m dgxcluster` is the same as the `dgxcluster` console script."""
 
-from dgxcluster.cli.main import run
+from dgxcluster.cli.warm import run
 
 run()

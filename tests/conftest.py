@@ -116,6 +116,7 @@ def flat(text: str) -> str:
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 900,
             input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DGXCLUSTER_")}
+    full_env["DGXCLUSTER_WARM_SOCKET"] = ""  # cold, unless a test asks for its warm server
     full_env.update(env or {})
     return children.run([sys.executable, "-m", "dgxcluster", *args], env=full_env,
                         timeout=timeout, input=input, cwd=str(cwd or REPO))

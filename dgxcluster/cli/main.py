@@ -87,6 +87,7 @@ COMMANDS = (
     "metrics_cmd",
     "model_cmd",
     "recipe_cmd",
+    "warm_cmd",
 )
 
 

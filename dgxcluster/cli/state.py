@@ -138,6 +138,11 @@ def interrupt_on_signals(sigint: Literal["always", "terminal"] = "always") -> No
     signal.signal(signal.SIGHUP, interrupt)
 
 
+#: The process group a Ctrl-C typed on our terminal reaches: ours, or, in a warm worker
+#: (cli/warm.py), its client's, which forwards the signal.
+TERMINAL_PGRP: int | None = None
+
+
 def attached_to_terminal(fd: int = 0) -> bool:
     """Whether `fd` (stdin) is a terminal whose foreground process group is this process's:
     where a Ctrl-C typed on it is sent to us. A non-interactive shell's background job has
@@ -145,6 +150,6 @@ def attached_to_terminal(fd: int = 0) -> bool:
     import os
 
     try:
-        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
+        return os.isatty(fd) and os.tcgetpgrp(fd) == (TERMINAL_PGRP or os.getpgrp())
     except OSError:
         return False

@@ -26,7 +26,8 @@ DEFAULT_PATH = Path("inventory/cluster.yaml")
 ENV_PATH = "DGXCLUSTER_INVENTORY"
 ENV_PREFIX = "DGXCLUSTER_"
 #: Variables with our prefix that are not inventory settings.
-NOT_SETTINGS = frozenset({ENV_PATH, "DGXCLUSTER_LOG_DIR", "DGXCLUSTER_LOG_FORMAT"})
+NOT_SETTINGS = frozenset({ENV_PATH, "DGXCLUSTER_LOG_DIR", "DGXCLUSTER_LOG_FORMAT",
+                          "DGXCLUSTER_WARM_SOCKET", "DGXCLUSTER_WARM_REPORT"})
 #: An inventory is a few kB; anything far larger is the wrong file (or /dev/zero).
 MAX_BYTES = 1 << 20
 _TOO_LARGE = f"larger than {MAX_BYTES >> 20} MiB: not an inventory file (an inventory is a few kB)"
