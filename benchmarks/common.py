@@ -5,12 +5,14 @@ Benchmarks print figures; they are not tests and assert nothing about speed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import yaml
@@ -52,6 +54,25 @@ def ensure_model(name: str, inventory: Path, repo: str = "Qwen/Qwen3-0.6B") -> N
                    capture_output=True, timeout=300)
     subprocess.run([PY, "-m", "dgxcluster", "-i", str(inventory), "model", "sync", repo],
                    check=True, capture_output=True, text=True, timeout=600)
+
+
+#: The environment of a cold run: no warm server is used, even if the operator has one.
+COLD = {**os.environ, "DGXCLUSTER_WARM_SOCKET": ""}
+
+
+@contextlib.contextmanager
+def warm_server() -> Iterator[dict[str, str]]:
+    """A `dgxcluster warm` server of this checkout on its own socket, for the benchmark's
+    warm runs; yields the environment that sends commands to it, and stops it after."""
+    with tempfile.TemporaryDirectory(prefix="dgxc-warm-") as tmp:
+        env = {**os.environ, "DGXCLUSTER_WARM_SOCKET": f"{tmp}/s/warm.sock"}
+        subprocess.run([PY, "-m", "dgxcluster", "warm", "start"], env=env, check=True,
+                       capture_output=True, timeout=120)
+        try:
+            yield env
+        finally:
+            subprocess.run([PY, "-m", "dgxcluster", "warm", "stop"], env=env, check=False,
+                           capture_output=True, timeout=120)
 
 
 def testbed_down(name: str) -> None:

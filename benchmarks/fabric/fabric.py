@@ -7,7 +7,9 @@ follows the cabling (`--simhw auto`) and one dgxcluster-labelled container
 (observe_setup.populate). On a switch the 2- and 4-node figures use inventories of the first
 N nodes of the 8; a ring of N is cabled differently, so each N is its own testbed. Runs
 alternate pdsh, verify-ib and status, so all see the same machine state; medians are
-printed, with ratios against the pdsh round. Every verify-ib run must PASS everything but
+printed, with ratios against the pdsh round. dgxcluster runs cold (a new process imports
+everything) and warm (forked from a `dgxcluster warm` server that has imported it; SSH
+connections are as new as pdsh's). Every verify-ib run must PASS everything but
 container-rdma (the testbed inventory leaves the DGX container options out), so a failing
 run is not mistaken for a fast one. Goal (issue 15): status within 1.3x of one pdsh round
 at any N.
@@ -16,6 +18,7 @@ at any N.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -27,7 +30,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import PY, REPO, TESTBED, median, report, subset, testbed_down
+from common import COLD, PY, REPO, TESTBED, median, report, subset, testbed_down, warm_server
 from observe_setup import node_names, populate
 
 PDSH = "pdsh -R ssh ... hostname"
@@ -61,11 +64,11 @@ def run(argv: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] 
     return dt, p.stdout
 
 
-def checked_verify(argv: list[str]) -> float:
+def checked_verify(argv: list[str], env: dict[str, str]) -> float:
     """verify-ib's wall time; exits if anything but container-rdma (the testbed inventory
     leaves the DGX container options out) and oom-guard (the testbed's nodes run no
     earlyoom/systemd-oomd: a WARN) did not PASS."""
-    dt, out = run(argv, ok=(0, 1))
+    dt, out = run(argv, env, ok=(0, 1))
     bad = [(r["node"], r["check"]) for r in json.loads(out)
            if r["status"] != "PASS" and r["check"] not in ("container-rdma", "oom-guard")]
     if bad:
@@ -73,19 +76,21 @@ def checked_verify(argv: list[str]) -> float:
     return dt
 
 
-def measure(inv: Path, n: int, runs: int) -> dict[str, float]:
+def measure(inv: Path, n: int, runs: int, warm: dict[str, str]) -> dict[str, float]:
     pdsh, env = pdsh_round(inv)
     cli = [PY, "-m", "dgxcluster", "-i", str(inv)]
     verify, status = [*cli, "verify-ib", "--json"], [*cli, "status", "--json"]
     run(pdsh, env)  # warm caches once each
-    checked_verify(verify)
-    run(status)
-    t: dict[str, list[float]] = {PDSH: [], "dgxcluster status --json": [],
-                                 "dgxcluster verify-ib --json": []}
+    for how in (COLD, warm):
+        checked_verify(verify, how)
+        run(status, how)
+    t: dict[str, list[float]] = {PDSH: []}
     for _ in range(runs):
         t[PDSH].append(run(pdsh, env)[0])
-        t["dgxcluster status --json"].append(run(status)[0])
-        t["dgxcluster verify-ib --json"].append(checked_verify(verify))
+        for label, how in (("cold", COLD), ("warm", warm)):
+            t.setdefault(f"dgxcluster status --json ({label})", []).append(run(status, how)[0])
+            t.setdefault(f"dgxcluster verify-ib --json ({label})", []).append(
+                checked_verify(verify, how))
     meds = {k: median(v) for k, v in t.items()}
     report(f"{n} nodes", list(meds.items()), PDSH)
     for k, v in t.items():
@@ -105,7 +110,9 @@ def main() -> None:
           "alternating runs each (median wall, whole CLI including Python's start)")
     ratios = []
     big = up(a.name, max(sizes), a.topology) if a.topology == "switch" else None
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(testbed_down, a.name)
+        warm = stack.enter_context(warm_server())
         if big:
             populate(a.name, a.name, node_names(big))
         for n in sizes:
@@ -115,16 +122,15 @@ def main() -> None:
                 inv = up(f"{a.name}{n}", n, "ring")
                 populate(f"{a.name}{n}", a.name + str(n), node_names(inv))
             try:
-                m = measure(inv, n, a.runs)
+                m = measure(inv, n, a.runs, warm)
             finally:
                 if not big:
                     testbed_down(f"{a.name}{n}")
-            ratios.append((n, m["dgxcluster status --json"] / m[PDSH],
-                           m["dgxcluster verify-ib --json"] / m[PDSH]))
-        print("\nratios to one pdsh round (goal for status: <= 1.3): "
-              + "; ".join(f"{n} nodes: status {s:.2f}, verify-ib {v:.2f}" for n, s, v in ratios))
-    finally:
-        testbed_down(a.name)
+            ratios.append((n, *(m[f"dgxcluster {c} --json ({h})"] / m[PDSH]
+                                for c in ("status", "verify-ib") for h in ("cold", "warm"))))
+        print("\nratios to one pdsh round (goal for status: <= 1.3), cold / warm: "
+              + "; ".join(f"{n} nodes: status {sc:.2f} / {sw:.2f}, verify-ib {vc:.2f} / {vw:.2f}"
+                          for n, sc, sw, vc, vw in ratios))
 
 
 if __name__ == "__main__":

@@ -109,8 +109,8 @@ def _silent_listener() -> socket.socket:
 
 def _hanging_inventory(tmp_path: Path, port: int) -> Path:
     inv = tmp_path / "inv.yaml"
-    inv.write_text("nodes:\n  - {name: n1, host: 127.0.0.1, port: %d, fabric_ip: 10.9.0.1}\n"
-                   "ssh: {connect_timeout: 90}\n" % port)
+    inv.write_text(f"nodes:\n  - {{name: n1, host: 127.0.0.1, port: {port}, fabric_ip: 10.9.0.1}}\n"
+                   "ssh: {connect_timeout: 90}\n")
     return inv
 
 
