@@ -65,7 +65,8 @@ def enabled(node: Node) -> list[str]:
     return sorted(p.name for p in wants.glob("*.service")) if wants.is_dir() else []
 
 
-def _children() -> dict[int, list[int]]:
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's children, by parent pid (read from /proc)."""
     kids: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -83,7 +84,7 @@ def node_processes(node: Node) -> set[int]:
     """Every process of the node: those in its network namespace, and all below them
     (a container with its own network is a child of its shim, which is in the node's)."""
     roots = {int(p) for p in run(["ip", "netns", "pids", node.netns], check=False).stdout.split()}
-    kids = _children()
+    kids = children_by_parent()
     seen: set[int] = set()
     todo = list(roots)
     while todo:

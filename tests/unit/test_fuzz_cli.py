@@ -163,6 +163,7 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "recipe import file": texts.filter(_no_such_path),
     "recipe import --vllm": texts.filter(_rejected(vllm_snapshot.load)),
     "recipe import --output": texts.map(lambda s: f"/nonexistent-dgxc-dir/{s}/out.yaml"),
+    "warm start --idle": texts.filter(_rejected(parse_duration)),
 }
 #: Parameters for which no rejected value exists (anything is a valid command, count or flag).
 NO_BAD_VALUE = {"exec command", "logs --output",  # any folder name can be made

@@ -21,8 +21,10 @@ import pytest
 
 from dgxcluster.cli.warm import package_root, read_line, send_line
 from dgxcluster.cli.warmserver import code_stamp
-from tests import children
+from tests import children, scripts_path  # noqa: F401 - puts scripts/ on sys.path
 from tests.conftest import REPO, run_cli
+
+from testbed_lib.systemd import children_by_parent  # isort: skip
 
 
 @pytest.fixture
@@ -182,15 +184,7 @@ def test_an_ignored_sigint_stays_ignored_as_for_a_cold_start(warm: dict[str, str
 
 def _workers_of(server_pid: int) -> list[int]:
     """Processes forked by the server (waiters) and by them (workers)."""
-    kids: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            kids.setdefault(ppid, []).append(int(entry.name))
+    kids = children_by_parent()
     waiters = kids.get(server_pid, [])
     return waiters + [w for p in waiters for w in kids.get(p, [])]
 
