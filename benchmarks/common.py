@@ -6,6 +6,7 @@ Benchmarks print figures; they are not tests and assert nothing about speed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -63,16 +64,26 @@ COLD = {**os.environ, "DGXCLUSTER_WARM_SOCKET": ""}
 @contextlib.contextmanager
 def warm_server() -> Iterator[dict[str, str]]:
     """A `dgxcluster warm` server of this checkout on its own socket, for the benchmark's
-    warm runs; yields the environment that sends commands to it, and stops it after."""
+    warm runs; yields the environment that sends commands to it, and stops it after. Exits
+    if the server did not serve to the end: it stops itself when the checkout's code changes
+    during the run, and the "warm" runs after that were cold ones."""
     with tempfile.TemporaryDirectory(prefix="dgxc-warm-") as tmp:
         env = {**os.environ, "DGXCLUSTER_WARM_SOCKET": f"{tmp}/s/warm.sock"}
+        status = [PY, "-m", "dgxcluster", "warm", "status", "--json"]
         subprocess.run([PY, "-m", "dgxcluster", "warm", "start"], env=env, check=True,
                        capture_output=True, timeout=120)
+        pid = json.loads(subprocess.run(status, env=env, check=True, capture_output=True,
+                                        timeout=120).stdout)["pid"]
         try:
             yield env
+            now = json.loads(subprocess.run(status, env=env, check=True, capture_output=True,
+                                            timeout=120).stdout)
         finally:
             subprocess.run([PY, "-m", "dgxcluster", "warm", "stop"], env=env, check=False,
                            capture_output=True, timeout=120)
+        if now.get("pid") != pid or now.get("stale"):
+            sys.exit("the warm server stopped or went stale during the run (was the code "
+                     "edited?): its warm figures are not warm; run the benchmark again")
 
 
 def testbed_down(name: str) -> None:

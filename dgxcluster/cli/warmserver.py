@@ -61,6 +61,19 @@ def code_stamp(root: str) -> tuple[int, int]:
     return count, newest
 
 
+def installed_stamp() -> tuple[int, ...]:
+    """The mtimes of the import path's site-packages directories: installing or upgrading a
+    library (paramiko, pydantic, ...) adds and removes entries there, so the server stops
+    serving code older than what a cold start would import. (Only those: the checkout's own
+    root is on the path too, and files come and go there.)"""
+    stamps = []
+    for entry in sys.path:
+        if entry.endswith(("site-packages", "dist-packages")):
+            with contextlib.suppress(OSError):
+                stamps.append(os.stat(entry).st_mtime_ns)
+    return tuple(stamps)
+
+
 def prepare_dir(path: Path) -> None:
     """The socket's directory, created 0700; refused when another user owns it or can enter."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -98,7 +111,7 @@ class Server:
         self.modules = preload()
         self.command = _click_command()
         gc.freeze()  # what is imported is never collected: a worker's GC leaves those pages shared
-        self.stamp = code_stamp(self.root)
+        self.stamp = self._stamp()
         self.started = time.time()
         self.served = 0
         self.last = time.monotonic()
@@ -121,6 +134,9 @@ class Server:
                 break
         self.close()
 
+    def _stamp(self) -> tuple[object, ...]:
+        return (code_stamp(self.root), installed_stamp())
+
     def _own_socket(self) -> bool:
         try:
             return self.path.stat().st_ino == self.inode
@@ -137,7 +153,7 @@ class Server:
         return {"pid": os.getpid(), "since": self.started, "served": self.served,
                 "idle_limit_s": self.idle, "idle_s": round(time.monotonic() - self.last, 1),
                 "modules": self.modules, "root": self.root, "executable": sys.executable,
-                "stale": code_stamp(self.root) != self.stamp}
+                "stale": self._stamp() != self.stamp}
 
     def handle(self, conn: socket.socket) -> bool:
         """Serve one connection; True when the server should stop."""
@@ -164,7 +180,7 @@ class Server:
             if msg.get("root") != self.root or msg.get("executable") != sys.executable:
                 send_line(conn, {"declined": "another checkout or interpreter"})
                 return False
-            if code_stamp(self.root) != self.stamp:
+            if self._stamp() != self.stamp:
                 send_line(conn, {"declined": "code changed since the server started"})
                 return True
             conn.settimeout(None)
