@@ -38,14 +38,14 @@ def _socket() -> Path:
     path = socket_path()
     if path is None:
         raise UsageError(f"{ENV_SOCKET} is set empty, which turns the warm server off")
-    return path
+    return Path(path)
 
 
 def _ping(path: Path) -> dict[str, Any] | None:
     """The server's status at `path`, or None when none answers."""
     from dgxcluster.cli.warm import connect, read_line, send_line
 
-    sock = connect(path)
+    sock = connect(str(path))
     if sock is None:
         return None
     with sock:
@@ -132,7 +132,7 @@ def stop_cmd(json_out: JsonOpt = False) -> None:
     from dgxcluster.cli.warm import connect, read_line, send_line
 
     path = _socket()
-    sock = connect(path)
+    sock = connect(str(path))
     reply = None
     if sock is not None:
         with sock:
