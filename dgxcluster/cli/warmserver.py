@@ -160,11 +160,12 @@ class Server:
         if peer_uid(conn) != os.getuid():
             return False
         conn.settimeout(5)
+        fds: list[int] = []
         try:
             data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
             msg = read_line(conn, data) if data else None
-        except (OSError, ValueError):
-            return False
+        except (OSError, ValueError, EOFError, TypeError):  # not a message of ours
+            msg = None
         try:
             if msg is None:
                 return False
@@ -184,7 +185,12 @@ class Server:
                 send_line(conn, {"declined": "code changed since the server started"})
                 return True
             conn.settimeout(None)
-            if os.fork() == 0:
+            try:
+                pid = os.fork()
+            except OSError as e:  # out of processes or memory: the command runs cold
+                send_line(conn, {"declined": f"fork: {e}"})
+                return False
+            if pid == 0:
                 self.listener.close()
                 _waiter(conn, fds, msg, self.command)
             self.served += 1

@@ -285,3 +285,18 @@ def test_bad_idle_is_refused_naming_the_option(tmp_path: Path) -> None:
                 env={"DGXCLUSTER_WARM_SOCKET": str(tmp_path / "w" / "warm.sock")})
     assert p.returncode == 2
     assert p.stderr.startswith("error: --idle: ") and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("junk", [b"\x00\x00\x00\x05\xff\xfe\xfd\xfc\xfb", b"GET / HTTP/1.0\r\n\r\n",
+                                  b"\xff\xff\xff\xff", b""])
+def test_junk_on_the_socket_leaves_the_server_serving(warm: dict[str, str], junk: bytes) -> None:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(warm["DGXCLUSTER_WARM_SOCKET"])
+    sock.sendall(junk)
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(30)
+    assert sock.recv(100) == b""  # closed without an answer
+    sock.close()
+    before = _served(warm)
+    p = run_cli("--version", env=warm, timeout=60)
+    assert p.returncode == 0 and _served(warm) == before + 1
