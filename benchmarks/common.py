@@ -87,8 +87,13 @@ def warm_server() -> Iterator[dict[str, str]]:
 
 
 def testbed_down(name: str) -> None:
+    """Take the benchmark's testbed down; says so on stderr when that failed."""
     if not os.environ.get("DGXTB_KEEP"):
-        subprocess.run([str(TESTBED), "--name", name, "down"], capture_output=True, check=False)
+        p = subprocess.run([str(TESTBED), "--name", name, "down"], capture_output=True,
+                           text=True, check=False)
+        if p.returncode != 0:
+            print(f"testbed {name} not taken down ({p.returncode}): {p.stderr[-500:]}",
+                  file=sys.stderr)
 
 
 def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> float:
