@@ -134,7 +134,7 @@ def handoff(argv: list[str]) -> int | None:
     try:
         send_line(sock, request(argv), [0, 1, 2])
         reply = read_line(sock)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, TypeError):  # no server of this version there
         reply = None
     if reply is None or "pid" not in reply:
         sock.close()
@@ -143,7 +143,7 @@ def handoff(argv: list[str]) -> int | None:
     worker.started(int(reply["pid"]))
     try:
         final = read_line(sock)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, TypeError):
         final = None
     if final is None:
         sys.stderr.write("dgxcluster: the warm server's worker ended without an exit code; "

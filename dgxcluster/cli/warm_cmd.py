@@ -52,7 +52,7 @@ def _ping(path: Path) -> dict[str, Any] | None:
         try:
             send_line(sock, {"op": "ping"}, [])
             return read_line(sock)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError, TypeError):
             return None
 
 
@@ -139,7 +139,7 @@ def stop_cmd(json_out: JsonOpt = False) -> None:
             try:
                 send_line(sock, {"op": "stop"}, [])
                 reply = read_line(sock)
-            except (OSError, ValueError):
+            except (OSError, ValueError, EOFError, TypeError):
                 reply = None
     if reply is None:
         _print({"status": "unchanged", "running": False}, f"no warm server at {path}", json_out)
