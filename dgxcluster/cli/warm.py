@@ -47,7 +47,8 @@ def socket_path() -> str | None:
     if ENV_SOCKET in os.environ:
         return os.environ[ENV_SOCKET] or None
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "dgxcluster", "warm.sock")
+    # its own directory, 0700: the cache's dgxcluster/ is made by others with the umask's mode
+    return os.path.join(cache, "dgxcluster", "warm", "warm.sock")
 
 
 def package_root() -> str:

@@ -20,7 +20,7 @@ warm_app = typer.Typer(
         "user and checkout is forked from it: same output, exit codes, host-key checks and "
         "fresh SSH connections as a cold start (nothing but imported code is shared). It "
         "stops after --idle without a command, on `warm stop`, or when the code on disk "
-        "changes. Socket: $DGXCLUSTER_WARM_SOCKET, else ~/.cache/dgxcluster/warm.sock (0700 "
+        "changes. Socket: $DGXCLUSTER_WARM_SOCKET, else ~/.cache/dgxcluster/warm/warm.sock (0700 "
         "directory, this user only)."
     ),
     no_args_is_help=True,

@@ -300,3 +300,22 @@ def test_junk_on_the_socket_leaves_the_server_serving(warm: dict[str, str], junk
     before = _served(warm)
     p = run_cli("--version", env=warm, timeout=60)
     assert p.returncode == 0 and _served(warm) == before + 1
+
+
+def test_the_default_socket_lives_in_its_own_0700_directory(tmp_path: Path) -> None:
+    """dgxcluster's cache directory is made with the umask's mode by other features (image
+    content tags): the default socket must not need it to be 0700."""
+    cache = tmp_path / "cache"
+    (cache / "dgxcluster").mkdir(parents=True, mode=0o755)
+    os.chmod(cache / "dgxcluster", 0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DGXCLUSTER_")}
+    env["XDG_CACHE_HOME"] = str(cache)
+    dgx = [sys.executable, "-m", "dgxcluster"]
+    try:
+        p = children.run([*dgx, "warm", "start"], env=env, cwd=REPO, timeout=120)
+        assert p.returncode == 0, p.stderr
+        sock = cache / "dgxcluster" / "warm" / "warm.sock"
+        assert f"at {sock}," in p.stdout
+        assert os.stat(sock.parent).st_mode & 0o777 == 0o700
+    finally:
+        children.run([*dgx, "warm", "stop"], env=env, cwd=REPO, timeout=60)
