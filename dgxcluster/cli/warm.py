@@ -68,7 +68,8 @@ def send_line(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None = 
     body = marshal.dumps(obj)
     data = _LENGTH.pack(len(body)) + body
     sent = socket.send_fds(sock, [data], fds) if fds else 0
-    sock.sendall(data[sent:])
+    if sent < len(data):  # sendall(b"") still calls send(): EPIPE if the server answered
+        sock.sendall(data[sent:])
 
 
 def read_line(sock: socket.socket, first: bytes = b"") -> dict[str, Any] | None:
