@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -79,6 +81,9 @@ def start_cmd(
         idle_s = parse_duration(idle)
     except ValueError as e:
         raise UsageError(f"--idle: {e}") from None
+    if not hasattr(os, "pidfd_open") or not hasattr(socket, "SO_PEERCRED"):
+        raise UsageError(f"warm needs Linux 5.3+ (pidfd_open, SO_PEERCRED); this is "
+                         f"{sys.platform}: commands run cold here, as they do without it")
     path = _socket()
     now = _ping(path)
     if now and now.get("root") == package_root() and not now.get("stale"):
