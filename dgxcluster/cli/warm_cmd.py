@@ -43,8 +43,8 @@ def _socket() -> Path:
     return Path(path)
 
 
-def _ping(path: Path) -> dict[str, Any] | None:
-    """The server's status at `path`, or None when none answers."""
+def _ask(path: Path, op: str) -> dict[str, Any] | None:
+    """The server's answer to `op` ("ping", "stop"), or None when none answers at `path`."""
     from dgxcluster.cli.warm import connect, read_line, send_line
 
     sock = connect(str(path))
@@ -52,10 +52,15 @@ def _ping(path: Path) -> dict[str, Any] | None:
         return None
     with sock:
         try:
-            send_line(sock, {"op": "ping"}, [])
+            send_line(sock, {"op": op}, [])
             return read_line(sock)
         except (OSError, ValueError, EOFError, TypeError):
             return None
+
+
+def _ping(path: Path) -> dict[str, Any] | None:
+    """The server's status at `path`, or None when none answers."""
+    return _ask(path, "ping")
 
 
 def _print(doc: dict[str, Any], text: str, json_out: bool) -> None:
@@ -134,18 +139,8 @@ def _launch(path: Path, idle_s: int) -> int:
 @errors_to_exit
 def stop_cmd(json_out: JsonOpt = False) -> None:
     """Stop the warm server; commands already running finish as they are."""
-    from dgxcluster.cli.warm import connect, read_line, send_line
-
     path = _socket()
-    sock = connect(str(path))
-    reply = None
-    if sock is not None:
-        with sock:
-            try:
-                send_line(sock, {"op": "stop"}, [])
-                reply = read_line(sock)
-            except (OSError, ValueError, EOFError, TypeError):
-                reply = None
+    reply = _ask(path, "stop")
     if reply is None:
         _print({"status": "unchanged", "running": False}, f"no warm server at {path}", json_out)
         return
